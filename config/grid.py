@@ -1,0 +1,262 @@
+"""Expand a Sweep into cells: the cross product of its axes over its base pipelines.
+
+Training axes (meta-architecture, extractor, output stride, training
+resolution, generic fields by default) change the model that must be
+trained; test axes (number of proposals, test resolution) change only how the
+trained model is run. Each cell carries both pipelines and a ``train_key``
+(hash of the training pipeline) so cells that share a trained model share the
+key. Combinations that cannot exist are skipped with a reason, counted once.
+"""
+import dataclasses
+import hashlib
+import itertools
+import os
+
+from google.protobuf import text_format
+
+from detbench.config.loader import load_text_proto
+from detbench.config.overrides import apply_override, apply_overrides
+from detbench.config.validate import check_pipeline, meta_arch_config, TWO_STAGE
+from detbench.errors import ConfigError
+from detbench.registry import Registry
+
+
+class Skip(Exception):
+    """This combination cannot exist; the message says why."""
+
+
+@dataclasses.dataclass
+class Cell:
+    meta_arch: str
+    values: dict                 # axis label -> value (strings, in axis order)
+    train_pipeline: object       # pipeline_pb2.Pipeline
+    test_pipeline: object
+    train_key: str
+    cell_id: str
+
+    @property
+    def label(self):
+        parts = [self.meta_arch] + [f"{k}={v}" for k, v in self.values.items() if k != "meta_arch"]
+        return " ".join(parts)
+
+
+@dataclasses.dataclass
+class Grid:
+    cells: list
+    skipped: dict                # reason -> number of combinations skipped
+
+    def trainings(self):
+        """train_key -> the first cell that needs it (one training each)."""
+        out = {}
+        for c in self.cells:
+            out.setdefault(c.train_key, c)
+        return out
+
+
+def digest(message):
+    return hashlib.sha256(text_format.MessageToString(message).encode()).hexdigest()[:12]
+
+
+# -- the study's axes ------------------------------------------------------------
+AXES = Registry("sweep axis")
+TRAIN, TEST = "train", "test"
+
+
+def _set_resolution(pipeline, value):
+    name, arch = meta_arch_config(pipeline)
+    side = int(value)
+    r = arch.image_resizer
+    if r.WhichOneof("image_resizer") == "keep_aspect_ratio":
+        k = r.keep_aspect_ratio
+        ratio = k.max_dimension / k.min_dimension
+        k.min_dimension = side
+        k.max_dimension = int(round(side * ratio))
+    else:
+        r.fixed_shape.height = side
+        r.fixed_shape.width = side
+
+
+def _extractor(pipeline):
+    return meta_arch_config(pipeline)[1].feature_extractor
+
+
+@AXES.register("meta_arch")
+def _meta_arch_axis(train, test, value):
+    """Selects base pipelines (done by expand_grid before any other axis)."""
+
+
+_meta_arch_axis.scope = TRAIN
+
+
+def _feature_extractor_axis(train, test, value):
+    for p in (train, test):
+        _extractor(p).type = value
+
+
+_feature_extractor_axis.scope = TRAIN
+AXES.register("feature_extractor")(_feature_extractor_axis)
+
+
+def _output_stride_axis(train, test, value):
+    name = meta_arch_config(train)[0]
+    if name not in TWO_STAGE:
+        raise Skip(f"output_stride does not apply to {name}")
+    for p in (train, test):
+        _extractor(p).output_stride = int(value)
+
+
+_output_stride_axis.scope = TRAIN
+AXES.register("output_stride")(_output_stride_axis)
+
+
+def _num_proposals_axis(train, test, value):
+    name, arch = meta_arch_config(test)
+    if name not in TWO_STAGE:
+        raise Skip(f"num_proposals does not apply to {name}")
+    arch.rpn.max_proposals = int(value)
+
+
+_num_proposals_axis.scope = TEST
+AXES.register("num_proposals")(_num_proposals_axis)
+
+
+def _resolution_axis(train, test, value):
+    _set_resolution(train, value)
+    _set_resolution(test, value)
+
+
+_resolution_axis.scope = TRAIN
+AXES.register("resolution")(_resolution_axis)
+AXES.register("train_resolution")(_resolution_axis)
+
+
+def _test_resolution_axis(train, test, value):
+    _set_resolution(test, value)
+
+
+_test_resolution_axis.scope = TEST
+AXES.register("test_resolution")(_test_resolution_axis)
+
+
+def _field_axis(field, scope):
+    def apply(train, test, value):
+        name = meta_arch_config(train)[0]
+        parts = field.split(".")
+        if len(parts) > 2 and parts[0] == "model" and parts[1] != name:
+            raise Skip(f"{field} does not apply to {name}")
+        targets = (test,) if scope == TEST else (train, test)
+        for p in targets:
+            apply_override(p, f"{field}={value}")
+    apply.scope = scope
+    return apply
+
+
+def _axis_fn(axis, where):
+    if axis.name and axis.field:
+        raise ConfigError(f"{where}: set name or field, not both")
+    if axis.field:
+        scope = TEST if axis.scope == axis.TEST else TRAIN
+        return axis.field, _field_axis(axis.field, scope)
+    if not axis.name:
+        raise ConfigError(f"{where}: needs a name ({', '.join(AXES.names())}) or a field")
+    try:
+        fn = AXES.get(axis.name)
+    except KeyError as e:
+        raise ConfigError(f"{where}.name: {e}") from None
+    if axis.scope != axis.AUTO and axis.name != "meta_arch":
+        forced = TEST if axis.scope == axis.TEST else TRAIN
+        if forced != fn.scope:
+            raise ConfigError(f"{where}.scope: {axis.name} is a {fn.scope} axis")
+    return axis.name, fn
+
+
+def _load_bases(sweep, sweep_path):
+    from detbench.protos import pipeline_pb2
+    root = os.path.dirname(os.path.abspath(sweep_path)) if sweep_path else os.getcwd()
+    if not sweep.base:
+        raise ConfigError(f"{sweep_path}: base: no base pipeline given")
+    bases = {}
+    for i, b in enumerate(sweep.base):
+        if not b.pipeline:
+            raise ConfigError(f"{sweep_path}: base[{i}].pipeline: empty")
+        path = b.pipeline if os.path.isabs(b.pipeline) else os.path.join(root, b.pipeline)
+        if not os.path.exists(path) and os.path.exists(b.pipeline):
+            path = b.pipeline     # relative to the working directory
+        p = load_text_proto(path, pipeline_pb2.Pipeline())
+        name = meta_arch_config(p)[0]
+        if name is None:
+            raise ConfigError(f"{path}: model: no meta-architecture set")
+        if b.meta_arch and b.meta_arch != name:
+            raise ConfigError(f"{sweep_path}: base[{i}].meta_arch: {b.meta_arch!r} but "
+                              f"{b.pipeline} is a {name} pipeline")
+        try:
+            apply_overrides(p, sweep.override)
+        except ConfigError as e:
+            raise ConfigError(f"{sweep_path}: {e}") from None
+        if sweep.train_steps > 0:
+            p.train_config.num_steps = sweep.train_steps
+        bases[name] = p
+    return bases
+
+
+def expand_grid(sweep, sweep_path=None, check_registry=True):
+    """Return a Grid of the sweep's cells (raises ConfigError on bad axes)."""
+    where_file = sweep_path or "<sweep>"
+    bases = _load_bases(sweep, sweep_path)
+    axes, meta_values = [], None
+    for i, axis in enumerate(sweep.axis):
+        where = f"{where_file}: axis[{i}]"
+        if not axis.values:
+            raise ConfigError(f"{where}.values: empty; give at least one value")
+        label, fn = _axis_fn(axis, where)
+        if label == "meta_arch":
+            missing = [v for v in axis.values if v not in bases]
+            if missing:
+                raise ConfigError(f"{where}.values: no base pipeline for {', '.join(missing)}; "
+                                  f"bases: {', '.join(sorted(bases))}")
+            meta_values = list(axis.values)
+            continue
+        axes.append((label, fn, list(axis.values), where))
+    order = meta_values or list(bases)
+    cells, skipped = [], {}
+    for name in order:
+        for combo in itertools.product(*[a[2] for a in axes]):
+            train, test = type(bases[name])(), type(bases[name])()
+            train.CopyFrom(bases[name])
+            test.CopyFrom(bases[name])
+            values = {"meta_arch": name}
+            try:
+                for (label, fn, _, where), value in zip(axes, combo):
+                    values[label] = value
+                    try:
+                        fn(train, test, value)
+                    except ConfigError as e:
+                        raise ConfigError(f"{where} value {value!r}: {e}") from None
+                _check_cell(train, test, values, check_registry)
+            except Skip as s:
+                skipped[str(s)] = skipped.get(str(s), 0) + 1
+                continue
+            tkey = digest(train)
+            cid = hashlib.sha256((tkey + digest(test)).encode()).hexdigest()[:12]
+            cells.append(Cell(name, values, train, test, tkey, cid))
+    return Grid(cells, skipped)
+
+
+def _check_cell(train, test, values, check_registry):
+    """Impossible extractor combinations are skips; other problems are errors."""
+    if check_registry:
+        from detbench.feature_extractors.base import FEATURE_EXTRACTORS
+        import detbench.feature_extractors  # noqa: F401
+        name, arch = meta_arch_config(train)
+        fe = arch.feature_extractor
+        if fe.type in FEATURE_EXTRACTORS:
+            try:
+                FEATURE_EXTRACTORS.get(fe.type).check_config(fe, meta_arch=name)
+            except ConfigError as e:
+                raise Skip(str(e)) from None
+    for p, which in ((train, "training"), (test, "test")):
+        try:
+            check_pipeline(p, check_registry=check_registry)
+        except ConfigError as e:
+            cell = " ".join(f"{k}={v}" for k, v in values.items())
+            raise ConfigError(f"cell {cell} ({which} pipeline): {e}") from None

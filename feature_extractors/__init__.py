@@ -1,0 +1,1 @@
+"""Feature extractors, one module per backbone family, registered by name."""

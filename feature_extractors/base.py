@@ -1,0 +1,136 @@
+"""The feature-extractor contract every backbone family implements.
+
+A feature extractor turns one classification backbone into the pieces each
+meta-architecture needs (Huang et al., supplementary material):
+
+* two-stage models (Faster R-CNN, R-FCN, Cascade R-CNN): the *first stage*
+  (image -> the feature map the RPN and the RoI crops use, at the configured
+  output stride) and the *box classifier* (the rest of the network applied to
+  each cropped RoI, then pooled);
+* SSD: a list of feature maps (two backbone maps plus extra layers);
+* FPN (when the config has an ``fpn`` sub-message): pyramid levels.
+
+Sub-networks are ``tf_keras`` models built on demand; the meta-architecture
+keeps them as attributes so their variables are tracked and checkpointed.
+Inputs are float32 images in [0, 255]; ``preprocess`` applies the backbone's
+own normalization.
+"""
+import abc
+
+import tensorflow as tf
+
+from detbench.errors import ConfigError
+from detbench.registry import Registry
+
+FEATURE_EXTRACTORS = Registry("feature extractor")
+
+TWO_STAGE = ("faster_rcnn", "rfcn", "cascade_rcnn")
+ALL_META_ARCHS = ("ssd",) + TWO_STAGE
+
+
+class FeatureExtractor(abc.ABC):
+    # Output strides the two-stage first stage supports (atrous beyond them).
+    supported_output_strides = (16,)
+    # Whether an ``fpn`` sub-config is supported.
+    supports_fpn = False
+    # Meta-architectures this extractor serves.
+    meta_architectures = ALL_META_ARCHS
+    # R-FCN defaults for this family: (spatial bins k, crop size).
+    rfcn_bins_and_crop = (7, 21)
+    # Total stride of the deepest backbone map (used to validate resolutions).
+    max_stride = 32
+
+    def __init__(self, config, is_training=True):
+        """``config``: a ``feature_extractor_pb2.FeatureExtractor``."""
+        self.config = config
+        self.is_training = is_training
+        self.output_stride = config.output_stride
+        self.depth_multiplier = config.depth_multiplier
+        self.min_depth = config.min_depth
+        self.freeze_batchnorm = config.freeze_batchnorm
+        self.weights_path = config.weights_path
+
+    @classmethod
+    def from_config(cls, config, is_training=True, meta_arch=None):
+        cls.check_config(config, meta_arch)
+        return cls(config, is_training=is_training)
+
+    @classmethod
+    def check_config(cls, config, meta_arch=None):
+        """Raise ConfigError naming the field when ``config`` cannot be built."""
+        name = getattr(cls, "registered_name", cls.__name__)
+        if meta_arch is not None and meta_arch not in cls.meta_architectures:
+            raise ConfigError(
+                f"feature_extractor.type: {name} cannot serve {meta_arch}; "
+                f"it serves {', '.join(cls.meta_architectures)}")
+        if meta_arch in TWO_STAGE and config.output_stride not in cls.supported_output_strides:
+            raise ConfigError(
+                f"feature_extractor.output_stride: {name} supports output strides "
+                f"{', '.join(map(str, cls.supported_output_strides))}, not {config.output_stride}")
+        if config.HasField("fpn") and not cls.supports_fpn:
+            raise ConfigError(f"feature_extractor.fpn: {name} does not support FPN")
+
+    # -- common -------------------------------------------------------------
+    @abc.abstractmethod
+    def preprocess(self, images):
+        """float32 [B,H,W,3] in [0,255] -> the backbone's normalized input."""
+
+    @abc.abstractmethod
+    def build_backbone(self):
+        """The classification backbone without its classifier (tf_keras.Model).
+
+        Its parameter count equals the reference implementation's; it is what
+        ``weights_path`` files hold.
+        """
+
+    # -- two-stage ------------------------------------------------------------
+    @abc.abstractmethod
+    def build_first_stage(self):
+        """tf_keras.Model: preprocessed [B,H,W,3] -> [B,H/s,W/s,C], s = output_stride."""
+
+    @abc.abstractmethod
+    def build_box_classifier(self):
+        """tf_keras.Model: cropped features [N,h,w,C] -> pooled [N,D]."""
+
+    # -- single-stage ---------------------------------------------------------
+    @abc.abstractmethod
+    def build_ssd_feature_maps(self):
+        """tf_keras.Model: preprocessed [B,H,W,3] -> list of feature maps, finest first."""
+
+    # -- FPN ------------------------------------------------------------------
+    def build_fpn(self, min_level, max_level, depth):
+        """tf_keras.Model: preprocessed [B,H,W,3] -> dict {str(level): [B,H/2^l,W/2^l,depth]}."""
+        raise ConfigError(
+            f"feature_extractor.fpn: {getattr(self, 'registered_name', type(self).__name__)} "
+            "does not support FPN")
+
+    # -- helpers --------------------------------------------------------------
+    def load_weights(self):
+        """Initialise the backbone from ``weights_path`` (no-op when empty).
+
+        The sub-networks share layer objects with ``build_backbone()``, so
+        loading the backbone's file initialises every sub-network built from
+        it. A file that does not match raises ConfigError naming it.
+        """
+        if not self.weights_path:
+            return 0
+        from detbench.feature_extractors.weights import load_backbone_weights
+        return load_backbone_weights(self.build_backbone(), self.weights_path)
+
+    @staticmethod
+    def parameter_count(model, trainable_only=False):
+        weights = model.trainable_weights if trainable_only else model.weights
+        return int(sum(tf.size(w).numpy() for w in weights))
+
+
+def build_feature_extractor(config, is_training=True, meta_arch=None):
+    """Proto -> FeatureExtractor through the registry."""
+    import detbench.feature_extractors  # noqa: F401  (registers every family)
+    if not config.type:
+        raise ConfigError("feature_extractor.type is empty; known: "
+                          + ", ".join(FEATURE_EXTRACTORS.names()))
+    try:
+        cls = FEATURE_EXTRACTORS.get(config.type)
+    except KeyError as e:
+        raise ConfigError(f"feature_extractor.type: {e}") from None
+    return cls.from_config(config, is_training=is_training, meta_arch=meta_arch)

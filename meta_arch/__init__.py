@@ -1,0 +1,1 @@
+"""Meta-architectures, registered by the name of their model.proto oneof field."""

@@ -1,0 +1,88 @@
+"""The DetectionModel contract shared by SSD, Faster R-CNN, R-FCN and Cascade R-CNN.
+
+Data flow of one inference::
+
+    inputs, true_shapes = model.preprocess(images)          # resize + normalize
+    predictions = model.predict(inputs, true_shapes, training=False)
+    detections = model.postprocess(predictions, true_shapes)
+
+and of one training step::
+
+    predictions = model.predict(inputs, true_shapes, training=True, groundtruth=gt)
+    losses = model.loss(predictions, gt)                     # dict of scalars
+
+``images`` are float32 (or uint8) [B,H,W,3] in [0,255]. ``true_shapes`` is int32
+[B,3]: the part of each (padded) input that holds the image. Groundtruth
+boxes, like detections, are normalized [ymin,xmin,ymax,xmax] *relative to the
+true image*; class ids are 1-based (0 is background). Detections:
+``detection_boxes`` [B,N,4], ``detection_scores`` [B,N], ``detection_classes``
+[B,N] (float32, 1-based), ``num_detections`` [B] - also the SavedModel outputs.
+
+Groundtruth dicts use the data pipeline's keys: ``groundtruth_boxes``
+[B,M,4], ``groundtruth_classes`` [B,M] int32, ``num_groundtruth_boxes`` [B],
+optionally ``groundtruth_is_crowd`` [B,M].
+"""
+import abc
+
+import tensorflow as tf
+import tf_keras
+
+from detbench.registry import Registry
+
+META_ARCHITECTURES = Registry("meta-architecture")
+
+DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+class DetectionModel(tf_keras.Model, abc.ABC):
+    """Base of every meta-architecture (a tf_keras.Model, so variables are tracked)."""
+
+    def __init__(self, num_classes, is_training, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.is_training = is_training
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config, is_training=True):
+        """Build from the meta-architecture's own message (e.g. ``Ssd``)."""
+
+    @abc.abstractmethod
+    def preprocess(self, images):
+        """float [B,H,W,3] in [0,255] -> (inputs, true_shapes int32 [B,3])."""
+
+    @abc.abstractmethod
+    def predict(self, inputs, true_shapes, training=False, groundtruth=None):
+        """Raw predictions (dict of tensors). Two-stage models sample RoIs
+        against ``groundtruth`` when training."""
+
+    @abc.abstractmethod
+    def loss(self, predictions, groundtruth):
+        """Dict of named scalar losses (the total is their sum)."""
+
+    @abc.abstractmethod
+    def postprocess(self, predictions, true_shapes):
+        """Detections dict (DETECTION_KEYS), boxes relative to the true image."""
+
+    # -- conveniences shared by every model ---------------------------------
+    def preprocess_single(self, image):
+        """One image [H,W,3] -> (input [h,w,3], true_shape [3]); used by tf.data."""
+        inputs, true_shapes = self.preprocess(tf.cast(image, tf.float32)[tf.newaxis])
+        return inputs[0], true_shapes[0]
+
+    def detect(self, images):
+        """preprocess + predict + postprocess (the exported inference function)."""
+        inputs, true_shapes = self.preprocess(tf.cast(images, tf.float32))
+        predictions = self.predict(inputs, true_shapes, training=False)
+        return self.postprocess(predictions, true_shapes)
+
+    def call(self, images, training=False):
+        return self.detect(images)
+
+    def backbone_models(self):
+        """The feature-extractor sub-networks (for classification fine-tuning)."""
+        return []
+
+    def regularization_loss(self):
+        losses = self.losses
+        return tf.add_n(losses) if losses else tf.constant(0.0)
