@@ -22,7 +22,18 @@ from detbench.registry import Registry
 
 
 class Skip(Exception):
-    """This combination cannot exist; the message says why."""
+    """This combination cannot exist (e.g. stride 8 on VGG); the message says why."""
+
+
+class NotApplicable(Exception):
+    """The axis means nothing for this meta-architecture (e.g. proposals on SSD).
+
+    The cell is kept once, with the value shown as ``-``; the other values of
+    the axis are skipped as duplicates under this reason.
+    """
+
+
+NA = "-"
 
 
 @dataclasses.dataclass
@@ -100,7 +111,7 @@ AXES.register("feature_extractor")(_feature_extractor_axis)
 def _output_stride_axis(train, test, value):
     name = meta_arch_config(train)[0]
     if name not in TWO_STAGE:
-        raise Skip(f"output_stride does not apply to {name}")
+        raise NotApplicable(f"output_stride does not apply to {name}")
     for p in (train, test):
         _extractor(p).output_stride = int(value)
 
@@ -112,7 +123,7 @@ AXES.register("output_stride")(_output_stride_axis)
 def _num_proposals_axis(train, test, value):
     name, arch = meta_arch_config(test)
     if name not in TWO_STAGE:
-        raise Skip(f"num_proposals does not apply to {name}")
+        raise NotApplicable(f"num_proposals does not apply to {name}")
     arch.rpn.max_proposals = int(value)
 
 
@@ -143,7 +154,7 @@ def _field_axis(field, scope):
         name = meta_arch_config(train)[0]
         parts = field.split(".")
         if len(parts) > 2 and parts[0] == "model" and parts[1] != name:
-            raise Skip(f"{field} does not apply to {name}")
+            raise NotApplicable(f"{field} does not apply to {name}")
         targets = (test,) if scope == TEST else (train, test)
         for p in targets:
             apply_override(p, f"{field}={value}")
@@ -218,23 +229,35 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
             continue
         axes.append((label, fn, list(axis.values), where))
     order = meta_values or list(bases)
-    cells, skipped = [], {}
+    cells, skipped, seen = [], {}, set()
+
+    def skip(reason):
+        skipped[reason] = skipped.get(reason, 0) + 1
+
     for name in order:
         for combo in itertools.product(*[a[2] for a in axes]):
             train, test = type(bases[name])(), type(bases[name])()
             train.CopyFrom(bases[name])
             test.CopyFrom(bases[name])
-            values = {"meta_arch": name}
+            values, not_applicable = {"meta_arch": name}, []
             try:
                 for (label, fn, _, where), value in zip(axes, combo):
                     values[label] = value
                     try:
                         fn(train, test, value)
+                    except NotApplicable as na:
+                        values[label] = NA
+                        not_applicable.append(str(na))
                     except ConfigError as e:
                         raise ConfigError(f"{where} value {value!r}: {e}") from None
+                key = tuple(values.items())
+                if key in seen:
+                    skip("; ".join(not_applicable))
+                    continue
+                seen.add(key)
                 _check_cell(train, test, values, check_registry)
             except Skip as s:
-                skipped[str(s)] = skipped.get(str(s), 0) + 1
+                skip(str(s))
                 continue
             tkey = digest(train)
             cid = hashlib.sha256((tkey + digest(test)).encode()).hexdigest()[:12]

@@ -1,0 +1,273 @@
+"""The study's figures from a results table (matplotlib, PNG)."""
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from detbench.benchmark.tables import frontier_points  # noqa: E402
+
+MARKERS = {"ssd": "o", "faster_rcnn": "s", "rfcn": "^", "cascade_rcnn": "D"}
+ARCH_NAMES = {"ssd": "SSD", "faster_rcnn": "Faster R-CNN", "rfcn": "R-FCN",
+              "cascade_rcnn": "Cascade R-CNN"}
+
+
+def _colors(names):
+    cmap = plt.get_cmap("tab10")
+    return {n: cmap(i % 10) for i, n in enumerate(sorted(names))}
+
+
+def _ok(df):
+    err = df["error"].fillna("").astype(str)
+    return df[(err == "") & df["latency_ms"].notna()].copy()
+
+
+def _model_name(r):
+    name = r["feature_extractor"] or ""
+    if r.get("fpn"):
+        name += "+FPN"
+    return name
+
+
+def _log_x(ax):
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    ax.xaxis.set_major_formatter(fmt)
+
+
+def _save(fig, path):
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _legends(ax, archs, colors):
+    from matplotlib.lines import Line2D
+    arch_handles = [Line2D([], [], marker=MARKERS.get(a, "o"), ls="", color="0.3", ms=8,
+                           label=ARCH_NAMES.get(a, a)) for a in archs]
+    ext_handles = [Line2D([], [], marker="o", ls="", color=c, ms=8, label=n)
+                   for n, c in colors.items()]
+    first = ax.legend(handles=arch_handles, title="meta-architecture", loc="lower right",
+                      fontsize=8, title_fontsize=8)
+    ax.add_artist(first)
+    ax.legend(handles=ext_handles, title="feature extractor", loc="upper left", fontsize=8,
+              title_fontsize=8)
+
+
+def frontier_plot(df, path):
+    d = _ok(df)
+    d = d[d["mAP"].notna()]
+    fig, ax = plt.subplots(figsize=(9, 6))
+    if d.empty:
+        ax.text(0.5, 0.5, "no accuracy measured (speed-only sweep)", ha="center",
+                transform=ax.transAxes)
+        return _save(fig, path)
+    d["model"] = d.apply(_model_name, axis=1)
+    colors = _colors(d["model"].unique())
+    for _, r in d.iterrows():
+        ax.scatter(r["latency_ms"], r["mAP"], marker=MARKERS.get(r["meta_arch"], "o"),
+                   color=colors[r["model"]], s=55, edgecolor="black", linewidth=0.5, zorder=3)
+    f = d[d["frontier"]].sort_values("latency_ms")
+    ax.step(f["latency_ms"], f["mAP"], where="post", color="0.4", ls="--", lw=1.2, zorder=2,
+            label="optimality frontier")
+    lo, hi = np.log(d["latency_ms"].min()), np.log(d["latency_ms"].max())
+    for tag, idx in frontier_points(d):
+        r = d.loc[idx]
+        right = hi > lo and (np.log(r["latency_ms"]) - lo) / (hi - lo) > 0.6
+        ax.annotate(f"{tag}\n{r['label']}", (r["latency_ms"], r["mAP"]),
+                    xytext=(-12, -30) if right else (12, -30), ha="right" if right else "left",
+                    textcoords="offset points", fontsize=7.5,
+                    arrowprops=dict(arrowstyle="->", color="0.3", lw=0.8),
+                    bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6", lw=0.5))
+    _log_x(ax)
+    ax.set_xlabel("latency per image, batch 1 (ms, log scale)")
+    ax.set_ylabel("COCO mAP@[.5:.95]")
+    ax.set_title("Speed / accuracy trade-off")
+    ax.grid(True, which="both", alpha=0.3)
+    _legends(ax, sorted(d["meta_arch"].unique()), colors)
+    return _save(fig, path)
+
+
+def _int(v):
+    try:
+        return str(int(float(v)))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def proposals_plot(df, path):
+    """mAP (solid) and time (dotted) vs proposals; both panels share their axes so the
+    flat R-FCN curve and the growing Faster R-CNN one compare at a glance."""
+    d = _ok(df)
+    d = d[d["meta_arch"].isin(["faster_rcnn", "rfcn"]) & d["num_proposals"].notna()]
+    d = d[d["num_proposals"].astype(str) != "-"]
+    archs = [a for a in ("faster_rcnn", "rfcn") if a in set(d["meta_arch"])] or ["faster_rcnn"]
+    fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.8), squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    t_max = float(d["latency_ms"].max()) * 1.1 if len(d) else 1.0
+    for ax, arch in zip(axes[0], archs):
+        sub = d[d["meta_arch"] == arch]
+        ax2 = ax.twinx()
+        if len(sub):
+            sub = sub.assign(model=sub.apply(_model_name, axis=1))
+            for i, (key, g) in enumerate(sub.groupby(["model", "resolution", "output_stride"])):
+                g = g.assign(p=g["num_proposals"].astype(float)).groupby("p").mean(numeric_only=True)
+                name = f"{key[0]} {_int(key[1])}px stride {_int(key[2])}"
+                if g["mAP"].notna().any():
+                    ax.plot(g.index, g["mAP"], marker="o", color=cmap(i % 10), label=f"{name}: mAP")
+                ax2.plot(g.index, g["latency_ms"], marker="x", ls=":", color=cmap(i % 10),
+                         label=f"{name}: time")
+        _log_x(ax)
+        ax2.set_ylim(0, t_max)
+        ax.set_xlabel("number of proposals")
+        ax.set_ylabel("mAP (solid)")
+        ax2.set_ylabel("latency ms (dotted)")
+        ax.set_title(ARCH_NAMES[arch])
+        ax.grid(True, alpha=0.3)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        if h1 or h2:
+            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
+    if len(d) and d["mAP"].notna().any():
+        lo, hi = d["mAP"].min(), d["mAP"].max()
+        pad = max((hi - lo) * 0.1, 0.01)
+        for ax in axes[0]:
+            ax.set_ylim(lo - pad, hi + pad)
+    fig.suptitle("Accuracy and time vs number of proposals")
+    return _save(fig, path)
+
+
+def _grouped_bars(ax, labels, series, ylabel):
+    x = np.arange(len(labels))
+    width = 0.8 / max(len(series), 1)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+
+
+def _by_model(d, keep):
+    d = d.assign(model=d["meta_arch"].map(lambda a: ARCH_NAMES.get(a, a)) + " "
+                 + d.apply(_model_name, axis=1))
+    return d[keep(d)]
+
+
+def resolution_plot(df, path):
+    d = _ok(df)
+    d = d[d["resolution"].notna()]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    if len(d):
+        d = _by_model(d, lambda x: x.index == x.index)
+        for model, g in d.groupby("model"):
+            g = g.assign(r=g["resolution"].astype(float)).groupby("r").mean(numeric_only=True)
+            if g["mAP"].notna().any():
+                a1.plot(g.index, g["mAP"], marker="o", label=f"{model} overall")
+                a1.plot(g.index, g["mAP (small)"], marker="v", ls="--", label=f"{model} small")
+            a2.plot(g.index, g["latency_ms"], marker="o", label=model)
+    a1.set_xlabel("input resolution (px)")
+    a1.set_ylabel("mAP")
+    a1.set_title("Accuracy vs resolution (small objects dashed)")
+    a2.set_xlabel("input resolution (px)")
+    a2.set_ylabel("latency (ms)")
+    a2.set_title("Time vs resolution")
+    for a in (a1, a2):
+        a.grid(True, alpha=0.3)
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def stride_plot(df, path):
+    d = _ok(df)
+    d = d[d["output_stride"].notna() & (d["output_stride"].astype(str) != "-")]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    if len(d):
+        d = _by_model(d, lambda x: x.index == x.index)
+        d = d.assign(s=d["output_stride"].astype(float))
+        labels = sorted(d["model"].unique())
+        strides = sorted(d["s"].unique())
+        t = {f"stride {_int(s)}": [d[(d.model == m) & (d.s == s)]["latency_ms"].mean()
+                                  for m in labels] for s in strides}
+        acc = {f"stride {_int(s)}": [d[(d.model == m) & (d.s == s)]["mAP"].mean()
+                                    for m in labels] for s in strides}
+        _grouped_bars(a1, labels, t, "latency (ms)")
+        _grouped_bars(a2, labels, acc, "mAP")
+    a1.set_title("Time by output stride")
+    a2.set_title("Accuracy by output stride")
+    return _save(fig, path)
+
+
+def flops_plot(df, path):
+    d = _ok(df)
+    d = d[d["gflops"].notna()]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    if len(d):
+        d = d.assign(model=d.apply(_model_name, axis=1))
+        colors = _colors(d["model"].unique())
+        for _, r in d.iterrows():
+            ax.scatter(r["gflops"], r["latency_ms"], marker=MARKERS.get(r["meta_arch"], "o"),
+                       color=colors[r["model"]], s=50, edgecolor="black", linewidth=0.5)
+        x = np.linspace(0, d["gflops"].max() * 1.05, 50)
+        rate = np.median(d["gflops"] / d["latency_ms"])   # GFLOP per ms
+        ax.plot(x, x / rate, color="0.5", ls=":", label=f"median rate {rate * 1e3:.0f} GFLOP/s")
+        _legends(ax, sorted(d["meta_arch"].unique()), colors)
+    ax.set_xlabel("GFLOPs per image")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("FLOPs vs time")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
+def memory_plot(df, path):
+    d = _ok(df).sort_values("peak_rss_mb")
+    fig, ax = plt.subplots(figsize=(10, max(3.5, 0.32 * len(d) + 1.5)))
+    if len(d):
+        d = d.assign(model=d["meta_arch"].map(lambda a: ARCH_NAMES.get(a, a)))
+        colors = _colors(d["meta_arch"].unique())
+        ax.barh(d["label"], d["peak_rss_mb"], color=[colors[a] for a in d["meta_arch"]])
+        ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("peak resident memory of the cell's process (MiB)")
+    ax.set_title("Memory")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, path)
+
+
+def accuracy_by_size_plot(df, path):
+    d = _ok(df)
+    d = d[d["mAP"].notna()].sort_values("mAP")
+    fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(d) + 3), 5))
+    if len(d):
+        best = d.sort_values("mAP").drop_duplicates(["meta_arch", "feature_extractor"], keep="last")
+        labels = list(best["label"])
+        series = {s: list(best[f"mAP ({s})"].fillna(0)) for s in ("small", "medium", "large")}
+        _grouped_bars(ax, labels, series, "mAP")
+    ax.set_title("Accuracy by object size (best cell of each model)")
+    return _save(fig, path)
+
+
+PLOTS = {
+    "frontier.png": frontier_plot,
+    "proposals.png": proposals_plot,
+    "resolution.png": resolution_plot,
+    "stride.png": stride_plot,
+    "flops_vs_time.png": flops_plot,
+    "memory.png": memory_plot,
+    "accuracy_by_size.png": accuracy_by_size_plot,
+}
+
+
+def write_plots(df, out_dir):
+    plots_dir = os.path.join(out_dir, "plots")
+    os.makedirs(plots_dir, exist_ok=True)
+    return {name: fn(df, os.path.join(plots_dir, name)) for name, fn in PLOTS.items()}

@@ -1,0 +1,117 @@
+"""Result rows -> pandas table, the speed/accuracy frontier, results.csv and results.md."""
+import io
+import math
+
+import pandas as pd
+
+from detbench.benchmark.results import atomic_write
+
+ACCURACY_KEYS = ["mAP", "mAP@.50", "mAP@.75", "mAP (small)", "mAP (medium)", "mAP (large)", "AR@100"]
+
+# Column order of results.csv (every other key follows, sorted).
+COLUMNS = [
+    "label", "meta_arch", "feature_extractor", "resolution", "train_resolution", "num_proposals",
+    "output_stride", "latency_ms", "latency_p90_ms", "latency_nopost_ms", "latency_nopost_p90_ms",
+    "first_call_s", "stage_feature_extractor_ms", "stage_proposals_ms", "stage_box_classifier_ms",
+    "stage_postprocess_ms", "peak_rss_mb", "gpu_peak_mb", "gflops", "params", "params_trainable",
+] + ACCURACY_KEYS + ["train_steps", "train_wall_s", "frontier", "error", "cell_id", "train_key"]
+
+# What results.md shows.
+MD_COLUMNS = [("label", "cell"), ("latency_ms", "ms (median)"), ("latency_p90_ms", "ms (p90)"),
+              ("latency_nopost_ms", "ms w/o NMS"), ("first_call_s", "first call s"),
+              ("peak_rss_mb", "peak MiB"), ("gflops", "GFLOPs"), ("params", "params (M)"),
+              ("mAP", "mAP"), ("mAP@.50", "mAP@.5"), ("mAP (small)", "AP small"),
+              ("frontier", "frontier")]
+
+
+def to_frame(rows):
+    flat = []
+    for r in rows:
+        f = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+        for k, v in (r.get("env") or {}).items():
+            f[f"env_{k}"] = v
+        flat.append(f)
+    df = pd.DataFrame(flat)
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    rest = sorted(c for c in df.columns if c not in COLUMNS)
+    df = df[COLUMNS + rest]
+    df["frontier"] = frontier_mask(df)
+    return df
+
+
+def _ok(df):
+    err = df["error"].fillna("").astype(str)
+    return (err == "") & df["latency_ms"].notna()
+
+
+def frontier_mask(df, time_col="latency_ms", acc_col="mAP"):
+    """Pareto-optimal cells: no other cell is at least as fast and strictly more accurate
+    (or strictly faster and at least as accurate)."""
+    mask = pd.Series(False, index=df.index)
+    ok = _ok(df) & df[acc_col].notna() if acc_col in df else pd.Series(False, index=df.index)
+    pts = df[ok].sort_values([time_col, acc_col], ascending=[True, False])
+    best = -math.inf
+    for idx, row in pts.iterrows():
+        if row[acc_col] > best:
+            mask[idx] = True
+            best = row[acc_col]
+    return mask
+
+
+def frontier_points(df):
+    """(fastest, sweet spot, most accurate) indices on the frontier, or []."""
+    f = df[df["frontier"]].sort_values("latency_ms")
+    if f.empty:
+        return []
+    fastest, accurate = f.index[0], f["mAP"].idxmax()
+    # sweet spot: the frontier point with the best mAP per log-time gain over
+    # the fastest (the knee), defaulting to the middle point.
+    t0, a0 = f.loc[fastest, "latency_ms"], f.loc[fastest, "mAP"]
+    best, sweet = -math.inf, f.index[len(f) // 2]
+    for idx, row in f.iterrows():
+        if idx in (fastest, accurate):
+            continue
+        gain = (row["mAP"] - a0) / max(math.log(row["latency_ms"] / t0), 1e-6)
+        if gain > best:
+            best, sweet = gain, idx
+    return [("fastest", fastest), ("sweet spot", sweet), ("most accurate", accurate)]
+
+
+def _fmt(v, col):
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if col == "params":
+        return f"{v / 1e6:.1f}"
+    if col == "frontier":
+        return "*" if v else ""
+    if isinstance(v, float):
+        return f"{v:.3f}" if col in ACCURACY_KEYS else f"{v:.1f}"
+    return str(v)
+
+
+def markdown(df):
+    ok = df[_ok(df)].sort_values("latency_ms")
+    failed = df[~_ok(df)]
+    out = io.StringIO()
+    out.write("| " + " | ".join(h for _, h in MD_COLUMNS) + " |\n")
+    out.write("|" + "---|" * len(MD_COLUMNS) + "\n")
+    for _, r in ok.iterrows():
+        out.write("| " + " | ".join(_fmt(r[c], c) for c, _ in MD_COLUMNS) + " |\n")
+    if len(failed):
+        out.write("\nFailed cells:\n\n")
+        for _, r in failed.iterrows():
+            out.write(f"- {r['label']}: {r['error']}\n")
+    out.write("\n`*` marks the speed/accuracy frontier (no other cell is both faster and more "
+              "accurate).\n")
+    return out.getvalue()
+
+
+def write_tables(rows, out_dir, protocol=""):
+    import os
+    df = to_frame(rows)
+    atomic_write(os.path.join(out_dir, "results.csv"), df.to_csv(index=False))
+    md = "# Results\n\n" + (protocol + "\n\n" if protocol else "") + markdown(df)
+    atomic_write(os.path.join(out_dir, "results.md"), md)
+    return df

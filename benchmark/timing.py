@@ -1,0 +1,44 @@
+"""Wall-clock timing of tf.functions: first call (tracing) apart, then median / p90."""
+import resource
+import time
+
+import numpy as np
+
+
+def _block(result):
+    """Force the values to the host so asynchronous work is inside the timing."""
+    import tensorflow as tf
+    for t in tf.nest.flatten(result):
+        if hasattr(t, "numpy"):
+            t.numpy()
+    return result
+
+
+def time_function(fn, inputs, num_warmup=3, num_runs=20):
+    """Time ``fn(x)`` cycling over ``inputs`` (a list of tensors).
+
+    Returns seconds: ``first_call`` (the first call, tracing included),
+    ``median``, ``p90``, ``mean`` and ``runs`` (the timed runs, after warm-up).
+    """
+    if not inputs:
+        raise ValueError("time_function needs at least one input")
+    start = time.perf_counter()
+    _block(fn(inputs[0]))
+    first = time.perf_counter() - start
+    for i in range(num_warmup):
+        _block(fn(inputs[i % len(inputs)]))
+    runs = []
+    for i in range(num_runs):
+        x = inputs[i % len(inputs)]
+        start = time.perf_counter()
+        _block(fn(x))
+        runs.append(time.perf_counter() - start)
+    runs = np.asarray(runs)
+    return {"first_call": first, "median": float(np.median(runs)),
+            "p90": float(np.percentile(runs, 90)), "mean": float(runs.mean()),
+            "runs": runs.tolist()}
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far (MiB; Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

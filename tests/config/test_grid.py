@@ -1,0 +1,141 @@
+"""Grid expansion: cross product, skips with reasons, train/test scopes, cache keys."""
+import os
+
+import pytest
+
+from detbench.config import load_sweep, parse_text
+from detbench.config.grid import expand_grid
+from detbench.errors import ConfigError
+from detbench.protos import sweep_pb2
+
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs")
+
+SWEEP = f"""
+base {{ meta_arch: "ssd" pipeline: "{CONFIGS}/ssd_mobilenet_v1_300.pbtxt" }}
+base {{ meta_arch: "faster_rcnn" pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}
+base {{ meta_arch: "rfcn" pipeline: "{CONFIGS}/rfcn_resnet101_600.pbtxt" }}
+axis {{ name: "meta_arch" values: "ssd" values: "faster_rcnn" values: "rfcn" }}
+axis {{ name: "resolution" values: "300" values: "600" }}
+axis {{ name: "num_proposals" values: "10" values: "50" values: "300" }}
+axis {{ name: "output_stride" values: "8" values: "16" }}
+train_steps: 7
+override: "train_config.batch_size=1"
+"""
+
+
+def sweep(text=SWEEP):
+    return parse_text(text, sweep_pb2.Sweep(), source="test.pbtxt")
+
+
+def test_cross_product_and_skips():
+    grid = expand_grid(sweep(), None, check_registry=False)
+    # two-stage: 2 archs x 2 resolutions x 3 proposals x 2 strides; SSD: the
+    # proposals and stride axes do not apply, so one cell per resolution.
+    assert len(grid.cells) == 2 * 2 * 3 * 2 + 2
+    ssd = [c for c in grid.cells if c.meta_arch == "ssd"]
+    assert [c.values for c in ssd] == [
+        {"meta_arch": "ssd", "resolution": r, "num_proposals": "-", "output_stride": "-"}
+        for r in ("300", "600")]
+    # the other 2*3*2 - 2 SSD combinations are listed under one reason
+    assert grid.skipped == {"num_proposals does not apply to ssd; "
+                            "output_stride does not apply to ssd": 2 * 3 * 2 - 2}
+    assert [c.train_pipeline.model.ssd.image_resizer.fixed_shape.height for c in ssd] == [300, 600]
+
+
+def test_train_and_test_scopes_share_trained_models():
+    grid = expand_grid(sweep(), None, check_registry=False)
+    frcnn = [c for c in grid.cells if c.meta_arch == "faster_rcnn"]
+    keys = {c.train_key for c in frcnn}
+    # training axes: resolution x stride -> 4 trainings; proposals are a test axis
+    assert len(keys) == 4
+    assert len({c.cell_id for c in grid.cells}) == len(grid.cells)
+    assert len(grid.trainings()) == 4 + 4 + 2
+    for c in frcnn:
+        fr_train = c.train_pipeline.model.faster_rcnn
+        fr_test = c.test_pipeline.model.faster_rcnn
+        assert fr_test.rpn.max_proposals == int(c.values["num_proposals"])
+        assert fr_train.rpn.max_proposals == 300   # training pipeline untouched
+        assert fr_train.feature_extractor.output_stride == int(c.values["output_stride"])
+        res = int(c.values["resolution"])
+        assert fr_train.image_resizer.keep_aspect_ratio.min_dimension == res
+        # the max dimension keeps the base ratio 1024/600
+        assert fr_train.image_resizer.keep_aspect_ratio.max_dimension == round(res * 1024 / 600)
+        assert c.train_pipeline.train_config.num_steps == 7
+        assert c.train_pipeline.train_config.batch_size == 1
+
+
+def test_generic_field_axis_and_scope():
+    text = SWEEP + """
+axis { field: "model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.iou_threshold"
+       values: "0.5" values: "0.6" scope: TEST }
+"""
+    grid = expand_grid(sweep(text), None, check_registry=False)
+    fr = [c for c in grid.cells if c.meta_arch == "faster_rcnn"]
+    assert len(fr) == 2 * 3 * 2 * 2
+    assert len({c.train_key for c in fr}) == 4           # a test axis: no new trainings
+    rfcn = [c for c in grid.cells if c.meta_arch == "rfcn"]
+    assert len(rfcn) == 12                              # the field does not apply to rfcn
+    assert any("does not apply to rfcn" in r for r in grid.skipped)
+
+
+def test_test_resolution_axis_reuses_training():
+    text = f"""
+base {{ pipeline: "{CONFIGS}/ssd_mobilenet_v2_300.pbtxt" }}
+axis {{ name: "test_resolution" values: "256" values: "300" values: "384" }}
+"""
+    grid = expand_grid(sweep(text), None, check_registry=False)
+    assert len(grid.cells) == 3 and len(grid.trainings()) == 1
+    sides = [c.test_pipeline.model.ssd.image_resizer.fixed_shape.height for c in grid.cells]
+    assert sides == [256, 300, 384]
+    assert {c.train_pipeline.model.ssd.image_resizer.fixed_shape.height for c in grid.cells} == {300}
+
+
+@pytest.mark.parametrize("extra,pattern", [
+    ('axis { name: "resolution" }', r"axis\[4\].values: empty"),
+    ('axis { name: "resolutoin" values: "3" }', r"axis\[4\].name: unknown sweep axis 'resolutoin'; "
+                                                r"known: resolution"),
+    ('axis { values: "3" }', r"axis\[4\]: needs a name"),
+    ('axis { name: "num_proposals" values: "10" scope: TRAIN }', r"num_proposals is a test axis"),
+    ('axis { field: "model.faster_rcnn.rpn.nms_iou_threshold" values: "2.0" }',
+     r"cell .*rpn.nms_iou_threshold"),
+])
+def test_bad_axes_name_the_axis(extra, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        expand_grid(sweep(SWEEP + extra), "test.pbtxt", check_registry=False)
+
+
+def test_meta_arch_without_base():
+    text = SWEEP.replace('values: "rfcn" }', 'values: "rfcn" values: "cascade_rcnn" }')
+    with pytest.raises(ConfigError, match=r"axis\[0\].values: no base pipeline for cascade_rcnn"):
+        expand_grid(sweep(text), "test.pbtxt", check_registry=False)
+
+
+def test_missing_base_file(tmp_path):
+    path = tmp_path / "s.pbtxt"
+    path.write_text('base { pipeline: "missing.pbtxt" }\naxis { name: "resolution" values: "3" }')
+    with pytest.raises(ConfigError, match="missing.pbtxt: cannot read"):
+        expand_grid(load_sweep(str(path)), str(path), check_registry=False)
+
+
+def test_impossible_stride_is_skipped_with_reason():
+    from tests.meta_arch.tiny_extractor import register
+    register()   # a real extractor supporting output strides 8 and 16 only
+    text = f"""
+base {{ pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}
+axis {{ name: "feature_extractor" values: "test_tiny" }}
+axis {{ name: "output_stride" values: "8" values: "16" values: "32" }}
+"""
+    grid = expand_grid(sweep(text), None, check_registry=True)
+    assert [c.values["output_stride"] for c in grid.cells] == ["8", "16"]
+    assert grid.skipped == {"feature_extractor.output_stride: test_tiny supports output strides "
+                            "8, 16, not 32": 1}
+
+
+def test_unknown_extractor_in_axis_is_an_error():
+    text = f"""
+base {{ pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}
+axis {{ name: "feature_extractor" values: "resnet51" }}
+"""
+    with pytest.raises(ConfigError, match=r"feature_extractor.type: unknown feature extractor 'resnet51'"):
+        expand_grid(sweep(text), "test.pbtxt", check_registry=True)
