@@ -40,6 +40,8 @@ class Registry:
 
     def unknown_message(self, name):
         known = sorted(self._entries)
+        if not known:
+            return f"unknown {self.kind} {name!r}; none is registered"
         close = difflib.get_close_matches(str(name), known, n=len(known), cutoff=0.0)
         return f"unknown {self.kind} {name!r}; known: {', '.join(close or known)}"
 

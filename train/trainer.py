@@ -1,0 +1,309 @@
+"""The training loop: one tf.function step under a tf.distribute strategy.
+
+    result = train(pipeline, model_dir)          # -> TrainResult(model, step, losses, wall_time)
+
+- Strategy from ``train_config.distribution``: DEFAULT (one device),
+  MIRRORED (``tf.distribute.MirroredStrategy`` over the local devices) or
+  MULTI_WORKER (``MultiWorkerMirroredStrategy``, cluster from ``TF_CONFIG``).
+  Each replica's loss is scaled by ``1/num_replicas`` and the gradients are
+  summed across replicas, so the update equals the single-device one on the
+  same global batch (the model's losses being means over its images).
+- Loss = sum of ``model.loss(...)`` + ``model.regularization_loss()`` when
+  ``add_regularization_loss``.
+- Checkpoints (``tf.train.CheckpointManager`` in ``model_dir``) every
+  ``checkpoint_every_n_steps`` and at the end; a run with checkpoints in
+  ``model_dir`` resumes from the latest (the step counter continues). A fresh
+  run with ``fine_tune_checkpoint`` restores the matching variables first.
+- TensorBoard scalars in ``model_dir/train`` (losses, learning rate, steps/s)
+  and, with ``eval_every_n_steps``, evaluation metrics in ``model_dir/eval``.
+- A non-finite loss stops training with ``NonFiniteLossError`` (nothing is saved).
+"""
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import time
+
+import tensorflow as tf
+import tf_keras
+from tqdm import tqdm
+
+from detbench.errors import ConfigError, DetbenchError
+from detbench.protos import train_pb2
+from detbench.train.fine_tune import restore_matching_variables
+from detbench.train.optimizers import build_optimizer, learning_rate_at
+
+log = logging.getLogger("detbench.train")
+
+GROUNDTRUTH_KEYS = ("groundtruth_boxes", "groundtruth_classes", "groundtruth_is_crowd",
+                    "num_groundtruth_boxes")
+
+
+class TrainError(DetbenchError):
+    """Training cannot go on because of its input (data, checkpoint folder, config)."""
+
+
+class NonFiniteLossError(TrainError):
+    """A loss became NaN or infinite."""
+
+    def __init__(self, step, losses):
+        self.step = step
+        self.losses = dict(losses)
+        bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+        parts = ", ".join(f"{k}={v}" for k, v in bad.items())
+        super().__init__(f"training stopped at step {step}: non-finite loss ({parts})")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: object
+    step: int                 # the step counter at the end (continues across resumes)
+    losses: dict              # the last step's losses (floats); empty if no step ran
+    wall_time: float          # seconds spent in this call
+    fine_tune: object = None  # FineTuneReport when a fine-tune checkpoint was restored
+    eval_metrics: dict = None  # the last periodic evaluation, if any
+
+
+def make_strategy(distribution):
+    """``TrainConfig.Distribution`` -> a ``tf.distribute.Strategy``."""
+    if distribution == train_pb2.TrainConfig.MIRRORED:
+        return tf.distribute.MirroredStrategy()
+    if distribution == train_pb2.TrainConfig.MULTI_WORKER:
+        if "TF_CONFIG" not in os.environ:
+            log.warning("distribution MULTI_WORKER without TF_CONFIG: running as one worker")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()  # the default (one device) strategy
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _write_dir(model_dir, strategy, is_chief):
+    """Non-chief workers write their (required) checkpoints to a throw-away folder."""
+    if is_chief:
+        return model_dir
+    return os.path.join(model_dir, f".worker_tmp_{strategy.cluster_resolver.task_id}")
+
+
+def _variables_built(model):
+    try:
+        return bool(model.variables)
+    except ValueError:
+        return False
+
+
+class _Trainer:
+    def __init__(self, pipeline, model_dir, num_steps, model, dataset, progress):
+        tc = pipeline.train_config
+        self.pipeline, self.tc, self.progress = pipeline, tc, progress
+        self.num_steps = tc.num_steps if num_steps is None else int(num_steps)
+        if self.num_steps <= 0:
+            raise ConfigError(f"train_config.num_steps must be > 0, got {self.num_steps}")
+        if tc.batch_size <= 0:
+            raise ConfigError(f"train_config.batch_size must be > 0, got {tc.batch_size}")
+        for field in ("checkpoint_every_n_steps", "log_every_n_steps", "eval_every_n_steps"):
+            if getattr(tc, field) < 0:
+                raise ConfigError(f"train_config.{field} must be >= 0, got {getattr(tc, field)}")
+        self.model_dir = model_dir
+        self._eval_writer = None
+        tf_keras.utils.set_random_seed(tc.seed)
+        self.strategy = make_strategy(tc.distribution)
+        self.replicas = self.strategy.num_replicas_in_sync
+        if tc.batch_size % self.replicas:
+            raise ConfigError(f"train_config.batch_size {tc.batch_size} is not divisible by the "
+                              f"{self.replicas} replicas")
+        self.is_chief = _is_chief(self.strategy)
+        with self.strategy.scope():
+            if model is None:
+                from detbench.builders.model_builder import build_model
+                model = build_model(pipeline.model, is_training=True)
+            elif self.replicas > 1 and _variables_built(model):
+                if not all(isinstance(v, tf.distribute.DistributedValues) for v in model.variables):
+                    raise TrainError("the model passed to train() was built outside the "
+                                     "distribution strategy's scope; pass an unbuilt model")
+            self.optimizer, self.schedule = build_optimizer(
+                tc.optimizer, self.num_steps, tc.gradient_clipping_by_norm)
+        self.model = model
+        if dataset is None:
+            from detbench import data
+            dataset = data.build_dataset(pipeline.train_input_reader, tc.batch_size,
+                                         training=True, image_transform=model.preprocess_single,
+                                         seed=tc.seed)
+        self.dataset = dataset
+        self.dist_dataset = self.strategy.experimental_distribute_dataset(dataset)
+
+    # -- steps ---------------------------------------------------------------
+    def _next_batch(self):
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            self.iterator = iter(self.dist_dataset)  # a finite dataset: start another epoch
+            try:
+                return next(self.iterator)
+            except StopIteration:
+                raise TrainError("the training dataset is empty") from None
+
+    def _build(self, batch):
+        """Create the model's and the optimizer's variables (before restoring)."""
+        model, strategy = self.model, self.strategy
+
+        def replica_build(b):
+            model.predict(b["image"], b["true_shape"], training=False)
+
+        @tf.function
+        def build_fn(b):
+            strategy.run(replica_build, args=(b,))
+
+        build_fn(batch)
+        with self.strategy.scope():
+            self.optimizer.build(model.trainable_variables)
+
+    def _make_step_fn(self):
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        scale = 1.0 / self.replicas
+        add_reg = self.tc.add_regularization_loss
+
+        def replica_step(batch):
+            gt = {k: batch[k] for k in GROUNDTRUTH_KEYS if k in batch}
+            with tf.GradientTape() as tape:
+                predictions = model.predict(batch["image"], batch["true_shape"], training=True,
+                                            groundtruth=gt)
+                losses = dict(model.loss(predictions, gt))
+                if add_reg:
+                    losses["regularization_loss"] = model.regularization_loss()
+                losses = {k: tf.cast(v, tf.float32) for k, v in losses.items()}
+                total = tf.add_n(list(losses.values()))
+                scaled = total * scale
+            variables = model.trainable_variables
+            grads = tape.gradient(scaled, variables)
+            pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+            if not pairs:
+                raise TrainError("no trainable variable receives a gradient from the loss")
+            optimizer.apply_gradients(pairs)
+            losses["total_loss"] = total
+            return {k: v * scale for k, v in losses.items()}
+
+        @tf.function
+        def step_fn(batch):
+            per_replica = strategy.run(replica_step, args=(batch,))
+            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                    for k, v in per_replica.items()}
+
+        return step_fn
+
+    # -- the loop ------------------------------------------------------------
+    def run(self):
+        start_time = time.time()
+        tc = self.tc
+        write_dir = _write_dir(self.model_dir, self.strategy, self.is_chief)
+        self.iterator = iter(self.dist_dataset)
+        first = self._next_batch()
+        self._build(first)
+        checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, write_dir,
+                                             max_to_keep=max(1, tc.max_checkpoints_to_keep),
+                                             step_counter=self.optimizer.iterations)
+        fine_tune = None
+        latest = tf.train.latest_checkpoint(self.model_dir)
+        if latest:
+            status = checkpoint.restore(latest)
+            try:
+                status.assert_existing_objects_matched()
+            except AssertionError as e:
+                raise TrainError(f"model_dir {self.model_dir!r}: checkpoint {latest} does not "
+                                 f"match this model ({str(e).splitlines()[0][:200]})") from None
+            log.info("resumed from %s at step %d", latest, int(self.optimizer.iterations.numpy()))
+        elif tc.fine_tune_checkpoint:
+            fine_tune = restore_matching_variables(self.model, tc.fine_tune_checkpoint,
+                                                   tc.fine_tune_checkpoint_type)
+        step = int(self.optimizer.iterations.numpy())
+        losses = {}
+        eval_metrics = None
+        if step >= self.num_steps:
+            log.info("model_dir %s is already at step %d >= num_steps %d", self.model_dir, step,
+                     self.num_steps)
+            return TrainResult(self.model, step, losses, time.time() - start_time, fine_tune)
+
+        writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
+                  if self.is_chief else tf.summary.create_noop_writer())
+        step_fn = self._make_step_fn()
+        log_every = tc.log_every_n_steps or 0
+        saved_step = step
+        bar = tqdm(total=self.num_steps, initial=step, desc="train", unit="step",
+                   disable=not self.progress, dynamic_ncols=True)
+        interval_start, interval_steps = time.time(), 0
+        batch = first
+        try:
+            while step < self.num_steps:
+                values = step_fn(batch)
+                step += 1
+                interval_steps += 1
+                losses = {k: float(v) for k, v in values.items()}
+                if not all(math.isfinite(v) for v in losses.values()):
+                    raise NonFiniteLossError(step, losses)
+                bar.update(1)
+                bar.set_postfix({k.replace("_loss", ""): f"{v:.4g}" for k, v in losses.items()},
+                                refresh=False)
+                if log_every and (step % log_every == 0 or step == self.num_steps):
+                    now = time.time()
+                    with writer.as_default(step=step):
+                        for name, value in losses.items():
+                            tf.summary.scalar(f"loss/{name}", value)
+                        # the rate the last update used (the optimizer's step before it)
+                        tf.summary.scalar("learning_rate",
+                                          learning_rate_at(self.schedule, step - 1))
+                        tf.summary.scalar("steps_per_sec",
+                                          interval_steps / max(now - interval_start, 1e-9))
+                    interval_start, interval_steps = now, 0
+                if tc.checkpoint_every_n_steps and step % tc.checkpoint_every_n_steps == 0:
+                    manager.save(checkpoint_number=step)
+                    saved_step = step
+                if tc.eval_every_n_steps and step % tc.eval_every_n_steps == 0:
+                    eval_metrics = self._evaluate(step)
+                if step < self.num_steps:
+                    batch = self._next_batch()
+        finally:
+            bar.close()
+            writer.flush()
+        if saved_step != step:
+            manager.save(checkpoint_number=step)
+        if not self.is_chief:
+            shutil.rmtree(write_dir, ignore_errors=True)
+        return TrainResult(self.model, step, losses, time.time() - start_time, fine_tune,
+                           eval_metrics)
+
+    def _evaluate(self, step):
+        from detbench.evaluation import evaluate_model
+        metrics = evaluate_model(self.model, self.pipeline, progress=False)
+        if self.is_chief:
+            if self._eval_writer is None:
+                self._eval_writer = tf.summary.create_file_writer(
+                    os.path.join(self.model_dir, "eval"))
+            with self._eval_writer.as_default(step=step):
+                for name, value in metrics.items():
+                    if isinstance(value, (int, float)) and math.isfinite(value):
+                        tf.summary.scalar(name, value)
+            self._eval_writer.flush()
+        headline = {k: metrics[k] for k in ("mAP", "mAP@.50", "VOC mAP@.50") if k in metrics}
+        log.info("eval at step %d: %s", step, headline)
+        return metrics
+
+
+def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progress=True):
+    """Train ``pipeline``'s model in ``model_dir`` up to ``num_steps`` (default:
+    ``train_config.num_steps``), resuming from the latest checkpoint there.
+
+    ``model`` (an unbuilt DetectionModel) and ``dataset`` (batched dicts of the
+    data pipeline's layout, 'image' already the model input) may be injected;
+    by default they are built from the pipeline. Returns a ``TrainResult``.
+    """
+    tf.io.gfile.makedirs(model_dir)
+    return _Trainer(pipeline, model_dir, num_steps, model, dataset, progress).run()
