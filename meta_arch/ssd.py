@@ -1,0 +1,324 @@
+"""SSD (Liu et al., ECCV 2016) as configured by Huang et al. (CVPR 2017), and
+RetinaNet (Lin et al., ICCV 2017) as its FPN + focal-loss variant.
+
+    image --fixed resize--> extractor --SSD maps | FPN levels--> conv box predictor
+          --> (box encodings, class logits) per anchor
+    training:  argmax matching -> targets -> smooth L1 + softmax / sigmoid / focal,
+               hard negative mining (3:1), normalized by the number of matches
+    inference: decode -> score converter -> one batched multi-class NMS
+
+Class columns: a softmax classification loss predicts ``num_classes + 1``
+columns, column 0 being background; sigmoid and focal losses predict
+``num_classes`` columns (background = every class off).
+
+Anchors depend only on the input and feature-map shapes, so they are computed
+once per input shape, eagerly, and enter the graph as a constant.
+"""
+import numpy as np
+import tensorflow as tf
+
+from detbench.core import anchor_generators as anchor_lib
+from detbench.core import box_coders
+from detbench.core import losses as losses_lib
+from detbench.core import matchers
+from detbench.core import post_processing
+from detbench.core import samplers
+from detbench.core import target_assigner as target_assigner_lib
+from detbench.errors import ConfigError
+from detbench.feature_extractors.base import build_feature_extractor
+from detbench.meta_arch.base import META_ARCHITECTURES, DetectionModel
+from detbench.meta_arch.box_predictor import build_box_predictor
+from detbench.protos import losses_pb2
+from detbench.protos import post_processing_pb2
+
+DEFAULT_IMAGE_SIZE = (300, 300)
+# The model has no data-dependent Python control flow; skipping AutoGraph also
+# keeps it from transpiling the core's map_fn bodies (seconds per trace).
+_no_autograph = tf.autograph.experimental.do_not_convert
+_PP = post_processing_pb2.PostProcessing
+
+
+class _AnchorCache:
+    """Anchors [N, 4] per (input shape, feature-map shapes); plain (untracked) state."""
+
+    def __init__(self, generator):
+        self.generator = generator
+        self._cache = {}
+
+    def _generate(self, image_shape, feature_shapes):
+        if isinstance(self.generator, anchor_lib.MultilevelAnchorGenerator):
+            by_level = self.generator.generate(
+                image_shape, dict(zip(self.generator.levels, feature_shapes)))
+            return anchor_lib.concat_levels(by_level)
+        return self.generator.generate(feature_shapes, image_shape)
+
+    def __call__(self, inputs, feature_maps):
+        image_shape = tuple(inputs.shape[1:3])
+        feature_shapes = tuple(tuple(f.shape[1:3]) for f in feature_maps)
+        static = None not in image_shape and all(None not in s for s in feature_shapes)
+        if not static:  # shapes known only at run time: anchors in the graph
+            return self._generate(tuple(tf.unstack(tf.shape(inputs)[1:3])),
+                                  [tuple(tf.unstack(tf.shape(f)[1:3])) for f in feature_maps])
+        key = (image_shape, feature_shapes)
+        if key not in self._cache:
+            with tf.init_scope():
+                anchors = self._generate(image_shape, list(feature_shapes))
+                if not tf.executing_eagerly():  # TF1-style graph: no constant to cache
+                    return anchors
+                self._cache[key] = np.asarray(anchors.numpy(), np.float32)
+        return tf.constant(self._cache[key])
+
+
+def _build_anchor_generator(config, num_maps, fpn):
+    """anchor_generator proto (or its default) -> generator, checked against the maps."""
+    which = config.anchor_generator.WhichOneof("anchor_generator")
+    if which is None:
+        if fpn is not None:  # RetinaNet: 3 scales per octave x 3 ratios, side 4 * stride
+            return anchor_lib.MultilevelAnchorGenerator(
+                min_level=fpn.min_level, max_level=fpn.max_level, anchor_scale=4.0,
+                scales_per_octave=3, aspect_ratios=(0.5, 1.0, 2.0))
+        return anchor_lib.MultiscaleAnchorGenerator(num_layers=num_maps)
+    if which == "grid":
+        raise ConfigError("model.ssd.anchor_generator: SSD uses multiscale (or, with FPN, "
+                          "multilevel) anchors, not grid")
+    if which == "multilevel":
+        c = config.anchor_generator.multilevel
+        if fpn is None:
+            raise ConfigError("model.ssd.anchor_generator.multilevel needs "
+                              "feature_extractor.fpn (pyramid levels)")
+        if (c.min_level, c.max_level) != (fpn.min_level, fpn.max_level):
+            raise ConfigError(
+                f"model.ssd.anchor_generator.multilevel: levels {c.min_level}..{c.max_level} "
+                f"differ from feature_extractor.fpn levels {fpn.min_level}..{fpn.max_level}")
+    return anchor_lib.build_anchor_generator(config.anchor_generator, num_layers=num_maps)
+
+
+def _num_anchors_per_location(generator, num_maps):
+    per = generator.num_anchors_per_location()
+    return list(per) if isinstance(per, (list, tuple)) else [per] * num_maps
+
+
+@META_ARCHITECTURES.register("ssd")
+class SSDMetaArch(DetectionModel):
+    """Single-shot detector over an extractor's SSD maps or FPN levels."""
+
+    def __init__(self, num_classes, is_training, feature_extractor, feature_maps,
+                 anchor_generator, box_predictor, box_coder, matcher,
+                 classification_loss, localization_loss, nms_fn, score_converter,
+                 image_size=DEFAULT_IMAGE_SIZE, background_column=True,
+                 hard_negative_miner=None, classification_weight=1.0, localization_weight=1.0,
+                 normalize_loss_by_num_matches=True, **kwargs):
+        """
+        feature_maps: tf_keras.Model, preprocessed images -> list of maps (finest
+          first) or dict {str(level): map}; box_predictor: maps -> (box
+          encodings [B,N,4], class logits [B,N,C]), C = num_classes + 1 when
+          ``background_column`` (softmax) else num_classes; score_converter:
+          logits -> scores with ``num_classes`` columns; nms_fn(boxes [B,N,1,4],
+          scores, clip_window=[B,4]) -> detections dict.
+        """
+        super().__init__(num_classes, is_training, name=kwargs.pop("name", "ssd"), **kwargs)
+        self.feature_extractor = feature_extractor
+        self.feature_maps = feature_maps
+        self.box_predictor = box_predictor
+        self.image_size = tuple(int(s) for s in image_size)
+        self.background_column = bool(background_column)
+        self.box_coder = box_coder
+        self.target_assigner = target_assigner_lib.TargetAssigner(matcher, box_coder)
+        self.classification_loss = classification_loss
+        self.localization_loss = localization_loss
+        self.classification_weight = float(classification_weight)
+        self.localization_weight = float(localization_weight)
+        self.hard_negative_miner = hard_negative_miner
+        self.normalize_loss_by_num_matches = bool(normalize_loss_by_num_matches)
+        self.nms_fn = nms_fn
+        self.score_converter = score_converter
+        self._anchors = _AnchorCache(anchor_generator)
+
+    # -- building -------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config, is_training=True):
+        """``config``: an ``ssd_pb2.Ssd`` message."""
+        if config.num_classes <= 0:
+            raise ConfigError(f"model.ssd.num_classes: must be positive, got {config.num_classes}")
+        image_size = _image_size(config)
+        fe_config = config.feature_extractor
+        extractor = build_feature_extractor(fe_config, is_training=is_training, meta_arch="ssd")
+        fpn = fe_config.fpn if fe_config.HasField("fpn") else None
+        if fpn is not None:
+            feature_maps = extractor.build_fpn(fpn.min_level, fpn.max_level, fpn.depth)
+            num_maps = fpn.max_level - fpn.min_level + 1
+        else:
+            feature_maps = extractor.build_ssd_feature_maps()
+            num_maps = len(feature_maps.outputs)
+        extractor.load_weights()
+        anchor_generator = _build_anchor_generator(config, num_maps, fpn)
+
+        cls_proto = losses_pb2.ClassificationLoss()
+        cls_proto.CopyFrom(config.loss.classification_loss)
+        if cls_proto.WhichOneof("classification_loss") is None:
+            cls_proto.softmax.SetInParent()
+        loc_proto = losses_pb2.LocalizationLoss()
+        loc_proto.CopyFrom(config.loss.localization_loss)
+        if loc_proto.WhichOneof("localization_loss") is None:
+            loc_proto.smooth_l1.SetInParent()
+        background_column = cls_proto.WhichOneof("classification_loss") == "softmax"
+
+        nms_fn, _ = post_processing.build_post_processing(config.post_processing)
+        score_converter = _score_converter(config.post_processing, background_column)
+
+        if config.HasField("matcher"):
+            matcher = matchers.build_matcher(config.matcher)
+        else:
+            matcher = matchers.ArgMaxMatcher(0.5, 0.5, force_match_for_each_row=True)
+        miner = (samplers.build_hard_negative_miner(config.hard_negative_miner)
+                 if config.use_hard_negative_mining else None)
+        num_columns = config.num_classes + (1 if background_column else 0)
+        box_predictor = build_box_predictor(
+            config.box_predictor, num_columns,
+            _num_anchors_per_location(anchor_generator, num_maps),
+            background_column=background_column, weight_decay=fe_config.weight_decay)
+        return cls(
+            num_classes=config.num_classes, is_training=is_training,
+            feature_extractor=extractor, feature_maps=feature_maps,
+            anchor_generator=anchor_generator, box_predictor=box_predictor,
+            box_coder=box_coders.build_box_coder(config.box_coder), matcher=matcher,
+            classification_loss=losses_lib.build_classification_loss(cls_proto),
+            localization_loss=losses_lib.build_localization_loss(loc_proto),
+            nms_fn=nms_fn, score_converter=score_converter, image_size=image_size,
+            background_column=background_column, hard_negative_miner=miner,
+            classification_weight=config.loss.classification_weight,
+            localization_weight=config.loss.localization_weight,
+            normalize_loss_by_num_matches=config.normalize_loss_by_num_matches)
+
+    # -- DetectionModel -------------------------------------------------------
+    def preprocess(self, images):
+        images = tf.cast(images, tf.float32)
+        h, w = self.image_size
+        if tuple(images.shape[1:3]) != (h, w):
+            images = tf.image.resize(images, [h, w])
+        inputs = self.feature_extractor.preprocess(images)
+        true_shapes = tf.tile(tf.constant([[h, w, 3]], tf.int32), [tf.shape(images)[0], 1])
+        return inputs, true_shapes
+
+    @_no_autograph
+    def predict(self, inputs, true_shapes, training=False, groundtruth=None):
+        features = self.feature_maps(inputs, training=training)
+        if isinstance(features, dict):
+            features = [features[k] for k in sorted(features, key=int)]
+        elif tf.is_tensor(features):
+            features = [features]
+        features = list(features)
+        box_encodings, class_logits = self.box_predictor(features, training=training)
+        anchors = self._anchors(inputs, features)
+        if box_encodings.shape[1] is not None and anchors.shape[0] is not None \
+                and box_encodings.shape[1] != anchors.shape[0]:
+            raise ValueError(f"SSD: the box predictor gives {box_encodings.shape[1]} anchors "
+                             f"but the anchor generator {anchors.shape[0]}")
+        return {"box_encodings": box_encodings,
+                "class_logits": class_logits,
+                "anchors": anchors,
+                "image_shape": tf.shape(inputs)[1:3],
+                "true_shapes": tf.cast(true_shapes, tf.int32)}
+
+    @_no_autograph
+    def loss(self, predictions, groundtruth):
+        box_encodings = predictions["box_encodings"]
+        class_logits = predictions["class_logits"]
+        anchors = predictions["anchors"]
+        # groundtruth is relative to the true image; anchors to the (padded) input
+        fraction = _true_fraction(predictions["true_shapes"], predictions["image_shape"])
+        gt_boxes = tf.cast(groundtruth["groundtruth_boxes"], tf.float32) * \
+            tf.tile(fraction, [1, 2])[:, None, :]
+        gt_classes = tf.cast(groundtruth["groundtruth_classes"], tf.int32)
+        num_gt = groundtruth.get("num_groundtruth_boxes")
+        if num_gt is None:
+            num_gt = tf.fill([tf.shape(gt_boxes)[0]], tf.shape(gt_boxes)[1])
+        targets = self.target_assigner.batch_assign(
+            anchors, gt_boxes, gt_classes, num_gt,
+            gt_is_crowd=groundtruth.get("groundtruth_is_crowd"))
+
+        positives = targets["match"] >= 0
+        loc_losses = self.localization_loss(box_encodings, targets["reg_targets"],
+                                            targets["reg_weights"])
+        one_hot = tf.one_hot(targets["cls_targets"], self.num_classes + 1, dtype=tf.float32)
+        if not self.background_column:
+            one_hot = one_hot[..., 1:]
+        cls_losses = self.classification_loss(class_logits, one_hot, targets["cls_weights"])
+        if self.hard_negative_miner is not None:
+            decoded = None
+            if self.hard_negative_miner.iou_threshold < 1.0:
+                decoded = tf.stop_gradient(self.box_coder.decode(box_encodings, anchors[None]))
+            mask = self.hard_negative_miner(
+                tf.stop_gradient(cls_losses), positives,
+                negatives=tf.equal(targets["match"], matchers.UNMATCHED),
+                decoded_boxes=decoded)
+            cls_losses *= mask
+            loc_losses *= mask
+
+        if self.normalize_loss_by_num_matches:
+            normalizer = tf.maximum(tf.reduce_sum(tf.cast(positives, tf.float32)), 1.0)
+        else:  # the mean over the batch's images of the per-image sums
+            normalizer = tf.cast(tf.shape(box_encodings)[0], tf.float32)
+        return {
+            "localization_loss": self.localization_weight * tf.reduce_sum(loc_losses) / normalizer,
+            "classification_loss":
+                self.classification_weight * tf.reduce_sum(cls_losses) / normalizer,
+        }
+
+    @_no_autograph
+    def postprocess(self, predictions, true_shapes):
+        fraction = _true_fraction(true_shapes, predictions["image_shape"])  # [B, 2]
+        boxes = self.box_coder.decode(predictions["box_encodings"], predictions["anchors"][None])
+        scores = self.score_converter(predictions["class_logits"])
+        window = tf.concat([tf.zeros_like(fraction), fraction], axis=1)
+        detections = self.nms_fn(boxes[:, :, None, :], scores, clip_window=window)
+        # input-relative -> true-image-relative (padding kept at zero)
+        detections["detection_boxes"] = detections["detection_boxes"] / \
+            tf.tile(fraction, [1, 2])[:, None, :]
+        return detections
+
+    def backbone_models(self):
+        """The extractor's sub-network this model runs (SSD maps or FPN)."""
+        return [self.feature_maps]
+
+    @property
+    def num_anchors_per_location(self):
+        return list(self.box_predictor.num_anchors_per_location)
+
+
+# -- helpers ------------------------------------------------------------------
+def _image_size(config):
+    which = config.image_resizer.WhichOneof("image_resizer")
+    if which is None:
+        return DEFAULT_IMAGE_SIZE
+    if which != "fixed_shape":
+        raise ConfigError(f"model.ssd.image_resizer: SSD needs fixed_shape, not {which}")
+    size = (config.image_resizer.fixed_shape.height, config.image_resizer.fixed_shape.width)
+    if min(size) <= 0:
+        raise ConfigError(f"model.ssd.image_resizer.fixed_shape: must be positive, got {size}")
+    return size
+
+
+def _score_converter(pp_config, background_column):
+    """Score function logits [..., C(+1)] -> scores [..., num_classes]."""
+    if not pp_config.HasField("score_converter"):
+        converter = _PP.SOFTMAX if background_column else _PP.SIGMOID
+    else:
+        converter = pp_config.score_converter
+    name = _PP.ScoreConverter.Name(converter)
+    if background_column and converter == _PP.SIGMOID:
+        raise ConfigError("model.ssd.post_processing.score_converter: SIGMOID does not fit a "
+                          "softmax classification loss (use SOFTMAX)")
+    if not background_column and converter == _PP.SOFTMAX:
+        raise ConfigError("model.ssd.post_processing.score_converter: SOFTMAX needs a softmax "
+                          f"classification loss; with sigmoid or focal loss use SIGMOID, not {name}")
+    fn = post_processing.build_score_converter(converter)
+    if background_column and converter == _PP.IDENTITY:
+        return lambda logits: fn(logits)[..., 1:]
+    return fn
+
+
+def _true_fraction(true_shapes, image_shape):
+    """[B, 2]: the true image's height and width as fractions of the input's."""
+    true_hw = tf.cast(tf.convert_to_tensor(true_shapes)[:, :2], tf.float32)
+    return true_hw / tf.cast(image_shape, tf.float32)[None, :]

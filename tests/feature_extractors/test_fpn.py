@@ -1,0 +1,47 @@
+"""Shared multi-scale helpers: SSD extra layers, FPN level checks, the FPN fc box head."""
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from detbench.errors import ConfigError
+from detbench.feature_extractors import fpn as fpn_lib
+from detbench.protos import feature_extractor_pb2 as pb
+
+
+@pytest.mark.parametrize("use_depthwise", [False, True])
+def test_ssd_extra_layers_halve_and_count_parameters(use_depthwise):
+    config = pb.FeatureExtractor(use_depthwise=use_depthwise)
+    extras = fpn_lib.SSDExtraLayers(config, [64, 32], "relu6")
+    inputs = tf_keras.Input((None, None, 16))
+    model = tf_keras.Model(inputs, extras(inputs))
+    maps = model(tf.zeros([1, 9, 9, 16]))
+    assert [tuple(m.shape) for m in maps] == [(1, 5, 5, 64), (1, 3, 3, 32)]   # ceil(9/2), ceil(5/2)
+    # by hand: 1x1 (cin*d/2) + BN(4*d/2), then 3x3/2 (9*d/2*d) or dw 9*d/2 + BN + 1x1 (d/2*d), + BN(4*d)
+    def extra(cin, d):
+        n = cin * d // 2 + 4 * (d // 2)
+        n += (9 * (d // 2) + 4 * (d // 2) + d // 2 * d) if use_depthwise else 9 * (d // 2) * d
+        return n + 4 * d
+    assert model.count_params() == extra(16, 64) + extra(64, 32)
+
+
+def test_fpn_level_checks():
+    with pytest.raises(ConfigError, match="min_level"):
+        fpn_lib.check_fpn_levels("x", 1, 6, 256)
+    with pytest.raises(ConfigError, match="max_level"):
+        fpn_lib.check_fpn_levels("x", 4, 3, 256)
+    with pytest.raises(ConfigError, match="depth"):
+        fpn_lib.check_fpn_levels("x", 2, 6, 0)
+    fpn_lib.check_fpn_levels("x", 3, 7, 256)
+
+
+def test_fc_box_head_parameters():
+    head = fpn_lib.fc_box_head(depth=8, crop_size=7, hidden=32)
+    assert head(tf.zeros([5, 7, 7, 8])).shape == (5, 32)
+    assert head.count_params() == (7 * 7 * 8 * 32 + 32) + (32 * 32 + 32)
+
+
+def test_freeze_batchnorm_helper():
+    inputs = tf_keras.Input((4, 4, 2))
+    bn = tf_keras.layers.BatchNormalization()
+    model = fpn_lib.freeze_batchnorm(tf_keras.Model(inputs, bn(inputs)))
+    assert not bn.trainable and not model.trainable_weights
