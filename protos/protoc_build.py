@@ -25,10 +25,11 @@ def compile_protos(proto_dir, force=False):
     generated modules import ``detbench.protos.x_pb2``; protoc therefore runs
     with an include root where ``detbench/protos`` names this folder.
     """
+    import subprocess
+    import sys
     import tempfile
 
-    from grpc_tools import protoc  # grpcio-tools' bundled protoc
-    import grpc_tools
+    import grpc_tools  # grpcio-tools' bundled protoc
 
     proto_dir = os.path.abspath(proto_dir)
     sources = sorted(glob.glob(os.path.join(proto_dir, "*.proto")))
@@ -40,8 +41,12 @@ def compile_protos(proto_dir, force=False):
         os.symlink(proto_dir, os.path.join(root, "detbench", "protos"))
         well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
         rel = [os.path.join("detbench", "protos", os.path.basename(s)) for s in sources]
-        code = protoc.main(["grpc_tools.protoc", f"-I{root}", f"-I{well_known}",
-                            f"--python_out={root}"] + rel)
-        if code != 0:
-            raise RuntimeError(f"protoc failed (exit {code}) compiling {proto_dir}/*.proto")
+        # protoc runs in its own process: grpc_tools' native module and a
+        # TensorFlow already loaded in this one can crash each other.
+        proc = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{root}",
+                               f"-I{well_known}", f"--python_out={root}"] + rel,
+                              cwd=root, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"protoc failed (exit {proc.returncode}) compiling "
+                               f"{proto_dir}/*.proto: {proc.stderr.strip()}")
     return sources

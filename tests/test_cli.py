@@ -1,0 +1,43 @@
+"""Top-level commands: ``python -m detbench list`` and the registry's messages."""
+import subprocess
+import sys
+
+import pytest
+
+from detbench.errors import RegistryError
+from detbench.registry import Registry
+
+
+def test_registry_miss_lists_known_names_nearest_first():
+    reg = Registry("widget")
+
+    @reg.register("resnet50_v1")
+    class A:
+        pass
+
+    @reg.register("mobilenet_v2")
+    class B:
+        pass
+
+    assert reg.get("resnet50_v1") is A and A.registered_name == "resnet50_v1"
+    with pytest.raises(RegistryError) as e:
+        reg.get("resnet_50")
+    assert str(e.value) == "unknown widget 'resnet_50'; known: resnet50_v1, mobilenet_v2"
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("mobilenet_v2")(B)
+    assert "none is registered" in Registry("x").unknown_message("y")
+
+
+def test_list_shows_extractors_with_strides_and_meta_archs():
+    out = subprocess.run([sys.executable, "-m", "detbench", "list"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    for name in ("ssd", "faster_rcnn", "rfcn", "cascade_rcnn"):
+        assert any(l.strip().startswith(name + " ") or l.strip() == name for l in lines), name
+    start = lines.index("feature extractors:") + 2          # skip the column header
+    end = next(i for i, l in enumerate(lines) if l.startswith("sweep axes"))
+    table = {l.split()[0]: l.split() for l in lines[start:end]}
+    assert table["resnet101_v1"][1] == "8/16/32" and table["resnet101_v1"][2] == "yes"
+    assert table["vgg16"][1] == "16" and table["vgg16"][2] == "no"
+    assert table["inception_resnet_v2"][1] == "8/16"
+    assert len([n for n in table if n != "name"]) == 9
