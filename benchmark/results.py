@@ -9,6 +9,18 @@ import json
 import os
 import tempfile
 
+from detbench.errors import DetbenchError
+
+
+def _file_mode(path):
+    """The mode a new file gets (umask applied), or the existing file's mode."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
 
 def atomic_write(path, data, mode="w"):
     """Write ``data`` to ``path`` via a temp file in the same folder + rename."""
@@ -16,6 +28,7 @@ def atomic_write(path, data, mode="w"):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
+        os.chmod(tmp, _file_mode(path))   # mkstemp makes it 0600: keep results readable
         with os.fdopen(fd, mode) as f:
             f.write(data)
             f.flush()
@@ -40,10 +53,18 @@ class ResultsStore:
             return []
         rows = []
         with open(self.path, encoding="utf-8") as f:
-            for line in f:
+            for number, line in enumerate(f, 1):
                 line = line.strip()
-                if line:
-                    rows.append(json.loads(line))
+                if not line:
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DetbenchError(f"{self.path}:{number}: not a JSON row ({e.msg}); "
+                                        "fix or remove that line to resume") from None
+                if not isinstance(row, dict) or "cell_id" not in row:
+                    raise DetbenchError(f"{self.path}:{number}: a row needs a cell_id")
+                rows.append(row)
         return rows
 
     def done_ids(self, include_failed=False):

@@ -1,0 +1,153 @@
+"""One unit of sweep work, run in its own process: ``train`` a model or ``measure`` a cell.
+
+``python -m detbench.benchmark.cell train|measure SPEC.json OUT.json``. The spec
+holds the pipelines as text, the model directory and the benchmark settings;
+the result (a row, or the training summary) is written atomically to OUT.json.
+Running each cell in a fresh process makes its peak memory its own and keeps a
+crash or an out-of-memory kill to that one cell.
+"""
+import json
+import os
+import sys
+import time
+import traceback
+
+DONE_FILE = "TRAINED.json"
+
+
+def _pipeline(text):
+    from google.protobuf import text_format
+    from detbench.protos import pipeline_pb2
+    return text_format.Parse(text, pipeline_pb2.Pipeline())
+
+
+def _configure_threads(settings):
+    import tensorflow as tf
+    if settings.get("intra_op_threads"):
+        tf.config.threading.set_intra_op_parallelism_threads(settings["intra_op_threads"])
+    if settings.get("inter_op_threads"):
+        tf.config.threading.set_inter_op_parallelism_threads(settings["inter_op_threads"])
+
+
+def run_training(spec):
+    """Train (resuming from the model dir's checkpoint) and mark the model done."""
+    from detbench.benchmark.results import atomic_write
+    from detbench.train.trainer import train
+    pipeline = _pipeline(spec["train_pipeline"])
+    model_dir = spec["model_dir"]
+    start = time.time()
+    result = train(pipeline, model_dir, num_steps=pipeline.train_config.num_steps,
+                   progress=spec.get("progress", False))
+    summary = {"train_key": spec["train_key"], "step": int(result.step),
+               "train_wall_s": time.time() - start,
+               "final_losses": {k: float(v) for k, v in (result.losses or {}).items()}}
+    atomic_write(os.path.join(model_dir, DONE_FILE), json.dumps(summary, indent=2))
+    return summary
+
+
+def _timing_images(pipeline, count):
+    """Real decoded images of the evaluation split (uint8 [1,H,W,3] each)."""
+    from detbench.data import build_dataset
+    ds = build_dataset(pipeline.eval_input_reader, 1, training=False)
+    images = [batch["image"] for batch in ds.take(count)]
+    if not images:
+        raise ValueError("the evaluation set is empty: no images to time")
+    return images
+
+
+def _parameter_counts(model):
+    import numpy as np
+    total = int(sum(np.prod(v.shape) for v in model.variables))
+    trainable = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    return total, trainable
+
+
+def run_measure(spec):
+    """Time, count and (unless speed-only) evaluate one cell; returns the row."""
+    import tensorflow as tf
+    from detbench.benchmark import environment, timing
+    from detbench.benchmark.flops import count_flops
+    from detbench.builders.model_builder import build_model
+    settings = spec["settings"]
+    _configure_threads(settings)
+    pipeline = _pipeline(spec["test_pipeline"])
+    model = build_model(pipeline.model, is_training=False)
+    images = _timing_images(pipeline, settings.get("num_timing_images", 8))
+    if not spec.get("speed_only"):
+        from detbench.evaluation.runner import restore_model
+        sample_inputs, sample_shapes = model.preprocess(tf.cast(images[0], tf.float32))
+        restore_model(model, spec["model_dir"], {"image": sample_inputs, "true_shape": sample_shapes})
+    # Timing runs send exactly the configured number of proposals.
+    if hasattr(model, "benchmark_mode"):
+        model.benchmark_mode = True
+    xla = bool(settings.get("xla"))
+
+    detect = tf.function(lambda x: model.detect(x), jit_compile=xla)
+
+    def _predict_only(x):
+        inputs, shapes = model.preprocess(tf.cast(x, tf.float32))
+        return model.predict(inputs, shapes, training=False)
+    predict_only = tf.function(_predict_only, jit_compile=xla)
+    warm, runs = settings.get("num_warmup", 3), settings.get("num_runs", 20)
+    if len({tuple(im.shape) for im in images}) > 1:
+        # Each new input shape traces the functions again (e.g. COCO images of
+        # different sizes): warm up on every image so no tracing is timed.
+        warm = max(warm, len(images))
+    full = timing.time_function(detect, images, warm, runs)
+    nopost = timing.time_function(predict_only, images, warm, runs)
+    row = {
+        "latency_ms": full["median"] * 1e3, "latency_p90_ms": full["p90"] * 1e3,
+        "latency_nopost_ms": nopost["median"] * 1e3, "latency_nopost_p90_ms": nopost["p90"] * 1e3,
+        "first_call_s": full["first_call"], "latency_runs_ms": [t * 1e3 for t in full["runs"]],
+        "num_warmup": warm, "num_runs": runs,
+    }
+    stages = getattr(model, "stage_functions", lambda: [])()
+    previous = 0.0
+    for name, fn in stages:
+        t = timing.time_function(tf.function(fn, jit_compile=xla), images, warm, runs)["median"]
+        row[f"stage_{name}_ms"] = max(t - previous, 0.0) * 1e3
+        previous = t
+    if stages:
+        row["stage_postprocess_ms"] = max(full["median"] - previous, 0.0) * 1e3
+    row["peak_rss_mb"] = timing.peak_rss_mb()
+    if tf.config.list_physical_devices("GPU"):
+        row["gpu_peak_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    row["gflops"] = count_flops(detect, [images[0]]) / 1e9
+    row["params"], row["params_trainable"] = _parameter_counts(model)
+    row["env"] = environment.describe(xla, settings.get("intra_op_threads", 0),
+                                      settings.get("inter_op_threads", 0))
+    if hasattr(model, "benchmark_mode"):
+        model.benchmark_mode = False
+    if not spec.get("speed_only"):
+        from detbench.evaluation.runner import evaluate_model
+        metrics = evaluate_model(model, pipeline, progress=False)
+        row.update({k: (None if isinstance(v, float) and v != v else v)
+                    for k, v in metrics.items() if not isinstance(v, (dict, list))})
+        if "per_category" in metrics:
+            row["per_category_ap"] = metrics["per_category"]
+    return row
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[0] not in ("train", "measure"):
+        print("usage: python -m detbench.benchmark.cell train|measure SPEC.json OUT.json",
+              file=sys.stderr)
+        return 2
+    from detbench.benchmark.results import atomic_write
+    with open(argv[1], encoding="utf-8") as f:
+        spec = json.load(f)
+    try:
+        result = run_training(spec) if argv[0] == "train" else run_measure(spec)
+        result["error"] = ""
+    except Exception as e:  # the row records the error; the sweep goes on
+        from detbench.errors import DetbenchError
+        detail = "" if isinstance(e, DetbenchError) else traceback.format_exc(limit=3)
+        print(detail, file=sys.stderr)
+        result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}
+    atomic_write(argv[2], json.dumps(result, default=float))
+    return 0 if not result["error"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

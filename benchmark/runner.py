@@ -1,0 +1,98 @@
+"""Grid execution: each training and each cell runs in its own process, locally or on Ray."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CELL_TIMEOUT_S = 6 * 3600
+
+
+def run_job(kind, spec, timeout=CELL_TIMEOUT_S):
+    """Run ``python -m detbench.benchmark.cell KIND`` on ``spec``; returns its result dict.
+
+    A crash, a kill (e.g. out of memory) or a timeout becomes ``{"error": ...}``
+    with the tail of the process's stderr.
+    """
+    with tempfile.TemporaryDirectory(prefix="detbench-cell-") as tmp:
+        spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
+        with open(spec_path, "w", encoding="utf-8") as f:
+            json.dump(spec, f)
+        cmd = [sys.executable, "-m", "detbench.benchmark.cell", kind, spec_path, out_path]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {timeout} s"}
+        if os.path.exists(out_path):
+            with open(out_path, encoding="utf-8") as f:
+                result = json.load(f)
+            if result.get("error"):
+                result["stderr_tail"] = proc.stderr[-2000:]
+            return result
+        tail = [l for l in proc.stderr.strip().splitlines() if l.strip()][-1:] or [""]
+        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
+               else f"exit code {proc.returncode}")
+        return {"error": f"cell process died ({how}): {tail[0][:300]}",
+                "stderr_tail": proc.stderr[-2000:]}
+
+
+class LocalExecutor:
+    """One job at a time on this machine (cells are timed: never run two at once)."""
+    name = "local"
+
+    def map(self, jobs):
+        for key, kind, spec in jobs:
+            yield key, run_job(kind, spec)
+
+
+class RayExecutor:
+    """Jobs as Ray tasks on a cluster (``--address HOST:PORT``; none: a local Ray
+    instance is started), one job per task.
+
+    Each task declares the CPUs it needs (``cpus_per_cell``, default: all the
+    CPUs of the largest node, so a timed cell never shares its node); Ray
+    schedules them on nodes with room, and results are gathered here into the
+    same files. Every node runs ``python -m detbench.benchmark.cell`` with
+    detbench installed, and reads and writes the spec's paths (the sweep's
+    output folder, the datasets): on a multi-node cluster they must be on a
+    shared filesystem.
+    """
+    name = "ray"
+
+    def __init__(self, address=None, cpus_per_cell=None):
+        from detbench.errors import DetbenchError
+        try:
+            import ray
+        except ImportError:
+            raise DetbenchError("--executor ray needs Ray: pip install -e .[ray]") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = f"--address {address}" if address else "a local Ray instance"
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                raise DetbenchError(f"{where}: cannot start or reach Ray ({first})") from None
+        cpus = cpus_per_cell or self._largest_node_cpus()
+        self.remote = ray.remote(num_cpus=cpus)(run_job)
+
+    def _largest_node_cpus(self):
+        # Not cluster_resources()["CPU"]: that is the sum over nodes, which no
+        # single node has, and a task asking for it would never be scheduled.
+        cpus = [n.get("Resources", {}).get("CPU", 0) for n in self.ray.nodes() if n.get("Alive")]
+        return max(1, int(max(cpus, default=1)))
+
+    def map(self, jobs):
+        pending = {self.remote.remote(kind, spec): key for key, kind, spec in jobs}
+        while pending:
+            done, _ = self.ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                key = pending.pop(ref)
+                try:
+                    result = self.ray.get(ref)
+                except Exception as e:  # a task that died on its node
+                    result = {"error": f"ray task failed: {str(e).splitlines()[0][:300]}"}
+                yield key, result
+
+
+EXECUTORS = {"local": LocalExecutor, "ray": RayExecutor}

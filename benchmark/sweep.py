@@ -1,0 +1,358 @@
+"""The sweep: ``python benchmark/sweep.py --grid configs/speed_accuracy.pbtxt``.
+
+Expands the grid, trains each distinct training configuration once (cached by
+its hash under OUT/models/), measures every cell in its own process, appends
+each row atomically to OUT/results.jsonl, and writes results.csv, results.md,
+plots/*.png and report.html over every cell of the grid measured so far.
+
+Finished cells are never recomputed: a failed cell (a row with its error; the
+failed process's stderr in OUT/logs/) is tried again by the next run, and a
+cell measured by a --speed-only run is measured again by a full one. Killing
+the sweep (Ctrl-C, SIGTERM, SIGKILL) keeps every finished row; the same
+command resumes.
+"""
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+from detbench.errors import ConfigError, run_cli
+
+PROTOCOL_TEXT = ("Latency: batch 1, median and p90 of {runs} timed runs after {warmup} warm-up "
+                 "runs of preprocess + predict + postprocess (NMS included) on real evaluation "
+                 "images; a second column without post-processing. Memory: peak RSS of the "
+                 "cell's own process. FLOPs: traced inference graph, multiply-add = 2. "
+                 "Accuracy: COCO metrics via pycocotools on the evaluation split.")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python benchmark/sweep.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--grid", required=True, help="a Sweep .pbtxt (configs/speed_accuracy.pbtxt)")
+    p.add_argument("--out", help="output directory (default: the sweep's out_dir)")
+    p.add_argument("--train-steps", type=int, default=None,
+                   help="training steps per model (overrides the sweep and pipelines)")
+    p.add_argument("--speed-only", action="store_true",
+                   help="no training and no accuracy: random weights, fixed proposals")
+    p.add_argument("--filter", action="append", default=[],
+                   help="keep cells whose axis values match, e.g. 'meta_arch=rfcn' or "
+                        "'feature_extractor=resnet50_v1,resolution=300' (repeatable: any matches)")
+    p.add_argument("--dry-run", action="store_true", help="print the cells and what will be trained")
+    resume = p.add_mutually_exclusive_group()
+    resume.add_argument("--resume", dest="resume", action="store_true", default=True,
+                        help="skip finished cells (default)")
+    resume.add_argument("--no-resume", dest="resume", action="store_false",
+                        help="measure every cell again (trained models are still reused)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
+    p.add_argument("--export", action="store_true",
+                   help="export every trained cell's model as a SavedModel under OUT/exports/")
+    return p.parse_args(argv)
+
+
+def parse_filters(filters):
+    """['a=1,b=2', 'c=3'] -> [{'a': '1', 'b': '2'}, {'c': '3'}]."""
+    out = []
+    for f in filters:
+        terms = {}
+        for term in f.split(","):
+            if "=" not in term:
+                raise ConfigError(f"--filter {f!r}: expected key=value[,key=value]")
+            k, v = term.split("=", 1)
+            terms[k.strip()] = v.strip()
+        out.append(terms)
+    return out
+
+
+def select(cells, filters):
+    if not filters:
+        return cells
+    known = set().union(*(c.values for c in cells)) if cells else set()
+    for f in filters:
+        for k in f:
+            if k not in known:
+                raise ConfigError(f"--filter: unknown key {k!r}; known: {', '.join(sorted(known))}")
+    kept = [c for c in cells if any(all(c.values.get(k) == v for k, v in f.items())
+                                    for f in filters)]
+    if not kept:
+        keys = sorted({k for f in filters for k in f})
+        values = {k: sorted({c.values[k] for c in cells if k in c.values}) for k in keys}
+        given = " / ".join(",".join(f"{k}={v}" for k, v in f.items()) for f in filters)
+        options = "; ".join(f"{k}: {', '.join(v)}" for k, v in values.items())
+        raise ConfigError(f"--filter {given}: no cell matches; values in the grid: {options}")
+    return kept
+
+
+def describe_cell(cell):
+    """The row's identifying columns, read from the cell's pipelines."""
+    from detbench.config.validate import meta_arch_config, min_resolution, TWO_STAGE
+    name, test = meta_arch_config(cell.test_pipeline)
+    _, train = meta_arch_config(cell.train_pipeline)
+    fe = test.feature_extractor
+    return {
+        "cell_id": cell.cell_id, "train_key": cell.train_key, "label": cell.label,
+        "meta_arch": name, "feature_extractor": fe.type, "fpn": fe.HasField("fpn"),
+        "resolution": min_resolution(test)[0], "train_resolution": min_resolution(train)[0],
+        "num_proposals": test.rpn.max_proposals if name in TWO_STAGE else None,
+        "output_stride": fe.output_stride if name in TWO_STAGE else None,
+        "axis_values": dict(cell.values),
+    }
+
+
+def _settings(sweep):
+    b = sweep.benchmark
+    return {"num_warmup": b.num_warmup, "num_runs": b.num_runs,
+            "intra_op_threads": b.intra_op_threads, "inter_op_threads": b.inter_op_threads,
+            "xla": b.xla, "num_timing_images": b.num_timing_images}
+
+
+def _trained(model_dir):
+    from detbench.benchmark.cell import DONE_FILE
+    path = os.path.join(model_dir, DONE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def print_plan(grid, cells, out_dir, speed_only, done=()):
+    print(f"{len(cells)} cells ({len(grid.cells)} in the grid), "
+          f"{sum(c.cell_id in done for c in cells)} already done")
+    for c in cells:
+        print(f"  {c.cell_id}  {c.label}" + ("  (done)" if c.cell_id in done else ""))
+    for reason, n in sorted(grid.skipped.items()):
+        print(f"skipped {n}: {reason}")
+    if speed_only:
+        print("speed only: nothing is trained")
+        return
+    trainings = {}
+    for c in cells:
+        if c.cell_id not in done:
+            trainings.setdefault(c.train_key, c)
+    todo = [k for k in trainings if not _trained(os.path.join(out_dir, "models", k))]
+    print(f"{len(trainings)} trained models needed, {len(todo)} to train:")
+    for k in todo:
+        c = trainings[k]
+        print(f"  {k}  {c.label}  ({c.train_pipeline.train_config.num_steps} steps)")
+
+
+def run_sweep(args):
+    from google.protobuf import text_format
+    from tqdm import tqdm
+    from detbench.benchmark.results import ResultsStore
+    from detbench.benchmark.runner import EXECUTORS
+    from detbench.config import load_sweep
+    from detbench.config.grid import expand_grid
+
+    sweep = load_sweep(args.grid)
+    if args.train_steps is not None:
+        if args.train_steps <= 0:
+            raise ConfigError(f"--train-steps: must be positive, got {args.train_steps}")
+        sweep.train_steps = args.train_steps
+    grid = expand_grid(sweep, args.grid)
+    cells = select(grid.cells, parse_filters(args.filter))
+    if not cells:
+        raise ConfigError(f"{args.grid}: no cell left to run (check --filter)")
+    if args.address and args.executor != "ray":
+        raise ConfigError("--address: only with --executor ray")
+    # Absolute: jobs may run in another working directory (Ray workers).
+    out_dir = os.path.abspath(args.out or sweep.out_dir)
+    store = ResultsStore(out_dir)
+    done = _done_ids(store, args.speed_only) if args.resume else set()
+    if args.dry_run:
+        print_plan(grid, cells, out_dir, args.speed_only, done)
+        return 0
+    os.makedirs(out_dir, exist_ok=True)
+    settings = _settings(sweep)
+    todo = [c for c in cells if c.cell_id not in done]
+    print(f"detbench sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+          f"{len(todo)} to run -> {out_dir}")
+    executor = (EXECUTORS[args.executor](args.address) if args.executor == "ray"
+                else EXECUTORS["local"]())
+    train_errors = {}
+    if not args.speed_only:
+        train_errors = train_models(todo, out_dir, executor)
+    log_dir = os.path.join(out_dir, "logs")
+    jobs = []
+    for c in todo:
+        model_dir = os.path.join(out_dir, "models", c.train_key)
+        if c.train_key in train_errors:
+            continue
+        spec = {"test_pipeline": text_format.MessageToString(c.test_pipeline),
+                "model_dir": model_dir, "settings": settings, "speed_only": args.speed_only}
+        jobs.append((c.cell_id, "measure", spec))
+    by_id = {c.cell_id: c for c in todo}
+    for c in todo:
+        if c.train_key in train_errors:
+            store.add({**describe_cell(c), "error": f"training failed: {train_errors[c.train_key]}",
+                       "log": os.path.join(log_dir, f"train-{c.train_key}.log")})
+    bar = tqdm(total=len(jobs), desc="measuring cells", unit="cell", dynamic_ncols=True)
+    for cid, result in executor.map(jobs):
+        cell = by_id[cid]
+        row = {**describe_cell(cell), **result,
+               "protocol": PROTOCOL_TEXT.format(runs=settings["num_runs"],
+                                                warmup=settings["num_warmup"]),
+               "speed_only": args.speed_only,
+               "test_pipeline": text_format.MessageToString(cell.test_pipeline)}
+        trained = None if args.speed_only else _trained(os.path.join(out_dir, "models",
+                                                                      cell.train_key))
+        if trained:
+            row["train_steps"] = trained.get("step")
+            row["train_wall_s"] = trained.get("train_wall_s")
+        tail = row.pop("stderr_tail", None)
+        if row.get("error") and tail:
+            row["log"] = _write_log(log_dir, f"{cid}.log", tail)
+        store.add(row)
+        bar.set_postfix_str(f"{cell.label}: {row.get('latency_ms', 0) or 0:.0f} ms"
+                            + (f", mAP {row['mAP']:.3f}" if row.get("mAP") is not None else "")
+                            + (" FAILED" if row.get("error") else ""))
+        bar.update(1)
+    bar.close()
+    if args.export and not args.speed_only:
+        export_cells(cells, out_dir)
+    summarize(store, grid, out_dir, settings)
+    return 0
+
+
+def _done_ids(store, speed_only):
+    """Cells not to measure again: rows without error; a speed-only row lacks
+    accuracy, so a full run measures that cell again."""
+    return {r["cell_id"] for r in store.rows
+            if not r.get("error") and (speed_only or not r.get("speed_only"))}
+
+
+def _write_log(log_dir, name, text):
+    """Keep a failed job's stderr tail (its traceback) beside the results."""
+    from detbench.benchmark.results import atomic_write
+    path = os.path.join(log_dir, name)
+    atomic_write(path, text)
+    return path
+
+
+def train_models(cells, out_dir, executor):
+    """Train every distinct training configuration of ``cells`` not yet trained."""
+    from google.protobuf import text_format
+    from tqdm import tqdm
+    needed, cached = {}, set()
+    for c in cells:
+        model_dir = os.path.join(out_dir, "models", c.train_key)
+        if c.train_key in needed or c.train_key in cached:
+            continue
+        if _trained(model_dir):
+            cached.add(c.train_key)
+        else:
+            needed[c.train_key] = c
+    print(f"training {len(needed)} models ({len(cached)} already trained)"
+          + "".join(f"\n  {k}  {c.label}" for k, c in needed.items()))
+    if not needed:
+        return {}
+    jobs = []
+    for key, c in needed.items():
+        model_dir = os.path.join(out_dir, "models", key)
+        os.makedirs(model_dir, exist_ok=True)
+        with open(os.path.join(model_dir, "pipeline.pbtxt"), "w", encoding="utf-8") as f:
+            f.write(text_format.MessageToString(c.train_pipeline))
+        jobs.append((key, "train", {"train_pipeline": text_format.MessageToString(c.train_pipeline),
+                                    "model_dir": model_dir, "train_key": key}))
+    errors = {}
+    bar = tqdm(total=len(jobs), desc="training models", unit="model", dynamic_ncols=True)
+    for key, result in executor.map(jobs):
+        if result.get("error"):
+            errors[key] = result["error"]
+            _write_log(os.path.join(out_dir, "logs"), f"train-{key}.log",
+                       result.get("stderr_tail") or result["error"])
+        bar.set_postfix_str(f"{needed[key].label}: "
+                            + ("FAILED" if result.get("error") else
+                               f"{result.get('train_wall_s', 0):.0f} s"))
+        bar.update(1)
+    bar.close()
+    return errors
+
+
+def export_cells(cells, out_dir):
+    """SavedModels of the trained cells not exported yet; a failed export is reported
+    and the others go on (the results are already written)."""
+    from detbench.export import export_saved_model
+    for c in cells:
+        model_dir = os.path.join(out_dir, "models", c.train_key)
+        target = os.path.join(out_dir, "exports", c.cell_id)
+        if not _trained(model_dir) or os.path.exists(os.path.join(target, "saved_model")):
+            continue
+        try:
+            path = export_saved_model(c.test_pipeline, model_dir, target)
+        except Exception as e:  # noqa: BLE001  (one cell's export must not stop the sweep)
+            first = (str(e).splitlines() or [""])[0][:300]
+            print(f"export failed: {c.label}: {type(e).__name__}: {first}", file=sys.stderr)
+            continue
+        print(f"exported {c.label}: {path}")
+
+
+def summarize(store, grid, out_dir, settings):
+    """Tables, plots and report over every cell of the grid measured so far
+    (a --filter run adds its rows to them; rows of cells no longer in the grid
+    stay in results.jsonl only)."""
+    from detbench.benchmark import plots, report, tables
+    ids = {c.cell_id for c in grid.cells}
+    rows = [r for r in store.rows if r["cell_id"] in ids]
+    protocol = PROTOCOL_TEXT.format(runs=settings["num_runs"], warmup=settings["num_warmup"])
+    df = tables.write_tables(rows, out_dir, protocol=protocol)
+    # A column no row has (accuracy in a speed-only sweep) comes back as None objects,
+    # which pandas' numeric aggregations drop (the resolution plot then fails): make
+    # the metric columns numbers, NaN where missing.
+    import pandas as pd
+    for column in tables.ACCURACY_KEYS + ["latency_ms", "gflops", "peak_rss_mb", "params"]:
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    paths = plots.write_plots(df, out_dir)
+    env = next((r.get("env") for r in rows if r.get("env")), None)
+    failed = [r for r in rows if r.get("error")]
+    summary = (f"{len(rows) - len(failed)} cells done, {sum(grid.skipped.values())} skipped, "
+               f"{len(failed)} failed")
+    page = report.write_report(df, list(paths.values()), out_dir, env=env, summary=summary)
+    print("\n" + summary)
+    for reason, n in sorted(grid.skipped.items()):
+        print(f"  skipped {n}: {reason}")
+    for r in failed:
+        print(f"  failed: {r['label']}: {r['error']}")
+    front = df[df["frontier"]].sort_values("latency_ms")
+    if len(front):
+        print("speed/accuracy frontier:")
+        for _, r in front.iterrows():
+            print(f"  {r['latency_ms']:8.1f} ms  mAP {r['mAP']:.3f}  {r['label']}")
+    print(f"results: {os.path.join(out_dir, 'results.md')}, results.csv, results.jsonl")
+    print(f"plots:   {os.path.join(out_dir, 'plots')}/")
+    print(f"report:  {page}")
+
+
+class Terminated(BaseException):
+    """SIGTERM: stop the sweep. Not a KeyboardInterrupt, for which subprocess.run waits
+    only briefly for the child it kills; for this it waits until the cell is gone."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()  # unwinds through subprocess.run, which kills the running cell
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:   # not the main thread: leave signals alone
+        previous = None
+    try:
+        code = run_sweep(args)
+    except (KeyboardInterrupt, Terminated):
+        print("\ninterrupted: every finished row is kept in results.jsonl; "
+              "run the same command again to resume", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    print(f"sweep finished in {time.time() - start:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
