@@ -14,6 +14,11 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+def _threads(n):
+    """TensorFlow reports 0 for its default (one thread per core)."""
+    return n if n else f"default ({os.cpu_count()} cores)"
+
+
 def describe(xla=False, intra_op_threads=0, inter_op_threads=0):
     import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
@@ -28,7 +33,9 @@ def describe(xla=False, intra_op_threads=0, inter_op_threads=0):
         "tf_version": tf.__version__,
         "python": platform.python_version(),
         "xla": bool(xla),
-        "intra_op_threads": intra_op_threads or tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": inter_op_threads or tf.config.threading.get_inter_op_parallelism_threads(),
+        "intra_op_threads": _threads(intra_op_threads
+                                     or tf.config.threading.get_intra_op_parallelism_threads()),
+        "inter_op_threads": _threads(inter_op_threads
+                                     or tf.config.threading.get_inter_op_parallelism_threads()),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
     }

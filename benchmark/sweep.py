@@ -298,12 +298,6 @@ def summarize(store, grid, out_dir, settings):
     rows = [r for r in store.rows if r["cell_id"] in ids]
     protocol = PROTOCOL_TEXT.format(runs=settings["num_runs"], warmup=settings["num_warmup"])
     df = tables.write_tables(rows, out_dir, protocol=protocol)
-    # A column no row has (accuracy in a speed-only sweep) comes back as None objects,
-    # which pandas' numeric aggregations drop (the resolution plot then fails): make
-    # the metric columns numbers, NaN where missing.
-    import pandas as pd
-    for column in tables.ACCURACY_KEYS + ["latency_ms", "gflops", "peak_rss_mb", "params"]:
-        df[column] = pd.to_numeric(df[column], errors="coerce")
     paths = plots.write_plots(df, out_dir)
     env = next((r.get("env") for r in rows if r.get("env")), None)
     failed = [r for r in rows if r.get("error")]

@@ -16,6 +16,11 @@ COLUMNS = [
     "stage_postprocess_ms", "peak_rss_mb", "gpu_peak_mb", "gflops", "params", "params_trainable",
 ] + ACCURACY_KEYS + ["train_steps", "train_wall_s", "frontier", "error", "cell_id", "train_key"]
 
+# Columns that hold numbers (NaN where a row has none, e.g. accuracy when speed-only).
+NUMERIC = [c for c in COLUMNS if c.endswith(("_ms", "_s", "_mb")) or c in ACCURACY_KEYS
+           or c in ("gflops", "params", "params_trainable", "resolution", "train_resolution",
+                    "train_steps")]
+
 # What results.md shows.
 MD_COLUMNS = [("label", "cell"), ("latency_ms", "ms (median)"), ("latency_p90_ms", "ms (p90)"),
               ("latency_nopost_ms", "ms w/o NMS"), ("first_call_s", "first call s"),
@@ -37,6 +42,9 @@ def to_frame(rows):
             df[c] = None
     rest = sorted(c for c in df.columns if c not in COLUMNS)
     df = df[COLUMNS + rest]
+    # A column no row has comes back as None objects, which numeric aggregations drop.
+    for c in NUMERIC:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
     df["frontier"] = frontier_mask(df)
     return df
 
@@ -87,7 +95,9 @@ def _fmt(v, col):
     if col == "frontier":
         return "*" if v else ""
     if isinstance(v, float):
-        return f"{v:.3f}" if col in ACCURACY_KEYS else f"{v:.1f}"
+        if col in ACCURACY_KEYS:
+            return f"{v:.3f}"
+        return f"{v:.2f}" if col == "gflops" and v < 10 else f"{v:.1f}"
     return str(v)
 
 
