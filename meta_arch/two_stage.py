@@ -1,0 +1,535 @@
+"""What every two-stage detector shares (Faster R-CNN, R-FCN, Cascade R-CNN).
+
+``TwoStageDetectionModel`` implements the DetectionModel contract as four
+stages a benchmark can also call (and time) one by one::
+
+    inputs, true_shapes = model.preprocess(images)
+    features = model.extract_features(inputs)            # backbone / FPN
+    first = model.propose(features, true_shapes)         # RPN + proposal NMS
+    second = model.classify_boxes(features, first["proposal_boxes"])
+    detections = model.postprocess({**first, **second}, true_shapes)
+
+``predict`` chains them (and in training samples RoIs against groundtruth);
+subclasses implement ``classify_boxes`` (and ``from_config``).
+
+Frames. Inside the model every box is normalized to the *network input*
+(the resized image padded to a multiple of the stride): anchors, proposals,
+RoIs, targets. Groundtruth arrives relative to the true image and detections
+leave relative to it; ``groundtruth_in_input_frame`` and ``postprocess`` do
+the conversions (the true image is the window [0, 0, h/H, w/W] of the input).
+
+Helpers for subclasses: ``common_kwargs`` (extractor, RPN, sampler, losses,
+post-processing, OHEM from any two-stage proto), ``keep_aspect_ratio_size`` /
+``resize_and_pad`` (preprocessing), ``assign_roi_targets`` + ``sample_rois`` (second-stage
+targets with any matcher / coder, e.g. one per cascade stage),
+``crop_rois`` (one crop_and_resize, or FPN multilevel),
+``BoxClassifierHead`` (pooled features -> class logits + class-specific box
+codes), ``fc_box_head`` (FPN's fc head), ``per_roi_losses`` /
+``reduce_roi_losses`` and ``detections_from_boxes`` (batched final NMS).
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from detbench.core import box_coders
+from detbench.core import losses as losses_lib
+from detbench.core import matchers
+from detbench.core import post_processing
+from detbench.core import roi_ops
+from detbench.core import samplers
+from detbench.core import target_assigner as target_assigner_lib
+from detbench.feature_extractors.base import build_feature_extractor
+from detbench.meta_arch.base import DetectionModel
+from detbench.meta_arch.rpn import RegionProposalNetwork
+from detbench.protos import image_resizer_pb2
+from detbench.protos import losses_pb2
+from detbench.protos import post_processing_pb2
+
+# The graphs need no autograph (no Python control flow on tensors); skipping
+# its source conversion cuts first-call tracing several-fold.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
+# Lin et al.: RoIs are cropped from P2-P5 (P6 serves the RPN only).
+FPN_MAX_ROI_LEVEL = 5
+
+
+# -- preprocessing ------------------------------------------------------------
+def keep_aspect_ratio_size(height, width, min_dimension, max_dimension):
+    """Size with the shorter side at min_dimension unless the longer side
+    would exceed max_dimension (then the longer side is max_dimension).
+
+    Python ints in -> Python ints out (static shapes); tensors otherwise.
+    """
+    if isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer)):
+        scale = min_dimension / min(height, width)
+        if round(max(height, width) * scale) > max_dimension:
+            scale = max_dimension / max(height, width)
+        return (min(max(int(round(height * scale)), 1), max_dimension),
+                min(max(int(round(width * scale)), 1), max_dimension))
+    h = tf.cast(height, tf.float32)
+    w = tf.cast(width, tf.float32)
+    scale = min_dimension / tf.minimum(h, w)
+    scale = tf.where(tf.round(tf.maximum(h, w) * scale) > max_dimension,
+                     max_dimension / tf.maximum(h, w), scale)
+    size = tf.clip_by_value(tf.cast(tf.round(tf.stack([h, w]) * scale), tf.int32),
+                            1, max_dimension)
+    return size[0], size[1]
+
+
+def _round_up(value, multiple):
+    if isinstance(value, (int, np.integer)):
+        return int(math.ceil(value / multiple) * multiple)
+    return (value + multiple - 1) // multiple * multiple
+
+
+def resize_and_pad(images, resizer, pad_multiple, normalize=None):
+    """images [B, H, W, 3] float -> (inputs [B, H', W', 3], true_shapes int32 [B, 3]).
+
+    ``resizer``: an ``ImageResizer`` proto (keep aspect ratio 600 / 1024 when
+    unset). The resized image is normalized by ``normalize`` (the extractor's
+    preprocessing), then zero-padded at the bottom / right to a multiple of
+    ``pad_multiple`` (or to a max_dimension square with
+    ``pad_to_max_dimension``). Static input sizes give static output sizes.
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    shape = images.shape
+    height = int(shape[1]) if shape[1] is not None else tf.shape(images)[1]
+    width = int(shape[2]) if shape[2] is not None else tf.shape(images)[2]
+    kind = resizer.WhichOneof("image_resizer")
+    pad_square = None
+    if kind == "fixed_shape":
+        new_h, new_w = resizer.fixed_shape.height, resizer.fixed_shape.width
+    else:
+        cfg = (resizer.keep_aspect_ratio if kind == "keep_aspect_ratio"
+               else image_resizer_pb2.KeepAspectRatioResizer())
+        new_h, new_w = keep_aspect_ratio_size(height, width, cfg.min_dimension,
+                                              cfg.max_dimension)
+        if cfg.pad_to_max_dimension:
+            pad_square = cfg.max_dimension
+    resized = tf.image.resize(images, tf.stack([new_h, new_w]))
+    if all(isinstance(v, int) for v in (new_h, new_w)):
+        resized.set_shape([shape[0], new_h, new_w, shape[3]])
+    if normalize is not None:
+        resized = normalize(resized)
+    target_h = _round_up(pad_square or new_h, pad_multiple)
+    target_w = _round_up(pad_square or new_w, pad_multiple)
+    inputs = tf.pad(resized, [[0, 0], [0, target_h - new_h], [0, target_w - new_w], [0, 0]])
+    if all(isinstance(v, int) for v in (target_h, target_w)):
+        inputs.set_shape([shape[0], target_h, target_w, shape[3]])
+    true_shape = tf.cast(tf.stack([new_h, new_w, 3]), tf.int32)
+    true_shapes = tf.tile(true_shape[None], [tf.shape(images)[0], 1])
+    return inputs, true_shapes
+
+
+def input_hw(inputs):
+    """(height, width) of a [B, H, W, C] tensor: Python ints where static."""
+    dyn = tf.shape(inputs)
+    return tuple(int(inputs.shape[i]) if inputs.shape[i] is not None else dyn[i]
+                 for i in (1, 2))
+
+
+def true_image_scale(true_shapes, image_shape):
+    """[B, 4] factors (h/H, w/W, h/H, w/W): true-image frame -> input frame."""
+    true_hw = tf.cast(true_shapes[:, :2], tf.float32)
+    image_hw = tf.cast(tf.stack(list(image_shape)), tf.float32)
+    ratio = true_hw / image_hw[None]
+    return tf.concat([ratio, ratio], axis=1)
+
+
+def true_window(true_shapes, image_shape):
+    """[B, 4] window of the true image in the input frame: [0, 0, h/H, w/W]."""
+    scale = true_image_scale(true_shapes, image_shape)
+    return tf.concat([tf.zeros_like(scale[:, :2]), scale[:, 2:]], axis=1)
+
+
+# -- second-stage targets ------------------------------------------------------
+def assign_roi_targets(rois, roi_valid, groundtruth, target_assigner):
+    """Match RoIs [B, N, 4] against groundtruth (input frame) with any assigner.
+
+    Returns dict: ``cls_targets`` int32 [B, N] (0 = background),
+    ``reg_targets`` [B, N, 4] (encoded against the RoIs), ``positive`` and
+    ``eligible`` bool [B, N] (valid and not ignored).
+    """
+    t = target_assigner.batch_assign(
+        rois, groundtruth["boxes"], groundtruth["classes"], groundtruth["num"],
+        gt_is_crowd=groundtruth.get("is_crowd"))
+    eligible = roi_valid & (t["cls_weights"] > 0)
+    return {"cls_targets": t["cls_targets"], "reg_targets": t["reg_targets"],
+            "positive": (t["match"] >= 0) & eligible, "eligible": eligible}
+
+
+def sample_rois(rois, targets, sampler, num_samples, seed=None):
+    """Balanced minibatch of ``num_samples`` RoIs per image (static shape).
+
+    rois [B, N, 4] and ``assign_roi_targets`` output -> (rois [B, S, 4],
+    targets gathered to [B, S] with a float ``weights`` 1/0 marking the
+    slots that hold a sampled RoI), S = min(num_samples, N).
+    """
+    sampled = sampler.batch_subsample(targets["eligible"], targets["positive"], seed=seed)
+    n = rois.shape[1]
+    k = num_samples if n is None else min(num_samples, int(n))
+    _, idx = tf.math.top_k(tf.cast(sampled, tf.float32), k=k)  # sampled ones first
+    gathered = {key: tf.gather(value, idx, batch_dims=1) for key, value in targets.items()}
+    gathered["weights"] = tf.cast(tf.gather(sampled, idx, batch_dims=1), tf.float32)
+    gathered["positive"] = gathered["positive"] & (gathered["weights"] > 0)
+    return tf.gather(rois, idx, batch_dims=1), gathered
+
+
+def per_roi_losses(class_logits, box_encodings, targets, classification_loss,
+                   localization_loss):
+    """Unreduced second-stage losses per RoI: (classification [B, N],
+    localization [B, N]); the box loss uses the encodings of the target class
+    (or the single class-agnostic encoding) and counts positives only."""
+    cls_targets = targets["cls_targets"]
+    cls = classification_loss(class_logits, cls_targets, tf.ones_like(class_logits[..., 0]))
+    if box_encodings.shape[2] == 1:
+        codes = box_encodings[:, :, 0]
+    else:
+        codes = tf.gather(box_encodings, tf.maximum(cls_targets - 1, 0), axis=2, batch_dims=2)
+    loc = localization_loss(codes, targets["reg_targets"], tf.cast(targets["positive"], tf.float32))
+    return cls, loc
+
+
+def reduce_roi_losses(losses, mask):
+    """Per-RoI losses [B, N] summed over ``mask`` [B, N] / number of masked
+    RoIs (at least 1), averaged over the batch."""
+    mask = tf.cast(mask, tf.float32)
+    normalizer = tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+    return tf.reduce_mean(tf.reduce_sum(losses * mask, 1) / normalizer)
+
+
+# -- second-stage heads ---------------------------------------------------------
+def fc_box_head(num_fc_layers=2, fc_depth=1024, weight_decay=0.0, name="fc_box_head"):
+    """FPN's box head: flatten the crops, then ``num_fc_layers`` ReLU fc layers."""
+    reg = tf_keras.regularizers.l2(weight_decay / 2.0) if weight_decay else None
+    layers = [tf_keras.layers.Flatten()]
+    layers += [tf_keras.layers.Dense(fc_depth, activation="relu", kernel_regularizer=reg,
+                                     name=f"fc{i + 6}") for i in range(num_fc_layers)]
+    return tf_keras.Sequential(layers, name=name)
+
+
+class BoxClassifierHead(tf_keras.layers.Layer):
+    """Cropped RoI features [B*N, h, w, C] -> class logits [B, N, C+1] and
+    box encodings [B, N, q, 4] (q = num_classes, or 1 when class-agnostic),
+    through ``feature_model`` (the extractor's box classifier or an fc head,
+    [B*N, ...] -> [B*N, D])."""
+
+    def __init__(self, feature_model, num_classes, class_specific=True,
+                 weight_decay=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.feature_model = feature_model
+        self.num_classes = num_classes
+        self.num_box_classes = num_classes if class_specific else 1
+        reg = tf_keras.regularizers.l2(weight_decay / 2.0) if weight_decay else None
+        self.class_layer = tf_keras.layers.Dense(
+            num_classes + 1, kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
+            kernel_regularizer=reg, name="class_logits")
+        self.flatten = tf_keras.layers.Flatten()
+        self.box_layer = tf_keras.layers.Dense(
+            4 * self.num_box_classes,
+            kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.001),
+            kernel_regularizer=reg, name="box_encodings")
+
+    def call(self, crops, num_rois, training=False):
+        x = self.feature_model(crops, training=training)
+        x = self.flatten(x) if x.shape.rank > 2 else x
+        logits = tf.reshape(self.class_layer(x), [-1, num_rois, self.num_classes + 1])
+        codes = tf.reshape(self.box_layer(x), [-1, num_rois, self.num_box_classes, 4])
+        return logits, codes
+
+
+# -- builders -------------------------------------------------------------------
+def build_second_stage_loss(config):
+    """Loss proto (unset parts: smooth L1 / softmax) -> (cls_fn, loc_fn, w_cls, w_loc)."""
+    cls_cfg = config.classification_loss
+    if cls_cfg.WhichOneof("classification_loss") is None:
+        cls_cfg = losses_pb2.ClassificationLoss(softmax=losses_pb2.WeightedSoftmaxLoss())
+    loc_cfg = config.localization_loss
+    if loc_cfg.WhichOneof("localization_loss") is None:
+        loc_cfg = losses_pb2.LocalizationLoss(smooth_l1=losses_pb2.WeightedSmoothL1Loss())
+    return (losses_lib.build_classification_loss(cls_cfg),
+            losses_lib.build_localization_loss(loc_cfg),
+            config.classification_weight, config.localization_weight)
+
+
+def build_second_stage_post_processing(config, has_field):
+    """PostProcessing proto (default: NMS 0.6, 100 detections, softmax)."""
+    if not has_field:
+        config = post_processing_pb2.PostProcessing(
+            batch_non_max_suppression=post_processing_pb2.BatchNonMaxSuppression(),
+            score_converter=post_processing_pb2.PostProcessing.SOFTMAX)
+    return post_processing.build_post_processing(config)
+
+
+def build_second_stage_target_assigner(matcher_config, has_matcher, box_coder):
+    """Second-stage assigner: argmax 0.5 / 0.5 unless a matcher is configured."""
+    matcher = (matchers.build_matcher(matcher_config) if has_matcher
+               else matchers.ArgMaxMatcher(0.5, 0.5))
+    return target_assigner_lib.TargetAssigner(matcher, box_coder)
+
+
+def _has(config, field):
+    return field in config.DESCRIPTOR.fields_by_name and config.HasField(field)
+
+
+def common_kwargs(config, meta_arch, is_training=True, use_ohem=None):
+    """Constructor arguments every two-stage model builds the same way from
+    its proto (FasterRcnn, Rfcn, CascadeRcnn share these field names):
+    ``feature_extractor``, ``rpn``, ``image_resizer``,
+    ``second_stage_target_assigner`` (when the proto has a matcher / coder),
+    ``second_stage_sampler``, ``second_stage_loss``, ``post_processing_fns``,
+    ``hard_example_miner`` (when ``hard_example_miner`` is set, or
+    ``use_ohem`` forces it on / off with the proto's or default settings)."""
+    extractor = build_feature_extractor(config.feature_extractor, is_training,
+                                        meta_arch=meta_arch)
+    fe = config.feature_extractor
+    rpn = RegionProposalNetwork.from_config(
+        config.rpn, output_stride=fe.output_stride,
+        fpn=fe.fpn if fe.HasField("fpn") else None, weight_decay=fe.weight_decay)
+    sampler = config.second_stage_sampler
+    kwargs = dict(
+        feature_extractor=extractor, rpn=rpn, image_resizer=config.image_resizer,
+        second_stage_sampler=samplers.BalancedPositiveNegativeSampler(
+            sampler.batch_size, sampler.positive_fraction),
+        second_stage_loss=build_second_stage_loss(config.second_stage_loss),
+        post_processing_fns=build_second_stage_post_processing(
+            config.second_stage_post_processing, _has(config, "second_stage_post_processing")))
+    if "second_stage_matcher" in config.DESCRIPTOR.fields_by_name:
+        coder = (box_coders.build_box_coder(config.second_stage_box_coder)
+                 if "second_stage_box_coder" in config.DESCRIPTOR.fields_by_name
+                 else box_coders.FasterRcnnBoxCoder())
+        kwargs["second_stage_target_assigner"] = build_second_stage_target_assigner(
+            config.second_stage_matcher, _has(config, "second_stage_matcher"), coder)
+    has_miner = _has(config, "hard_example_miner")
+    if use_ohem if use_ohem is not None else has_miner:
+        kwargs["hard_example_miner"] = samplers.build_ohem(config.hard_example_miner)
+    return kwargs
+
+
+# -- the model -----------------------------------------------------------------
+class TwoStageDetectionModel(DetectionModel):
+    """Shared two-stage machinery; subclasses implement ``classify_boxes``.
+
+    Predictions (``predict``): the RPN's ``anchors``,
+    ``rpn_objectness_logits`` [B, A], ``rpn_box_encodings`` [B, A, 4],
+    ``proposal_boxes`` / ``proposal_scores`` / ``proposal_valid`` [B, P],
+    ``num_proposals`` [B]; the RoIs the box classifier saw, ``rois`` [B, N, 4]
+    and ``roi_valid`` [B, N] (test: the proposals; training: the sampled
+    minibatch, or with OHEM all proposals + groundtruth), ``roi_targets``
+    (training only), ``class_predictions_with_background`` [B, N, C+1],
+    ``refined_box_encodings`` [B, N, q, 4]; ``image_shape`` [2] and
+    ``true_shapes`` [B, 3].
+    """
+
+    def __init__(self, num_classes, is_training, feature_extractor, rpn,
+                 image_resizer=None, second_stage_target_assigner=None,
+                 second_stage_sampler=None, second_stage_loss=None,
+                 post_processing_fns=None, hard_example_miner=None,
+                 benchmark_mode=False, **kwargs):
+        super().__init__(num_classes, is_training, **kwargs)
+        self.feature_extractor = feature_extractor
+        self.rpn = rpn
+        self.image_resizer = image_resizer or image_resizer_pb2.ImageResizer()
+        self.fpn = (feature_extractor.config.fpn
+                    if feature_extractor.config.HasField("fpn") else None)
+        self.pad_multiple = max(int(feature_extractor.max_stride),
+                                int(feature_extractor.output_stride))
+        self.second_stage_target_assigner = second_stage_target_assigner or (
+            target_assigner_lib.TargetAssigner(matchers.ArgMaxMatcher(0.5, 0.5),
+                                               box_coders.FasterRcnnBoxCoder()))
+        self.second_stage_box_coder = self.second_stage_target_assigner.box_coder
+        self.second_stage_sampler = second_stage_sampler or (
+            samplers.BalancedPositiveNegativeSampler(64, 0.25))
+        (self.classification_loss, self.localization_loss, self.classification_weight,
+         self.localization_weight) = second_stage_loss or (
+             losses_lib.WeightedSoftmaxClassificationLoss(),
+             losses_lib.WeightedSmoothL1LocalizationLoss(), 1.0, 1.0)
+        self.nms_fn, self.score_converter = post_processing_fns or (
+            build_second_stage_post_processing(None, False))
+        self.hard_example_miner = hard_example_miner
+        self.benchmark_mode = bool(benchmark_mode)
+        if self.fpn is not None:
+            self.fpn_model = feature_extractor.build_fpn(
+                self.fpn.min_level, self.fpn.max_level, self.fpn.depth)
+        else:
+            self.first_stage_model = feature_extractor.build_first_stage()
+
+    # -- knobs ----------------------------------------------------------------
+    @property
+    def max_proposals(self):
+        """Proposals sent to the box classifier at test time (retrace after a change)."""
+        return self.rpn.max_proposals
+
+    @max_proposals.setter
+    def max_proposals(self, value):
+        self.rpn.max_proposals = int(value)
+
+    def backbone_models(self):
+        return [self.fpn_model if self.fpn is not None else self.first_stage_model]
+
+    # -- stage 0: preprocessing ----------------------------------------------
+    @_no_autograph
+    def preprocess(self, images):
+        return resize_and_pad(tf.cast(images, tf.float32), self.image_resizer,
+                              self.pad_multiple, self.feature_extractor.preprocess)
+
+    # -- stage 1: features ------------------------------------------------------
+    @_no_autograph
+    def extract_features(self, inputs, training=False):
+        """inputs [B, H, W, 3] -> dict ``rpn_maps`` (what the RPN runs on),
+        ``roi_maps`` (what RoIs are cropped from; a map, or level -> map with
+        FPN) and ``image_shape`` (H, W)."""
+        if self.fpn is not None:
+            pyramid = self.fpn_model(inputs, training=training)
+            pyramid = {int(level): fmap for level, fmap in pyramid.items()}
+            roi_levels = range(self.fpn.min_level, min(self.fpn.max_level, FPN_MAX_ROI_LEVEL) + 1)
+            return {"rpn_maps": pyramid, "roi_maps": {l: pyramid[l] for l in roi_levels},
+                    "image_shape": input_hw(inputs)}
+        fmap = self.first_stage_model(inputs, training=training)
+        return {"rpn_maps": fmap, "roi_maps": fmap, "image_shape": input_hw(inputs)}
+
+    # -- stage 2: proposals -----------------------------------------------------
+    @_no_autograph
+    def propose(self, features, true_shapes, training=False):
+        """RPN head + proposal decoding / NMS: exactly max_proposals (test) or
+        max_proposals_train (training) slots per image; see ``rpn.proposals``."""
+        anchors = self.rpn.anchors(features["rpn_maps"], features["image_shape"])
+        logits, codes = self.rpn(features["rpn_maps"])
+        window = true_window(true_shapes, features["image_shape"])
+        max_proposals = self.rpn.max_proposals_train if training else self.rpn.max_proposals
+        out = self.rpn.proposals(anchors, logits, codes, window, max_proposals,
+                                 benchmark_mode=self.benchmark_mode and not training)
+        out.update(anchors=anchors, rpn_objectness_logits=logits, rpn_box_encodings=codes,
+                   image_shape=tf.stack(list(features["image_shape"])))
+        return out
+
+    # -- stage 3: box classifier ----------------------------------------------
+    @_no_autograph
+    def crop_rois(self, features, rois, crop_config):
+        """rois [B, N, 4] (input frame) -> [B*N, c, c, C]: one crop_and_resize
+        (+ max-pool) from the first-stage map, or, with FPN, each RoI from its
+        level (Lin et al. eq. 1) at the same crop settings."""
+        maps = features["roi_maps"]
+        if isinstance(maps, dict):
+            return roi_ops.multilevel_crop_and_resize(
+                maps, rois, features["image_shape"], crop_config.initial_crop_size,
+                maxpool_kernel_size=crop_config.maxpool_kernel_size,
+                maxpool_stride=crop_config.maxpool_stride)
+        return roi_ops.crop_and_resize_rois(
+            maps, rois, crop_config.initial_crop_size, crop_config.maxpool_kernel_size,
+            crop_config.maxpool_stride)
+
+    def classify_boxes(self, features, rois, training=False):
+        """rois [B, N, 4] -> {"class_predictions_with_background" [B, N, C+1],
+        "refined_box_encodings" [B, N, q, 4]} (encoded against the rois)."""
+        raise NotImplementedError
+
+    # -- predict ----------------------------------------------------------------
+    def groundtruth_in_input_frame(self, groundtruth, true_shapes, image_shape):
+        """Groundtruth dict (data keys) -> {"boxes", "classes", "num", "is_crowd"?}
+        with boxes normalized to the network input."""
+        scale = true_image_scale(true_shapes, image_shape)
+        gt = {"boxes": tf.cast(groundtruth["groundtruth_boxes"], tf.float32) * scale[:, None],
+              "classes": tf.cast(groundtruth["groundtruth_classes"], tf.int32),
+              "num": tf.cast(groundtruth["num_groundtruth_boxes"], tf.int32)}
+        if "groundtruth_is_crowd" in groundtruth:
+            gt["is_crowd"] = tf.cast(groundtruth["groundtruth_is_crowd"], tf.bool)
+        return gt
+
+    @_no_autograph
+    def select_rois(self, proposals, groundtruth):
+        """Training RoIs: proposals + groundtruth boxes, matched by the
+        second-stage assigner, then the balanced minibatch (or, with OHEM,
+        all of them; the miner picks the hard ones in ``loss``).
+        -> (rois [B, N, 4], roi_valid [B, N], targets)."""
+        num_gt = tf.shape(groundtruth["boxes"])[1]
+        gt_valid = tf.range(num_gt)[None, :] < groundtruth["num"][:, None]
+        rois = tf.concat([proposals["proposal_boxes"], groundtruth["boxes"]], axis=1)
+        valid = tf.concat([proposals["proposal_valid"], gt_valid], axis=1)
+        targets = assign_roi_targets(rois, valid, groundtruth, self.second_stage_target_assigner)
+        if self.hard_example_miner is not None:
+            targets["weights"] = tf.cast(targets["eligible"], tf.float32)
+            return rois, targets["eligible"], targets
+        rois, targets = sample_rois(rois, targets, self.second_stage_sampler,
+                                    self.second_stage_sampler.batch_size)
+        return rois, targets["weights"] > 0, targets
+
+    @_no_autograph
+    def predict(self, inputs, true_shapes, training=False, groundtruth=None):
+        features = self.extract_features(inputs, training=training)
+        out = self.propose(features, true_shapes, training=training)
+        out["true_shapes"] = true_shapes
+        if training and groundtruth is not None:
+            gt = self.groundtruth_in_input_frame(groundtruth, true_shapes,
+                                                 features["image_shape"])
+            rois, roi_valid, targets = self.select_rois(out, gt)
+            out["roi_targets"] = targets
+        else:
+            rois, roi_valid = out["proposal_boxes"], out["proposal_valid"]
+        out.update(rois=rois, roi_valid=roi_valid)
+        out.update(self.classify_boxes(features, rois, training=training))
+        return out
+
+    # -- loss -------------------------------------------------------------------
+    @_no_autograph
+    def rpn_loss(self, predictions, groundtruth):
+        image_shape = tf.unstack(predictions["image_shape"])
+        gt = self.groundtruth_in_input_frame(groundtruth, predictions["true_shapes"], image_shape)
+        window = true_window(predictions["true_shapes"], image_shape)
+        targets = self.rpn.targets(predictions["anchors"], gt["boxes"], gt["num"], window,
+                                   gt_is_crowd=gt.get("is_crowd"))
+        return self.rpn.loss(predictions["rpn_objectness_logits"],
+                             predictions["rpn_box_encodings"], targets)
+
+    @_no_autograph
+    def box_classifier_loss(self, class_logits, box_encodings, rois, targets):
+        """Second-stage losses over the sampled RoIs (``targets["weights"]``),
+        or over the OHEM-selected ones when a hard example miner is set."""
+        cls, loc = per_roi_losses(class_logits, box_encodings, targets,
+                                  self.classification_loss, self.localization_loss)
+        cls, loc = self.classification_weight * cls, self.localization_weight * loc
+        mask = targets["weights"]
+        if self.hard_example_miner is not None:
+            mask = self.hard_example_miner(tf.stop_gradient(cls + loc), rois, mask > 0)
+        return {"box_classifier_localization_loss": reduce_roi_losses(loc, mask),
+                "box_classifier_classification_loss": reduce_roi_losses(cls, mask)}
+
+    @_no_autograph
+    def loss(self, predictions, groundtruth):
+        if "roi_targets" not in predictions:
+            raise ValueError("loss() needs predictions from predict(..., training=True, "
+                             "groundtruth=...)")
+        losses = self.rpn_loss(predictions, groundtruth)
+        losses.update(self.box_classifier_loss(
+            predictions["class_predictions_with_background"],
+            predictions["refined_box_encodings"], predictions["rois"],
+            predictions["roi_targets"]))
+        return losses
+
+    # -- stage 4: post-processing -------------------------------------------
+    @_no_autograph
+    def detections_from_boxes(self, boxes, scores, valid, true_shapes, image_shape):
+        """boxes [B, N, q, 4] (input frame), scores [B, N, C] (no background),
+        valid [B, N] -> detections relative to the true image (one batched
+        NMS call; invalid RoIs never become detections)."""
+        scale = true_image_scale(true_shapes, image_shape)
+        boxes = boxes / scale[:, None, None, :]
+        scores = tf.where(valid[..., None], scores, -np.inf)
+        window = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [tf.shape(boxes)[0], 1])
+        return self.nms_fn(boxes, scores, clip_window=window)
+
+    @_no_autograph
+    def postprocess(self, predictions, true_shapes):
+        """Decode the box codes against the RoIs (``rois``, or the proposals
+        when absent), softmax, mask invalid RoIs, batched per-class NMS."""
+        rois = predictions.get("rois", predictions.get("proposal_boxes"))
+        valid = predictions.get("roi_valid", predictions.get("proposal_valid"))
+        codes = predictions["refined_box_encodings"]
+        boxes = self.second_stage_box_coder.decode(codes, rois[:, :, None, :])
+        scores = self.score_converter(predictions["class_predictions_with_background"])
+        if scores.shape[-1] == self.num_classes + 1:
+            scores = scores[..., 1:]
+        return self.detections_from_boxes(boxes, scores, valid, true_shapes,
+                                          tf.unstack(predictions["image_shape"]))
