@@ -157,5 +157,9 @@ def multilevel_crop_and_resize(features, boxes, image_size, crop_size,
              for i in range(num_levels)]
     out = tf.dynamic_stitch(part_order, crops)
     crop_h, crop_w = _pair(crop_size)
-    out = tf.reshape(out, [-1, crop_h, crop_w, features[min_level].shape[-1]])
+    # Keep the RoI count static when the boxes' is (dynamic_stitch loses it):
+    # shape inference and FLOP counting downstream need it.
+    rois = (boxes.shape[0] * boxes.shape[1]
+            if boxes.shape[0] is not None and boxes.shape[1] is not None else -1)
+    out = tf.reshape(out, [rois, crop_h, crop_w, features[min_level].shape[-1]])
     return _maxpool(out, maxpool_kernel_size, maxpool_stride)

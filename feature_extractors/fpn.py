@@ -11,8 +11,8 @@
   layers: 1x1 conv of depth/2, then 3x3 stride 2 (or depthwise 3x3 + 1x1
   with ``use_depthwise``), batch norm + activation after each conv, 'same'
   padding (each halves the side, ceil).
-* ``fc_box_head``: the two 1024-d fc layers of FPN's two-stage box head, for
-  extractors configured with ``fpn`` (their box classifier is not conv5).
+* (with ``fpn`` configured, the two-stage box head is the meta-architecture's
+  fc head, ``meta_arch.two_stage.fc_box_head``, not the backbone's conv5).
 * small helpers: regularizer, batch-norm freezing, a per-extractor cache.
 """
 import tf_keras
@@ -96,16 +96,6 @@ class SSDExtraLayers:
                 x = layer(x)
             maps.append(x)
         return maps
-
-
-def fc_box_head(depth, crop_size=7, hidden=1024, weight_decay=0.0, name="fpn_box_head"):
-    """FPN's two-stage box head: flatten [N,crop,crop,depth] -> fc hidden -> fc hidden (ReLU)."""
-    reg = l2_regularizer(weight_decay)
-    inputs = tf_keras.Input((crop_size, crop_size, depth))
-    x = tf_keras.layers.Flatten()(inputs)
-    x = tf_keras.layers.Dense(hidden, activation="relu", kernel_regularizer=reg, name=f"{name}_fc6")(x)
-    x = tf_keras.layers.Dense(hidden, activation="relu", kernel_regularizer=reg, name=f"{name}_fc7")(x)
-    return tf_keras.Model(inputs, x, name=name)
 
 
 class SubNetworkCache:

@@ -160,8 +160,9 @@ class MobileNet(FeatureExtractor):
 
     def build_box_classifier(self):
         if self.config.HasField("fpn"):
-            return self._cache.get("box_classifier", lambda: fpn_lib.fc_box_head(
-                self.config.fpn.depth, weight_decay=self.config.weight_decay))
+            raise ConfigError(
+                f"feature_extractor.fpn: with FPN the box classifier is the meta-architecture's "
+                f"fc head (fpn_head), not {self.name}'s later layers")
 
         def build():
             self._layers()

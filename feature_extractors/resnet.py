@@ -22,8 +22,8 @@ them.
 * box classifier: conv5 (3 units, the first one strided by 2, as in the
   backbone — He et al.'s Faster R-CNN; TF OD API uses stride 1 there) and
   global average pooling: [N,h,w,1024] -> [N,2048]. 7x7 crops give a 4x4
-  conv5 map. With ``fpn`` configured it is instead the 2x1024 fc head of FPN
-  (``fpn.fc_box_head``, on 7x7 crops of ``fpn.depth`` channels).
+  conv5 map. With ``fpn`` configured the box head is the meta-architecture's
+  fc head (``fpn_head``); asking the extractor for one is a ConfigError.
 * SSD: conv4 (stride 16 at the default output_stride) + extra layers of depth
   512, 512, 256, 256, 128 (ReLU): 6 maps, finest first.
 * FPN: C2-C5 = the outputs of conv2..conv5 (strides 4..32) into the Model
@@ -135,8 +135,9 @@ class ResNetV1(FeatureExtractor):
 
     def build_box_classifier(self):
         if self.config.HasField("fpn"):
-            return self._cache.get("box_classifier", lambda: fpn_lib.fc_box_head(
-                self.config.fpn.depth, weight_decay=self.config.weight_decay))
+            raise ConfigError(
+                f"feature_extractor.fpn: with FPN the box classifier is the meta-architecture's "
+                f"fc head (fpn_head), not {self.name}'s later layers")
 
         def build():
             self._layers()

@@ -79,6 +79,22 @@ class DetectionModel(tf_keras.Model, abc.ABC):
     def call(self, images, training=False):
         return self.detect(images)
 
+    def stage_functions(self):
+        """Ordered ``(stage name, fn(images) -> tensors)`` for per-stage timing.
+
+        Each function runs the model from the raw images up to and including
+        its stage, so a benchmark times the prefixes and takes differences;
+        what follows the last stage is post-processing. Empty: no breakdown.
+        """
+        return []
+
+    def _prefix(self, fn):
+        """fn(inputs, true_shapes) -> a function of raw images (preprocess first)."""
+        def run(images):
+            inputs, true_shapes = self.preprocess(tf.cast(images, tf.float32))
+            return fn(inputs, true_shapes)
+        return run
+
     def backbone_models(self):
         """The feature-extractor sub-networks (for classification fine-tuning)."""
         return []

@@ -155,12 +155,6 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
         return models
 
     # -- stages 2 and 3: proposals and box classifier ------------------------------
-    def propose(self, features, true_shapes, training=False):
-        # The true-image window travels with the features so ``classify_boxes``
-        # can clip each stage's boxes to the image (it gets no true_shapes).
-        features["true_window"] = two_stage.true_window(true_shapes, features["image_shape"])
-        return super().propose(features, true_shapes, training=training)
-
     def _scores(self, logits):
         """Logits [B, N, C+1] -> scores [B, N, C] (background dropped)."""
         scores = self.score_converter(logits)
@@ -184,10 +178,6 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
                 coder = self.stage_target_assigners[t - 2].box_coder
                 rois = post_processing.clip_to_window(coder.decode(codes, rois), window)
             crops = self.crop_rois(features, rois, self.roi_crop)
-            if rois.shape[:2].is_fully_defined():
-                # FPN's crops (dynamic_stitch) lose the static RoI count; restore
-                # it so the head's shapes (and FLOPs counts) are static.
-                crops = tf.ensure_shape(crops, [rois.shape[0] * rois.shape[1]] + [None] * 3)
             logits, codes = head(crops, num_rois, training=training)
             out.update({f"stage{t}_rois": rois,
                         f"stage{t}_class_predictions_with_background": logits,

@@ -47,10 +47,13 @@ class FasterRcnn(two_stage.TwoStageDetectionModel):
 
     @classmethod
     def from_config(cls, config, is_training=True, benchmark_mode=False):
-        """``FasterRcnn`` proto -> model."""
-        return cls(config.num_classes, is_training, roi_crop=config.roi_crop,
-                   fpn_head=config.fpn_head, benchmark_mode=benchmark_mode,
-                   **two_stage.common_kwargs(config, "faster_rcnn", is_training))
+        """``FasterRcnn`` proto -> model (backbone initialised from the extractor's
+        ``weights_path`` when set)."""
+        kwargs = two_stage.common_kwargs(config, "faster_rcnn", is_training)
+        model = cls(config.num_classes, is_training, roi_crop=config.roi_crop,
+                    fpn_head=config.fpn_head, benchmark_mode=benchmark_mode, **kwargs)
+        kwargs["feature_extractor"].load_weights()
+        return model
 
     def backbone_models(self):
         models = super().backbone_models()

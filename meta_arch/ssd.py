@@ -277,6 +277,11 @@ class SSDMetaArch(DetectionModel):
             tf.tile(fraction, [1, 2])[:, None, :]
         return detections
 
+    def stage_functions(self):
+        """feature extractor (preprocess included) -> box predictor; then NMS."""
+        return [("feature_extractor", self._prefix(lambda x, _: self.feature_maps(x))),
+                ("box_predictor", self._prefix(self.predict))]
+
     def backbone_models(self):
         """The extractor's sub-network this model runs (SSD maps or FPN)."""
         return [self.feature_maps]

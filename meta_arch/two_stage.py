@@ -398,6 +398,9 @@ class TwoStageDetectionModel(DetectionModel):
         anchors = self.rpn.anchors(features["rpn_maps"], features["image_shape"])
         logits, codes = self.rpn(features["rpn_maps"])
         window = true_window(true_shapes, features["image_shape"])
+        # The true-image window travels with the features: box classifiers that
+        # refine boxes (Cascade) clip them to it.
+        features["true_window"] = window
         max_proposals = self.rpn.max_proposals_train if training else self.rpn.max_proposals
         out = self.rpn.proposals(anchors, logits, codes, window, max_proposals,
                                  benchmark_mode=self.benchmark_mode and not training)
@@ -471,6 +474,15 @@ class TwoStageDetectionModel(DetectionModel):
         out.update(rois=rois, roi_valid=roi_valid)
         out.update(self.classify_boxes(features, rois, training=training))
         return out
+
+    def stage_functions(self):
+        """feature extractor (preprocess included) -> proposals (RPN head,
+        decoding, NMS) -> box classifier (crops + head); then post-processing."""
+        def proposals(inputs, true_shapes):
+            return self.propose(self.extract_features(inputs), true_shapes)
+        return [("feature_extractor", self._prefix(lambda x, _: self.extract_features(x))),
+                ("proposals", self._prefix(proposals)),
+                ("box_classifier", self._prefix(self.predict))]
 
     # -- loss -------------------------------------------------------------------
     @_no_autograph

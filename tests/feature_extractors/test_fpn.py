@@ -35,7 +35,8 @@ def test_fpn_level_checks():
 
 
 def test_fc_box_head_parameters():
-    head = fpn_lib.fc_box_head(depth=8, crop_size=7, hidden=32)
+    from detbench.meta_arch.two_stage import fc_box_head
+    head = fc_box_head(num_fc_layers=2, fc_depth=32)
     assert head(tf.zeros([5, 7, 7, 8])).shape == (5, 32)
     assert head.count_params() == (7 * 7 * 8 * 32 + 32) + (32 * 32 + 32)
 
