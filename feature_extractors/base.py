@@ -92,6 +92,14 @@ class FeatureExtractor(abc.ABC):
     def build_box_classifier(self):
         """tf_keras.Model: cropped features [N,h,w,C] -> pooled [N,D]."""
 
+    def refuse_fpn_box_classifier(self):
+        """With FPN the box head is the meta-architecture's fc head (``fpn_head``)."""
+        if self.config.HasField("fpn"):
+            name = getattr(self, "registered_name", type(self).__name__)
+            raise ConfigError(
+                "feature_extractor.fpn: with FPN the box classifier is the meta-architecture's "
+                f"fc head (fpn_head), not {name}'s later layers")
+
     # -- single-stage ---------------------------------------------------------
     @abc.abstractmethod
     def build_ssd_feature_maps(self):

@@ -134,10 +134,7 @@ class ResNetV1(FeatureExtractor):
         return self._cache.get("first_stage", build)
 
     def build_box_classifier(self):
-        if self.config.HasField("fpn"):
-            raise ConfigError(
-                f"feature_extractor.fpn: with FPN the box classifier is the meta-architecture's "
-                f"fc head (fpn_head), not {self.name}'s later layers")
+        self.refuse_fpn_box_classifier()
 
         def build():
             self._layers()
