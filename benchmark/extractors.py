@@ -17,12 +17,9 @@ import statistics
 import sys
 import time
 
-if __package__ in (None, ""):   # `python benchmark/extractors.py` from the repository root
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import tensorflow as tf
 
-import tensorflow as tf  # noqa: E402
-
-from detbench.benchmark.flops import count_flops  # noqa: E402
+from detbench.benchmark.flops import count_flops
 
 
 def time_fn(fn, x, runs, warmup):

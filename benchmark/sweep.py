@@ -1,4 +1,4 @@
-"""The sweep: ``python benchmark/sweep.py --grid configs/speed_accuracy.pbtxt``.
+"""The sweep: ``python benchmark/sweep.py --grid SWEEP.pbtxt`` (a ``Sweep`` message).
 
 Expands the grid, trains each distinct training configuration once (cached by
 its hash under OUT/models/), measures every cell in its own process, appends
@@ -30,7 +30,7 @@ PROTOCOL_TEXT = ("Latency: batch 1, median and p90 of {runs} timed runs after {w
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python benchmark/sweep.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--grid", required=True, help="a Sweep .pbtxt (configs/speed_accuracy.pbtxt)")
+    p.add_argument("--grid", required=True, help="a Sweep .pbtxt (protos/sweep.proto)")
     p.add_argument("--out", help="output directory (default: the sweep's out_dir)")
     p.add_argument("--train-steps", type=int, default=None,
                    help="training steps per model (overrides the sweep and pipelines)")
