@@ -26,7 +26,7 @@ import tf_keras
 
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS
 from detbench.feature_extractors.layers import (LayerBankExtractor, PadToMinSize,
-                                                 ScaledResidual, concat)
+                                                ScaledResidual, concat, inception_v3_stem)
 
 L = tf_keras.layers
 
@@ -41,14 +41,7 @@ class InceptionResNetV2(LayerBankExtractor):
 
     def _stem(self, x):
         b = self.bank
-        with b.scope("stem"):
-            x = b.conv_bn(x, 32, 3, strides=2, padding="valid", name="Conv2d_1a_3x3")
-            x = b.conv_bn(x, 32, 3, padding="valid", name="Conv2d_2a_3x3")
-            x = b.conv_bn(x, 64, 3, name="Conv2d_2b_3x3")
-            x = L.MaxPooling2D(3, strides=2)(x)
-            x = b.conv_bn(x, 80, 1, padding="valid", name="Conv2d_3b_1x1")
-            x = b.conv_bn(x, 192, 3, padding="valid", name="Conv2d_4a_3x3")
-            x = L.MaxPooling2D(3, strides=2)(x)
+        x = inception_v3_stem(b, x)
         with b.scope("Mixed_5b"):
             b0 = b.conv_bn(x, 96, 1)
             b1 = b.conv_bn(b.conv_bn(x, 48, 1), 64, 5)

@@ -20,7 +20,8 @@ input is 75 px for the full network (and SSD), 43 px for the first stage.
 import tf_keras
 
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS
-from detbench.feature_extractors.layers import LayerBankExtractor, PadToMinSize, concat
+from detbench.feature_extractors.layers import (LayerBankExtractor, PadToMinSize, concat,
+                                                inception_v3_stem)
 
 L = tf_keras.layers
 
@@ -34,15 +35,7 @@ class InceptionV3(LayerBankExtractor):
     ssd_extra_depths = (512, 256, 256, 128)
 
     def _stem(self, x):
-        b = self.bank
-        with b.scope("stem"):
-            x = b.conv_bn(x, 32, 3, strides=2, padding="valid", name="Conv2d_1a_3x3")
-            x = b.conv_bn(x, 32, 3, padding="valid", name="Conv2d_2a_3x3")
-            x = b.conv_bn(x, 64, 3, name="Conv2d_2b_3x3")
-            x = L.MaxPooling2D(3, strides=2)(x)
-            x = b.conv_bn(x, 80, 1, padding="valid", name="Conv2d_3b_1x1")
-            x = b.conv_bn(x, 192, 3, padding="valid", name="Conv2d_4a_3x3")
-            return L.MaxPooling2D(3, strides=2)(x)
+        return inception_v3_stem(self.bank, x)
 
     def _block_35(self, x, name, pool_proj):
         """Mixed_5b-5d: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1."""

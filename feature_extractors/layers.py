@@ -208,6 +208,19 @@ def concat(tensors, name):
     return tf_keras.layers.Concatenate(axis=-1, name=name)(tensors)
 
 
+def inception_v3_stem(bank, x):
+    """The stem Inception v3 and Inception-ResNet-v2 share (TF-slim): Conv2d_1a..4a
+    with two max-pools, VALID padding (299 px -> 35x35x192)."""
+    with bank.scope("stem"):
+        x = bank.conv_bn(x, 32, 3, strides=2, padding="valid", name="Conv2d_1a_3x3")
+        x = bank.conv_bn(x, 32, 3, padding="valid", name="Conv2d_2a_3x3")
+        x = bank.conv_bn(x, 64, 3, name="Conv2d_2b_3x3")
+        x = tf_keras.layers.MaxPooling2D(3, strides=2)(x)
+        x = bank.conv_bn(x, 80, 1, padding="valid", name="Conv2d_3b_1x1")
+        x = bank.conv_bn(x, 192, 3, padding="valid", name="Conv2d_4a_3x3")
+        return tf_keras.layers.MaxPooling2D(3, strides=2)(x)
+
+
 class LayerBankExtractor(FeatureExtractor):
     """Skeleton for extractors written with a LayerBank.
 
