@@ -53,6 +53,24 @@ def check_fpn_levels(name, min_level, max_level, depth, backbone_min=2, backbone
         raise ConfigError(f"feature_extractor.fpn.depth: must be positive, not {depth}")
 
 
+def check_fpn_stride(output_stride):
+    if output_stride != 16:
+        raise ConfigError(f"feature_extractor.output_stride: FPN needs 16, not {output_stride}")
+
+
+def pyramid_model(name, config, decoder_cache, inputs, endpoints, min_level, max_level, depth):
+    """Backbone endpoints {str(level): tensor} on ``inputs`` -> tf_keras.Model giving
+    {str(level): map} for min_level..max_level. The decoder is kept in
+    ``decoder_cache`` per (min, max, depth), so a rebuilt model reuses its variables."""
+    key = (min_level, max_level, depth)
+    if key not in decoder_cache:
+        decoder_cache[key] = build_fpn_model(
+            config, {k: v.shape for k, v in endpoints.items()},
+            min_level, max_level, depth, name=f"fpn_{min_level}_{max_level}_{depth}")
+    levels = decoder_cache[key]({k: v for k, v in endpoints.items() if int(k) >= min_level})
+    return tf_keras.Model(inputs, levels, name=f"{name}_fpn")
+
+
 def build_fpn_model(config, endpoint_shapes, min_level, max_level, depth, name="fpn"):
     """The Model Garden FPN decoder over backbone endpoints {str(level): shape}."""
     specs = {k: v for k, v in endpoint_shapes.items() if int(k) >= min_level}

@@ -225,20 +225,12 @@ class MobileNetV2(MobileNet):
 
     def build_fpn(self, min_level, max_level, depth):
         fpn_lib.check_fpn_levels(self.name, min_level, max_level, depth)
-        if self.output_stride != 16:
-            raise ConfigError("feature_extractor.output_stride: FPN needs 16, "
-                              f"not {self.output_stride}")
+        fpn_lib.check_fpn_stride(self.output_stride)
 
         def build():
             inputs = self._image_input()
             _, tapped = self._run(inputs, self.fpn_indices[-1], taps=self.fpn_indices)
             endpoints = {str(level): tapped[i] for level, i in zip(range(2, 6), self.fpn_indices)}
-            key = (min_level, max_level, depth)
-            if key not in self._fpn_decoders:
-                self._fpn_decoders[key] = fpn_lib.build_fpn_model(
-                    self.config, {k: v.shape for k, v in endpoints.items()},
-                    min_level, max_level, depth, name=f"fpn_{min_level}_{max_level}_{depth}")
-            decoder = self._fpn_decoders[key]
-            levels = decoder({k: v for k, v in endpoints.items() if int(k) >= min_level})
-            return tf_keras.Model(inputs, levels, name=f"{self.name}_fpn")
+            return fpn_lib.pyramid_model(self.name, self.config, self._fpn_decoders, inputs,
+                                         endpoints, min_level, max_level, depth)
         return self._cache.get(("fpn", min_level, max_level, depth), build)
