@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from tests.conftest import REPO_ROOT
 from tests.meta_arch.test_rfcn import (IMAGE_SIZE, SCENES, TINY_RPN, assert_detects_every_box,
-                                       config_smoke, np_iou, scene_batch, train)
+                                       config_smoke, converged, np_iou, scene_batch,
+                                       train)
 from detbench.builders.model_builder import build_model
 from detbench.config import parse_text
 from detbench.errors import ConfigError
@@ -43,7 +44,7 @@ def trained_plain():
     tf.random.set_seed(1)
     model = CascadeRcnn.from_config(tiny_cascade_config())
     images, gt = scene_batch()
-    losses = train(model, images, gt, steps=300)
+    losses = train(model, images, gt, steps=300, until=converged(model, images, gt))
     return model, images, gt, losses
 
 
@@ -86,7 +87,8 @@ def test_fpn_cascade_learns_drawn_scenes():
     assert [h.feature_model.name for h in model.stage_heads] == [
         "stage1_fc_head", "stage2_fc_head", "stage3_fc_head"]
     images, gt = scene_batch()
-    losses = train(model, images, gt, steps=170, learning_rate=4e-3)
+    losses = train(model, images, gt, steps=170, learning_rate=4e-3,
+                   until=converged(model, images, gt))
     assert np.mean(losses[-10:]) < 0.15 * losses[0], losses[::25]
     assert_detects_every_box(model.detect(images), gt)
 
