@@ -126,6 +126,12 @@ class FeatureExtractor(abc.ABC):
         return load_backbone_weights(self.build_backbone(), self.weights_path)
 
     @staticmethod
+    def _image_input():
+        """The image input of a sub-network: [B, H, W, 3], any size."""
+        import tf_keras
+        return tf_keras.Input((None, None, 3), name="image")
+
+    @staticmethod
     def parameter_count(model, trainable_only=False):
         weights = model.trainable_weights if trainable_only else model.weights
         return int(sum(tf.size(w).numpy() for w in weights))

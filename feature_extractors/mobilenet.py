@@ -139,10 +139,6 @@ class MobileNet(FeatureExtractor):
                 tapped[i] = x
         return x, tapped
 
-    @staticmethod
-    def _image_input():
-        return tf_keras.Input((None, None, 3), name="image")
-
     # -- sub-networks ---------------------------------------------------------
     def build_backbone(self):
         def build():

@@ -116,10 +116,6 @@ class ResNetV1(FeatureExtractor):
             endpoints[str(g + 2)] = x
         return endpoints
 
-    @staticmethod
-    def _image_input():
-        return tf_keras.Input((None, None, 3), name="image")
-
     # -- sub-networks ---------------------------------------------------------
     def build_backbone(self):
         def build():
