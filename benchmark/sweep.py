@@ -66,22 +66,35 @@ def parse_filters(filters):
     return out
 
 
+def _filter_values(cell):
+    """The cell's axis labels over the values read from its pipelines (so a
+    filter on an axis that one part of the grid does not vary still matches)."""
+    derived = {k: "" if v is None else str(v) for k, v in describe_cell(cell).items()
+               if k in FILTER_KEYS}
+    return {**derived, **cell.values}
+
+
+FILTER_KEYS = ("meta_arch", "feature_extractor", "resolution", "train_resolution",
+               "num_proposals", "output_stride")
+
+
 def select(cells, filters):
     if not filters:
         return cells
-    known = set().union(*(c.values for c in cells)) if cells else set()
+    values = [_filter_values(c) for c in cells]
+    known = set(FILTER_KEYS).union(*values) if cells else set()
     for f in filters:
         for k in f:
             if k not in known:
                 raise ConfigError(f"--filter: unknown key {k!r}; known: {', '.join(sorted(known))}")
-    kept = [c for c in cells if any(all(c.values.get(k) == v for k, v in f.items())
-                                    for f in filters)]
+    kept = [c for c, v in zip(cells, values)
+            if any(all(v.get(k) == x for k, x in f.items()) for f in filters)]
     if not kept:
         keys = sorted({k for f in filters for k in f})
-        values = {k: sorted({c.values[k] for c in cells if k in c.values}) for k in keys}
+        options = {k: sorted({v[k] for v in values if k in v}) for k in keys}
         given = " / ".join(",".join(f"{k}={v}" for k, v in f.items()) for f in filters)
-        options = "; ".join(f"{k}: {', '.join(v)}" for k, v in values.items())
-        raise ConfigError(f"--filter {given}: no cell matches; values in the grid: {options}")
+        listed = "; ".join(f"{k}: {', '.join(v)}" for k, v in options.items())
+        raise ConfigError(f"--filter {given}: no cell matches; values in the grid: {listed}")
     return kept
 
 
@@ -309,6 +322,12 @@ def summarize(store, grid, out_dir, settings):
         print(f"  skipped {n}: {reason}")
     for r in failed:
         print(f"  failed: {r['label']}: {r['error']}")
+    overhead = sorted(r["harness_overhead_s"] for r in rows if r.get("harness_overhead_s"))
+    if overhead:
+        walls = sorted(r["cell_wall_s"] for r in rows if r.get("harness_overhead_s"))
+        print(f"harness overhead per cell (process start, imports, build, restore, FLOPs "
+              f"count; outside model work): median {overhead[len(overhead) // 2]:.1f} s of "
+              f"{walls[len(walls) // 2]:.1f} s cell wall time")
     front = df[df["frontier"]].sort_values("latency_ms")
     if len(front):
         print("speed/accuracy frontier:")

@@ -211,15 +211,44 @@ def _load_bases(sweep, sweep_path):
 
 
 def expand_grid(sweep, sweep_path=None, check_registry=True):
-    """Return a Grid of the sweep's cells (raises ConfigError on bad axes)."""
+    """Return a Grid of the sweep's cells (raises ConfigError on bad axes).
+
+    Without ``grid`` parts: the cross product of the top-level axes. With
+    parts: the union over parts of (top-level axes x the part's axes), a cell
+    that several parts produce counted once (the first part's labels kept).
+    """
     where_file = sweep_path or "<sweep>"
     bases = _load_bases(sweep, sweep_path)
-    axes, meta_values = [], None
-    for i, axis in enumerate(sweep.axis):
-        where = f"{where_file}: axis[{i}]"
+    top = [(f"{where_file}: axis[{i}]", a) for i, a in enumerate(sweep.axis)]
+    parts = [top]
+    if sweep.grid:
+        parts = []
+        for g, part in enumerate(sweep.grid):
+            name = f" ({part.name})" if part.name else ""
+            parts.append(top + [(f"{where_file}: grid[{g}]{name}.axis[{i}]", a)
+                                for i, a in enumerate(part.axis)])
+    cells, skipped, ids = [], {}, set()
+    for axes in parts:
+        part = _expand_part(axes, bases, check_registry)
+        for cell in part.cells:
+            if cell.cell_id not in ids:
+                ids.add(cell.cell_id)
+                cells.append(cell)
+        for reason, n in part.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    return Grid(cells, skipped)
+
+
+def _expand_part(sweep_axes, bases, check_registry):
+    """The cross product of [(where, Axis)] over the base pipelines."""
+    axes, meta_values, labels = [], None, set()
+    for where, axis in sweep_axes:
         if not axis.values:
             raise ConfigError(f"{where}.values: empty; give at least one value")
         label, fn = _axis_fn(axis, where)
+        if label in labels:
+            raise ConfigError(f"{where}: axis {label!r} is given twice")
+        labels.add(label)
         if label == "meta_arch":
             missing = [v for v in axis.values if v not in bases]
             if missing:

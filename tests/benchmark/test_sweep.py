@@ -214,11 +214,16 @@ def test_filter_keeps_matching_cells(tmp_path, capsys):
     code, plan, _ = in_process(capsys, *args, "--filter", "resolution=64",
                                "--filter", "resolution=96,model.ssd.box_predictor.kernel_size=1")
     assert "3 cells" in plan
+    # keys no axis varies match the value read from the cell's pipeline
+    code, plan, _ = in_process(capsys, *args, "--filter", "feature_extractor=mobilenet_v2,"
+                               "resolution=96")
+    assert "2 cells" in plan
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--filter", "colour=red"], "error: --filter: unknown key 'colour'; known: meta_arch, "
-                                 "resolution"),
+    (["--filter", "colour=red"], "error: --filter: unknown key 'colour'; known: feature_extractor, "
+                                 "meta_arch, num_proposals, output_stride, resolution, "
+                                 "train_resolution"),
     (["--filter", "resolution"], "error: --filter 'resolution': expected key=value"),
     (["--filter", "resolution=128"], "no cell matches; values in the grid: resolution: 64, 96"),
     (["--train-steps", "0"], "error: --train-steps: must be positive"),

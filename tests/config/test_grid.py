@@ -139,3 +139,41 @@ axis {{ name: "feature_extractor" values: "resnet51" }}
 """
     with pytest.raises(ConfigError, match=r"feature_extractor.type: unknown feature extractor 'resnet51'"):
         expand_grid(sweep(text), "test.pbtxt", check_registry=True)
+
+
+PARTS = f"""
+base {{ meta_arch: "ssd" pipeline: "{CONFIGS}/ssd_mobilenet_v1_300.pbtxt" }}
+base {{ meta_arch: "faster_rcnn" pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}
+axis {{ name: "resolution" values: "300" }}
+grid {{ name: "proposals"
+  axis {{ name: "meta_arch" values: "ssd" values: "faster_rcnn" }}
+  axis {{ name: "num_proposals" values: "10" values: "300" }} }}
+grid {{ name: "stride"
+  axis {{ name: "meta_arch" values: "faster_rcnn" }}
+  axis {{ name: "output_stride" values: "8" values: "16" }} }}
+"""
+
+
+def test_sub_grids_are_a_union_and_shared_cells_count_once():
+    grid = expand_grid(sweep(PARTS), None, check_registry=False)
+    labels = [c.label for c in grid.cells]
+    # part 1: SSD once (proposals do not apply) + Faster R-CNN at 10 and 300;
+    # part 2: stride 8 and 16 at the base's 300 proposals; the base stride is 16,
+    # so "stride 16" is part 1's 300-proposal cell and is not repeated.
+    assert labels == ["ssd resolution=300 num_proposals=-",
+                      "faster_rcnn resolution=300 num_proposals=10",
+                      "faster_rcnn resolution=300 num_proposals=300",
+                      "faster_rcnn resolution=300 output_stride=8"]
+    assert len(grid.trainings()) == 3        # SSD, Faster R-CNN stride 16, stride 8
+    stride8 = grid.cells[-1].train_pipeline.model.faster_rcnn.feature_extractor
+    assert stride8.output_stride == 8
+    assert grid.skipped == {"num_proposals does not apply to ssd": 1}
+
+
+def test_sub_grid_axis_errors_name_the_part():
+    bad = PARTS.replace('values: "8" values: "16"', "")
+    with pytest.raises(ConfigError, match=r"grid\[1\] \(stride\)\.axis\[1\]\.values: empty"):
+        expand_grid(sweep(bad), None, check_registry=False)
+    twice = PARTS.replace('name: "output_stride"', 'name: "resolution"')
+    with pytest.raises(ConfigError, match=r"grid\[1\] \(stride\)\.axis\[1\]: axis 'resolution' is given twice"):
+        expand_grid(sweep(twice), None, check_registry=False)
