@@ -26,7 +26,7 @@ def _ok(df):
 
 def _model_name(r):
     name = r["feature_extractor"] or ""
-    if r.get("fpn"):
+    if r.get("fpn") in (True, 1, "True"):
         name += "+FPN"
     return name
 
@@ -150,61 +150,83 @@ def _grouped_bars(ax, labels, series, ylabel):
     for i, (name, values) in enumerate(series.items()):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
     ax.set_xticks(x)
-    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    tilt = len(labels) > 3
+    ax.set_xticklabels(labels, rotation=30 if tilt else 0, ha="right" if tilt else "center",
+                       fontsize=8)
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
 
 
-def _by_model(d, keep):
-    d = d.assign(model=d["meta_arch"].map(lambda a: ARCH_NAMES.get(a, a)) + " "
-                 + d.apply(_model_name, axis=1))
-    return d[keep(d)]
+IDENTITY = ("meta_arch", "feature_extractor", "fpn", "resolution", "num_proposals",
+            "output_stride")
+
+
+def _matched(d, vary):
+    """Groups of cells that differ only in ``vary`` (and, for resolution, the
+    training resolution): [(label, group)], each group with >= 2 values of it."""
+    keys = [k for k in IDENTITY if k != vary and k in d.columns]
+    d = d.assign(**{k: d[k].astype(object).where(d[k].notna(), "-") for k in keys})
+    out = []
+    for key, g in d.groupby(keys, sort=True):
+        if g[vary].nunique() < 2:
+            continue
+        r = dict(zip(keys, key))
+        label = f"{ARCH_NAMES.get(r['meta_arch'], r['meta_arch'])} {_model_name(r)}"
+        if vary != "resolution":
+            label += f" {_int(r['resolution'])}px"
+        if r.get("num_proposals") not in ("-", None):
+            label += f" {_int(r['num_proposals'])} prop."
+        if vary != "output_stride" and r.get("output_stride") not in ("-", None):
+            label += f" /{_int(r['output_stride'])}"
+        out.append((label, g))
+    return out
 
 
 def resolution_plot(df, path):
+    """Cells that differ only in resolution: overall and small-object mAP, and time."""
     d = _ok(df)
     d = d[d["resolution"].notna()]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    if len(d):
-        d = _by_model(d, lambda x: x.index == x.index)
-        for model, g in d.groupby("model"):
-            g = g.assign(r=g["resolution"].astype(float)).groupby("r").mean(numeric_only=True)
-            if g["mAP"].notna().any():
-                a1.plot(g.index, g["mAP"], marker="o", label=f"{model} overall")
-                a1.plot(g.index, g["mAP (small)"], marker="v", ls="--", label=f"{model} small")
-            a2.plot(g.index, g["latency_ms"], marker="o", label=model)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    cmap = plt.get_cmap("tab10")
+    for i, (label, g) in enumerate(_matched(d, "resolution")):
+        g = g.assign(r=g["resolution"].astype(float)).groupby("r").mean(numeric_only=True)
+        c = cmap(i % 10)
+        if g["mAP"].notna().any():
+            a1.plot(g.index, g["mAP"], marker="o", color=c, label=label)
+            a1.plot(g.index, g["mAP (small)"], marker="v", ls="--", color=c)
+        a2.plot(g.index, g["latency_ms"], marker="o", color=c, label=label)
     a1.set_xlabel("input resolution (px)")
     a1.set_ylabel("mAP")
-    a1.set_title("Accuracy vs resolution (small objects dashed)")
+    a1.set_title("Accuracy vs resolution (solid: all objects, dashed: small)")
     a2.set_xlabel("input resolution (px)")
     a2.set_ylabel("latency (ms)")
     a2.set_title("Time vs resolution")
     for a in (a1, a2):
         a.grid(True, alpha=0.3)
-        if a.get_legend_handles_labels()[0]:
-            a.legend(fontsize=7)
+    if a2.get_legend_handles_labels()[0]:
+        a2.legend(fontsize=8, loc="upper left")
     return _save(fig, path)
 
 
 def stride_plot(df, path):
+    """Cells that differ only in output stride: time and mAP side by side."""
     d = _ok(df)
     d = d[d["output_stride"].notna() & (d["output_stride"].astype(str) != "-")]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.8))
-    if len(d):
-        d = _by_model(d, lambda x: x.index == x.index)
-        d = d.assign(s=d["output_stride"].astype(float))
-        labels = sorted(d["model"].unique())
-        strides = sorted(d["s"].unique())
-        t = {f"stride {_int(s)}": [d[(d.model == m) & (d.s == s)]["latency_ms"].mean()
-                                  for m in labels] for s in strides}
-        acc = {f"stride {_int(s)}": [d[(d.model == m) & (d.s == s)]["mAP"].mean()
-                                    for m in labels] for s in strides}
-        _grouped_bars(a1, labels, t, "latency (ms)")
-        _grouped_bars(a2, labels, acc, "mAP")
-    a1.set_title("Time by output stride")
-    a2.set_title("Accuracy by output stride")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
+    groups = _matched(d, "output_stride")
+    if groups:
+        labels = [label for label, _ in groups]
+        strides = sorted({float(s) for _, g in groups for s in g["output_stride"]})
+
+        def values(col):
+            return {f"stride {_int(s)}": [g[g["output_stride"].astype(float) == s][col].mean()
+                                          for _, g in groups] for s in strides}
+        _grouped_bars(a1, labels, values("latency_ms"), "latency (ms)")
+        _grouped_bars(a2, labels, values("mAP"), "mAP")
+    a1.set_title("Time by output stride (same model otherwise)")
+    a2.set_title("Accuracy by output stride (same model otherwise)")
     return _save(fig, path)
 
 

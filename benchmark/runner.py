@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 CELL_TIMEOUT_S = 6 * 3600
 
@@ -19,13 +20,18 @@ def run_job(kind, spec, timeout=CELL_TIMEOUT_S):
         with open(spec_path, "w", encoding="utf-8") as f:
             json.dump(spec, f)
         cmd = [sys.executable, "-m", "detbench.benchmark.cell", kind, spec_path, out_path]
+        start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout} s"}
+        wall = time.perf_counter() - start
         if os.path.exists(out_path):
             with open(out_path, encoding="utf-8") as f:
                 result = json.load(f)
+            result["cell_wall_s"] = wall
+            if "model_work_s" in result:   # process start, imports, build, restore, FLOPs
+                result["harness_overhead_s"] = wall - result["model_work_s"]
             if result.get("error"):
                 result["stderr_tail"] = proc.stderr[-2000:]
             return result

@@ -18,11 +18,12 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20):
     """Time ``fn(x)`` cycling over ``inputs`` (a list of tensors).
 
     Returns seconds: ``first_call`` (the first call, tracing included),
-    ``median``, ``p90``, ``mean`` and ``runs`` (the timed runs, after warm-up).
+    ``median``, ``p90``, ``mean``, ``runs`` (the timed runs, after warm-up)
+    and ``total`` (the whole call: first call, warm-up and timed runs).
     """
     if not inputs:
         raise ValueError("time_function needs at least one input")
-    start = time.perf_counter()
+    begin = start = time.perf_counter()
     _block(fn(inputs[0]))
     first = time.perf_counter() - start
     for i in range(num_warmup):
@@ -36,7 +37,7 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20):
     runs = np.asarray(runs)
     return {"first_call": first, "median": float(np.median(runs)),
             "p90": float(np.percentile(runs, 90)), "mean": float(runs.mean()),
-            "runs": runs.tolist()}
+            "runs": runs.tolist(), "total": time.perf_counter() - begin}
 
 
 def peak_rss_mb():

@@ -65,3 +65,17 @@ def test_plots_and_report_files(tmp_path):
     text = open(page).read()
     assert text.count("data:image/png;base64,") == len(plots.PLOTS)
     assert "sortTable" in text and "Protocol" in text and "OOM: killed" in text
+
+
+def test_stride_and_resolution_plots_compare_only_matched_cells():
+    df = pd.DataFrame(make_rows())
+    ok = plots._ok(df)
+    # stride 8 (50 proposals) pairs with stride 16 at 50 proposals only, not with the
+    # 10- and 300-proposal cells
+    [(label, group)] = plots._matched(ok, "output_stride")
+    assert label == "Faster R-CNN resnet50_v1 300px 50 prop."
+    assert sorted(group["output_stride"]) == [8, 16]
+    assert set(group["num_proposals"]) == {50}
+    # SSD mobilenet_v2 is the only model measured at two resolutions
+    [(label, group)] = plots._matched(ok, "resolution")
+    assert label == "SSD mobilenet_v2" and sorted(group["resolution"]) == [300, 600]

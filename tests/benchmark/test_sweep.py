@@ -135,6 +135,12 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     assert len(row["latency_runs_ms"]) == 2
     assert row["first_call_s"] > 0 and 100 < row["peak_rss_mb"] < 16_000
     assert row["gflops"] > 0
+    # model work: at least the 2 x (first call + 1 warm-up + 2 runs) timed calls and
+    # the evaluation; the rest of the cell process's wall time is harness overhead
+    assert row["model_work_s"] >= sum(row["latency_runs_ms"]) / 1e3 + row["eval_s"]
+    assert row["cell_wall_s"] > row["model_work_s"] > 0
+    assert row["harness_overhead_s"] == pytest.approx(row["cell_wall_s"] - row["model_work_s"])
+    assert "harness overhead per cell" in proc.stdout
     assert 0 <= row["mAP"] <= 1 and 0 <= row["mAP@.50"] <= 1 and row["num_images"] == 4
     assert row["train_steps"] == 2 and row["train_wall_s"] > 0
     assert row["env"]["tf_version"] == tf.__version__ and row["env"]["device"] == "CPU"
