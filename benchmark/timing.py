@@ -41,5 +41,18 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20):
 
 
 def peak_rss_mb():
-    """Peak resident memory of this process so far (MiB; Linux reports KiB)."""
+    """Peak resident memory of this process so far (MiB).
+
+    Linux's ``VmHWM`` (this process image's own high-water mark). Not
+    ``getrusage``'s ru_maxrss: Linux carries that across ``exec``, so a cell
+    started by a larger parent (the sweep, with TensorFlow loaded) would report
+    the parent's peak. ru_maxrss (KiB) is the fallback where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
