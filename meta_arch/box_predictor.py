@@ -8,7 +8,8 @@ concatenated, within a map (y, x, anchor type).
 Per map: ``num_layers_before_predictor`` k x k convolutions of ``depth``
 channels with ReLU (the RetinaNet "tower"), then one k x k convolution for the
 class logits (A * C channels) and one for the box encodings (A * code_size
-channels).  With ``share_weights_across_levels`` one tower and one pair of
+channels). With ``separate_class_and_box_towers`` the class logits and the box
+encodings each get their own tower (RetinaNet's two subnets, Lin et al.).  With ``share_weights_across_levels`` one tower and one pair of
 output convolutions serve every map (RetinaNet); that needs equal depths and
 equal anchors per location across maps.
 
@@ -38,7 +39,7 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
     def __init__(self, num_class_columns, num_anchors_per_location, kernel_size=3,
                  num_layers_before_predictor=0, depth=256, share_weights_across_levels=False,
                  class_prior_probability=0.0, background_column=False, code_size=4,
-                 weight_decay=0.0, **kwargs):
+                 weight_decay=0.0, separate_class_and_box_towers=False, **kwargs):
         super().__init__(**kwargs)
         self.num_class_columns = int(num_class_columns)
         self.num_anchors_per_location = [int(a) for a in num_anchors_per_location]
@@ -50,6 +51,7 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
         self.background_column = bool(background_column)
         self.code_size = int(code_size)
         self.weight_decay = float(weight_decay)
+        self.separate_towers = bool(separate_class_and_box_towers)
         if self.kernel_size < 1 or self.num_layers_before_predictor < 0 or self.depth < 1:
             raise ConfigError(
                 "box_predictor: kernel_size and depth must be >= 1 and "
@@ -68,6 +70,11 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
         self.towers = [[self._conv(self.depth, f"tower_{h}_{i}", "relu", kernel_initializer="he_normal")
                         for i in range(self.num_layers_before_predictor)]
                        for h in range(heads)]
+        # With separate towers, self.towers feed the class logits and these the boxes.
+        self.box_towers = [[self._conv(self.depth, f"box_tower_{h}_{i}", "relu",
+                                       kernel_initializer="he_normal")
+                            for i in range(self.num_layers_before_predictor)]
+                           for h in range(heads)] if self.separate_towers else None
         a = self.num_anchors_per_location
         self.class_convs = [self._conv(a[h] * self.num_class_columns, f"class_{h}",
                                        bias_initializer=self._class_bias(a[h]))
@@ -113,9 +120,15 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
         boxes, classes = [], []
         for k, x in enumerate(feature_maps):
             h = 0 if self.share_weights else k
+            box_x = x
             for conv in self.towers[h]:
                 x = conv(x)
-            boxes.append(self._flatten(self.box_convs[h](x), self.code_size))
+            if self.separate_towers:
+                for conv in self.box_towers[h]:
+                    box_x = conv(box_x)
+            else:
+                box_x = x
+            boxes.append(self._flatten(self.box_convs[h](box_x), self.code_size))
             classes.append(self._flatten(self.class_convs[h](x), self.num_class_columns))
         return tf.concat(boxes, axis=1), tf.concat(classes, axis=1)
 
@@ -128,7 +141,8 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
                       depth=self.depth, share_weights_across_levels=self.share_weights,
                       class_prior_probability=self.class_prior_probability,
                       background_column=self.background_column, code_size=self.code_size,
-                      weight_decay=self.weight_decay)
+                      weight_decay=self.weight_decay,
+                      separate_class_and_box_towers=self.separate_towers)
         return config
 
 
@@ -144,4 +158,5 @@ def build_box_predictor(config, num_class_columns, num_anchors_per_location,
         class_prior_probability=config.class_prior_probability,
         background_column=background_column,
         weight_decay=weight_decay,
+        separate_class_and_box_towers=config.separate_class_and_box_towers,
         name="box_predictor")

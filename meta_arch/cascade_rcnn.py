@@ -118,8 +118,8 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
         for t in range(1, len(self.stages) + 1):
             if self.fpn is not None:
                 head = fpn_head or faster_rcnn_pb2.FcHead()
-                feature_model = two_stage.fc_box_head(head.num_fc_layers, head.fc_depth,
-                                                      weight_decay, name=f"stage{t}_fc_head")
+                feature_model = two_stage.fc_box_head_from_config(
+                    head, weight_decay, name=f"stage{t}_fc_head")
             elif t == 1:
                 feature_model = feature_extractor.build_box_classifier()
             else:  # same architecture, own weights

@@ -36,8 +36,7 @@ class FasterRcnn(two_stage.TwoStageDetectionModel):
         weight_decay = feature_extractor.config.weight_decay
         if self.fpn is not None:
             head = fpn_head or faster_rcnn_pb2.FcHead()
-            feature_model = two_stage.fc_box_head(head.num_fc_layers, head.fc_depth,
-                                                  weight_decay)
+            feature_model = two_stage.fc_box_head_from_config(head, weight_decay)
         else:
             feature_model = feature_extractor.build_box_classifier()
         self.box_classifier_model = feature_model

@@ -41,6 +41,19 @@ def test_fc_box_head_parameters():
     assert head.count_params() == (7 * 7 * 8 * 32 + 32) + (32 * 32 + 32)
 
 
+def test_fc_box_head_with_convs_from_config():
+    """The Model Garden's 4conv1fc head: 3x3 convs on the crops, then the fc layers."""
+    from detbench.meta_arch.two_stage import fc_box_head_from_config
+    from detbench.protos import faster_rcnn_pb2
+    head = fc_box_head_from_config(faster_rcnn_pb2.FcHead(
+        num_conv_layers=2, conv_depth=4, num_fc_layers=1, fc_depth=16))
+    assert head(tf.zeros([5, 7, 7, 8])).shape == (5, 16)
+    assert head.count_params() == ((3 * 3 * 8 * 4 + 4) + (3 * 3 * 4 * 4 + 4)
+                                   + (7 * 7 * 4 * 16 + 16))
+    with pytest.raises(ValueError, match="fpn_head"):
+        fc_box_head_from_config(faster_rcnn_pb2.FcHead(conv_depth=0))
+
+
 def test_freeze_batchnorm_helper():
     inputs = tf_keras.Input((4, 4, 2))
     bn = tf_keras.layers.BatchNormalization()

@@ -107,3 +107,26 @@ def test_runs_under_tf_function_with_unknown_batch():
 
     boxes, logits = run(tf.zeros([3, 4, 4, 8]), tf.zeros([3, 2, 2, 8]))
     assert boxes.shape == (3, 40, 4) and logits.shape == (3, 40, 3)
+
+
+def test_separate_class_and_box_towers():
+    """RetinaNet's two subnets: the box encodings do not depend on the class tower."""
+    k, d, depth, layers, a, c = 3, 8, 16, 2, 9, 5
+    pred = ConvolutionalBoxPredictor(c, [a] * 2, kernel_size=k, num_layers_before_predictor=layers,
+                                     depth=depth, share_weights_across_levels=True,
+                                     separate_class_and_box_towers=True)
+    maps = _maps([(1, 8, 8, d), (1, 4, 4, d)])
+    boxes, logits = pred(maps)
+    assert boxes.shape == (1, 80 * a, 4) and logits.shape == (1, 80 * a, c)
+    tower = (k * k * d * depth + depth) + (k * k * depth * depth + depth)
+    expected = 2 * tower + (k * k * depth * a * c + a * c) + (k * k * depth * a * 4 + a * 4)
+    assert sum(int(np.prod(v.shape)) for v in pred.trainable_variables) == expected
+    # zeroing the class tower changes the logits, not the boxes
+    for conv in pred.towers[0]:
+        conv.kernel.assign(tf.zeros_like(conv.kernel))
+    boxes2, logits2 = pred(maps)
+    np.testing.assert_array_equal(boxes2.numpy(), boxes.numpy())
+    assert not np.allclose(logits2.numpy(), logits.numpy())
+    config = ssd_pb2.ConvolutionalBoxPredictor(num_layers_before_predictor=1,
+                                               separate_class_and_box_towers=True)
+    assert build_box_predictor(config, 3, [2]).separate_towers
