@@ -1,0 +1,66 @@
+"""benchmark/peers.py builds our models and the Model Garden's to match.
+
+The evidence is the parameter count: at 128x128 both sides of each pair
+differ by exactly the layers the Model Garden has and we do not (see the
+module docstring of ``benchmark/peers.py``): batch norm after its head convs
+and fc, and a background column in its box regressor / RetinaNet classifier.
+"""
+import pytest
+import tensorflow as tf
+
+from detbench.benchmark import peers
+
+SIZE = 128  # a multiple of 2**7 (RetinaNet's P7)
+
+
+def _build_both(kind):
+    ours = peers.build_ours(kind, SIZE, proposals=20)
+    theirs = peers.build_theirs(kind, SIZE, proposals=20)
+    image = tf.zeros([1, SIZE, SIZE, 3], tf.uint8)
+    ours.detect(image)  # eager: creates the lazily built heads' variables
+    theirs(tf.zeros([1, SIZE, SIZE, 3]), image_shape=tf.constant([[SIZE, SIZE]], tf.float32),
+           training=False)
+    return peers.parameter_count(ours), peers.parameter_count(theirs)
+
+
+def test_faster_rcnn_parameters_match():
+    ours, theirs = _build_both("faster_rcnn")
+    bn = 4 * 256  # gamma, beta, moving mean, moving variance of 256 channels
+    extra = (5 * bn            # their RPN conv's batch norm, one per level P2-P6
+             + 4 * bn          # batch norm after each of the 4 head convs
+             + 4 * 1024        # batch norm after the fc layer
+             + (1024 * 4 + 4))  # box regressor's background column
+    assert theirs - ours == extra
+    assert abs(theirs - ours) / theirs < 0.001
+
+
+def test_retinanet_parameters_match():
+    ours, theirs = _build_both("retinanet")
+    extra = (2 * 4 * 5 * 4 * 256     # batch norm after each tower conv, per level P3-P7
+             + 9 * (3 * 3 * 256 + 1))  # classifier's background column, 9 anchors
+    assert theirs - ours == extra
+    assert abs(theirs - ours) / theirs < 0.002
+
+
+def test_pairs_share_proposal_and_nms_settings():
+    c = peers.theirs_config("faster_rcnn", 640, 300)
+    assert c.detection_generator.nms_version == "batched"
+    assert (c.detection_generator.pre_nms_score_threshold, c.detection_generator.nms_iou_threshold,
+            c.detection_generator.max_num_detections) == (0.05, 0.5, 100)
+    assert c.roi_generator.test_num_proposals == 300
+    # their proposal NMS sees the top 1000 per level: 1000 * 4 + P6's 10 * 10 * 3
+    assert peers.rpn_candidates(640) == 4300
+    overrides = " ".join(peers.ours_overrides("faster_rcnn", 640, 300))
+    for text in ("rpn.max_proposals=300", "rpn.pre_nms_top_k=4300", "num_classes=90",
+                 "score_threshold: 0.05 iou_threshold: 0.5", "num_conv_layers: 4"):
+        assert text in overrides
+
+
+@pytest.mark.parametrize("kind", ["faster_rcnn", "retinanet"])
+def test_equalize_candidates_hits_the_target(kind):
+    model = peers.build_ours(kind, SIZE, proposals=20)
+    image = peers.timing_images(SIZE, 1)[0]
+    target = 12  # of 20 RoIs x 90 classes, or of RetinaNet's 3069 anchors x 90
+    scale, got = peers.equalize_candidates(kind, model, image, target)
+    assert abs(got - target) <= 2
+    assert scale > 0
