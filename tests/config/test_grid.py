@@ -177,3 +177,22 @@ def test_sub_grid_axis_errors_name_the_part():
     twice = PARTS.replace('name: "output_stride"', 'name: "resolution"')
     with pytest.raises(ConfigError, match=r"grid\[1\] \(stride\)\.axis\[1\]: axis 'resolution' is given twice"):
         expand_grid(sweep(twice), None, check_registry=False)
+
+
+def test_shipped_sweeps_expand():
+    """The default sweep and the study's grid: cells, trainings and skip reasons."""
+    default = os.path.join(CONFIGS, "speed_accuracy.pbtxt")
+    grid = expand_grid(load_sweep(default), default)
+    # study part: SSD 2 + (Faster R-CNN, R-FCN) 2 x 2 x 3 + Cascade (v2 + FPN only) 3;
+    # stride 8 (stride 16 is the study part's cell); SSD at 128 px
+    assert len(grid.cells) == 2 + 12 + 3 + 1 + 1
+    assert len(grid.trainings()) == 2 + 4 + 1 + 1 + 1
+    assert grid.skipped == {"feature_extractor.fpn: mobilenet_v1 does not support FPN": 3,
+                            "num_proposals does not apply to ssd": 4}
+    study = os.path.join(CONFIGS, "huang2017.pbtxt")
+    grid = expand_grid(load_sweep(study), study)
+    # 3 archs x 6 extractors x 2 resolutions; two-stage x 6 proposals x 2 strides,
+    # stride 8 skipped for the three extractors that cannot; SSD once per res
+    two_stage = 2 * (3 * 2 * 6 * 2 + 3 * 2 * 6 * 1)
+    assert len(grid.cells) == two_stage + 6 * 2
+    assert sum(n for r, n in grid.skipped.items() if "supports output strides 16" in r) == 3 * 24
