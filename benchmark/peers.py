@@ -79,11 +79,12 @@ import json
 import math
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from detbench.benchmark.timing import block, peak_rss_mb
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -315,28 +316,6 @@ def timing_images(size=SIZE, count=4):
             for i in range(count)]
 
 
-def _block(out):
-    import tensorflow as tf
-    for t in tf.nest.flatten(out):
-        if hasattr(t, "numpy"):
-            t.numpy()
-    return out
-
-
-def peak_rss_mb():
-    """Peak resident memory of this process (MiB): VmHWM, not getrusage's
-    ru_maxrss, which Linux carries across exec from the parent's peak (a child
-    started by a big parent would report the parent's)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 # -- child process: first call and peak memory of one side -----------------------
 def run_child(spec):
     """Build one side, time its first call and a few runs; peak RSS of this process."""
@@ -357,12 +336,12 @@ def run_child(spec):
         layer.kernel_initializer = lambda *a, **k: init(*a, **k) * scale
     fn = detect_fn(spec["side"], model)
     start = time.perf_counter()
-    out = _block(fn(images[0]))
+    out = block(fn(images[0]))
     first = time.perf_counter() - start
     runs = []
     for i in range(spec.get("runs", 3)):
         start = time.perf_counter()
-        _block(fn(images[i % len(images)]))
+        block(fn(images[i % len(images)]))
         runs.append(time.perf_counter() - start)
     return {"build_s": build_s, "first_call_s": first, "child_median_s": statistics.median(runs),
             "peak_rss_mb": peak_rss_mb(), "params": parameter_count(model),
@@ -387,16 +366,16 @@ def interleaved(fns, images, runs, warmup):
     stats = {n: {"runs": []} for n in names}
     for n in names:
         start = time.perf_counter()
-        stats[n]["out"] = _block(fns[n](images[0]))
+        stats[n]["out"] = block(fns[n](images[0]))
         stats[n]["trace_s"] = time.perf_counter() - start
     for i in range(warmup):
         for n in names:
-            _block(fns[n](images[i % len(images)]))
+            block(fns[n](images[i % len(images)]))
     for i in range(runs):
         order = names if i % 2 == 0 else names[::-1]
         for n in order:
             start = time.perf_counter()
-            _block(fns[n](images[i % len(images)]))
+            block(fns[n](images[i % len(images)]))
             stats[n]["runs"].append(time.perf_counter() - start)
     for n in names:
         r = sorted(stats[n]["runs"])
@@ -569,7 +548,7 @@ def section_xla(args, rows, failures):
         start = time.perf_counter()
         try:
             on = detect_fn("ours", model, xla=True)
-            _block(on(images[0]))
+            block(on(images[0]))
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
                 tf.errors.InternalError) as e:
             scope = "features" if hasattr(model, "extract_features") else "predict"
@@ -578,7 +557,7 @@ def section_xla(args, rows, failures):
                   file=sys.stderr)
             start = time.perf_counter()
             on = detect_fn("ours", model, xla=True, xla_scope=scope)
-            _block(on(images[0]))
+            block(on(images[0]))
         compile_s = time.perf_counter() - start
         fns["on"] = on
         stats = interleaved(fns, images, max(args.runs // 2, 3), args.warmup)

@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 
-def _block(result):
+def block(result):
     """Force the values to the host so asynchronous work is inside the timing."""
     import tensorflow as tf
     for t in tf.nest.flatten(result):
@@ -24,15 +24,15 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20):
     if not inputs:
         raise ValueError("time_function needs at least one input")
     begin = start = time.perf_counter()
-    _block(fn(inputs[0]))
+    block(fn(inputs[0]))
     first = time.perf_counter() - start
     for i in range(num_warmup):
-        _block(fn(inputs[i % len(inputs)]))
+        block(fn(inputs[i % len(inputs)]))
     runs = []
     for i in range(num_runs):
         x = inputs[i % len(inputs)]
         start = time.perf_counter()
-        _block(fn(x))
+        block(fn(x))
         runs.append(time.perf_counter() - start)
     runs = np.asarray(runs)
     return {"first_call": first, "median": float(np.median(runs)),
