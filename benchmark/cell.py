@@ -13,6 +13,25 @@ import time
 import traceback
 
 DONE_FILE = "TRAINED.json"
+_START = time.perf_counter()   # this module's import: the process has started Python
+
+
+class _Phases:
+    """Wall seconds per phase of a cell (``phase_<name>_s`` in its row), to show
+    where the harness overhead goes: the Python start before this module is
+    counted by the runner (cell wall time minus the phases' sum)."""
+
+    def __init__(self):
+        self.seconds, self._last = {}, time.perf_counter()
+        self.seconds["imports"] = self._last - _START
+
+    def mark(self, name):
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def as_row(self):
+        return {f"phase_{k}_s": v for k, v in self.seconds.items()}
 
 
 def _pipeline(text):
@@ -68,15 +87,24 @@ def run_measure(spec):
     from detbench.benchmark import environment, timing
     from detbench.benchmark.flops import count_flops
     from detbench.builders.model_builder import build_model
+    phases = _Phases()
     settings = spec["settings"]
     _configure_threads(settings)
     pipeline = _pipeline(spec["test_pipeline"])
+    # Speed-only cells time random weights, and their post-processing work
+    # (how many boxes pass the score threshold into NMS) depends on them: a fixed
+    # seed gives every process the same weights, so the same cell does the same work.
+    import tf_keras
+    tf_keras.utils.set_random_seed(int(settings.get("seed", 0)))
     model = build_model(pipeline.model, is_training=False)
+    phases.mark("build")
     images = _timing_images(pipeline, settings.get("num_timing_images", 8))
+    phases.mark("timing_images")
     if not spec.get("speed_only"):
         from detbench.evaluation.runner import restore_model
         sample_inputs, sample_shapes = model.preprocess(tf.cast(images[0], tf.float32))
         restore_model(model, spec["model_dir"], {"image": sample_inputs, "true_shape": sample_shapes})
+        phases.mark("restore")
     # Timing runs send exactly the configured number of proposals.
     if hasattr(model, "benchmark_mode"):
         model.benchmark_mode = True
@@ -93,14 +121,17 @@ def run_measure(spec):
         # Each new input shape traces the functions again (e.g. COCO images of
         # different sizes): warm up on every image so no tracing is timed.
         warm = max(warm, len(images))
-    full = timing.time_function(detect, images, warm, runs)
+    full = timing.time_function(detect, images, warm, runs, reference=timing.reference_workload())
     nopost = timing.time_function(predict_only, images, warm, runs)
+    phases.mark("timing")
     work = full["total"] + nopost["total"]   # seconds spent running the model
     row = {
         "latency_ms": full["median"] * 1e3, "latency_p90_ms": full["p90"] * 1e3,
         "latency_nopost_ms": nopost["median"] * 1e3, "latency_nopost_p90_ms": nopost["p90"] * 1e3,
         "first_call_s": full["first_call"], "latency_runs_ms": [t * 1e3 for t in full["runs"]],
         "num_warmup": warm, "num_runs": runs,
+        # the host's speed during the timed runs, and the latency in its units
+        "reference_ms": full["reference_median"] * 1e3, "latency_rel": full["relative_median"],
     }
     stages = getattr(model, "stage_functions", lambda: [])()
     previous = 0.0
@@ -111,10 +142,12 @@ def run_measure(spec):
         previous = t
     if stages:
         row["stage_postprocess_ms"] = max(full["median"] - previous, 0.0) * 1e3
+    phases.mark("stage_timing")
     row["peak_rss_mb"] = timing.peak_rss_mb()
     if tf.config.list_physical_devices("GPU"):
         row["gpu_peak_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     row["gflops"] = count_flops(detect, [images[0]]) / 1e9
+    phases.mark("flops")
     row["params"], row["params_trainable"] = _parameter_counts(model)
     row["env"] = environment.describe(xla, settings.get("intra_op_threads", 0),
                                       settings.get("inter_op_threads", 0))
@@ -130,7 +163,9 @@ def run_measure(spec):
                     for k, v in metrics.items() if not isinstance(v, (dict, list))})
         if "per_category" in metrics:
             row["per_category_ap"] = metrics["per_category"]
+        phases.mark("evaluation")
     row["model_work_s"] = work
+    row.update(phases.as_row())
     return row
 
 

@@ -14,12 +14,31 @@ def block(result):
     return result
 
 
-def time_function(fn, inputs, num_warmup=3, num_runs=20):
+def reference_workload():
+    """A fixed dense-convolution workload (~1.2 GFLOP, a few ms): how fast the
+    machine is right now. Timed between a model's runs, it exposes the host's own
+    drift (on a shared VM the same kernel's median moves by 10-30% over a minute)
+    and gives a drift-free latency: the model's time in units of this workload's."""
+    import tensorflow as tf
+    x = tf.random.stateless_normal([1, 64, 64, 128], seed=[1, 2])
+    w = tf.random.stateless_normal([3, 3, 128, 128], seed=[3, 4]) * 0.03
+
+    @tf.function
+    def run():
+        y = tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME"))
+        return tf.reduce_sum(tf.nn.conv2d(y, w, 1, "SAME"))
+    return run
+
+
+def time_function(fn, inputs, num_warmup=3, num_runs=20, reference=None):
     """Time ``fn(x)`` cycling over ``inputs`` (a list of tensors).
 
     Returns seconds: ``first_call`` (the first call, tracing included),
     ``median``, ``p90``, ``mean``, ``runs`` (the timed runs, after warm-up)
-    and ``total`` (the whole call: first call, warm-up and timed runs).
+    and ``total`` (the whole call: first call, warm-up and timed runs). With
+    ``reference`` (a no-argument callable, e.g. ``reference_workload()``), it
+    is timed right after each timed run: ``reference_median`` (seconds) and
+    ``relative_median``, the median over runs of run / its reference run.
     """
     if not inputs:
         raise ValueError("time_function needs at least one input")
@@ -28,16 +47,28 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20):
     first = time.perf_counter() - start
     for i in range(num_warmup):
         block(fn(inputs[i % len(inputs)]))
-    runs = []
+    if reference is not None:
+        for _ in range(2):
+            block(reference())
+    runs, ref_runs = [], []
     for i in range(num_runs):
         x = inputs[i % len(inputs)]
         start = time.perf_counter()
         block(fn(x))
         runs.append(time.perf_counter() - start)
+        if reference is not None:
+            start = time.perf_counter()
+            block(reference())
+            ref_runs.append(time.perf_counter() - start)
     runs = np.asarray(runs)
-    return {"first_call": first, "median": float(np.median(runs)),
-            "p90": float(np.percentile(runs, 90)), "mean": float(runs.mean()),
-            "runs": runs.tolist(), "total": time.perf_counter() - begin}
+    result = {"first_call": first, "median": float(np.median(runs)),
+              "p90": float(np.percentile(runs, 90)), "mean": float(runs.mean()),
+              "runs": runs.tolist(), "total": time.perf_counter() - begin}
+    if ref_runs:
+        ref_runs = np.asarray(ref_runs)
+        result["reference_median"] = float(np.median(ref_runs))
+        result["relative_median"] = float(np.median(runs / ref_runs))
+    return result
 
 
 def peak_rss_mb():

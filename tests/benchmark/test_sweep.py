@@ -134,12 +134,22 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     assert row["latency_nopost_p90_ms"] >= row["latency_nopost_ms"]
     assert len(row["latency_runs_ms"]) == 2
     assert row["first_call_s"] > 0 and 100 < row["peak_rss_mb"] < 16_000
+    # the host's speed, timed between the runs, and the latency in its units
+    assert row["reference_ms"] > 0
+    assert 0.3 < row["latency_rel"] * row["reference_ms"] / row["latency_ms"] < 3
     assert row["gflops"] > 0
     # model work: at least the 2 x (first call + 1 warm-up + 2 runs) timed calls and
     # the evaluation; the rest of the cell process's wall time is harness overhead
     assert row["model_work_s"] >= sum(row["latency_runs_ms"]) / 1e3 + row["eval_s"]
     assert row["cell_wall_s"] > row["model_work_s"] > 0
     assert row["harness_overhead_s"] == pytest.approx(row["cell_wall_s"] - row["model_work_s"])
+    # the phase breakdown covers the whole cell: its parts sum to the wall time
+    phases = {k: v for k, v in row.items() if k.startswith("phase_")}
+    assert {"phase_process_start_s", "phase_imports_s", "phase_build_s", "phase_restore_s",
+            "phase_timing_s", "phase_flops_s", "phase_evaluation_s"} <= set(phases)
+    assert all(v >= 0 for v in phases.values())
+    assert sum(phases.values()) == pytest.approx(row["cell_wall_s"], rel=1e-6)
+    assert row["phase_evaluation_s"] >= row["eval_s"]
     assert "harness overhead per cell" in proc.stdout
     assert 0 <= row["mAP"] <= 1 and 0 <= row["mAP@.50"] <= 1 and row["num_images"] == 4
     assert row["train_steps"] == 2 and row["train_wall_s"] > 0
