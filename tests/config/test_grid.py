@@ -183,12 +183,12 @@ def test_shipped_sweeps_expand():
     """The default sweep and the study's grid: cells, trainings and skip reasons."""
     default = os.path.join(CONFIGS, "speed_accuracy.pbtxt")
     grid = expand_grid(load_sweep(default), default)
-    # study part: SSD 2 + (Faster R-CNN, R-FCN) 2 x 2 x 3 + Cascade (v2 + FPN only) 3;
-    # stride 8 (stride 16 is the study part's cell); SSD at 128 px
-    assert len(grid.cells) == 2 + 12 + 3 + 1 + 1
-    assert len(grid.trainings()) == 2 + 4 + 1 + 1 + 1
-    assert grid.skipped == {"feature_extractor.fpn: mobilenet_v1 does not support FPN": 3,
-                            "num_proposals does not apply to ssd": 4}
+    # study part (MobileNet v2): SSD 1 + (Faster R-CNN, R-FCN, Cascade) x 3 proposals;
+    # extractors part: SSD MobileNet v1 (v2 is the study's); stride 8 (16 is the
+    # study's); SSD at 128 px
+    assert len(grid.cells) == 1 + 3 * 3 + 1 + 1 + 1
+    assert len(grid.trainings()) == 1 + 3 + 1 + 1 + 1
+    assert grid.skipped == {"num_proposals does not apply to ssd": 2}
     study = os.path.join(CONFIGS, "huang2017.pbtxt")
     grid = expand_grid(load_sweep(study), study)
     # 3 archs x 6 extractors x 2 resolutions; two-stage x 6 proposals x 2 strides,
