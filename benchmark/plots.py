@@ -43,7 +43,7 @@ def _log_x(ax):
 
 def _save(fig, path):
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -54,17 +54,18 @@ def _legends(ax, archs, colors):
                            label=ARCH_NAMES.get(a, a)) for a in archs]
     ext_handles = [Line2D([], [], marker="o", ls="", color=c, ms=8, label=n)
                    for n, c in colors.items()]
-    first = ax.legend(handles=arch_handles, title="meta-architecture", loc="lower right",
-                      fontsize=8, title_fontsize=8)
+    # outside the axes, right of them: a legend inside can hide a point
+    first = ax.legend(handles=arch_handles, title="meta-architecture", loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8, title_fontsize=8)
     ax.add_artist(first)
-    ax.legend(handles=ext_handles, title="feature extractor", loc="upper left", fontsize=8,
-              title_fontsize=8)
+    ax.legend(handles=ext_handles, title="feature extractor", loc="lower left",
+              bbox_to_anchor=(1.01, 0.0), borderaxespad=0, fontsize=8, title_fontsize=8)
 
 
 def frontier_plot(df, path):
     d = _ok(df)
     d = d[d["mAP"].notna()]
-    fig, ax = plt.subplots(figsize=(9, 6))
+    fig, ax = plt.subplots(figsize=(11, 6))
     if d.empty:
         ax.text(0.5, 0.5, "no accuracy measured (speed-only sweep)", ha="center",
                 transform=ax.transAxes)
@@ -134,12 +135,13 @@ def proposals_plot(df, path):
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         if h1 or h2:
-            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower right")
+            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", ncol=2,
+                      bbox_to_anchor=(0.5, -0.14))   # below the axes: never over a point
     if len(d) and d["mAP"].notna().any():
         lo, hi = d["mAP"].min(), d["mAP"].max()
         pad = max((hi - lo) * 0.1, 0.01)
         for ax in axes[0]:
-            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_ylim(max(lo - pad, 0.0), min(hi + pad, 1.0))   # mAP lives in [0, 1]
     fig.suptitle("Accuracy and time vs number of proposals")
     return _save(fig, path)
 
@@ -233,7 +235,7 @@ def stride_plot(df, path):
 def flops_plot(df, path):
     d = _ok(df)
     d = d[d["gflops"].notna()]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     if len(d):
         d = d.assign(model=d.apply(_model_name, axis=1))
         colors = _colors(d["model"].unique())
