@@ -1,6 +1,7 @@
 """How fast do detectors learn the synthetic set on this machine? (a benchmark, not a test)
 
     python benchmark/train_accuracy.py [--minutes 15] [--models ssd_mobilenet_v2,faster_rcnn_resnet50]
+        [--resolution 160] [--chunk_steps 200] [--set FIELD=VALUE ...]
 
 Trains each model from scratch on the default synthetic set at a small
 resolution, in chunks, evaluating COCO metrics on the validation split after
@@ -40,9 +41,12 @@ def main(argv=None):
     p.add_argument("--chunk_steps", type=int, default=200, help="steps between evaluations")
     p.add_argument("--out", help="model folders (default: a temporary folder)")
     p.add_argument("--set", action="append", default=[], help="extra override for every model")
+    p.add_argument("--resolution", type=int,
+                   help="input size (default: the recipe's, 256 px), as the sweep's resolution axis")
     args = p.parse_args(argv)
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
+    from detbench.config.grid import set_resolution
     from detbench.evaluation.runner import evaluate_model
     from detbench.train.trainer import train
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,9 +55,12 @@ def main(argv=None):
     for name in args.models.split(","):
         path, overrides = MODELS[name]
         pipeline = load_pipeline(os.path.join(root, path), overrides + args.set)
+        if args.resolution:
+            set_resolution(pipeline, args.resolution)
         model_dir = os.path.join(out, name)
         budget, trained_s, step, metrics = args.minutes * 60, 0.0, 0, {}
-        print(f"== {name}: {path} {' '.join(overrides + args.set)}")
+        size = f" at {args.resolution} px" if args.resolution else ""
+        print(f"== {name}{size}: {path} {' '.join(overrides + args.set)}")
         while trained_s < budget:
             step += args.chunk_steps
             start = time.time()

@@ -73,7 +73,8 @@ AXES = Registry("sweep axis")
 TRAIN, TEST = "train", "test"
 
 
-def _set_resolution(pipeline, value):
+def set_resolution(pipeline, value):
+    """Input size ``value`` px: the fixed shape, or the shorter side (aspect ratio kept)."""
     name, arch = meta_arch_config(pipeline)
     side = int(value)
     r = arch.image_resizer
@@ -132,8 +133,8 @@ AXES.register("num_proposals")(_num_proposals_axis)
 
 
 def _resolution_axis(train, test, value):
-    _set_resolution(train, value)
-    _set_resolution(test, value)
+    set_resolution(train, value)
+    set_resolution(test, value)
 
 
 _resolution_axis.scope = TRAIN
@@ -142,7 +143,7 @@ AXES.register("train_resolution")(_resolution_axis)
 
 
 def _test_resolution_axis(train, test, value):
-    _set_resolution(test, value)
+    set_resolution(test, value)
 
 
 _test_resolution_axis.scope = TEST
