@@ -22,7 +22,9 @@ from detbench.errors import ConfigError, run_cli
 
 PROTOCOL_TEXT = ("Latency: batch 1, median and p90 of {runs} timed runs after {warmup} warm-up "
                  "runs of preprocess + predict + postprocess (NMS included) on real evaluation "
-                 "images; a second column without post-processing. Memory: peak RSS of the "
+                 "images; a second column without post-processing. latency_rel (results.csv): "
+                 "the latency over a fixed reference workload timed after each run, free of "
+                 "the host's drift. Memory: peak RSS of the "
                  "cell's own process. FLOPs: traced inference graph, multiply-add = 2. "
                  "Accuracy: COCO metrics via pycocotools on the evaluation split.")
 
