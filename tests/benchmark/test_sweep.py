@@ -163,6 +163,24 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     mtime = os.stat(marker_path).st_mtime_ns
     first_line = open(os.path.join(out, "results.jsonl"), encoding="utf-8").readline()
 
+    # --export on the finished sweep: nothing is measured again, the trained cell
+    # becomes a SavedModel that serves detections; a second --export is a no-op.
+    proc = run_sweep("--grid", grid, "--out", out, "--export")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "1 cells, 1 already done, 0 to run" in proc.stdout
+    saved = os.path.join(out, "exports", cell.cell_id, "saved_model", "1")  # TF Serving layout
+    assert f"exported ssd resolution=64: {saved}\n" in proc.stdout
+    serve = tf.saved_model.load(saved).signatures["serving_default"]
+    image = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
+    out_tensors = serve(input_tensor=tf.constant(image))
+    n = int(out_tensors["num_detections"][0])
+    assert 0 <= n <= 20                                     # max_total_detections
+    boxes = out_tensors["detection_boxes"].numpy()[0, :n]
+    assert ((boxes >= 0) & (boxes <= 1)).all()
+    again = run_sweep("--grid", grid, "--out", out, "--export")
+    assert again.returncode == 0 and "exported" not in again.stdout
+    assert len(read_rows(out)) == 1
+
     # A wider grid: the plan (dry run) and the run train only the new resolution.
     wider = write_sweep(tmp_path, name="wider.pbtxt")   # resolution 64 and 96
     new = [c for c in expected_cells(wider) if c.values["resolution"] == "96"][0]
