@@ -6,8 +6,8 @@
 
 For each resolution, in a fresh process: builds the pipeline's model for
 training, takes one batch of its training set and times the whole training
-step (forward, loss, backward, optimizer update; one tf.function, as
-``train/trainer.py`` runs it) on that batch: first call (tracing) apart, then
+step (``train.trainer.make_train_step``, the trainer's own step: forward,
+losses with regularization, backward, optimizer update) on that batch: first call (tracing) apart, then
 the median of ``--runs`` steps, plus the input pipeline's time per batch. Use
 it to size a training budget: steps in N minutes ~= 60 N / median.
 """
@@ -30,7 +30,7 @@ def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
     from detbench.config import load_pipeline
     from detbench.config.grid import set_resolution
     from detbench.train.optimizers import build_optimizer
-    from detbench.train.trainer import GROUNDTRUTH_KEYS
+    from detbench.train.trainer import make_train_step
     from detbench.builders.model_builder import build_model
     from detbench.benchmark.timing import block
     if precision != "float32":
@@ -43,20 +43,10 @@ def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
                             image_transform=model.preprocess_single, seed=0)
     it = iter(ds)
     first_batch = {k: v for k, v in next(it).items() if v.dtype != tf.string}
-    optimizer, _ = build_optimizer(pipeline.train_config.optimizer, 1000,
-                                   pipeline.train_config.gradient_clipping_by_norm)
-
-    def step(b):
-        gt = {k: b[k] for k in GROUNDTRUTH_KEYS if k in b}
-        with tf.GradientTape() as tape:
-            predictions = model.predict(b["image"], b["true_shape"], training=True, groundtruth=gt)
-            total = tf.add_n([tf.cast(v, tf.float32) for v in model.loss(predictions, gt).values()])
-        variables = model.trainable_variables
-        grads = tape.gradient(total, variables)
-        optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
-        return total
-
-    fn = tf.function(step, jit_compile=jit)
+    tc = pipeline.train_config
+    optimizer, _ = build_optimizer(tc.optimizer, 1000, tc.gradient_clipping_by_norm)
+    fn = make_train_step(model, optimizer, add_regularization_loss=tc.add_regularization_loss,
+                         jit_compile=jit)
     start = time.perf_counter()
     block(fn(first_batch))
     first = time.perf_counter() - start

@@ -2,8 +2,9 @@
 from detbench.train.fine_tune import FineTuneError, FineTuneReport, restore_matching_variables
 from detbench.train.optimizers import build_learning_rate, build_optimizer, learning_rate_at
 from detbench.train.trainer import (NonFiniteLossError, TrainError, TrainResult, make_strategy,
-                                    train)
+                                    make_train_step, train)
 
 __all__ = ["train", "TrainResult", "TrainError", "NonFiniteLossError", "make_strategy",
+           "make_train_step",
            "build_optimizer", "build_learning_rate", "learning_rate_at",
            "restore_matching_variables", "FineTuneReport", "FineTuneError"]

@@ -63,6 +63,10 @@ class TrainResult:
     wall_time: float          # seconds spent in this call
     fine_tune: object = None  # FineTuneReport when a fine-tune checkpoint was restored
     eval_metrics: dict = None  # the last periodic evaluation, if any
+    # every periodic evaluation of this call: (step, training seconds so far, metrics)
+    eval_history: list = dataclasses.field(default_factory=list)
+    eval_seconds: float = 0.0  # wall time spent in periodic evaluation (inside wall_time)
+    stopped_early: bool = False  # time_budget_s ran out before num_steps
 
 
 def make_strategy(distribution):
@@ -122,9 +126,55 @@ def _variables_built(model):
         return False
 
 
+def make_train_step(model, optimizer, strategy=None, add_regularization_loss=True,
+                    jit_compile=False):
+    """The training step as one ``tf.function``: batch -> {loss name: value}.
+
+    Forward, ``model.loss`` (+ ``model.regularization_loss()`` when
+    ``add_regularization_loss``), backward and the optimizer update, run on
+    each replica of ``strategy`` (default: the current one) with its loss
+    scaled by 1/replicas; the returned losses are summed over replicas, so
+    they are the global batch's. ``total_loss`` is their sum.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    scale = 1.0 / strategy.num_replicas_in_sync
+
+    def replica_step(batch):
+        gt = {k: batch[k] for k in GROUNDTRUTH_KEYS if k in batch}
+        with tf.GradientTape() as tape:
+            predictions = model.predict(batch["image"], batch["true_shape"], training=True,
+                                        groundtruth=gt)
+            losses = dict(model.loss(predictions, gt))
+            if add_regularization_loss:
+                losses["regularization_loss"] = model.regularization_loss()
+            losses = {k: tf.cast(v, tf.float32) for k, v in losses.items()}
+            total = tf.add_n(list(losses.values()))
+            scaled = total * scale
+        variables = model.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        if not pairs:
+            raise TrainError("no trainable variable receives a gradient from the loss")
+        optimizer.apply_gradients(pairs)
+        losses["total_loss"] = total
+        return {k: v * scale for k, v in losses.items()}
+
+    @tf.function(jit_compile=jit_compile)
+    def step_fn(batch):
+        per_replica = strategy.run(replica_step, args=(batch,))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                for k, v in per_replica.items()}
+
+    return step_fn
+
+
 class _Trainer:
-    def __init__(self, pipeline, model_dir, num_steps, model, dataset, progress):
+    def __init__(self, pipeline, model_dir, num_steps, model, dataset, progress,
+                 time_budget_s=None, eval_callback=None):
         tc = pipeline.train_config
+        if time_budget_s is not None and time_budget_s <= 0:
+            raise ConfigError(f"time_budget_s must be > 0, got {time_budget_s}")
+        self.time_budget_s, self.eval_callback = time_budget_s, eval_callback
         self.pipeline, self.tc, self.progress = pipeline, tc, progress
         self.num_steps = tc.num_steps if num_steps is None else int(num_steps)
         if self.num_steps <= 0:
@@ -192,37 +242,8 @@ class _Trainer:
             self.optimizer.build(model.trainable_variables)
 
     def _make_step_fn(self):
-        model, optimizer, strategy = self.model, self.optimizer, self.strategy
-        scale = 1.0 / self.replicas
-        add_reg = self.tc.add_regularization_loss
-
-        def replica_step(batch):
-            gt = {k: batch[k] for k in GROUNDTRUTH_KEYS if k in batch}
-            with tf.GradientTape() as tape:
-                predictions = model.predict(batch["image"], batch["true_shape"], training=True,
-                                            groundtruth=gt)
-                losses = dict(model.loss(predictions, gt))
-                if add_reg:
-                    losses["regularization_loss"] = model.regularization_loss()
-                losses = {k: tf.cast(v, tf.float32) for k, v in losses.items()}
-                total = tf.add_n(list(losses.values()))
-                scaled = total * scale
-            variables = model.trainable_variables
-            grads = tape.gradient(scaled, variables)
-            pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
-            if not pairs:
-                raise TrainError("no trainable variable receives a gradient from the loss")
-            optimizer.apply_gradients(pairs)
-            losses["total_loss"] = total
-            return {k: v * scale for k, v in losses.items()}
-
-        @tf.function
-        def step_fn(batch):
-            per_replica = strategy.run(replica_step, args=(batch,))
-            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                    for k, v in per_replica.items()}
-
-        return step_fn
+        return make_train_step(self.model, self.optimizer, self.strategy,
+                               self.tc.add_regularization_loss)
 
     # -- the loop ------------------------------------------------------------
     def run(self):
@@ -251,7 +272,7 @@ class _Trainer:
                                                    tc.fine_tune_checkpoint_type)
         step = int(self.optimizer.iterations.numpy())
         losses = {}
-        eval_metrics = None
+        eval_metrics, eval_history, eval_seconds, stopped_early = None, [], 0.0, False
         if step >= self.num_steps:
             log.info("model_dir %s is already at step %d >= num_steps %d", self.model_dir, step,
                      self.num_steps)
@@ -268,10 +289,12 @@ class _Trainer:
         batch = first
         try:
             while step < self.num_steps:
+                step_start = time.time()
                 values = step_fn(batch)
+                losses = {k: float(v) for k, v in values.items()}
+                step_s = time.time() - step_start
                 step += 1
                 interval_steps += 1
-                losses = {k: float(v) for k, v in values.items()}
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise NonFiniteLossError(step, losses)
                 bar.update(1)
@@ -292,7 +315,22 @@ class _Trainer:
                     manager.save(checkpoint_number=step)
                     saved_step = step
                 if tc.eval_every_n_steps and step % tc.eval_every_n_steps == 0:
+                    eval_start = time.time()
+                    trained_s = eval_start - start_time - eval_seconds
                     eval_metrics = self._evaluate(step)
+                    eval_seconds += time.time() - eval_start
+                    eval_history.append((step, trained_s, eval_metrics))
+                    if self.eval_callback is not None:
+                        self.eval_callback(step, trained_s, eval_metrics)
+                if self.time_budget_s is not None and step < self.num_steps:
+                    # stop before a step that would end past the budget (at the
+                    # last step's duration)
+                    now = time.time()
+                    if now - start_time - eval_seconds + step_s > self.time_budget_s:
+                        stopped_early = True
+                        log.info("time budget of %.0f s reached at step %d", self.time_budget_s,
+                                 step)
+                        break
                 if step < self.num_steps:
                     batch = self._next_batch()
         finally:
@@ -303,7 +341,7 @@ class _Trainer:
         if not self.is_chief:
             shutil.rmtree(write_dir, ignore_errors=True)
         return TrainResult(self.model, step, losses, time.time() - start_time, fine_tune,
-                           eval_metrics)
+                           eval_metrics, eval_history, eval_seconds, stopped_early)
 
     def _evaluate(self, step):
         from detbench.evaluation import evaluate_model
@@ -322,13 +360,21 @@ class _Trainer:
         return metrics
 
 
-def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progress=True):
+def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progress=True,
+          time_budget_s=None, eval_callback=None):
     """Train ``pipeline``'s model in ``model_dir`` up to ``num_steps`` (default:
     ``train_config.num_steps``), resuming from the latest checkpoint there.
+
+    ``time_budget_s``: stop (and checkpoint) before a step that would bring
+    this call's wall time, periodic evaluations excluded, past the budget
+    (judged by the last step's duration).
+    ``eval_callback(step, training_seconds, metrics)`` is called after each
+    periodic evaluation (``train_config.eval_every_n_steps``).
 
     ``model`` (an unbuilt DetectionModel) and ``dataset`` (batched dicts of the
     data pipeline's layout, 'image' already the model input) may be injected;
     by default they are built from the pipeline. Returns a ``TrainResult``.
     """
     tf.io.gfile.makedirs(model_dir)
-    return _Trainer(pipeline, model_dir, num_steps, model, dataset, progress).run()
+    return _Trainer(pipeline, model_dir, num_steps, model, dataset, progress,
+                    time_budget_s, eval_callback).run()

@@ -139,6 +139,51 @@ def test_periodic_evaluation_is_written_to_tensorboard(tmp_path):
     steps = {e.step for path in events for e in tf.compat.v1.train.summary_iterator(path)
              for v in e.summary.value if v.tag == "mAP"}
     assert steps == {2, 4}
+    # the same evaluations, in order, with the training seconds before each
+    assert [h[0] for h in result.eval_history] == [2, 4]
+    assert result.eval_history[-1][2] is result.eval_metrics
+    assert 0 < result.eval_history[0][1] < result.eval_history[1][1]
+    assert 0 < result.eval_seconds < result.wall_time
+
+
+def test_eval_callback_and_time_budget_excluding_evaluation(tmp_path, monkeypatch):
+    """A budget stops training before a step that would overrun it (evaluation
+    time not counted), checkpoints the last step, and a later call resumes."""
+    import detbench.train.trainer as trainer_lib
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(trainer_lib.time, "time", lambda: clock["now"])
+    real_step = trainer_lib._Trainer._make_step_fn
+
+    def slow_step_fn(self):  # every training step takes 10 s of the fake clock
+        step_fn = real_step(self)
+
+        def timed(batch):
+            clock["now"] += 10.0
+            return step_fn(batch)
+        return timed
+
+    def slow_evaluate(self, step):  # every evaluation takes 100 s
+        clock["now"] += 100.0
+        return {"mAP": step / 100.0}
+
+    monkeypatch.setattr(trainer_lib._Trainer, "_make_step_fn", slow_step_fn)
+    monkeypatch.setattr(trainer_lib._Trainer, "_evaluate", slow_evaluate)
+    seen = []
+    model = ToyDetector()
+    pipeline = toy_pipeline(num_steps=20, eval_every_n_steps=2)
+    result = train(pipeline, str(tmp_path), model=model, dataset=make_dataset(model),
+                   progress=False, time_budget_s=45.0,
+                   eval_callback=lambda *args: seen.append(args))
+    # steps 1-4 take 40 s; a fifth would end at 50 s > 45 s. The evaluations at
+    # steps 2 and 4 (200 s) do not count.
+    assert result.step == 4 and result.stopped_early
+    assert [(s, t) for s, t, _ in seen] == [(2, 20.0), (4, 40.0)]
+    assert [m["mAP"] for _, _, m in seen] == [0.02, 0.04]
+    assert result.eval_seconds == 200.0 and result.wall_time == 240.0
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
+    again = train(toy_pipeline(num_steps=6), str(tmp_path), model=ToyDetector(),
+                  dataset=make_dataset(ToyDetector()), progress=False)
+    assert again.step == 6 and not again.stopped_early
 
 
 def test_cli_config_error_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
