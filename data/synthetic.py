@@ -1,10 +1,12 @@
 """Synthetic shapes: the built-in detection dataset (no download exists).
 
-Each image has a textured background (noise, gradient or stripes), unlabelled
-clutter (strokes, irregular splotches, dots) and 1..max_objects objects whose
-*shape* is the class (circle, square, triangle, ...) and whose colour is random.
-Object sides are log-uniform from 6% (19 px) to 60% of the image, so a 320 px
-set has COCO small (< 32^2 px), medium and large (> 96^2 px) objects.
+Each image has a textured background (noise, gradient or stripes, varying by
+at most +-60 per channel around a random base colour), unlabelled clutter
+(strokes, irregular splotches, dots) and 1..max_objects objects whose *shape*
+is the class (circle, square, triangle, ...) and whose colour is random but
+far from what it covers. Object sides are log-uniform from 7% (22 px) to 60%
+of the image, so a 320 px set has COCO small (< 32^2 px), medium and large
+(> 96^2 px) objects: about 34 / 53 / 13%.
 
 Objects may overlap: later objects hide parts of earlier ones. An object is
 labelled only when at least half of its pixels stay visible; its box is the box
@@ -39,13 +41,20 @@ SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent",
           "diamond", "frame", "hexagon")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 # Bump when the generator's output changes, so cached sets are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MIN_VISIBLE_FRACTION = 0.5
 # Object sides are log-uniform in [MIN_SIDE_FRACTION, 0.6] x image size: at 320 px
-# about 41% of the objects are COCO-small (mask area < 32^2), 45% medium and 14%
-# large, near COCO's 41 / 34 / 24. (Version 1 used 0.03: 52% small, most of them
-# boxes of 10-20 px, below the smallest anchors of a 256 px SSD.)
-MIN_SIDE_FRACTION = 0.06
+# about 34% of the objects are COCO-small (mask area < 32^2), 53% medium and 13%
+# large (COCO: 41 / 34 / 24). Version 1 used 0.03 (52% small, most of them boxes
+# of 10-20 px), version 2 0.06 (41% small).
+MIN_SIDE_FRACTION = 0.07
+# Version 3: background textures vary by at most +-BACKGROUND_CONTRAST around
+# their base colour (version 2: any two colours, so a background could hold
+# every object colour), objects are at least OBJECT_CONTRAST away from what they
+# cover (version 2: 90), and there is less clutter (1-5 strokes, 0-2 splotches,
+# 0-8 dots; version 2: 2-8, 0-3, 0-11).
+BACKGROUND_CONTRAST = 60.0
+OBJECT_CONTRAST = 120.0
 _SUPERSAMPLE = 2
 _MAX_ROTATION_DEG = 10.0
 
@@ -128,10 +137,12 @@ def render_shape_mask(name, width, height, rng):
 
 def _background(rng, size):
     kind = rng.choice(("noise", "gradient", "stripes"))
-    c1, c2 = rng.uniform(0, 255, size=(2, 3))
+    c1 = rng.uniform(0, 255, size=3)
+    c2 = np.clip(c1 + rng.uniform(-BACKGROUND_CONTRAST, BACKGROUND_CONTRAST, size=3), 0, 255)
     if kind == "noise":
         grid = int(rng.integers(3, 17))
-        small = rng.uniform(0, 255, size=(grid, grid, 3)).astype(np.uint8)
+        small = np.clip(c1 + rng.uniform(-BACKGROUND_CONTRAST, BACKGROUND_CONTRAST,
+                                         size=(grid, grid, 3)), 0, 255).astype(np.uint8)
         image = np.asarray(Image.fromarray(small).resize((size, size), Image.BILINEAR), np.float32)
     else:
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -160,22 +171,22 @@ def _draw_clutter(image, rng, size, foreground=False):
     def colour():
         return tuple(int(c) for c in rng.integers(0, 256, 3))
 
-    num_strokes = int(rng.integers(0, 3)) if foreground else int(rng.integers(2, 9))
+    num_strokes = int(rng.integers(0, 3)) if foreground else int(rng.integers(1, 6))
     for _ in range(num_strokes):
         points = [tuple(rng.uniform(0, size, 2)) for _ in range(int(rng.integers(2, 5)))]
-        width = int(rng.integers(1, 3 if foreground else 5))
+        width = int(rng.integers(1, 3 if foreground else 4))
         draw.line(points, fill=colour(), width=width)
         if foreground:
             mask_draw.line(points, fill=255, width=width)
     if not foreground:
-        for _ in range(int(rng.integers(0, 4))):  # irregular splotches
+        for _ in range(int(rng.integers(0, 3))):  # irregular splotches
             centre = rng.uniform(0, size, 2)
             n = int(rng.integers(10, 17))
             radius = rng.uniform(3, max(3.0, size * 0.05)) * rng.uniform(0.3, 1.0, n)
             a = np.sort(rng.uniform(0, 2 * np.pi, n))
             pts = centre + np.stack([radius * np.cos(a), radius * np.sin(a)], axis=1)
             draw.polygon([tuple(p) for p in pts], fill=colour())
-        for _ in range(int(rng.integers(0, 12))):  # dots
+        for _ in range(int(rng.integers(0, 9))):  # dots
             c = rng.uniform(0, size, 2)
             r = rng.uniform(1, 2.5)
             draw.ellipse([tuple(c - r), tuple(c + r)], fill=colour())
@@ -190,7 +201,7 @@ def _object_colour(rng, region_mean):
         dist = float(np.linalg.norm(colour - region_mean))
         if dist > best_dist:
             best, best_dist = colour, dist
-        if dist >= 90:
+        if dist >= OBJECT_CONTRAST:
             break
     return best
 

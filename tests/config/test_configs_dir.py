@@ -8,20 +8,25 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 
-CONFIG_FILES = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.pbtxt")))
+CONFIG_FILES = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.pbtxt"))
+                      + glob.glob(os.path.join(REPO_ROOT, "configs", "*", "*.pbtxt")))
 
 
 def test_configs_exist():
-    names = {os.path.basename(p)[:-len(".pbtxt")] for p in CONFIG_FILES}
+    names = {os.path.relpath(p, os.path.join(REPO_ROOT, "configs"))[:-len(".pbtxt")]
+             for p in CONFIG_FILES}
     required = {"ssd_mobilenet_v1_300", "ssd_mobilenet_v2_300", "ssd_inception_v2_300",
                 "faster_rcnn_resnet101_600", "faster_rcnn_resnet101_atrous_600",
                 "faster_rcnn_inception_resnet_v2_atrous_600", "faster_rcnn_inception_v2_600",
                 "rfcn_resnet101_600", "faster_rcnn_resnet50_fpn_640",
-                "cascade_rcnn_resnet50_fpn_640", "ssd_resnet50_fpn_640", "faster_rcnn_vgg16_600"}
+                "cascade_rcnn_resnet50_fpn_640", "ssd_resnet50_fpn_640", "faster_rcnn_vgg16_600",
+                "train_accuracy/ssd_mobilenet_v2_fpn_160",
+                "train_accuracy/faster_rcnn_resnet50_fpn_160"}
     assert required <= names
 
 
-@pytest.mark.parametrize("path", CONFIG_FILES, ids=os.path.basename)
+@pytest.mark.parametrize("path", CONFIG_FILES,
+                         ids=lambda p: os.path.relpath(p, os.path.join(REPO_ROOT, "configs")))
 def test_config_validates(path):
     from detbench.config.__main__ import validate_file
     assert " OK " in validate_file(path)
