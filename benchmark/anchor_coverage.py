@@ -30,19 +30,13 @@ SIZE_RANGES = (("small", 0, 32 ** 2), ("medium", 32 ** 2, 96 ** 2), ("large", 96
 
 
 def best_iou(boxes, anchors):
-    """[G, 4] and [A, 4] boxes (ymin, xmin, ymax, xmax) -> [G] best IoU of each box."""
-    boxes, anchors = np.asarray(boxes, np.float64), np.asarray(anchors, np.float64)
+    """[G, 4] and [A, 4] boxes (ymin, xmin, ymax, xmax) -> [G] best IoU of each box,
+    by ``core.box_ops.iou``, the IoU the matchers use."""
+    from detbench.core import box_ops
+    boxes, anchors = np.asarray(boxes, np.float32), np.asarray(anchors, np.float32)
     if len(boxes) == 0 or len(anchors) == 0:
         return np.zeros(len(boxes))
-    ymin = np.maximum(boxes[:, None, 0], anchors[None, :, 0])
-    xmin = np.maximum(boxes[:, None, 1], anchors[None, :, 1])
-    ymax = np.minimum(boxes[:, None, 2], anchors[None, :, 2])
-    xmax = np.minimum(boxes[:, None, 3], anchors[None, :, 3])
-    inter = np.clip(ymax - ymin, 0, None) * np.clip(xmax - xmin, 0, None)
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
-    union = area_b[:, None] + area_a[None, :] - inter
-    return np.max(np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0), axis=1)
+    return np.max(np.asarray(box_ops.iou(boxes, anchors), np.float64), axis=1)
 
 
 def coverage_table(best, areas, thresholds):

@@ -272,7 +272,11 @@ class _Trainer:
                                                    tc.fine_tune_checkpoint_type)
         step = int(self.optimizer.iterations.numpy())
         losses = {}
-        eval_metrics, eval_history, eval_seconds, stopped_early = None, [], 0.0, False
+        eval_history, eval_seconds, stopped_early = [], 0.0, False
+
+        def trained_s():  # this call's wall time so far, periodic evaluations excluded
+            return time.time() - start_time - eval_seconds
+
         if step >= self.num_steps:
             log.info("model_dir %s is already at step %d >= num_steps %d", self.model_dir, step,
                      self.num_steps)
@@ -315,18 +319,16 @@ class _Trainer:
                     manager.save(checkpoint_number=step)
                     saved_step = step
                 if tc.eval_every_n_steps and step % tc.eval_every_n_steps == 0:
-                    eval_start = time.time()
-                    trained_s = eval_start - start_time - eval_seconds
-                    eval_metrics = self._evaluate(step)
+                    eval_start, trained = time.time(), trained_s()
+                    metrics = self._evaluate(step)
                     eval_seconds += time.time() - eval_start
-                    eval_history.append((step, trained_s, eval_metrics))
+                    eval_history.append((step, trained, metrics))
                     if self.eval_callback is not None:
-                        self.eval_callback(step, trained_s, eval_metrics)
+                        self.eval_callback(step, trained, metrics)
                 if self.time_budget_s is not None and step < self.num_steps:
                     # stop before a step that would end past the budget (at the
                     # last step's duration)
-                    now = time.time()
-                    if now - start_time - eval_seconds + step_s > self.time_budget_s:
+                    if trained_s() + step_s > self.time_budget_s:
                         stopped_early = True
                         log.info("time budget of %.0f s reached at step %d", self.time_budget_s,
                                  step)
@@ -341,7 +343,8 @@ class _Trainer:
         if not self.is_chief:
             shutil.rmtree(write_dir, ignore_errors=True)
         return TrainResult(self.model, step, losses, time.time() - start_time, fine_tune,
-                           eval_metrics, eval_history, eval_seconds, stopped_early)
+                           eval_history[-1][2] if eval_history else None, eval_history,
+                           eval_seconds, stopped_early)
 
     def _evaluate(self, step):
         from detbench.evaluation import evaluate_model
