@@ -107,20 +107,24 @@ class SSDMetaArch(DetectionModel):
                  classification_loss, localization_loss, nms_fn, score_converter,
                  image_size=DEFAULT_IMAGE_SIZE, background_column=True,
                  hard_negative_miner=None, classification_weight=1.0, localization_weight=1.0,
-                 normalize_loss_by_num_matches=True, **kwargs):
+                 normalize_loss_by_num_matches=True, pad_multiple=1, **kwargs):
         """
         feature_maps: tf_keras.Model, preprocessed images -> list of maps (finest
           first) or dict {str(level): map}; box_predictor: maps -> (box
           encodings [B,N,4], class logits [B,N,C]), C = num_classes + 1 when
           ``background_column`` (softmax) else num_classes; score_converter:
           logits -> scores with ``num_classes`` columns; nms_fn(boxes [B,N,1,4],
-          scores, clip_window=[B,4]) -> detections dict.
+          scores, clip_window=[B,4]) -> detections dict. pad_multiple: the
+          resized image is zero-padded at the bottom / right to a multiple of
+          it (an FPN's top-down pathway needs sides divisible by the backbone's
+          largest stride); boxes stay relative to the true image.
         """
         super().__init__(num_classes, is_training, name=kwargs.pop("name", "ssd"), **kwargs)
         self.feature_extractor = feature_extractor
         self.feature_maps = feature_maps
         self.box_predictor = box_predictor
         self.image_size = tuple(int(s) for s in image_size)
+        self.pad_multiple = max(1, int(pad_multiple))
         self.background_column = bool(background_column)
         self.box_coder = box_coder
         self.target_assigner = target_assigner_lib.TargetAssigner(matcher, box_coder)
@@ -185,6 +189,7 @@ class SSDMetaArch(DetectionModel):
             classification_loss=losses_lib.build_classification_loss(cls_proto),
             localization_loss=losses_lib.build_localization_loss(loc_proto),
             nms_fn=nms_fn, score_converter=score_converter, image_size=image_size,
+            pad_multiple=int(extractor.max_stride) if fpn is not None else 1,
             background_column=background_column, hard_negative_miner=miner,
             classification_weight=config.loss.classification_weight,
             localization_weight=config.loss.localization_weight,
@@ -197,6 +202,9 @@ class SSDMetaArch(DetectionModel):
         if tuple(images.shape[1:3]) != (h, w):
             images = tf.image.resize(images, [h, w])
         inputs = self.feature_extractor.preprocess(images)
+        pad_h, pad_w = -h % self.pad_multiple, -w % self.pad_multiple
+        if pad_h or pad_w:
+            inputs = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         true_shapes = tf.tile(tf.constant([[h, w, 3]], tf.int32), [tf.shape(images)[0], 1])
         return inputs, true_shapes
 

@@ -300,6 +300,28 @@ def test_padded_input_uses_the_true_window():
     assert np.isclose(boxes[..., 2].max(), 1.0)
 
 
+def test_fpn_pads_a_size_not_divisible_by_the_largest_stride():
+    """80 px with an FPN (top-down pathway over strides 8-32): the input is padded
+    to 96 at the bottom / right, anchors cover the padded input (P3-P5 at 96 px:
+    12, 6, 3 per side, 9 each) and detections stay inside the true image."""
+    model = SSDMetaArch.from_config(_config(RETINANET, size=80, max_level=5, max_total=50), False)
+    images, _ = _scenes(80, SCENES[:1])
+    inputs, true = model.preprocess(images)
+    assert tuple(inputs.shape) == (1, 96, 96, 3)
+    assert true.numpy().tolist() == [[80, 80, 3]]
+    assert not np.any(inputs.numpy()[:, 80:]) and not np.any(inputs.numpy()[:, :, 80:])
+    predictions = model.predict(inputs, true)
+    assert predictions["box_encodings"].shape[1] == (12 * 12 + 6 * 6 + 3 * 3) * 9
+    predictions["class_logits"] = 4.0 + 0.0 * predictions["class_logits"]
+    det = model.postprocess(predictions, true)
+    boxes = det["detection_boxes"].numpy()[0, :int(det["num_detections"][0])]
+    assert len(boxes) and boxes.min() >= 0.0 and boxes.max() <= 1.0 + 1e-6
+    assert tf.function(model.detect)(images)["detection_boxes"].shape[0] == 1
+    # an unpadded SSD (no FPN) keeps its input size
+    assert tuple(SSDMetaArch.from_config(_config(SOFTMAX, size=80), False)
+                 .preprocess(images)[0].shape) == (1, 80, 80, 3)
+
+
 # -- training to convergence ------------------------------------------------------
 def test_trains_softmax_with_hard_negative_mining():
     size = 96
