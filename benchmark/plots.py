@@ -7,11 +7,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from detbench.benchmark.tables import frontier_points  # noqa: E402
+from detbench.benchmark.tables import (ARCH_NAMES, frontier_points, int_label as _int,  # noqa: E402
+                                       matched_groups as _matched, model_name as _model_name)
 
 MARKERS = {"ssd": "o", "faster_rcnn": "s", "rfcn": "^", "cascade_rcnn": "D"}
-ARCH_NAMES = {"ssd": "SSD", "faster_rcnn": "Faster R-CNN", "rfcn": "R-FCN",
-              "cascade_rcnn": "Cascade R-CNN"}
+
 
 
 def _colors(names):
@@ -22,13 +22,6 @@ def _colors(names):
 def _ok(df):
     err = df["error"].fillna("").astype(str)
     return df[(err == "") & df["latency_ms"].notna()].copy()
-
-
-def _model_name(r):
-    name = r["feature_extractor"] or ""
-    if r.get("fpn") in (True, 1, "True"):
-        name += "+FPN"
-    return name
 
 
 def _log_x(ax):
@@ -96,13 +89,6 @@ def frontier_plot(df, path):
     return _save(fig, path)
 
 
-def _int(v):
-    try:
-        return str(int(float(v)))
-    except (TypeError, ValueError):
-        return str(v)
-
-
 def proposals_plot(df, path):
     """mAP (solid) and time (dotted) vs proposals; both panels share their axes so the
     flat R-FCN curve and the growing Faster R-CNN one compare at a glance."""
@@ -161,54 +147,43 @@ def _grouped_bars(ax, labels, series, ylabel):
         ax.legend(fontsize=8)
 
 
-IDENTITY = ("meta_arch", "feature_extractor", "fpn", "resolution", "num_proposals",
-            "output_stride")
-
-
-def _matched(d, vary):
-    """Groups of cells that differ only in ``vary`` (and, for resolution, the
-    training resolution): [(label, group)], each group with >= 2 values of it."""
-    keys = [k for k in IDENTITY if k != vary and k in d.columns]
-    d = d.assign(**{k: d[k].astype(object).where(d[k].notna(), "-") for k in keys})
-    out = []
-    for key, g in d.groupby(keys, sort=True):
-        if g[vary].nunique() < 2:
-            continue
-        r = dict(zip(keys, key))
-        label = f"{ARCH_NAMES.get(r['meta_arch'], r['meta_arch'])} {_model_name(r)}"
-        if vary != "resolution":
-            label += f" {_int(r['resolution'])}px"
-        if r.get("num_proposals") not in ("-", None):
-            label += f" {_int(r['num_proposals'])} prop."
-        if vary != "output_stride" and r.get("output_stride") not in ("-", None):
-            label += f" /{_int(r['output_stride'])}"
-        out.append((label, g))
-    return out
+SIZE_STYLES = (("mAP", "all objects", "-", "o"), ("mAP (small)", "small", "--", "v"),
+               ("mAP (medium)", "medium", "-.", "s"), ("mAP (large)", "large", ":", "^"))
 
 
 def resolution_plot(df, path):
-    """Cells that differ only in resolution: overall and small-object mAP, and time."""
+    """Cells that differ only in resolution: mAP overall and by object size (the
+    study's finding: small objects lose the most at lower resolution), and time."""
+    from matplotlib.lines import Line2D
     d = _ok(df)
     d = d[d["resolution"].notna()]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
     cmap = plt.get_cmap("tab10")
-    for i, (label, g) in enumerate(_matched(d, "resolution")):
+    groups = _matched(d, "resolution")
+    for i, (label, g) in enumerate(groups):
         g = g.assign(r=g["resolution"].astype(float)).groupby("r").mean(numeric_only=True)
         c = cmap(i % 10)
         if g["mAP"].notna().any():
-            a1.plot(g.index, g["mAP"], marker="o", color=c, label=label)
-            a1.plot(g.index, g["mAP (small)"], marker="v", ls="--", color=c)
+            for col, _, ls, marker in SIZE_STYLES:
+                a1.plot(g.index, g[col], marker=marker, ls=ls, color=c)
         a2.plot(g.index, g["latency_ms"], marker="o", color=c, label=label)
     a1.set_xlabel("input resolution (px)")
     a1.set_ylabel("mAP")
-    a1.set_title("Accuracy vs resolution (solid: all objects, dashed: small)")
+    a1.set_title("Accuracy vs resolution, by object size")
+    if a1.lines:
+        a1.legend(handles=[Line2D([], [], color="0.3", ls=ls, marker=m, label=name)
+                           for _, name, ls, m in SIZE_STYLES], fontsize=8, loc="upper left")
+        a1.set_ylim(bottom=0)
     a2.set_xlabel("input resolution (px)")
     a2.set_ylabel("latency (ms)")
     a2.set_title("Time vs resolution")
     for a in (a1, a2):
         a.grid(True, alpha=0.3)
+        if groups:
+            a.set_xticks(sorted({float(r) for _, g in groups for r in g["resolution"]}))
     if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize=8, loc="upper left")
+        a2.set_ylim(bottom=0)
     return _save(fig, path)
 
 

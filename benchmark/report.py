@@ -52,6 +52,10 @@ th.asc::after { content: ' \\25B2'; } th.desc::after { content: ' \\25BC'; }
 tr.frontier td { background: #f3fff0; font-weight: 600; }
 .plots img { max-width: 100%; border: 1px solid #ddd; margin: 8px 0; }
 .env td { text-align: left; }
+.findings td { text-align: left; max-width: 40em; }
+td.verdict { font-weight: 600; white-space: nowrap; }
+td.reproduced { background: #e9f8e4; } td.not-reproduced { background: #fde8e6; }
+td.inconclusive, td.not-measured { background: #f4f4f4; }
 """
 
 
@@ -68,7 +72,18 @@ def _sort_value(v):
     return str(v)
 
 
-def render(df, plot_paths, env=None, title="detbench sweep", summary=""):
+def _findings_html(findings):
+    if not findings:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(f.claim)}</td><td>{html.escape(f.measured)}</td>"
+                   f'<td class="verdict {html.escape(f.verdict.replace(" ", "-"))}">'
+                   f"{html.escape(f.verdict)}</td></tr>" for f in findings)
+    return ("<h2>The study's findings on these results</h2>"
+            '<table class="findings"><thead><tr><th>finding</th><th>measured</th>'
+            f"<th>verdict</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def render(df, plot_paths, env=None, title="detbench sweep", summary="", findings=()):
     ok = df[(df["error"].fillna("").astype(str) == "") & df["latency_ms"].notna()]
     ok = ok.sort_values("latency_ms")
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in MD_COLUMNS)
@@ -101,12 +116,15 @@ def render(df, plot_paths, env=None, title="detbench sweep", summary=""):
 <p>Click a column header to sort. Highlighted rows are on the speed/accuracy frontier.</p>
 <table id="results"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>
 {failed_html}
+{_findings_html(findings)}
 <h2>Plots</h2><div class="plots">{plots}</div>
 <script>{SCRIPT}</script>
 </body></html>"""
 
 
-def write_report(df, plot_paths, out_dir, env=None, title="detbench sweep", summary=""):
+def write_report(df, plot_paths, out_dir, env=None, title="detbench sweep", summary="",
+                 findings=()):
     path = os.path.join(out_dir, "report.html")
-    atomic_write(path, render(df, plot_paths, env=env, title=title, summary=summary))
+    atomic_write(path, render(df, plot_paths, env=env, title=title, summary=summary,
+                              findings=findings))
     return path

@@ -76,7 +76,7 @@ def _filter_values(cell):
     return {**derived, **cell.values}
 
 
-FILTER_KEYS = ("meta_arch", "feature_extractor", "resolution", "train_resolution",
+FILTER_KEYS = ("meta_arch", "variant", "feature_extractor", "resolution", "train_resolution",
                "num_proposals", "output_stride")
 
 
@@ -108,7 +108,7 @@ def describe_cell(cell):
     fe = test.feature_extractor
     return {
         "cell_id": cell.cell_id, "train_key": cell.train_key, "label": cell.label,
-        "meta_arch": name, "feature_extractor": fe.type, "fpn": fe.HasField("fpn"),
+        "meta_arch": name, "variant": cell.variant, "feature_extractor": fe.type, "fpn": fe.HasField("fpn"),
         "resolution": min_resolution(test)[0], "train_resolution": min_resolution(train)[0],
         "num_proposals": test.rpn.max_proposals if name in TWO_STAGE else None,
         "output_stride": fe.output_stride if name in TWO_STAGE else None,
@@ -166,6 +166,8 @@ def run_sweep(args):
         if args.train_steps <= 0:
             raise ConfigError(f"--train-steps: must be positive, got {args.train_steps}")
         sweep.train_steps = args.train_steps
+        for part in sweep.grid:     # the command line wins over every part's own
+            part.train_steps = 0
     grid = expand_grid(sweep, args.grid)
     cells = select(grid.cells, parse_filters(args.filter))
     if not cells:
@@ -308,17 +310,20 @@ def summarize(store, grid, out_dir, settings):
     """Tables, plots and report over every cell of the grid measured so far
     (a --filter run adds its rows to them; rows of cells no longer in the grid
     stay in results.jsonl only)."""
-    from detbench.benchmark import plots, report, tables
+    from detbench.benchmark import findings as study, plots, report, tables
     ids = {c.cell_id for c in grid.cells}
     rows = [r for r in store.rows if r["cell_id"] in ids]
     protocol = PROTOCOL_TEXT.format(runs=settings["num_runs"], warmup=settings["num_warmup"])
-    df = tables.write_tables(rows, out_dir, protocol=protocol)
+    checked = study.check_all(tables.to_frame(rows)) if rows else []
+    df = tables.write_tables(rows, out_dir, protocol=protocol,
+                             findings_md=study.markdown(checked) if checked else "")
     paths = plots.write_plots(df, out_dir)
     env = next((r.get("env") for r in rows if r.get("env")), None)
     failed = [r for r in rows if r.get("error")]
     summary = (f"{len(rows) - len(failed)} cells done, {sum(grid.skipped.values())} skipped, "
                f"{len(failed)} failed")
-    page = report.write_report(df, list(paths.values()), out_dir, env=env, summary=summary)
+    page = report.write_report(df, list(paths.values()), out_dir, env=env, summary=summary,
+                               findings=checked)
     print("\n" + summary)
     for reason, n in sorted(grid.skipped.items()):
         print(f"  skipped {n}: {reason}")
@@ -335,6 +340,10 @@ def summarize(store, grid, out_dir, settings):
         print("speed/accuracy frontier:")
         for _, r in front.iterrows():
             print(f"  {r['latency_ms']:8.1f} ms  mAP {r['mAP']:.3f}  {r['label']}")
+    if checked:
+        print("the study's findings on these results:")
+        for f in checked:
+            print(f"  {f.verdict:>15}: {f.claim}\n                   {f.measured}")
     print(f"results: {os.path.join(out_dir, 'results.md')}, results.csv, results.jsonl")
     print(f"plots:   {os.path.join(out_dir, 'plots')}/")
     print(f"report:  {page}")

@@ -10,7 +10,7 @@ ACCURACY_KEYS = ["mAP", "mAP@.50", "mAP@.75", "mAP (small)", "mAP (medium)", "mA
 
 # Column order of results.csv (every other key follows, sorted).
 COLUMNS = [
-    "label", "meta_arch", "feature_extractor", "resolution", "train_resolution", "num_proposals",
+    "label", "meta_arch", "variant", "feature_extractor", "resolution", "train_resolution", "num_proposals",
     "output_stride", "latency_ms", "latency_p90_ms", "latency_nopost_ms", "latency_nopost_p90_ms",
     "first_call_s", "stage_feature_extractor_ms", "stage_proposals_ms", "stage_box_classifier_ms",
     "stage_postprocess_ms", "peak_rss_mb", "gpu_peak_mb", "gflops", "params", "params_trainable",
@@ -27,6 +27,56 @@ MD_COLUMNS = [("label", "cell"), ("latency_ms", "ms (median)"), ("latency_p90_ms
               ("peak_rss_mb", "peak MiB"), ("gflops", "GFLOPs"), ("params", "params (M)"),
               ("mAP", "mAP"), ("mAP@.50", "mAP@.5"), ("mAP (small)", "AP small"),
               ("frontier", "frontier")]
+
+
+ARCH_NAMES = {"ssd": "SSD", "faster_rcnn": "Faster R-CNN", "rfcn": "R-FCN",
+              "cascade_rcnn": "Cascade R-CNN"}
+
+# What identifies a model in a table; cells equal on all but one of these
+# differ only in that axis (matched_groups).
+IDENTITY = ("meta_arch", "variant", "feature_extractor", "fpn", "resolution", "num_proposals",
+            "output_stride")
+
+
+def int_label(v):
+    try:
+        return str(int(float(v)))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def model_name(r):
+    name = r["feature_extractor"] or ""
+    if r.get("fpn") in (True, 1, "True"):
+        name += "+FPN"
+    return name
+
+
+def _given(v):
+    return v not in ("-", "", None) and not (isinstance(v, float) and math.isnan(v))
+
+
+def matched_groups(d, vary):
+    """Groups of cells that differ only in ``vary`` (and, for resolution, the
+    training resolution): [(label, group)], each group with >= 2 values of it."""
+    keys = [k for k in IDENTITY if k != vary and k in d.columns]
+    d = d.assign(**{k: d[k].astype(object).where(d[k].notna(), "-") for k in keys})
+    out = []
+    for key, g in d.groupby(keys, sort=True):
+        if g[vary].nunique() < 2:
+            continue
+        r = dict(zip(keys, key))
+        label = f"{ARCH_NAMES.get(r['meta_arch'], r['meta_arch'])} {model_name(r)}"
+        if _given(r.get("variant")):
+            label += f" [{r['variant']}]"
+        if vary != "resolution":
+            label += f" {int_label(r['resolution'])}px"
+        if _given(r.get("num_proposals")):
+            label += f" {int_label(r['num_proposals'])} prop."
+        if vary != "output_stride" and _given(r.get("output_stride")):
+            label += f" /{int_label(r['output_stride'])}"
+        out.append((label, g))
+    return out
 
 
 def to_frame(rows):
@@ -118,10 +168,12 @@ def markdown(df):
     return out.getvalue()
 
 
-def write_tables(rows, out_dir, protocol=""):
+def write_tables(rows, out_dir, protocol="", findings_md=""):
     import os
     df = to_frame(rows)
     atomic_write(os.path.join(out_dir, "results.csv"), df.to_csv(index=False))
     md = "# Results\n\n" + (protocol + "\n\n" if protocol else "") + markdown(df)
+    if findings_md:
+        md += "\n## The study's findings on these results\n\n" + findings_md
     atomic_write(os.path.join(out_dir, "results.md"), md)
     return df

@@ -44,10 +44,12 @@ class Cell:
     test_pipeline: object
     train_key: str
     cell_id: str
+    variant: str = ""            # the base pipeline's label ("" for the sweep's own bases)
 
     @property
     def label(self):
-        parts = [self.meta_arch] + [f"{k}={v}" for k, v in self.values.items() if k != "meta_arch"]
+        head = f"{self.meta_arch}[{self.variant}]" if self.variant else self.meta_arch
+        parts = [head] + [f"{k}={v}" for k, v in self.values.items() if k != "meta_arch"]
         return " ".join(parts)
 
 
@@ -182,15 +184,15 @@ def _axis_fn(axis, where):
     return axis.name, fn
 
 
-def _load_bases(sweep, sweep_path):
+def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
+    """{meta_arch: (pipeline, label)} of ``entries`` (BasePipeline messages), with the
+    sweep's overrides, then the base's own, then ``train_steps`` (> 0) applied."""
     from detbench.protos import pipeline_pb2
     root = os.path.dirname(os.path.abspath(sweep_path)) if sweep_path else os.getcwd()
-    if not sweep.base:
-        raise ConfigError(f"{sweep_path}: base: no base pipeline given")
     bases = {}
-    for i, b in enumerate(sweep.base):
+    for i, b in enumerate(entries):
         if not b.pipeline:
-            raise ConfigError(f"{sweep_path}: base[{i}].pipeline: empty")
+            raise ConfigError(f"{where}.base[{i}].pipeline: empty")
         path = b.pipeline if os.path.isabs(b.pipeline) else os.path.join(root, b.pipeline)
         if not os.path.exists(path) and os.path.exists(b.pipeline):
             path = b.pipeline     # relative to the working directory
@@ -199,15 +201,23 @@ def _load_bases(sweep, sweep_path):
         if name is None:
             raise ConfigError(f"{path}: model: no meta-architecture set")
         if b.meta_arch and b.meta_arch != name:
-            raise ConfigError(f"{sweep_path}: base[{i}].meta_arch: {b.meta_arch!r} but "
+            raise ConfigError(f"{where}.base[{i}].meta_arch: {b.meta_arch!r} but "
                               f"{b.pipeline} is a {name} pipeline")
+        if name in bases:
+            raise ConfigError(f"{where}.base[{i}]: a second {name} base pipeline; "
+                              f"give a part its own bases instead")
         try:
             apply_overrides(p, sweep.override)
         except ConfigError as e:
             raise ConfigError(f"{sweep_path}: {e}") from None
-        if sweep.train_steps > 0:
-            p.train_config.num_steps = sweep.train_steps
-        bases[name] = p
+        try:
+            apply_overrides(p, b.override)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.base[{i}].override: {e}") from None
+        if train_steps > 0:
+            p.train_config.num_steps = train_steps
+        label = b.label or (os.path.splitext(os.path.basename(b.pipeline))[0] if own_part else "")
+        bases[name] = (p, label)
     return bases
 
 
@@ -217,19 +227,32 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
     Without ``grid`` parts: the cross product of the top-level axes. With
     parts: the union over parts of (top-level axes x the part's axes), a cell
     that several parts produce counted once (the first part's labels kept).
+    A part's own ``base`` pipelines replace the sweep's for their
+    meta-architectures, and its ``train_steps`` the sweep's.
     """
     where_file = sweep_path or "<sweep>"
-    bases = _load_bases(sweep, sweep_path)
+    if not sweep.base and not (sweep.grid and all(part.base for part in sweep.grid)):
+        raise ConfigError(f"{where_file}: base: no base pipeline given")
     top = [(f"{where_file}: axis[{i}]", a) for i, a in enumerate(sweep.axis)]
-    parts = [top]
+    parts = [(where_file, top, sweep.train_steps, ())]
     if sweep.grid:
         parts = []
         for g, part in enumerate(sweep.grid):
             name = f" ({part.name})" if part.name else ""
-            parts.append(top + [(f"{where_file}: grid[{g}]{name}.axis[{i}]", a)
-                                for i, a in enumerate(part.axis)])
+            where = f"{where_file}: grid[{g}]{name}"
+            if part.train_steps < 0:
+                raise ConfigError(f"{where}.train_steps: must not be negative, "
+                                  f"got {part.train_steps}")
+            parts.append((where, top + [(f"{where}.axis[{i}]", a)
+                                        for i, a in enumerate(part.axis)],
+                          part.train_steps or sweep.train_steps, part.base))
+    if sweep.train_steps < 0:
+        raise ConfigError(f"{where_file}: train_steps: must not be negative, "
+                          f"got {sweep.train_steps}")
     cells, skipped, ids = [], {}, set()
-    for axes in parts:
+    for where, axes, steps, own in parts:
+        bases = _load_bases(sweep.base, sweep, sweep_path, where_file, steps)
+        bases.update(_load_bases(own, sweep, sweep_path, where, steps, own_part=True))
         part = _expand_part(axes, bases, check_registry)
         for cell in part.cells:
             if cell.cell_id not in ids:
@@ -266,9 +289,10 @@ def _expand_part(sweep_axes, bases, check_registry):
 
     for name in order:
         for combo in itertools.product(*[a[2] for a in axes]):
-            train, test = type(bases[name])(), type(bases[name])()
-            train.CopyFrom(bases[name])
-            test.CopyFrom(bases[name])
+            base, variant = bases[name]
+            train, test = type(base)(), type(base)()
+            train.CopyFrom(base)
+            test.CopyFrom(base)
             values, not_applicable = {"meta_arch": name}, []
             try:
                 for (label, fn, _, where), value in zip(axes, combo):
@@ -291,7 +315,7 @@ def _expand_part(sweep_axes, bases, check_registry):
                 continue
             tkey = digest(train)
             cid = hashlib.sha256((tkey + digest(test)).encode()).hexdigest()[:12]
-            cells.append(Cell(name, values, train, test, tkey, cid))
+            cells.append(Cell(name, values, train, test, tkey, cid, variant))
     return Grid(cells, skipped)
 
 

@@ -127,6 +127,9 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     check_outputs(out, 1)
     md = open(os.path.join(out, "results.md"), encoding="utf-8").read()
     assert "| ssd resolution=64 |" in md and "Latency: batch 1" in md
+    # the study's findings are checked on every summary; one cell decides none
+    assert "## The study's findings on these results" in md and "**not measured**" in md
+    assert "the study's findings on these results:" in proc.stdout
     assert row["error"] == "" and row["resolution"] == 64 and not row["speed_only"]
     for key in ("latency_ms", "latency_p90_ms", "latency_nopost_ms", "latency_nopost_p90_ms"):
         assert 0 < row[key] < 60_000, key

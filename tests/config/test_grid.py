@@ -179,16 +179,76 @@ def test_sub_grid_axis_errors_name_the_part():
         expand_grid(sweep(twice), None, check_registry=False)
 
 
+def test_sub_grid_own_base_and_train_steps():
+    text = PARTS.replace('axis { name: "resolution" values: "300" }', "") + f"""
+train_steps: 7
+grid {{ name: "accuracy" train_steps: 40
+  base {{ pipeline: "{CONFIGS}/ssd_resnet50_fpn_640.pbtxt" label: "retina" }}
+  axis {{ name: "meta_arch" values: "ssd" }}
+  axis {{ name: "resolution" values: "128" values: "64" }} }}
+"""
+    grid = expand_grid(sweep(text), None, check_registry=False)
+    own = [c for c in grid.cells if c.variant]
+    assert [c.label for c in own] == ["ssd[retina] resolution=128", "ssd[retina] resolution=64"]
+    for c in own:   # the part's base (an FPN SSD) and its steps; the sweep's override kept
+        assert c.train_pipeline.model.ssd.feature_extractor.HasField("fpn")
+        assert c.train_pipeline.train_config.num_steps == 40
+    # the other parts keep the sweep's bases and train_steps
+    others = [c for c in grid.cells if not c.variant]
+    assert {c.train_pipeline.train_config.num_steps for c in others} == {7}
+    assert not any(c.train_pipeline.model.ssd.feature_extractor.HasField("fpn")
+                   for c in others if c.meta_arch == "ssd")
+    assert len(grid.trainings()) == 3 + 2
+    # a base's own overrides apply to it alone, before the train steps
+    text2 = text.replace('label: "retina"', 'label: "retina" override: "train_config.batch_size=3"')
+    cells = expand_grid(sweep(text2), None, check_registry=False).cells
+    assert {c.train_pipeline.train_config.batch_size for c in cells if c.variant} == {3}
+    # the others keep their files' (SSD MobileNet v1 16, Faster R-CNN R101 2)
+    assert {c.train_pipeline.train_config.batch_size for c in cells if not c.variant} == {16, 2}
+    # without a label, a part's base is named by its file
+    unlabeled = expand_grid(sweep(text.replace(' label: "retina"', "")), None,
+                            check_registry=False)
+    assert unlabeled.cells[-1].label == "ssd[ssd_resnet50_fpn_640] resolution=64"
+
+
+def _one_part(part):
+    return sweep(f"""
+base {{ pipeline: "{CONFIGS}/ssd_mobilenet_v1_300.pbtxt" }}
+grid {{ name: "acc" {part} }}
+""")
+
+
+def test_sub_grid_base_errors_name_the_part():
+    ssd = f'base {{ pipeline: "{CONFIGS}/ssd_mobilenet_v1_300.pbtxt" }}'
+    fpn = f'base {{ pipeline: "{CONFIGS}/ssd_resnet50_fpn_640.pbtxt" }}'
+    frcnn = f'base {{ meta_arch: "ssd" pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}'
+    for part, pattern in [
+            (ssd + fpn, r"grid\[0\] \(acc\)\.base\[1\]: a second ssd base pipeline"),
+            (fpn + " train_steps: -3", r"grid\[0\] \(acc\)\.train_steps: must not be negative"),
+            (frcnn, r"grid\[0\] \(acc\)\.base\[0\]\.meta_arch: 'ssd' but .* faster_rcnn"),
+            ('base { pipeline: "" }', r"grid\[0\] \(acc\)\.base\[0\]\.pipeline: empty"),
+            (fpn.replace(" }", ' override: "train_config.bogus=1" }'),
+             r"grid\[0\] \(acc\)\.base\[0\]\.override: .*bogus")]:
+        with pytest.raises(ConfigError, match=pattern):
+            expand_grid(_one_part(part), None, check_registry=False)
+
+
 def test_shipped_sweeps_expand():
     """The default sweep and the study's grid: cells, trainings and skip reasons."""
     default = os.path.join(CONFIGS, "speed_accuracy.pbtxt")
     grid = expand_grid(load_sweep(default), default)
     # study part (MobileNet v2): SSD 1 + (Faster R-CNN, R-FCN, Cascade) x 3 proposals;
-    # extractors part: SSD MobileNet v1 (v2 is the study's); stride 8 (16 is the
-    # study's); SSD at 128 px
+    # extractors part: Faster R-CNN MobileNet v1 at 100; stride 8 (16 at 100 is the
+    # study's); the SSD tested at 80 px (160 is the study's), no training of its own
     assert len(grid.cells) == 1 + 3 * 3 + 1 + 1 + 1
-    assert len(grid.trainings()) == 1 + 3 + 1 + 1 + 1
+    assert len(grid.trainings()) == 1 + 3 + 1 + 1
     assert grid.skipped == {"num_proposals does not apply to ssd": 2}
+    ssd = [c for c in grid.cells if c.meta_arch == "ssd"]
+    assert [c.test_pipeline.model.ssd.image_resizer.fixed_shape.height for c in ssd] == [160, 80]
+    assert len({c.train_key for c in ssd}) == 1
+    steps = {c.meta_arch: c.train_pipeline.train_config.num_steps for c in grid.cells}
+    assert steps == {"ssd": 700, "faster_rcnn": 40, "rfcn": 40, "cascade_rcnn": 40}
+    assert {c.test_pipeline.eval_config.batch_size for c in grid.cells} == {8}
     study = os.path.join(CONFIGS, "huang2017.pbtxt")
     grid = expand_grid(load_sweep(study), study)
     # 3 archs x 6 extractors x 2 resolutions; two-stage x 6 proposals x 2 strides,
