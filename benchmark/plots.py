@@ -8,7 +8,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from detbench.benchmark.tables import (ARCH_NAMES, frontier_points, int_label as _int,  # noqa: E402
-                                       matched_groups as _matched, model_name as _model_name)
+                                       matched_groups as _matched, model_name as _model_name,
+                                       time_column)
 
 MARKERS = {"ssd": "o", "faster_rcnn": "s", "rfcn": "^", "cascade_rcnn": "D"}
 
@@ -98,7 +99,8 @@ def proposals_plot(df, path):
     archs = [a for a in ("faster_rcnn", "rfcn") if a in set(d["meta_arch"])] or ["faster_rcnn"]
     fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.8), squeeze=False)
     cmap = plt.get_cmap("tab10")
-    t_max = float(d["latency_ms"].max()) * 1.1 if len(d) else 1.0
+    tcol, tlabel = time_column(d)
+    t_max = float(d[tcol].max()) * 1.1 if len(d) else 1.0
     for ax, arch in zip(axes[0], archs):
         sub = d[d["meta_arch"] == arch]
         ax2 = ax.twinx()
@@ -109,13 +111,13 @@ def proposals_plot(df, path):
                 name = f"{key[0]} {_int(key[1])}px stride {_int(key[2])}"
                 if g["mAP"].notna().any():
                     ax.plot(g.index, g["mAP"], marker="o", color=cmap(i % 10), label=f"{name}: mAP")
-                ax2.plot(g.index, g["latency_ms"], marker="x", ls=":", color=cmap(i % 10),
+                ax2.plot(g.index, g[tcol], marker="x", ls=":", color=cmap(i % 10),
                          label=f"{name}: time")
         _log_x(ax)
         ax2.set_ylim(0, t_max)
         ax.set_xlabel("number of proposals")
         ax.set_ylabel("mAP (solid)")
-        ax2.set_ylabel("latency ms (dotted)")
+        ax2.set_ylabel(f"{tlabel} (dotted)", fontsize=8)
         ax.set_title(ARCH_NAMES[arch])
         ax.grid(True, alpha=0.3)
         h1, l1 = ax.get_legend_handles_labels()
@@ -160,13 +162,14 @@ def resolution_plot(df, path):
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
     cmap = plt.get_cmap("tab10")
     groups = _matched(d, "resolution")
+    tcol, tlabel = time_column(d)
     for i, (label, g) in enumerate(groups):
         g = g.assign(r=g["resolution"].astype(float)).groupby("r").mean(numeric_only=True)
         c = cmap(i % 10)
         if g["mAP"].notna().any():
             for col, _, ls, marker in SIZE_STYLES:
                 a1.plot(g.index, g[col], marker=marker, ls=ls, color=c)
-        a2.plot(g.index, g["latency_ms"], marker="o", color=c, label=label)
+        a2.plot(g.index, g[tcol], marker="o", color=c, label=label)
     a1.set_xlabel("input resolution (px)")
     a1.set_ylabel("mAP")
     a1.set_title("Accuracy vs resolution, by object size")
@@ -175,7 +178,7 @@ def resolution_plot(df, path):
                            for _, name, ls, m in SIZE_STYLES], fontsize=8, loc="upper left")
         a1.set_ylim(bottom=0)
     a2.set_xlabel("input resolution (px)")
-    a2.set_ylabel("latency (ms)")
+    a2.set_ylabel(tlabel)
     a2.set_title("Time vs resolution")
     for a in (a1, a2):
         a.grid(True, alpha=0.3)
@@ -200,7 +203,8 @@ def stride_plot(df, path):
         def values(col):
             return {f"stride {_int(s)}": [g[g["output_stride"].astype(float) == s][col].mean()
                                           for _, g in groups] for s in strides}
-        _grouped_bars(a1, labels, values("latency_ms"), "latency (ms)")
+        tcol, tlabel = time_column(d)
+        _grouped_bars(a1, labels, values(tcol), tlabel)
         _grouped_bars(a2, labels, values("mAP"), "mAP")
     a1.set_title("Time by output stride (same model otherwise)")
     a2.set_title("Accuracy by output stride (same model otherwise)")

@@ -52,7 +52,7 @@ th.asc::after { content: ' \\25B2'; } th.desc::after { content: ' \\25BC'; }
 tr.frontier td { background: #f3fff0; font-weight: 600; }
 .plots img { max-width: 100%; border: 1px solid #ddd; margin: 8px 0; }
 .env td { text-align: left; }
-.findings td { text-align: left; max-width: 40em; }
+.findings td, .findings th { text-align: left; max-width: 40em; }
 td.verdict { font-weight: 600; white-space: nowrap; }
 td.reproduced { background: #e9f8e4; } td.not-reproduced { background: #fde8e6; }
 td.inconclusive, td.not-measured { background: #f4f4f4; }

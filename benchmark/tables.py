@@ -23,6 +23,7 @@ NUMERIC = [c for c in COLUMNS if c.endswith(("_ms", "_s", "_mb")) or c in ACCURA
 
 # What results.md shows.
 MD_COLUMNS = [("label", "cell"), ("latency_ms", "ms (median)"), ("latency_p90_ms", "ms (p90)"),
+              ("latency_corrected_ms", "ms drift-corrected"),
               ("latency_nopost_ms", "ms w/o NMS"), ("first_call_s", "first call s"),
               ("peak_rss_mb", "peak MiB"), ("gflops", "GFLOPs"), ("params", "params (M)"),
               ("mAP", "mAP"), ("mAP@.50", "mAP@.5"), ("mAP (small)", "AP small"),
@@ -96,7 +97,22 @@ def to_frame(rows):
     for c in NUMERIC:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     df["frontier"] = frontier_mask(df)
+    # The latency at the table's median host speed: latency_rel (latency over the
+    # reference workload timed between the runs) times the median reference time.
+    # Cells measured minutes apart on a drifting host compare on this column.
+    rel = pd.to_numeric(df.get("latency_rel"), errors="coerce") if "latency_rel" in df else None
+    ref = pd.to_numeric(df.get("reference_ms"), errors="coerce") if "reference_ms" in df else None
+    df["latency_corrected_ms"] = (rel * ref.median()) if rel is not None and ref is not None \
+        and ref.notna().any() else float("nan")
     return df
+
+
+def time_column(d):
+    """(column, axis label) for comparing cells' times: the drift-corrected latency
+    where every cell has one, else the raw median."""
+    if len(d) and "latency_corrected_ms" in d and d["latency_corrected_ms"].notna().all():
+        return "latency_corrected_ms", "latency (ms at the sweep's median host speed)"
+    return "latency_ms", "latency (ms)"
 
 
 def _ok(df):

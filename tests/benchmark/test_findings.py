@@ -115,3 +115,14 @@ def test_check_all_markdown_and_report(tmp_path):
 def test_every_check_handles_an_empty_table(name):
     df = tables.to_frame([_row("x", "ssd", 1.0)])
     assert findings.CHECKS.get(name)(df).verdict == "not measured"
+
+
+def test_drift_corrected_latency_column():
+    rows = [dict(_row("a", "ssd", 2.0), reference_ms=10.0), dict(_row("b", "ssd", 3.0), reference_ms=30.0),
+            dict(_row("c", "ssd", 1.0), reference_ms=20.0)]
+    df = tables.to_frame(rows)
+    # latency_rel x the median reference (20 ms)
+    assert list(df["latency_corrected_ms"]) == [40.0, 60.0, 20.0]
+    assert tables.time_column(df)[0] == "latency_corrected_ms"
+    rows[0]["latency_rel"] = None
+    assert tables.time_column(tables.to_frame(rows))[0] == "latency_ms"
