@@ -191,8 +191,9 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
     root = os.path.dirname(os.path.abspath(sweep_path)) if sweep_path else os.getcwd()
     bases = {}
     for i, b in enumerate(entries):
+        at = f"{where}.base[{i}]" if own_part else f"{where}: base[{i}]"
         if not b.pipeline:
-            raise ConfigError(f"{where}.base[{i}].pipeline: empty")
+            raise ConfigError(f"{at}.pipeline: empty")
         path = b.pipeline if os.path.isabs(b.pipeline) else os.path.join(root, b.pipeline)
         if not os.path.exists(path) and os.path.exists(b.pipeline):
             path = b.pipeline     # relative to the working directory
@@ -201,10 +202,10 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
         if name is None:
             raise ConfigError(f"{path}: model: no meta-architecture set")
         if b.meta_arch and b.meta_arch != name:
-            raise ConfigError(f"{where}.base[{i}].meta_arch: {b.meta_arch!r} but "
+            raise ConfigError(f"{at}.meta_arch: {b.meta_arch!r} but "
                               f"{b.pipeline} is a {name} pipeline")
         if name in bases:
-            raise ConfigError(f"{where}.base[{i}]: a second {name} base pipeline; "
+            raise ConfigError(f"{at}: a second {name} base pipeline; "
                               f"give a part its own bases instead")
         try:
             apply_overrides(p, sweep.override)
@@ -213,7 +214,7 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
         try:
             apply_overrides(p, b.override)
         except ConfigError as e:
-            raise ConfigError(f"{where}.base[{i}].override: {e}") from None
+            raise ConfigError(f"{at}.override: {e}") from None
         if train_steps > 0:
             p.train_config.num_steps = train_steps
         label = b.label or (os.path.splitext(os.path.basename(b.pipeline))[0] if own_part else "")

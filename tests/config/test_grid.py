@@ -211,6 +211,13 @@ grid {{ name: "accuracy" train_steps: 40
     assert unlabeled.cells[-1].label == "ssd[ssd_resnet50_fpn_640] resolution=64"
 
 
+def test_sweep_base_errors_name_the_file():
+    text = f'''base {{ pipeline: "{CONFIGS}/ssd_mobilenet_v1_300.pbtxt" }}
+base {{ pipeline: "{CONFIGS}/ssd_resnet50_fpn_640.pbtxt" }}'''
+    with pytest.raises(ConfigError, match=r"^s\.pbtxt: base\[1\]: a second ssd base pipeline"):
+        expand_grid(sweep(text), "s.pbtxt", check_registry=False)
+
+
 def _one_part(part):
     return sweep(f"""
 base {{ pipeline: "{CONFIGS}/ssd_mobilenet_v1_300.pbtxt" }}
