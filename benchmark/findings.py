@@ -20,7 +20,7 @@ the host's speed drifts by 10-30% over minutes), else ``latency_ms``.
 import dataclasses
 import math
 
-from detbench.benchmark.tables import matched_groups
+from detbench.benchmark.tables import matched_groups, mean_by, ok_rows
 from detbench.registry import Registry
 
 # Margins, chosen well outside the drift-corrected timing spread (~1%) and
@@ -41,16 +41,8 @@ class Finding:
     measured: str
     verdict: str
 
-    def as_dict(self):
-        return dataclasses.asdict(self)
-
 
 CHECKS = Registry("finding")
-
-
-def _ok(df):
-    err = df["error"].fillna("").astype(str)
-    return df[(err == "") & df["latency_ms"].notna()]
 
 
 def _time_column(groups):
@@ -60,24 +52,18 @@ def _time_column(groups):
     return "latency_ms"
 
 
-def _mean_by(g, col):
-    """{axis value as float: mean of the group's numeric columns}."""
-    g = g.assign(_v=g[col].astype(float)).groupby("_v").mean(numeric_only=True)
-    return g
-
-
 @CHECKS.register("proposals")
 def proposals(df):
     claim = (f"fewer proposals make Faster R-CNN much faster (>= {FASTER_RCNN_MIN_SPEEDUP}x from "
              f"the most to the fewest) and R-FCN hardly faster (<= {RFCN_MAX_SPEEDUP}x)")
-    d = _ok(df)
+    d = ok_rows(df)
     d = d[d["num_proposals"].notna() & (d["num_proposals"].astype(str) != "-")]
     speedups = {}
     for arch in ("faster_rcnn", "rfcn"):
         groups = matched_groups(d[d["meta_arch"] == arch], "num_proposals")
         col = _time_column(groups)
         for label, g in groups:
-            m = _mean_by(g, "num_proposals")
+            m = mean_by(g, "num_proposals")
             lo, hi = m.index.min(), m.index.max()
             speedups.setdefault(arch, []).append(
                 (label, lo, hi, m.loc[hi, col] / m.loc[lo, col], col))
@@ -96,7 +82,7 @@ def proposals(df):
 @CHECKS.register("stride")
 def stride(df):
     claim = f"output stride 8 is slower than 16 (>= {STRIDE8_MIN_SLOWDOWN}x)"
-    d = _ok(df)
+    d = ok_rows(df)
     d = d[d["output_stride"].notna() & (d["output_stride"].astype(str) != "-")]
     groups = [(label, g) for label, g in matched_groups(d, "output_stride")
               if {8.0, 16.0} <= set(g["output_stride"].astype(float))]
@@ -106,7 +92,7 @@ def stride(df):
     col = _time_column(groups)
     ratios = []
     for label, g in groups:
-        m = _mean_by(g, "output_stride")
+        m = mean_by(g, "output_stride")
         ratios.append((label, m.loc[8.0, col] / m.loc[16.0, col]))
     measured = "; ".join(f"{label}: stride 8 takes {r:.2f}x stride 16 ({col})"
                          for label, r in ratios)
@@ -122,7 +108,7 @@ def _relative_loss(high, low):
 def resolution(df):
     claim = ("halving the input resolution costs small-object mAP most (the largest relative "
              "loss of the three COCO size ranges)")
-    d = _ok(df)
+    d = ok_rows(df)
     d = d[d["resolution"].notna() & d["mAP"].notna()]
     groups = matched_groups(d, "resolution")
     if not groups:
@@ -130,7 +116,7 @@ def resolution(df):
                        "not measured")
     parts, verdicts = [], []
     for label, g in groups:
-        m = _mean_by(g, "resolution")
+        m = mean_by(g, "resolution")
         lo, hi = m.index.min(), m.index.max()
         losses = {s: _relative_loss(m.loc[hi, f"mAP ({s})"], m.loc[lo, f"mAP ({s})"])
                   for s in SIZES}

@@ -8,21 +8,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from detbench.benchmark.tables import (ARCH_NAMES, frontier_points, int_label as _int,  # noqa: E402
-                                       matched_groups as _matched, model_name as _model_name,
-                                       time_column)
+                                       matched_groups as _matched, mean_by,
+                                       model_name as _model_name, ok_rows as _ok, time_column)
 
 MARKERS = {"ssd": "o", "faster_rcnn": "s", "rfcn": "^", "cascade_rcnn": "D"}
-
 
 
 def _colors(names):
     cmap = plt.get_cmap("tab10")
     return {n: cmap(i % 10) for i, n in enumerate(sorted(names))}
-
-
-def _ok(df):
-    err = df["error"].fillna("").astype(str)
-    return df[(err == "") & df["latency_ms"].notna()].copy()
 
 
 def _log_x(ax):
@@ -107,7 +101,7 @@ def proposals_plot(df, path):
         if len(sub):
             sub = sub.assign(model=sub.apply(_model_name, axis=1))
             for i, (key, g) in enumerate(sub.groupby(["model", "resolution", "output_stride"])):
-                g = g.assign(p=g["num_proposals"].astype(float)).groupby("p").mean(numeric_only=True)
+                g = mean_by(g, "num_proposals")
                 name = f"{key[0]} {_int(key[1])}px stride {_int(key[2])}"
                 if g["mAP"].notna().any():
                     ax.plot(g.index, g["mAP"], marker="o", color=cmap(i % 10), label=f"{name}: mAP")
@@ -164,7 +158,7 @@ def resolution_plot(df, path):
     groups = _matched(d, "resolution")
     tcol, tlabel = time_column(d)
     for i, (label, g) in enumerate(groups):
-        g = g.assign(r=g["resolution"].astype(float)).groupby("r").mean(numeric_only=True)
+        g = mean_by(g, "resolution")
         c = cmap(i % 10)
         if g["mAP"].notna().any():
             for col, _, ls, marker in SIZE_STYLES:

@@ -5,7 +5,7 @@ import math
 import os
 
 from detbench.benchmark.results import atomic_write
-from detbench.benchmark.tables import MD_COLUMNS, _fmt
+from detbench.benchmark.tables import MD_COLUMNS, _fmt, ok_rows
 
 PROTOCOL = """\
 <ul>
@@ -84,8 +84,7 @@ def _findings_html(findings):
 
 
 def render(df, plot_paths, env=None, title="detbench sweep", summary="", findings=()):
-    ok = df[(df["error"].fillna("").astype(str) == "") & df["latency_ms"].notna()]
-    ok = ok.sort_values("latency_ms")
+    ok = ok_rows(df).sort_values("latency_ms")
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in MD_COLUMNS)
     rows = []
     for _, r in ok.iterrows():

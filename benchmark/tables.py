@@ -100,10 +100,11 @@ def to_frame(rows):
     # The latency at the table's median host speed: latency_rel (latency over the
     # reference workload timed between the runs) times the median reference time.
     # Cells measured minutes apart on a drifting host compare on this column.
-    rel = pd.to_numeric(df.get("latency_rel"), errors="coerce") if "latency_rel" in df else None
-    ref = pd.to_numeric(df.get("reference_ms"), errors="coerce") if "reference_ms" in df else None
-    df["latency_corrected_ms"] = (rel * ref.median()) if rel is not None and ref is not None \
-        and ref.notna().any() else float("nan")
+    if {"latency_rel", "reference_ms"} <= set(df.columns):
+        df["latency_corrected_ms"] = (pd.to_numeric(df["latency_rel"], errors="coerce")
+                                      * pd.to_numeric(df["reference_ms"], errors="coerce").median())
+    else:
+        df["latency_corrected_ms"] = float("nan")
     return df
 
 
@@ -118,6 +119,16 @@ def time_column(d):
 def _ok(df):
     err = df["error"].fillna("").astype(str)
     return (err == "") & df["latency_ms"].notna()
+
+
+def ok_rows(df):
+    """The measured cells: no error and a latency."""
+    return df[_ok(df)].copy()
+
+
+def mean_by(g, col):
+    """The group's numeric columns averaged per value of ``col`` (as float), indexed by it."""
+    return g.assign(_v=g[col].astype(float)).groupby("_v").mean(numeric_only=True)
 
 
 def frontier_mask(df, time_col="latency_ms", acc_col="mAP"):
