@@ -4,11 +4,14 @@ from detbench.meta_arch.base import META_ARCHITECTURES
 
 
 def build_model(model_config, is_training=True):
-    """``model_config``: a ``model_pb2.DetectionModel`` (oneof ssd / faster_rcnn / ...)."""
+    """``model_config``: a ``model_pb2.DetectionModel`` (oneof ssd / faster_rcnn / ...)
+    -> the model with every variable created (``DetectionModel.build_variables``)."""
     import detbench.meta_arch  # noqa: F401  (registers every meta-architecture)
     name = model_config.WhichOneof("model")
     if name is None:
         raise ConfigError("model: no meta-architecture set; known: "
                           + ", ".join(META_ARCHITECTURES.names()))
     cls = META_ARCHITECTURES.get(name)
-    return cls.from_config(getattr(model_config, name), is_training=is_training)
+    model = cls.from_config(getattr(model_config, name), is_training=is_training)
+    model.build_variables()
+    return model

@@ -64,6 +64,33 @@ class DetectionModel(tf_keras.Model, abc.ABC):
     def postprocess(self, predictions, true_shapes):
         """Detections dict (DETECTION_KEYS), boxes relative to the true image."""
 
+    # -- variables ------------------------------------------------------------
+    def build_variables(self):
+        """Create every variable now, before the first call (``build_model``
+        does this). The backbones are Keras functional models, built at
+        construction; the heads are built by ``_build_heads`` from the
+        backbone's static output depths, run once eagerly on tiny zero maps.
+
+        Why: a ``tf.function`` whose first call creates variables traces its
+        Python function twice (once creating them, once more without), so a
+        lazily built model pays two traces at its first call, at inference
+        and at the first training step. Idempotent; also what a checkpoint
+        restore needs (variables to restore into).
+        """
+        if getattr(self, "_heads_built", False):
+            return
+        with tf.init_scope():
+            self._build_heads()
+        self._heads_built = True
+
+    def _build_heads(self):
+        """Run every layer the backbone does not hold once on zero inputs.
+
+        This default runs the whole model once, eagerly, on a 64x64 zero
+        image: right for any model of this contract, but slow for a big one;
+        the meta-architectures override it with their heads alone."""
+        self.detect(tf.zeros([1, 64, 64, 3]))
+
     # -- conveniences shared by every model ---------------------------------
     def preprocess_single(self, image):
         """One image [H,W,3] -> (input [h,w,3], true_shape [3]); used by tf.data."""

@@ -38,6 +38,16 @@ _no_autograph = tf.autograph.experimental.do_not_convert
 _PP = post_processing_pb2.PostProcessing
 
 
+def _map_list(features):
+    """The feature maps model's output (a map, a list, or a dict level -> map)
+    -> list of maps, finest first."""
+    if isinstance(features, dict):
+        return [features[k] for k in sorted(features, key=int)]
+    if isinstance(features, (list, tuple)):
+        return list(features)
+    return [features]
+
+
 class _AnchorCache:
     """Anchors [N, 4] per (input shape, feature-map shapes); plain (untracked) state."""
 
@@ -208,14 +218,14 @@ class SSDMetaArch(DetectionModel):
         true_shapes = tf.tile(tf.constant([[h, w, 3]], tf.int32), [tf.shape(images)[0], 1])
         return inputs, true_shapes
 
+    def _build_heads(self):
+        """The box predictor on 1x1 zero maps of the extractor's depths."""
+        outputs = _map_list(self.feature_maps.output)
+        self.box_predictor([tf.zeros([1, 1, 1, t.shape[-1]]) for t in outputs])
+
     @_no_autograph
     def predict(self, inputs, true_shapes, training=False, groundtruth=None):
-        features = self.feature_maps(inputs, training=training)
-        if isinstance(features, dict):
-            features = [features[k] for k in sorted(features, key=int)]
-        elif tf.is_tensor(features):
-            features = [features]
-        features = list(features)
+        features = _map_list(self.feature_maps(inputs, training=training))
         box_encodings, class_logits = self.box_predictor(features, training=training)
         anchors = self._anchors(inputs, features)
         if box_encodings.shape[1] is not None and anchors.shape[0] is not None \

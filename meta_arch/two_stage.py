@@ -243,7 +243,6 @@ class BoxClassifierHead(tf_keras.layers.Layer):
         self.class_layer = tf_keras.layers.Dense(
             num_classes + 1, kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
             kernel_regularizer=reg, name="class_logits")
-        self.flatten = tf_keras.layers.Flatten()
         self.box_layer = tf_keras.layers.Dense(
             4 * self.num_box_classes,
             kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.001),
@@ -251,7 +250,8 @@ class BoxClassifierHead(tf_keras.layers.Layer):
 
     def call(self, crops, num_rois, training=False):
         x = self.feature_model(crops, training=training)
-        x = self.flatten(x) if x.shape.rank > 2 else x
+        if x.shape.rank > 2:  # e.g. a conv box classifier without pooling: flatten
+            x = tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
         logits = tf.reshape(self.class_layer(x), [-1, num_rois, self.num_classes + 1])
         codes = tf.reshape(self.box_layer(x), [-1, num_rois, self.num_box_classes, 4])
         return logits, codes
@@ -398,14 +398,27 @@ class TwoStageDetectionModel(DetectionModel):
         """inputs [B, H, W, 3] -> dict ``rpn_maps`` (what the RPN runs on),
         ``roi_maps`` (what RoIs are cropped from; a map, or level -> map with
         FPN) and ``image_shape`` (H, W)."""
+        return self._features(self._backbone()(inputs, training=training), input_hw(inputs))
+
+    def _backbone(self):
+        return self.fpn_model if self.fpn is not None else self.first_stage_model
+
+    def _features(self, backbone_out, image_shape):
         if self.fpn is not None:
-            pyramid = self.fpn_model(inputs, training=training)
-            pyramid = {int(level): fmap for level, fmap in pyramid.items()}
+            pyramid = {int(level): fmap for level, fmap in backbone_out.items()}
             roi_levels = range(self.fpn.min_level, min(self.fpn.max_level, FPN_MAX_ROI_LEVEL) + 1)
             return {"rpn_maps": pyramid, "roi_maps": {l: pyramid[l] for l in roi_levels},
-                    "image_shape": input_hw(inputs)}
-        fmap = self.first_stage_model(inputs, training=training)
-        return {"rpn_maps": fmap, "roi_maps": fmap, "image_shape": input_hw(inputs)}
+                    "image_shape": image_shape}
+        return {"rpn_maps": backbone_out, "roi_maps": backbone_out, "image_shape": image_shape}
+
+    def _build_heads(self):
+        """The RPN and the box classifier on 2x2 zero maps of the backbone's
+        depths, with one whole-image RoI."""
+        maps = tf.nest.map_structure(lambda t: tf.zeros([1, 2, 2, t.shape[-1]]),
+                                     self._backbone().output)
+        features = self._features(maps, (self.pad_multiple, self.pad_multiple))
+        self.rpn(features["rpn_maps"])
+        self.classify_boxes(features, tf.constant([[[0.0, 0.0, 1.0, 1.0]]]))
 
     # -- stage 2: proposals -----------------------------------------------------
     @_no_autograph

@@ -138,6 +138,9 @@ def make_train_step(model, optimizer, strategy=None, add_regularization_loss=Tru
     """
     strategy = strategy or tf.distribute.get_strategy()
     scale = 1.0 / strategy.num_replicas_in_sync
+    with strategy.scope():  # variables first: a step that creates them traces twice
+        model.build_variables()
+        optimizer.build(model.trainable_variables)
 
     def replica_step(batch):
         gt = {k: batch[k] for k in GROUNDTRUTH_KEYS if k in batch}
@@ -226,20 +229,12 @@ class _Trainer:
             except StopIteration:
                 raise TrainError("the training dataset is empty") from None
 
-    def _build(self, batch):
-        """Create the model's and the optimizer's variables (before restoring)."""
-        model, strategy = self.model, self.strategy
-
-        def replica_build(b):
-            model.predict(b["image"], b["true_shape"], training=False)
-
-        @tf.function
-        def build_fn(b):
-            strategy.run(replica_build, args=(b,))
-
-        build_fn(batch)
+    def _build(self):
+        """Create the model's and the optimizer's variables (before restoring
+        and before the step's tf.function, which then traces once)."""
         with self.strategy.scope():
-            self.optimizer.build(model.trainable_variables)
+            self.model.build_variables()
+            self.optimizer.build(self.model.trainable_variables)
 
     def _make_step_fn(self):
         return make_train_step(self.model, self.optimizer, self.strategy,
@@ -252,7 +247,7 @@ class _Trainer:
         write_dir = _write_dir(self.model_dir, self.strategy, self.is_chief)
         self.iterator = iter(self.dist_dataset)
         first = self._next_batch()
-        self._build(first)
+        self._build()
         checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                              max_to_keep=max(1, tc.max_checkpoints_to_keep),

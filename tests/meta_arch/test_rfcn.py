@@ -71,8 +71,8 @@ def train(model, images, groundtruth, steps, learning_rate=2e-3, until=None,
     false: under ``pytest -n 2`` a worker's history changes float summation
     order, and a run that needs a few more steps to converge still counts."""
     optimizer = tf_keras.optimizers.Adam(learning_rate)
-    # Create every variable eagerly first, so the step is traced once, not twice.
-    model.predict(*model.preprocess(images[:1]), training=False)
+    # Create every variable first, so the step is traced once, not twice.
+    model.build_variables()
     optimizer.build(model.trainable_variables)
 
     @tf.function

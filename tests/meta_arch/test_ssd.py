@@ -106,7 +106,7 @@ def _train(model, images, groundtruth, steps, learning_rate):
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return losses, total
 
-    model.predict(*model.preprocess(images[:1]))          # create the variables
+    model.build_variables()                               # create the variables
     optimizer.build(model.trainable_variables)            # ... and the slots: one trace
     history = []
     for _ in range(steps):
