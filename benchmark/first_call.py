@@ -1,7 +1,7 @@
 """Where a model's first call goes: trace, first execution, steady state (a benchmark).
 
     python benchmark/first_call.py [--kind faster_rcnn|retinanet] [--proposals 300]
-        [--side ours|theirs] [--no-autograph] [--no-grappler]
+        [--side ours|theirs] [--no-autograph] [--no-grappler] [--stages]
 
 Builds one side of ``benchmark/peers.py``'s pair (ResNet-50 FPN 640, random
 weights; ours by default, or the Model Garden's) in this process and times,
@@ -11,6 +11,10 @@ Grappler, oneDNN primitive creation, the run itself) and the next two runs.
 ``--no-autograph`` traces without AutoGraph; ``--no-grappler`` turns
 TensorFlow's graph optimizer off for the process. Run one configuration per
 process (the settings are process-wide).
+
+``--stages`` then traces each stage prefix of the model again (ours: its
+``stage_functions`` and ``detect``; theirs: backbone + FPN and the whole
+model), warm, and prints the ops and trace time of each: where a trace goes.
 """
 import argparse
 import os
@@ -26,6 +30,8 @@ def main(argv=None):
     p.add_argument("--side", default="ours", choices=["ours", "theirs"])
     p.add_argument("--no-autograph", action="store_true")
     p.add_argument("--no-grappler", action="store_true")
+    p.add_argument("--stages", action="store_true",
+                   help="then trace each stage prefix (warm) and print its ops and trace time")
     args = p.parse_args(argv)
     import tensorflow as tf
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -51,7 +57,40 @@ def main(argv=None):
           f"grappler {'off' if args.no_grappler else 'on'}: build {build:.2f} s | trace "
           f"{trace:.2f} s | first execution {times[0]:.2f} s | next runs {times[1]:.2f}, "
           f"{times[2]:.2f} s | first call (trace + first execution) {trace + times[0]:.2f} s")
+    if args.stages:
+        print_stage_traces(args.side, model, images[0], fn)
     return 0
+
+
+def stage_prefixes(side, model, detect):
+    """(name, fn(images)) from the raw images up to and including each stage."""
+    if side == "ours":
+        return list(model.stage_functions()) + [("detect (whole model)", model.detect)]
+    import tensorflow as tf
+    import peers
+
+    def features(images):
+        x = (tf.cast(images, tf.float32) - peers.MEAN_RGB) / peers.STDDEV_RGB
+        return model.decoder(model.backbone(x, training=False), training=False)
+    return [("backbone + FPN", features), ("detect (whole model)", detect.python_function)]
+
+
+def print_stage_traces(side, model, image, detect):
+    """Trace each stage prefix in a fresh tf.function (warm: after the first
+    call) and print its op count and trace time, and the differences."""
+    import tensorflow as tf
+    spec = tf.TensorSpec(image.shape, image.dtype)
+    print("| stage prefix | ops | trace (s) | ops added | trace added (s) |")
+    print("|---|---|---|---|---|")
+    last_ops, last_s = 0, 0.0
+    for name, fn in stage_prefixes(side, model, detect):
+        f = tf.function(fn, autograph=False)
+        start = time.perf_counter()
+        graph = f.get_concrete_function(spec).graph
+        seconds = time.perf_counter() - start
+        ops = len(graph.get_operations())
+        print(f"| {name} | {ops} | {seconds:.2f} | {ops - last_ops} | {seconds - last_s:.2f} |")
+        last_ops, last_s = ops, seconds
 
 
 if __name__ == "__main__":
