@@ -15,6 +15,17 @@ already applied, so the first update uses ``lr(0)``):
 
 Gradient clipping (``train_config.gradient_clipping_by_norm``) is the
 optimizer's ``global_clipnorm``, applied after cross-replica aggregation.
+
+The optimizers are tf_keras's SGD / RMSprop / Adam with one change: a dense
+update is one fused TensorFlow training op per variable
+(``ResourceApplyKerasMomentum``, ``ResourceApplyRMSProp``,
+``ResourceApplyAdam``: the same formulas) instead of tf_keras's ~40 small
+ops on CPU (it fuses them with XLA only on a GPU). A detector has ~200
+variables, so that is ~7,000 fewer ops in the training step's graph: less
+to trace, to optimize (Grappler) and to dispatch every step. Sparse
+gradients, SGD without momentum, centered RMSprop or RMSprop without
+momentum, and AMSGrad take tf_keras's own path. Slots, checkpoints and
+``build`` are tf_keras's.
 """
 import tensorflow as tf
 import tf_keras
@@ -98,6 +109,53 @@ def learning_rate_at(schedule, step):
     return float(schedule)
 
 
+class SGD(tf_keras.optimizers.SGD):
+    """tf_keras SGD; a dense update with momentum is one ResourceApplyKerasMomentum."""
+
+    def update_step(self, gradient, variable):
+        if isinstance(gradient, tf.IndexedSlices) or not self.momentum:
+            return super().update_step(gradient, variable)
+        m = self.momentums[self._index_dict[self._var_key(variable)]]
+        return tf.raw_ops.ResourceApplyKerasMomentum(
+            var=variable.handle, accum=m.handle,
+            lr=tf.cast(self.learning_rate, variable.dtype), grad=gradient,
+            momentum=tf.cast(self.momentum, variable.dtype), use_nesterov=bool(self.nesterov))
+
+
+class RMSprop(tf_keras.optimizers.RMSprop):
+    """tf_keras RMSprop; a dense, uncentered update with momentum is one
+    ResourceApplyRMSProp."""
+
+    def update_step(self, gradient, variable):
+        if isinstance(gradient, tf.IndexedSlices) or self.centered or not self.momentum > 0:
+            return super().update_step(gradient, variable)
+        key = self._index_dict[self._var_key(variable)]
+        dtype = variable.dtype
+        return tf.raw_ops.ResourceApplyRMSProp(
+            var=variable.handle, ms=self._velocities[key].handle,
+            mom=self._momentums[key].handle, lr=tf.cast(self.learning_rate, dtype),
+            rho=tf.cast(self.rho, dtype), momentum=tf.cast(self.momentum, dtype),
+            epsilon=tf.cast(self.epsilon, dtype), grad=gradient)
+
+
+class Adam(tf_keras.optimizers.Adam):
+    """tf_keras Adam; a dense update (no AMSGrad) is one ResourceApplyAdam."""
+
+    def update_step(self, gradient, variable):
+        if (isinstance(gradient, tf.IndexedSlices) or self.amsgrad
+                or getattr(self, "adaptive_epsilon", False)):
+            return super().update_step(gradient, variable)
+        key = self._index_dict[self._var_key(variable)]
+        dtype = variable.dtype
+        local_step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        return tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[key].handle,
+            v=self._velocities[key].handle, beta1_power=tf.pow(beta_1, local_step),
+            beta2_power=tf.pow(beta_2, local_step), lr=tf.cast(self.learning_rate, dtype),
+            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=gradient)
+
+
 def build_optimizer(optimizer_proto, num_steps, gradient_clipping_by_norm=None):
     """``Optimizer`` proto -> ``(tf_keras optimizer, learning-rate schedule)``.
 
@@ -114,12 +172,12 @@ def build_optimizer(optimizer_proto, num_steps, gradient_clipping_by_norm=None):
     if which == "momentum":
         if not 0.0 <= cfg.momentum < 1.0:
             raise ConfigError(f"{_FIELD}.momentum.momentum must be in [0, 1), got {cfg.momentum}")
-        optimizer = tf_keras.optimizers.SGD(momentum=cfg.momentum, **kwargs)
+        optimizer = SGD(momentum=cfg.momentum, **kwargs)
     elif which == "rms_prop":
         if cfg.epsilon <= 0:
             raise ConfigError(f"{_FIELD}.rms_prop.epsilon must be > 0, got {cfg.epsilon}")
-        optimizer = tf_keras.optimizers.RMSprop(rho=cfg.decay, momentum=cfg.momentum,
+        optimizer = RMSprop(rho=cfg.decay, momentum=cfg.momentum,
                                                 epsilon=cfg.epsilon, **kwargs)
     else:  # adam
-        optimizer = tf_keras.optimizers.Adam(epsilon=cfg.epsilon, **kwargs)
+        optimizer = Adam(epsilon=cfg.epsilon, **kwargs)
     return optimizer, schedule
