@@ -384,7 +384,7 @@ class TwoStageDetectionModel(DetectionModel):
         self.rpn.max_proposals = int(value)
 
     def backbone_models(self):
-        return [self.fpn_model if self.fpn is not None else self.first_stage_model]
+        return [self._backbone()]
 
     # -- stage 0: preprocessing ----------------------------------------------
     @_no_autograph
