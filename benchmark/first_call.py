@@ -66,11 +66,10 @@ def stage_prefixes(side, model, detect):
     """(name, fn(images)) from the raw images up to and including each stage."""
     if side == "ours":
         return list(model.stage_functions()) + [("detect (whole model)", model.detect)]
-    import tensorflow as tf
     import peers
 
     def features(images):
-        x = (tf.cast(images, tf.float32) - peers.MEAN_RGB) / peers.STDDEV_RGB
+        x = peers.their_inputs(images)
         return model.decoder(model.backbone(x, training=False), training=False)
     return [("backbone + FPN", features), ("detect (whole model)", detect.python_function)]
 

@@ -99,6 +99,12 @@ RPN_NMS_IOU, RPN_PRE_NMS_PER_LEVEL = 0.7, 1000
 MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
+
+def their_inputs(images):
+    """uint8 images -> the Model Garden's input: ImageNet-normalized float32."""
+    import tensorflow as tf
+    return (tf.cast(images, tf.float32) - MEAN_RGB) / STDDEV_RGB
+
 # targets of issue 9
 TARGETS = {
     ("faster_rcnn", 300, "latency"): 0.6, ("faster_rcnn", 1000, "latency"): 0.5,
@@ -209,7 +215,7 @@ def detect_fn(side, model, xla=False, xla_scope="detect", autograph=False):
     import tensorflow as tf
     if side == "theirs":
         def run(images):
-            x = (tf.cast(images, tf.float32) - MEAN_RGB) / STDDEV_RGB
+            x = their_inputs(images)
             shape = tf.cast(tf.tile(tf.shape(images)[1:3][None], [tf.shape(images)[0], 1]),
                             tf.float32)
             out = model(x, image_shape=shape, training=False)
@@ -259,7 +265,7 @@ def candidates_theirs(kind, model, image):
     """Number of (box, class) scores above the threshold entering their final NMS."""
     import numpy as np
     import tensorflow as tf
-    x = (tf.cast(image, tf.float32) - MEAN_RGB) / STDDEV_RGB
+    x = their_inputs(image)
     out = model(x, image_shape=tf.constant([list(image.shape[1:3])], tf.float32), training=False)
     if kind == "faster_rcnn":
         logits = np.asarray(out["cls_outputs"], np.float64)

@@ -176,8 +176,8 @@ def build_optimizer(optimizer_proto, num_steps, gradient_clipping_by_norm=None):
     elif which == "rms_prop":
         if cfg.epsilon <= 0:
             raise ConfigError(f"{_FIELD}.rms_prop.epsilon must be > 0, got {cfg.epsilon}")
-        optimizer = RMSprop(rho=cfg.decay, momentum=cfg.momentum,
-                                                epsilon=cfg.epsilon, **kwargs)
+        optimizer = RMSprop(rho=cfg.decay, momentum=cfg.momentum, epsilon=cfg.epsilon,
+                            **kwargs)
     else:  # adam
         optimizer = Adam(epsilon=cfg.epsilon, **kwargs)
     return optimizer, schedule

@@ -126,6 +126,16 @@ def _variables_built(model):
         return False
 
 
+def build_training_variables(model, optimizer, strategy):
+    """Create the model's and the optimizer's variables under ``strategy``
+    (idempotent): before a checkpoint restore, and before the step's
+    tf.function, which then traces once (a first call that creates variables
+    traces twice)."""
+    with strategy.scope():
+        model.build_variables()
+        optimizer.build(model.trainable_variables)
+
+
 def make_train_step(model, optimizer, strategy=None, add_regularization_loss=True,
                     jit_compile=False):
     """The training step as one ``tf.function``: batch -> {loss name: value}.
@@ -138,9 +148,7 @@ def make_train_step(model, optimizer, strategy=None, add_regularization_loss=Tru
     """
     strategy = strategy or tf.distribute.get_strategy()
     scale = 1.0 / strategy.num_replicas_in_sync
-    with strategy.scope():  # variables first: a step that creates them traces twice
-        model.build_variables()
-        optimizer.build(model.trainable_variables)
+    build_training_variables(model, optimizer, strategy)
 
     def replica_step(batch):
         gt = {k: batch[k] for k in GROUNDTRUTH_KEYS if k in batch}
@@ -229,13 +237,6 @@ class _Trainer:
             except StopIteration:
                 raise TrainError("the training dataset is empty") from None
 
-    def _build(self):
-        """Create the model's and the optimizer's variables (before restoring
-        and before the step's tf.function, which then traces once)."""
-        with self.strategy.scope():
-            self.model.build_variables()
-            self.optimizer.build(self.model.trainable_variables)
-
     def _make_step_fn(self):
         return make_train_step(self.model, self.optimizer, self.strategy,
                                self.tc.add_regularization_loss)
@@ -247,7 +248,7 @@ class _Trainer:
         write_dir = _write_dir(self.model_dir, self.strategy, self.is_chief)
         self.iterator = iter(self.dist_dataset)
         first = self._next_batch()
-        self._build()
+        build_training_variables(self.model, self.optimizer, self.strategy)
         checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
         manager = tf.train.CheckpointManager(checkpoint, write_dir,
                                              max_to_keep=max(1, tc.max_checkpoints_to_keep),
