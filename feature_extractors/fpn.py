@@ -18,11 +18,8 @@
 import tf_keras
 from official.vision.modeling import decoders
 
+from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
-
-
-def l2_regularizer(weight_decay):
-    return tf_keras.regularizers.L2(weight_decay) if weight_decay > 0 else None
 
 
 def freeze_batchnorm(model):

@@ -15,18 +15,9 @@ import contextlib
 import tensorflow as tf
 import tf_keras
 
+from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
 from detbench.feature_extractors.base import FeatureExtractor
-
-
-def l2_regularizer(weight_decay):
-    """L2 kernel regularizer for ``weight_decay`` as TF-slim and the Model Garden use it.
-
-    The loss is ``weight_decay / 2 * sum(w**2)`` (slim's ``l2_regularizer``,
-    the Model Garden's ``l2(weight_decay / 2)``), so its gradient adds
-    ``weight_decay * w``. None when the decay is zero.
-    """
-    return tf_keras.regularizers.l2(weight_decay / 2.0) if weight_decay > 0 else None
 
 
 class ConvView(tf_keras.layers.Layer):

@@ -34,6 +34,7 @@ import tf_keras
 from official.vision.modeling.backbones import mobilenet as mg_mobilenet
 from official.vision.modeling.layers import nn_blocks, nn_layers
 
+from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
 from detbench.feature_extractors import fpn as fpn_lib
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS, FeatureExtractor
@@ -103,7 +104,7 @@ class MobileNet(FeatureExtractor):
         if self._blocks is not None:
             return
         c = self.config
-        reg = fpn_lib.l2_regularizer(c.weight_decay)
+        reg = l2_regularizer(c.weight_decay)
         common = dict(kernel_regularizer=reg, norm_momentum=c.batch_norm_momentum,
                       norm_epsilon=c.batch_norm_epsilon)
         self._blocks = []

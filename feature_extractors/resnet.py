@@ -33,6 +33,7 @@ import tensorflow as tf
 import tf_keras
 from official.vision.modeling.layers import nn_blocks
 
+from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
 from detbench.feature_extractors import fpn as fpn_lib
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS, FeatureExtractor
@@ -83,7 +84,7 @@ class ResNetV1(FeatureExtractor):
         if self._groups is not None:
             return
         c = self.config
-        reg = fpn_lib.l2_regularizer(c.weight_decay)
+        reg = l2_regularizer(c.weight_decay)
         self._stem = [
             tf_keras.layers.Conv2D(64, 7, 2, padding="same", use_bias=False,
                                    kernel_initializer="VarianceScaling",

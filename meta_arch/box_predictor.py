@@ -24,6 +24,7 @@ import math
 import tensorflow as tf
 import tf_keras
 
+from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
 
 
@@ -64,8 +65,7 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
             raise ConfigError(
                 "box_predictor.share_weights_across_levels needs the same number of anchors "
                 f"per location on every map, got {self.num_anchors_per_location}")
-        self._regularizer = (tf_keras.regularizers.l2(weight_decay / 2.0)
-                             if weight_decay > 0 else None)
+        self._regularizer = l2_regularizer(weight_decay)
         heads = 1 if self.share_weights else len(self.num_anchors_per_location)
         self.towers = [[self._conv(self.depth, f"tower_{h}_{i}", "relu", kernel_initializer="he_normal")
                         for i in range(self.num_layers_before_predictor)]

@@ -29,6 +29,7 @@ per-stage methods (``extract_features``, ``propose``, ``classify_boxes``,
 import tensorflow as tf
 import tf_keras
 
+from detbench.core.regularizers import l2_regularizer
 from detbench.core import roi_ops
 from detbench.errors import ConfigError
 from detbench.meta_arch import two_stage
@@ -69,7 +70,7 @@ class Rfcn(two_stage.TwoStageDetectionModel):
             feature_extractor, num_spatial_bins, crop_size)
         k = self.num_spatial_bins
         weight_decay = feature_extractor.config.weight_decay
-        reg = tf_keras.regularizers.l2(weight_decay / 2.0) if weight_decay else None
+        reg = l2_regularizer(weight_decay)
         self.reduction_conv = tf_keras.layers.Conv2D(
             int(reduction_depth), 1, activation="relu", kernel_regularizer=reg,
             name="rfcn_reduction")

@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.core.regularizers import l2_regularizer
 from detbench.core import anchor_generators
 from detbench.core import box_coders
 from detbench.core import losses as losses_lib
@@ -85,7 +86,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         self._anchor_cache = {}
 
         num_anchors = anchor_generator.num_anchors_per_location()
-        reg = tf_keras.regularizers.l2(weight_decay / 2.0) if weight_decay else None
+        reg = l2_regularizer(weight_decay)
         def init():
             return tf_keras.initializers.TruncatedNormal(stddev=0.01)
         self.conv = tf_keras.layers.Conv2D(

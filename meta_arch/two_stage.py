@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.core.regularizers import l2_regularizer
 from detbench.core import box_coders
 from detbench.core import losses as losses_lib
 from detbench.core import matchers
@@ -206,7 +207,7 @@ def fc_box_head(num_fc_layers=2, fc_depth=1024, weight_decay=0.0, name="fc_box_h
     """FPN's box head: ``num_conv_layers`` 3x3 ReLU convs of ``conv_depth`` on
     the crops (0 by default; 4 with 1 fc is the Model Garden's / Mask R-CNN's
     "4conv1fc" head), flatten, then ``num_fc_layers`` ReLU fc layers."""
-    reg = tf_keras.regularizers.l2(weight_decay / 2.0) if weight_decay else None
+    reg = l2_regularizer(weight_decay)
     layers = [tf_keras.layers.Conv2D(conv_depth, 3, padding="same", activation="relu",
                                      kernel_regularizer=reg, name=f"head_conv{i + 1}")
               for i in range(num_conv_layers)]
@@ -239,7 +240,7 @@ class BoxClassifierHead(tf_keras.layers.Layer):
         self.feature_model = feature_model
         self.num_classes = num_classes
         self.num_box_classes = num_classes if class_specific else 1
-        reg = tf_keras.regularizers.l2(weight_decay / 2.0) if weight_decay else None
+        reg = l2_regularizer(weight_decay)
         self.class_layer = tf_keras.layers.Dense(
             num_classes + 1, kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
             kernel_regularizer=reg, name="class_logits")
