@@ -27,11 +27,15 @@ gradients, SGD without momentum, centered RMSprop or RMSprop without
 momentum, and AMSGrad take tf_keras's own path. Slots, checkpoints and
 ``build`` are tf_keras's.
 """
+import logging
+
 import tensorflow as tf
 import tf_keras
 from official.modeling.optimization import lr_schedule
 
 from detbench.errors import ConfigError
+
+log = logging.getLogger("detbench.train")
 
 _FIELD = "train_config.optimizer"
 
@@ -84,6 +88,13 @@ def build_learning_rate(lr_proto, num_steps, field=_FIELD + ".learning_rate"):
         cfg = lr_proto.cosine
         base_lr = cfg.learning_rate
         total = cfg.total_steps or num_steps
+        if not cfg.total_steps and total is not None and 0 < total <= warmup:
+            # A short run of a long recipe (a smoke test, --num_steps 3): the cosine
+            # that ends at num_steps keeps a warm-up of half the run instead.
+            shortened = total // 2
+            log.warning("%s.warmup_steps %d >= train_config.num_steps %d: warm-up shortened to "
+                        "%d steps for this run", field, warmup, total, shortened)
+            warmup = shortened
         if total is None or total <= warmup:
             raise ConfigError(f"{field}.cosine.total_steps ({total}; 0 means "
                               f"train_config.num_steps) must be greater than warmup_steps "
