@@ -1,6 +1,7 @@
-"""One unit of sweep work, run in its own process: ``train`` a model or ``measure`` a cell.
+"""One unit of sweep work, run in its own process: ``pretrain`` an extractor, ``train``
+a model or ``measure`` a cell.
 
-``python -m detbench.benchmark.cell train|measure SPEC.json OUT.json``. The spec
+``python -m detbench.benchmark.cell pretrain|train|measure SPEC.json OUT.json``. The spec
 holds the pipelines as text, the model directory and the benchmark settings;
 the result (a row, or the training summary) is written atomically to OUT.json.
 Running each cell in a fresh process makes its peak memory its own and keeps a
@@ -48,6 +49,18 @@ def _configure_threads(settings):
         tf.config.threading.set_inter_op_parallelism_threads(settings["inter_op_threads"])
 
 
+def run_pretraining(spec):
+    """Pretrain one extractor into detbench's cache (resuming a killed pretraining)."""
+    from google.protobuf import text_format
+    from detbench.protos import feature_extractor_pb2
+    from detbench.train import pretrain
+    config = text_format.Parse(spec["extractor"], feature_extractor_pb2.FeatureExtractor())
+    recipe = pretrain.Recipe(**spec["recipe"])
+    path, report = pretrain.ensure_pretrained(config, recipe, progress=False,
+                                              progress_file=spec.get("progress_file"))
+    return {"path": path, **{k: report[k] for k in ("steps", "train_seconds", "val_accuracy")}}
+
+
 def run_training(spec):
     """Train (resuming from the model dir's checkpoint) and mark the model done."""
     from detbench.benchmark.results import atomic_write
@@ -56,7 +69,7 @@ def run_training(spec):
     model_dir = spec["model_dir"]
     start = time.time()
     result = train(pipeline, model_dir, num_steps=pipeline.train_config.num_steps,
-                   progress=spec.get("progress", False))
+                   progress=spec.get("progress", False), progress_file=spec.get("progress_file"))
     summary = {"train_key": spec["train_key"], "step": int(result.step),
                "train_wall_s": time.time() - start,
                "final_losses": {k: float(v) for k, v in (result.losses or {}).items()}}
@@ -169,17 +182,20 @@ def run_measure(spec):
     return row
 
 
+JOBS = {"pretrain": run_pretraining, "train": run_training, "measure": run_measure}
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] not in ("train", "measure"):
-        print("usage: python -m detbench.benchmark.cell train|measure SPEC.json OUT.json",
+    if len(argv) != 3 or argv[0] not in JOBS:
+        print(f"usage: python -m detbench.benchmark.cell {'|'.join(JOBS)} SPEC.json OUT.json",
               file=sys.stderr)
         return 2
     from detbench.benchmark.results import atomic_write
     with open(argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     try:
-        result = run_training(spec) if argv[0] == "train" else run_measure(spec)
+        result = JOBS[argv[0]](spec)
         result["error"] = ""
     except Exception as e:  # the row records the error; the sweep goes on
         from detbench.errors import DetbenchError

@@ -39,7 +39,8 @@ from detbench.data.errors import DataError
 # Class k+1 is SHAPES[k]; sets with fewer classes use the first ones.
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent",
           "diamond", "frame", "hexagon")
-SPLITS = {"train": 0, "val": 1, "test": 2}
+# "pretrain": the stream of the extractors' classification pretraining (train/pretrain.py).
+SPLITS = {"train": 0, "val": 1, "test": 2, "pretrain": 3}
 # Bump when the generator's output changes, so cached sets are regenerated.
 GENERATOR_VERSION = 3
 MIN_VISIBLE_FRACTION = 0.5

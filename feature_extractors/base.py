@@ -122,8 +122,20 @@ class FeatureExtractor(abc.ABC):
         """
         if not self.weights_path:
             return 0
+        path = self.weights_path
+        from detbench.train import pretrain
+        if path.startswith(pretrain.REFERENCE_PREFIX):
+            path = pretrain.resolve_reference(path)
+            if path is None:
+                if not self.is_training:
+                    return 0   # evaluation and export restore every variable from a checkpoint
+                raise ConfigError(
+                    f"feature_extractor.weights_path: {self.weights_path}: no such pretrained "
+                    f"weights in {pretrain.cache_dir()} or {pretrain.SHIPPED_DIR}; a sweep "
+                    "pretrains them first, or run `detbench pretrain --extractor "
+                    f"{self.config.type} --depth_multiplier {self.config.depth_multiplier:g}`")
         from detbench.feature_extractors.weights import load_backbone_weights
-        return load_backbone_weights(self.build_backbone(), self.weights_path)
+        return load_backbone_weights(self.build_backbone(), path)
 
     @staticmethod
     def _image_input():

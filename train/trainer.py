@@ -19,6 +19,7 @@
 - A non-finite loss stops training with ``NonFiniteLossError`` (nothing is saved).
 """
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -181,11 +182,12 @@ def make_train_step(model, optimizer, strategy=None, add_regularization_loss=Tru
 
 class _Trainer:
     def __init__(self, pipeline, model_dir, num_steps, model, dataset, progress,
-                 time_budget_s=None, eval_callback=None):
+                 time_budget_s=None, eval_callback=None, progress_file=None):
         tc = pipeline.train_config
         if time_budget_s is not None and time_budget_s <= 0:
             raise ConfigError(f"time_budget_s must be > 0, got {time_budget_s}")
         self.time_budget_s, self.eval_callback = time_budget_s, eval_callback
+        self.progress_file = progress_file
         self.pipeline, self.tc, self.progress = pipeline, tc, progress
         self.num_steps = tc.num_steps if num_steps is None else int(num_steps)
         if self.num_steps <= 0:
@@ -300,6 +302,9 @@ class _Trainer:
                 bar.update(1)
                 bar.set_postfix({k.replace("_loss", ""): f"{v:.4g}" for k, v in losses.items()},
                                 refresh=False)
+                if self.progress_file:
+                    report_progress(self.progress_file, step, self.num_steps, losses,
+                                    trained_s(), first_step=saved_step)
                 if log_every and (step % log_every == 0 or step == self.num_steps):
                     now = time.time()
                     with writer.as_default(step=step):
@@ -359,8 +364,29 @@ class _Trainer:
         return metrics
 
 
+_last_report = {}
+
+
+def report_progress(path, step, num_steps, losses, seconds, first_step=0, every_s=2.0,
+                    **extra):
+    """Write ``{step, num_steps, loss, seconds, eta_s}`` to ``path`` (atomically, at most
+    every ``every_s`` seconds and at the last step): what a parent process shows of a
+    training it runs in a child (the sweep's progress bar)."""
+    now = time.time()
+    if step < num_steps and now - _last_report.get(path, 0.0) < every_s:
+        return
+    _last_report[path] = now
+    from detbench.benchmark.results import atomic_write
+    done = max(step - first_step, 1)
+    total = sum(losses.values()) if losses else None
+    atomic_write(path, json.dumps({"step": step, "num_steps": num_steps, "loss": total,
+                                   "seconds": round(seconds, 1),
+                                   "eta_s": round(seconds / done * (num_steps - step), 1),
+                                   **extra}))
+
+
 def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progress=True,
-          time_budget_s=None, eval_callback=None):
+          time_budget_s=None, eval_callback=None, progress_file=None):
     """Train ``pipeline``'s model in ``model_dir`` up to ``num_steps`` (default:
     ``train_config.num_steps``), resuming from the latest checkpoint there.
 
@@ -369,6 +395,8 @@ def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progres
     (judged by the last step's duration).
     ``eval_callback(step, training_seconds, metrics)`` is called after each
     periodic evaluation (``train_config.eval_every_n_steps``).
+    ``progress_file``: a JSON file kept up to date with the step, loss and time
+    left (``report_progress``), for a parent process to show.
 
     ``model`` (an unbuilt DetectionModel) and ``dataset`` (batched dicts of the
     data pipeline's layout, 'image' already the model input) may be injected;
@@ -376,4 +404,4 @@ def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progres
     """
     tf.io.gfile.makedirs(model_dir)
     return _Trainer(pipeline, model_dir, num_steps, model, dataset, progress,
-                    time_budget_s, eval_callback).run()
+                    time_budget_s, eval_callback, progress_file).run()
