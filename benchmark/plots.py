@@ -264,7 +264,20 @@ PLOTS = {
 }
 
 
+def without_unlearnt_accuracy(df):
+    """The accuracy of a model that has not learnt the set is not a trade-off: its
+    cells keep their times in the plots, their mAPs are left out."""
+    from detbench.benchmark.tables import ACCURACY_KEYS
+    if "learnt" not in df:
+        return df
+    unlearnt = df["learnt"].astype(object) == False  # noqa: E712
+    d = df.copy()
+    d.loc[unlearnt, [c for c in ACCURACY_KEYS if c in d]] = float("nan")
+    return d
+
+
 def write_plots(df, out_dir):
+    df = without_unlearnt_accuracy(df)
     plots_dir = os.path.join(out_dir, "plots")
     os.makedirs(plots_dir, exist_ok=True)
     return {name: fn(df, os.path.join(plots_dir, name)) for name, fn in PLOTS.items()}

@@ -75,11 +75,12 @@ def _sort_value(v):
 def _findings_html(findings):
     if not findings:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(f.claim)}</td><td>{html.escape(f.measured)}</td>"
+    rows = "".join(f"<tr><td>{html.escape(f.claim)}</td><td>{html.escape(f.threshold)}</td>"
+                   f"<td>{html.escape(f.measured)}</td>"
                    f'<td class="verdict {html.escape(f.verdict.replace(" ", "-"))}">'
                    f"{html.escape(f.verdict)}</td></tr>" for f in findings)
     return ("<h2>The study's findings on these results</h2>"
-            '<table class="findings"><thead><tr><th>finding</th><th>measured</th>'
+            '<table class="findings"><thead><tr><th>finding</th><th>threshold</th><th>measured</th>'
             f"<th>verdict</th></tr></thead><tbody>{rows}</tbody></table>")
 
 

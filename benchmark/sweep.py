@@ -77,7 +77,7 @@ def _filter_values(cell):
 
 
 FILTER_KEYS = ("meta_arch", "variant", "feature_extractor", "resolution", "train_resolution",
-               "num_proposals", "output_stride")
+               "num_proposals", "output_stride", "train_output_stride")
 
 
 def select(cells, filters):
@@ -108,12 +108,36 @@ def describe_cell(cell):
     fe = test.feature_extractor
     return {
         "cell_id": cell.cell_id, "train_key": cell.train_key, "label": cell.label,
+        "model_label": cell.model_label,
         "meta_arch": name, "variant": cell.variant, "feature_extractor": fe.type, "fpn": fe.HasField("fpn"),
         "resolution": min_resolution(test)[0], "train_resolution": min_resolution(train)[0],
         "num_proposals": test.rpn.max_proposals if name in TWO_STAGE else None,
         "output_stride": fe.output_stride if name in TWO_STAGE else None,
+        "train_output_stride": (train.feature_extractor.output_stride if name in TWO_STAGE
+                                else None),
         "axis_values": dict(cell.values),
+        **weights_source(cell.train_pipeline),
     }
+
+
+def weights_source(train_pipeline):
+    """Where a trained model's weights started: {weights_source, pretrain_*}."""
+    from detbench.config.validate import meta_arch_config
+    from detbench.train import pretrain
+    fe = meta_arch_config(train_pipeline)[1].feature_extractor
+    checkpoint = train_pipeline.train_config.fine_tune_checkpoint
+    if fe.weights_path.startswith(pretrain.REFERENCE_PREFIX):
+        out = {"weights_source": f"synthetic pretraining {fe.weights_path[len(pretrain.REFERENCE_PREFIX):]}"}
+        report = pretrain.reference_report(fe.weights_path)
+        if report:
+            out.update(pretrain_steps=report["steps"], pretrain_val_accuracy=report["val_accuracy"],
+                       pretrain_minutes=round(report["train_seconds"] / 60, 1))
+        return out
+    if fe.weights_path:
+        return {"weights_source": f"file {fe.weights_path}"}
+    if checkpoint:
+        return {"weights_source": f"checkpoint {checkpoint}"}
+    return {"weights_source": "scratch"}
 
 
 def _settings(sweep):
@@ -150,7 +174,13 @@ def print_plan(grid, cells, out_dir, speed_only, done=()):
     print(f"{len(trainings)} trained models needed, {len(todo)} to train:")
     for k in todo:
         c = trainings[k]
-        print(f"  {k}  {c.label}  ({c.train_pipeline.train_config.num_steps} steps)")
+        print(f"  {k}  {c.model_label}  ({c.train_pipeline.train_config.num_steps} steps, "
+              f"from {weights_source(c.train_pipeline)['weights_source']})")
+    from detbench.train import pretrain
+    to_pretrain = _pretraining_needed([trainings[k] for k in todo], out_dir)
+    if to_pretrain:
+        print(f"{len(to_pretrain)} extractors to pretrain first:"
+              + "".join(f"\n  {ref[len(pretrain.REFERENCE_PREFIX):]}" for ref in to_pretrain))
 
 
 def run_sweep(args):
@@ -190,7 +220,9 @@ def run_sweep(args):
                 else EXECUTORS["local"]())
     train_errors = {}
     if not args.speed_only:
-        train_errors = train_models(todo, out_dir, executor)
+        train_errors = pretrain_extractors(todo, out_dir, executor, grid.pretraining)
+        train_errors.update(train_models([c for c in todo if c.train_key not in train_errors],
+                                         out_dir, executor))
     log_dir = os.path.join(out_dir, "logs")
     jobs = []
     for c in todo:
@@ -222,9 +254,7 @@ def run_sweep(args):
         if row.get("error") and tail:
             row["log"] = _write_log(log_dir, f"{cid}.log", tail)
         store.add(row)
-        bar.set_postfix_str(f"{cell.label}: {row.get('latency_ms', 0) or 0:.0f} ms"
-                            + (f", mAP {row['mAP']:.3f}" if row.get("mAP") is not None else "")
-                            + (" FAILED" if row.get("error") else ""))
+        tqdm.write(_cell_line(cell.label, row))
         bar.update(1)
     bar.close()
     if args.export and not args.speed_only:
@@ -240,12 +270,91 @@ def _done_ids(store, speed_only):
             if not r.get("error") and (speed_only or not r.get("speed_only"))}
 
 
+def _cell_line(label, row):
+    """'<label>: 12 ms, mAP 0.412 (mAP@.5 0.701)', with 'not learnt' / 'FAILED' said."""
+    from detbench.benchmark.tables import LEARNT_MIN_MAP50
+    if row.get("error"):
+        return f"{label}: FAILED ({row['error'][:120]})"
+    text = f"{label}: {row.get('latency_ms', 0) or 0:.0f} ms"
+    if row.get("mAP@.50") is not None:
+        text += f", mAP {row['mAP']:.3f} (mAP@.5 {row['mAP@.50']:.3f})"
+        if row["mAP@.50"] < LEARNT_MIN_MAP50:
+            text += " - not learnt"
+    return text
+
+
 def _write_log(log_dir, name, text):
     """Keep a failed job's stderr tail (its traceback) beside the results."""
     from detbench.benchmark.results import atomic_write
     path = os.path.join(log_dir, name)
     atomic_write(path, text)
     return path
+
+
+def _pretraining_needed(cells, out_dir):
+    """{reference: (extractor config, [train keys])} of the pretrained weights that the
+    not-yet-trained models of ``cells`` start from and that are neither cached nor shipped."""
+    from detbench.config.validate import meta_arch_config
+    from detbench.train import pretrain
+    needed = {}
+    for c in cells:
+        fe = meta_arch_config(c.train_pipeline)[1].feature_extractor
+        ref = fe.weights_path
+        if not ref.startswith(pretrain.REFERENCE_PREFIX):
+            continue
+        if _trained(os.path.join(out_dir, "models", c.train_key)):
+            continue
+        if pretrain.resolve_reference(ref):
+            continue
+        needed.setdefault(ref, (fe, set()))[1].add(c.train_key)
+    return needed
+
+
+def pretrain_extractors(cells, out_dir, executor, recipe):
+    """Pretrain (into detbench's cache) each distinct extractor the trainings start from;
+    returns {train_key: error} of the trainings whose pretraining failed."""
+    import dataclasses
+    from google.protobuf import text_format
+    from tqdm import tqdm
+    from detbench.benchmark.progress import ChildProgress
+    from detbench.train import pretrain
+    needed = _pretraining_needed(cells, out_dir)
+    if not needed:
+        return {}
+    print(f"pretraining {len(needed)} extractors (synthetic shape classification, "
+          f"{recipe.steps} steps at {recipe.resolution} px; cached in {pretrain.cache_dir()})"
+          + "".join(f"\n  {ref[len(pretrain.REFERENCE_PREFIX):]}" for ref in needed))
+    progress_dir = os.path.join(out_dir, "logs")
+    os.makedirs(progress_dir, exist_ok=True)
+    jobs, files = [], {}
+    for ref, (fe, _) in needed.items():
+        key = ref[len(pretrain.REFERENCE_PREFIX):]
+        config = type(fe)()
+        config.CopyFrom(fe)
+        config.ClearField("weights_path")
+        progress_file = os.path.join(progress_dir, f"pretrain-{key}.progress.json")
+        files[progress_file] = f"{fe.type} x{fe.depth_multiplier:g}"
+        jobs.append((ref, "pretrain", {"extractor": text_format.MessageToString(config),
+                                       "recipe": dataclasses.asdict(recipe),
+                                       "progress_file": progress_file}))
+    errors = {}
+    bar = tqdm(total=len(jobs), desc="pretraining extractors", unit="extractor",
+               dynamic_ncols=True)
+    with ChildProgress(bar, files):
+        for ref, result in executor.map(jobs):
+            key = ref[len(pretrain.REFERENCE_PREFIX):]
+            if result.get("error"):
+                _write_log(os.path.join(out_dir, "logs"), f"pretrain-{key}.log",
+                           result.get("stderr_tail") or result["error"])
+                for train_key in needed[ref][1]:
+                    errors[train_key] = f"pretraining {key} failed: {result['error']}"
+            else:
+                tqdm.write(f"pretrained {key}: {result['steps']} steps in "
+                           f"{result['train_seconds'] / 60:.1f} min, validation accuracy "
+                           f"{result['val_accuracy']:.3f}")
+            bar.update(1)
+    bar.close()
+    return errors
 
 
 def train_models(cells, out_dir, executor):
@@ -265,25 +374,31 @@ def train_models(cells, out_dir, executor):
           + "".join(f"\n  {k}  {c.label}" for k, c in needed.items()))
     if not needed:
         return {}
-    jobs = []
+    from detbench.benchmark.progress import ChildProgress
+    jobs, files = [], {}
     for key, c in needed.items():
         model_dir = os.path.join(out_dir, "models", key)
         os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "pipeline.pbtxt"), "w", encoding="utf-8") as f:
             f.write(text_format.MessageToString(c.train_pipeline))
+        progress_file = os.path.join(out_dir, "logs", f"train-{key}.progress.json")
+        files[progress_file] = c.model_label
         jobs.append((key, "train", {"train_pipeline": text_format.MessageToString(c.train_pipeline),
-                                    "model_dir": model_dir, "train_key": key}))
+                                    "model_dir": model_dir, "train_key": key,
+                                    "progress_file": progress_file}))
+    os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
     errors = {}
     bar = tqdm(total=len(jobs), desc="training models", unit="model", dynamic_ncols=True)
-    for key, result in executor.map(jobs):
-        if result.get("error"):
-            errors[key] = result["error"]
-            _write_log(os.path.join(out_dir, "logs"), f"train-{key}.log",
-                       result.get("stderr_tail") or result["error"])
-        bar.set_postfix_str(f"{needed[key].label}: "
-                            + ("FAILED" if result.get("error") else
-                               f"{result.get('train_wall_s', 0):.0f} s"))
-        bar.update(1)
+    with ChildProgress(bar, files):
+        for key, result in executor.map(jobs):
+            if result.get("error"):
+                errors[key] = result["error"]
+                _write_log(os.path.join(out_dir, "logs"), f"train-{key}.log",
+                           result.get("stderr_tail") or result["error"])
+            tqdm.write(f"trained {needed[key].model_label}: "
+                       + ("FAILED" if result.get("error") else
+                          f"{result.get('step')} steps in {result.get('train_wall_s', 0):.0f} s"))
+            bar.update(1)
     bar.close()
     return errors
 
@@ -335,6 +450,12 @@ def summarize(store, grid, out_dir, settings):
         print(f"harness overhead per cell (process start, imports, build, restore, FLOPs "
               f"count; outside model work): median {overhead[len(overhead) // 2]:.1f} s of "
               f"{walls[len(walls) // 2]:.1f} s cell wall time")
+    unlearnt = df[df["learnt"].astype(object) == False]  # noqa: E712
+    if len(unlearnt):
+        print(f"not learnt (best mAP@.5 of the model < {tables.LEARNT_MIN_MAP50}; kept off the "
+              "frontier and the accuracy plots):")
+        for label in sorted(set(unlearnt.get("model_label", unlearnt["label"]).astype(str))):
+            print(f"  {label}")
     front = df[df["frontier"]].sort_values("latency_ms")
     if len(front):
         print("speed/accuracy frontier:")
@@ -343,7 +464,8 @@ def summarize(store, grid, out_dir, settings):
     if checked:
         print("the study's findings on these results:")
         for f in checked:
-            print(f"  {f.verdict:>15}: {f.claim}\n                   {f.measured}")
+            print(f"  {f.verdict:>15}: {f.claim}\n                   {f.measured}\n"
+                  f"                   threshold: {f.threshold}")
     print(f"results: {os.path.join(out_dir, 'results.md')}, results.csv, results.jsonl")
     print(f"plots:   {os.path.join(out_dir, 'plots')}/")
     print(f"report:  {page}")

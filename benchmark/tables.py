@@ -5,6 +5,7 @@ import math
 import pandas as pd
 
 from detbench.benchmark.results import atomic_write
+from detbench.config.grid import ARCH_NAMES
 
 ACCURACY_KEYS = ["mAP", "mAP@.50", "mAP@.75", "mAP (small)", "mAP (medium)", "mAP (large)", "AR@100"]
 
@@ -14,7 +15,8 @@ COLUMNS = [
     "output_stride", "latency_ms", "latency_p90_ms", "latency_nopost_ms", "latency_nopost_p90_ms",
     "first_call_s", "stage_feature_extractor_ms", "stage_proposals_ms", "stage_box_classifier_ms",
     "stage_postprocess_ms", "peak_rss_mb", "gpu_peak_mb", "gflops", "params", "params_trainable",
-] + ACCURACY_KEYS + ["train_steps", "train_wall_s", "frontier", "error", "cell_id", "train_key"]
+] + ACCURACY_KEYS + ["learnt", "weights_source", "train_steps", "train_wall_s", "frontier",
+                     "error", "cell_id", "train_key"]
 
 # Columns that hold numbers (NaN where a row has none, e.g. accuracy when speed-only).
 NUMERIC = [c for c in COLUMNS if c.endswith(("_ms", "_s", "_mb")) or c in ACCURACY_KEYS
@@ -30,8 +32,9 @@ MD_COLUMNS = [("label", "cell"), ("latency_ms", "ms (median)"), ("latency_p90_ms
               ("frontier", "frontier")]
 
 
-ARCH_NAMES = {"ssd": "SSD", "faster_rcnn": "Faster R-CNN", "rfcn": "R-FCN",
-              "cascade_rcnn": "Cascade R-CNN"}
+# A trained model whose best cell stays under this mAP@.5 has not learnt the set:
+# its cells are flagged (learnt False), kept off the frontier and the plots.
+LEARNT_MIN_MAP50 = 0.10
 
 # What identifies a model in a table; cells equal on all but one of these
 # differ only in that axis (matched_groups).
@@ -67,7 +70,8 @@ def matched_groups(d, vary):
         if g[vary].nunique() < 2:
             continue
         r = dict(zip(keys, key))
-        label = f"{ARCH_NAMES.get(r['meta_arch'], r['meta_arch'])} {model_name(r)}"
+        arch = r.get("meta_arch")     # absent when the meta-architecture is what varies
+        label = (f"{ARCH_NAMES.get(arch, arch)} " if arch else "") + model_name(r)
         if _given(r.get("variant")):
             label += f" [{r['variant']}]"
         if vary != "resolution":
@@ -96,6 +100,7 @@ def to_frame(rows):
     # A column no row has comes back as None objects, which numeric aggregations drop.
     for c in NUMERIC:
         df[c] = pd.to_numeric(df[c], errors="coerce")
+    df["learnt"] = learnt_flags(df)
     df["frontier"] = frontier_mask(df)
     # The latency at the table's median host speed: latency_rel (latency over the
     # reference workload timed between the runs) times the median reference time.
@@ -116,9 +121,22 @@ def time_column(d):
     return "latency_ms", "latency (ms)"
 
 
+def learnt_flags(df):
+    """Per row: True / False whether its trained model learnt the set (its best cell
+    reaches LEARNT_MIN_MAP50 mAP@.5), None where nothing was evaluated."""
+    best = df.groupby("train_key")["mAP@.50"].transform("max") if len(df) else df["mAP@.50"]
+    return [None if pd.isna(b) else bool(b >= LEARNT_MIN_MAP50) for b in best]
+
+
 def _ok(df):
     err = df["error"].fillna("").astype(str)
     return (err == "") & df["latency_ms"].notna()
+
+
+def learnt_rows(df):
+    """Measured cells whose model learnt the set (the accuracy trade-offs to show)."""
+    d = ok_rows(df)
+    return d[d["learnt"].astype(object) == True]  # noqa: E712  (None: not evaluated)
 
 
 def ok_rows(df):
@@ -136,6 +154,8 @@ def frontier_mask(df, time_col="latency_ms", acc_col="mAP"):
     (or strictly faster and at least as accurate)."""
     mask = pd.Series(False, index=df.index)
     ok = _ok(df) & df[acc_col].notna() if acc_col in df else pd.Series(False, index=df.index)
+    if "learnt" in df:
+        ok &= df["learnt"].astype(object) != False  # noqa: E712  (a model that did not learn)
     pts = df[ok].sort_values([time_col, acc_col], ascending=[True, False])
     best = -math.inf
     for idx, row in pts.iterrows():

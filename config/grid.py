@@ -47,16 +47,68 @@ class Cell:
     variant: str = ""            # the base pipeline's label ("" for the sweep's own bases)
 
     @property
+    def model_label(self):
+        """The trained model, for people: 'SSD MobileNet v2 FPN 160px'."""
+        return model_label(self.train_pipeline, self.variant)
+
+    @property
     def label(self):
-        head = f"{self.meta_arch}[{self.variant}]" if self.variant else self.meta_arch
-        parts = [head] + [f"{k}={v}" for k, v in self.values.items() if k != "meta_arch"]
-        return " ".join(parts)
+        """The cell, for people: the model, then how it is tested where that differs
+        from its training ('tested at 80px', '100 proposals', 'stride 8', other axes)."""
+        return cell_label(self.train_pipeline, self.test_pipeline, self.values, self.variant)
+
+
+ARCH_NAMES = {"ssd": "SSD", "faster_rcnn": "Faster R-CNN", "rfcn": "R-FCN",
+              "cascade_rcnn": "Cascade R-CNN"}
+EXTRACTOR_NAMES = {"mobilenet_v1": "MobileNet v1", "mobilenet_v2": "MobileNet v2",
+                   "resnet50_v1": "ResNet-50", "resnet101_v1": "ResNet-101",
+                   "resnet152_v1": "ResNet-152", "inception_v2": "Inception v2",
+                   "inception_v3": "Inception v3", "inception_resnet_v2": "Inception-ResNet-v2",
+                   "vgg16": "VGG-16"}
+# Axes the labels spell out themselves (other axes appear as 'name=value').
+_LABELLED_AXES = ("meta_arch", "feature_extractor", "resolution", "train_resolution",
+                  "test_resolution", "num_proposals", "output_stride", "test_output_stride")
+
+
+def model_label(train, variant=""):
+    from detbench.config.validate import min_resolution
+    name, arch = meta_arch_config(train)
+    fe = arch.feature_extractor
+    parts = [ARCH_NAMES.get(name, name), EXTRACTOR_NAMES.get(fe.type, fe.type)]
+    if fe.depth_multiplier != 1:
+        parts.append(f"x{fe.depth_multiplier:g}")
+    if fe.HasField("fpn"):
+        parts.append("FPN")
+    if variant:
+        parts.append(f"[{variant}]")
+    if name in TWO_STAGE and fe.output_stride != 16 and not fe.HasField("fpn"):
+        parts.append(f"stride {fe.output_stride}")
+    parts.append(f"{min_resolution(arch)[0]}px")
+    return " ".join(parts)
+
+
+def cell_label(train, test, values, variant=""):
+    from detbench.config.validate import min_resolution
+    name, arch = meta_arch_config(test)
+    train_arch = meta_arch_config(train)[1]
+    out = [model_label(train, variant)]
+    resolution = min_resolution(arch)[0]
+    if resolution != min_resolution(train_arch)[0]:
+        out.append(f"tested at {resolution}px")
+    if name in TWO_STAGE:
+        out.append(f"{arch.rpn.max_proposals} proposals")
+        stride = arch.feature_extractor.output_stride
+        if stride != train_arch.feature_extractor.output_stride:
+            out.append(f"tested at stride {stride}")
+    out += [f"{k}={v}" for k, v in values.items() if k not in _LABELLED_AXES and v != NA]
+    return ", ".join(out)
 
 
 @dataclasses.dataclass
 class Grid:
     cells: list
     skipped: dict                # reason -> number of combinations skipped
+    pretraining: object = None   # the sweep's train.pretrain.Recipe, None when off
 
     def trainings(self):
         """train_key -> the first cell that needs it (one training each)."""
@@ -121,6 +173,19 @@ def _output_stride_axis(train, test, value):
 
 _output_stride_axis.scope = TRAIN
 AXES.register("output_stride")(_output_stride_axis)
+
+
+def _test_output_stride_axis(train, test, value):
+    """The model trained at its own stride, run dilated (or strided) at this one: the
+    same weights (an atrous backbone's strides change no variable)."""
+    name = meta_arch_config(train)[0]
+    if name not in TWO_STAGE:
+        raise NotApplicable(f"test_output_stride does not apply to {name}")
+    _extractor(test).output_stride = int(value)
+
+
+_test_output_stride_axis.scope = TEST
+AXES.register("test_output_stride")(_test_output_stride_axis)
 
 
 def _num_proposals_axis(train, test, value):
@@ -250,21 +315,35 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
     if sweep.train_steps < 0:
         raise ConfigError(f"{where_file}: train_steps: must not be negative, "
                           f"got {sweep.train_steps}")
+    recipe = pretraining_recipe(sweep, where_file)
     cells, skipped, ids = [], {}, set()
     for where, axes, steps, own in parts:
         bases = _load_bases(sweep.base, sweep, sweep_path, where_file, steps)
         bases.update(_load_bases(own, sweep, sweep_path, where, steps, own_part=True))
-        part = _expand_part(axes, bases, check_registry)
+        part = _expand_part(axes, bases, check_registry, recipe)
         for cell in part.cells:
             if cell.cell_id not in ids:
                 ids.add(cell.cell_id)
                 cells.append(cell)
         for reason, n in part.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
-    return Grid(cells, skipped)
+    return Grid(cells, skipped, recipe)
 
 
-def _expand_part(sweep_axes, bases, check_registry):
+def pretraining_recipe(sweep, where="<sweep>"):
+    """The sweep's pretraining recipe (``train.pretrain.Recipe``), or None when off."""
+    from detbench.train.pretrain import check_recipe, recipe_from_proto
+    if not sweep.pretraining.enabled:
+        return None
+    recipe = recipe_from_proto(sweep.pretraining)
+    try:
+        check_recipe(recipe)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return recipe
+
+
+def _expand_part(sweep_axes, bases, check_registry, recipe=None):
     """The cross product of [(where, Axis)] over the base pipelines."""
     axes, meta_values, labels = [], None, set()
     for where, axis in sweep_axes:
@@ -310,6 +389,9 @@ def _expand_part(sweep_axes, bases, check_registry):
                     skip("; ".join(not_applicable))
                     continue
                 seen.add(key)
+                if recipe is not None:
+                    from detbench.train.pretrain import start_from_pretrained
+                    start_from_pretrained(train, recipe)
                 _check_cell(train, test, values, check_registry)
             except Skip as s:
                 skip(str(s))

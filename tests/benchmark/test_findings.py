@@ -92,17 +92,26 @@ def test_resolution_inconclusive_when_small_objects_are_not_learnt():
 
 
 def test_resolution_not_reproduced_when_another_size_loses_more():
-    rows = _resolution_rows(small_high=0.07)     # small (0.07 - 0.06) / 0.07 = 14% < 20%
+    rows = _resolution_rows(small_high=0.0625)   # small (0.0625 - 0.06) / 0.0625 = 4% < 20% - 10
     assert _check(rows, "resolution").verdict == "not reproduced"
+
+
+def test_resolution_inconclusive_inside_the_margin():
+    rows = _resolution_rows(small_high=0.07)     # small 14%, medium 20%: within 10 points
+    f = _check(rows, "resolution")
+    assert f.verdict == "inconclusive" and "(-14%)" in f.measured
 
 
 def test_check_all_markdown_and_report(tmp_path):
     rows = _proposal_rows() + _resolution_rows()
     checked = findings.check_all(tables.to_frame(rows))
-    assert [f.name for f in checked] == ["proposals", "resolution", "stride"]
-    assert [f.verdict for f in checked] == ["reproduced", "reproduced", "not measured"]
+    assert len(checked) == 8
+    verdicts = {f.name: f.verdict for f in checked}
+    assert verdicts["proposals"] == verdicts["resolution"] == "reproduced"
+    assert verdicts["stride"] == "not measured"
+    assert all(f.threshold for f in checked)
     md = findings.markdown(checked)
-    assert md.count("\n") == 5 and "**not measured**" in md
+    assert md.count("\n") == 10 and "**not measured**" in md and "| threshold |" in md
     df = tables.write_tables(rows, str(tmp_path), findings_md=md)
     assert "## The study's findings on these results" in open(tmp_path / "results.md").read()
     page = report.write_report(df, [], str(tmp_path), findings=checked)
@@ -111,7 +120,7 @@ def test_check_all_markdown_and_report(tmp_path):
     assert 'class="verdict not-measured"' in text
 
 
-@pytest.mark.parametrize("name", ["proposals", "resolution", "stride"])
+@pytest.mark.parametrize("name", findings.CHECKS.names())
 def test_every_check_handles_an_empty_table(name):
     df = tables.to_frame([_row("x", "ssd", 1.0)])
     assert findings.CHECKS.get(name)(df).verdict == "not measured"
@@ -126,3 +135,124 @@ def test_drift_corrected_latency_column():
     assert tables.time_column(df)[0] == "latency_corrected_ms"
     rows[0]["latency_rel"] = None
     assert tables.time_column(tables.to_frame(rows))[0] == "latency_ms"
+
+
+# -- the accuracy and memory findings, on hand-made rows --------------------------
+def _acc_row(cid, meta_arch, mAP, small=None, medium=None, large=None, latency=10.0,
+             train_key=None, num_proposals=None, output_stride=None, resolution=256,
+             train_resolution=None, train_output_stride=None, peak_rss_mb=None, map50=None):
+    r = _row(cid, meta_arch, latency / 10.0, latency_ms=latency, num_proposals=num_proposals,
+             output_stride=output_stride, resolution=resolution)
+    r.update({"mAP": mAP, "mAP@.50": map50 if map50 is not None else 2 * mAP,
+              "mAP (small)": small, "mAP (medium)": medium, "mAP (large)": large,
+              "train_key": train_key or cid,
+              "train_resolution": train_resolution or resolution,
+              "train_output_stride": train_output_stride or output_stride,
+              "peak_rss_mb": peak_rss_mb})
+    return r
+
+
+def _frcnn(n, mAP, key="f", learnt=True):
+    return _acc_row(f"f{n}", "faster_rcnn", mAP, num_proposals=n, output_stride=16,
+                    train_key=key, map50=None if learnt else 0.05, latency=10 + n / 10)
+
+
+def test_proposals_accuracy_compares_the_fewest_within_a_sixth():
+    # 10 < 100/6 is not compared; 30 keeps 0.28 / 0.30 = 93% >= 90%
+    rows = [_frcnn(10, 0.10), _frcnn(30, 0.28), _frcnn(100, 0.30)]
+    f = _check(rows, "proposals_accuracy")
+    assert f.verdict == "reproduced" and "0.300 at 100 -> 0.280 at 30 proposals (93% kept)" \
+        in f.measured
+    rows[1]["mAP"] = 0.25                     # 83%
+    assert _check(rows, "proposals_accuracy").verdict == "not reproduced"
+    unlearnt = [_frcnn(30, 0.02, learnt=False), _frcnn(100, 0.03, learnt=False)]
+    assert _check(unlearnt, "proposals_accuracy").verdict == "inconclusive"
+    assert _check(rows[:1], "proposals_accuracy").verdict == "not measured"
+
+
+def _stride_rows(a8, a16=0.300):
+    return [_acc_row("s16", "faster_rcnn", a16, num_proposals=100, output_stride=16,
+                     train_key="m", train_output_stride=16, latency=10),
+            _acc_row("s8", "faster_rcnn", a8, num_proposals=100, output_stride=8,
+                     train_key="m", train_output_stride=16, latency=16)]
+
+
+@pytest.mark.parametrize("a8, verdict", [(0.306, "reproduced"),      # +2.0% >= +1%
+                                         (0.302, "inconclusive"),    # +0.7%
+                                         (0.290, "not reproduced")])  # -3.3%
+def test_stride_accuracy_margins(a8, verdict):
+    f = _check(_stride_rows(a8), "stride_accuracy")
+    assert f.verdict == verdict
+    assert "(trained at 16): mAP 0.300 at 16 ->" in f.measured
+
+
+def test_stride_accuracy_inconclusive_when_not_learnt():
+    rows = [dict(r, **{"mAP@.50": 0.05}) for r in _stride_rows(0.306)]
+    assert _check(rows, "stride_accuracy").verdict == "inconclusive"
+    assert _check(rows[:1], "stride_accuracy").verdict == "not measured"
+
+
+def _sizes_rows(ssd_small):
+    return [_acc_row("ssd", "ssd", 0.30, small=ssd_small, medium=0.34, large=0.50,
+                     resolution=160),
+            _acc_row("frcnn", "faster_rcnn", 0.35, small=0.20, medium=0.40, large=0.50,
+                     num_proposals=100, output_stride=16),
+            # a test variant (fewer proposals) is not the model at its training configuration
+            _acc_row("frcnn10", "faster_rcnn", 0.36, small=0.01, medium=0.01, large=0.01,
+                     num_proposals=10, output_stride=16, train_key="frcnn")]
+
+
+@pytest.mark.parametrize("ssd_small, verdict", [
+    (0.10, "reproduced"),       # ratios small 0.50, medium 0.85, large 1.00
+    (0.165, "inconclusive"),    # small 0.825 vs medium 0.85: inside 0.05
+    (0.20, "not reproduced")])  # small 1.00 >= 0.85 + 0.05
+def test_ssd_small_objects_ratios_by_hand(ssd_small, verdict):
+    f = _check(_sizes_rows(ssd_small), "ssd_small_objects")
+    assert f.verdict == verdict
+    assert f"small {ssd_small:.3f}/0.200" in f.measured and "medium 0.340/0.400 = 0.85" in f.measured
+
+
+def test_ssd_small_objects_needs_both_kinds():
+    assert _check(_sizes_rows(0.1)[:1], "ssd_small_objects").verdict == "not measured"
+
+
+def _rfcn_rows(rfcn_map, rfcn_latency):
+    return [_acc_row("f", "faster_rcnn", 0.30, num_proposals=100, output_stride=16, latency=40),
+            _acc_row("r", "rfcn", rfcn_map, num_proposals=100, output_stride=16,
+                     latency=rfcn_latency),
+            # below 100 proposals: not compared
+            _acc_row("r10", "rfcn", 0.01, num_proposals=10, output_stride=16, latency=1,
+                     train_key="r")]
+
+
+def test_rfcn_close_and_faster():
+    f = _check(_rfcn_rows(0.28, 20), "rfcn_vs_faster_rcnn")   # 93%, 40 / 20 = 2.00x
+    assert f.verdict == "reproduced" and "(93%), R-FCN 2.00x faster" in f.measured
+    assert _check(_rfcn_rows(0.25, 20), "rfcn_vs_faster_rcnn").verdict == "not reproduced"
+    assert _check(_rfcn_rows(0.29, 50), "rfcn_vs_faster_rcnn").verdict == "not reproduced"
+    assert _check(_rfcn_rows(0.29, 50)[:1], "rfcn_vs_faster_rcnn").verdict == "not measured"
+
+
+def test_spearman_by_hand():
+    # ranks x 1 2 3 4, y 1 3 2 4: d = 0 1 1 0, rho = 1 - 6 * 2 / (4 * 15) = 0.8
+    assert findings.spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("memories, verdict", [
+    ([100, 200, 300, 400, 500], "reproduced"),        # rho 1.0
+    ([500, 400, 300, 200, 100], "not reproduced"),    # rho -1.0
+    ([300, 100, 500, 200, 400], "inconclusive")])     # rho 0.3
+def test_memory_rank_correlation(memories, verdict):
+    rows = [_acc_row(f"c{i}", "ssd", 0.3, latency=10 * (i + 1), peak_rss_mb=m)
+            for i, m in enumerate(memories)]
+    f = _check(rows, "memory")
+    assert f.verdict == verdict and "over 5 cells" in f.measured
+    assert _check(rows[:4], "memory").verdict == "not measured"
+
+
+def test_a_model_that_has_not_learnt_is_off_the_frontier():
+    rows = [_acc_row("a", "ssd", 0.02, map50=0.05, latency=5),      # not learnt, fastest
+            _acc_row("b", "faster_rcnn", 0.30, latency=50, num_proposals=100, output_stride=16)]
+    df = tables.to_frame(rows)
+    assert list(df["learnt"]) == [False, True]
+    assert list(df["frontier"]) == [False, True]

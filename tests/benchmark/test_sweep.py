@@ -26,8 +26,9 @@ OUTPUTS = ["results.csv", "results.jsonl", "results.md", "report.html"]
 
 
 def write_sweep(tmp_path, axes=None, name="sweep.pbtxt", settings="num_warmup: 1 num_runs: 2 "
-                "num_timing_images: 2"):
-    """A copy of tiny_sweep.pbtxt with the data cached under tmp_path (and other axes)."""
+                "num_timing_images: 2", pretraining="enabled: false"):
+    """A copy of tiny_sweep.pbtxt with the data cached under tmp_path (and other axes;
+    no pretraining unless ``pretraining`` gives a recipe)."""
     data = tmp_path / "data"
     axes = axes or ['axis { name: "resolution" values: "64" values: "96" }']
     text = "\n".join([
@@ -38,6 +39,7 @@ def write_sweep(tmp_path, axes=None, name="sweep.pbtxt", settings="num_warmup: 1
         f"benchmark {{ {settings} }}",
         f'override: "train_input_reader.synthetic_shapes.cache_dir={data}/train"',
         f'override: "eval_input_reader.synthetic_shapes.cache_dir={data}/val"',
+        f"pretraining {{ {pretraining} }}",
     ])
     path = tmp_path / name
     path.write_text(text + "\n")
@@ -221,7 +223,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert "2 cells (2 in the grid), 0 already done" in plan
     for c in cells:
         assert f"  {c.cell_id}  {c.label}\n" in plan
-        assert f"  {c.train_key}  {c.label}  (2 steps)" in plan
+        assert f"  {c.train_key}  {c.model_label}  (2 steps, from scratch)" in plan
     assert "2 trained models needed, 2 to train:" in plan
     assert not out.exists()
 
@@ -367,7 +369,7 @@ def test_failed_cell_is_a_row_and_a_killed_sweep_resumes(tmp_path):
     good, bad = read_rows(out)
     assert [good["cell_id"], bad["cell_id"]] == [c.cell_id for c in cells]
     assert bad["error"].startswith("ConfigError: box_predictor: kernel_size")
-    assert bad["label"] == "ssd resolution=64 model.ssd.box_predictor.kernel_size=0"
+    assert bad["label"] == "SSD MobileNet v2 x0.25 64px, model.ssd.box_predictor.kernel_size=0"
     assert "latency_ms" not in bad and os.path.exists(bad["log"])
     assert good["error"] == "" and good["latency_ms"] > 0 and good["gflops"] > 0
     assert good["speed_only"] and "mAP" not in good and "train_steps" not in good
@@ -377,3 +379,35 @@ def test_failed_cell_is_a_row_and_a_killed_sweep_resumes(tmp_path):
     assert "Failed cells:" in md and "kernel_size=0: ConfigError" in md
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
     assert np.isfinite(csv["latency_ms"].dropna()).all()
+
+
+def test_sweep_pretrains_each_extractor_once_and_rows_say_so(tmp_path):
+    """A tiny pretraining recipe: the phase runs once, every training starts from its
+    weights, rows record where the weights came from; a second sweep reuses the cache."""
+    grid = write_sweep(tmp_path, pretraining="resolution: 32 steps: 2 batch_size: 4 num_images: 3")
+    env_cache = str(tmp_path / "cache")
+    out = str(tmp_path / "out")
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", out,
+                               *extra], cwd=REPO, env=dict(sweep_env(), DETBENCH_CACHE_DIR=env_cache),
+                              capture_output=True, text=True, timeout=900)
+    proc = run()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pretraining 1 extractors" in proc.stdout
+    assert re.search(r"pretrained mobilenet_v2-x0.25-r32-\w+: 2 steps", proc.stderr + proc.stdout)
+    rows = read_rows(out)
+    assert len(rows) == 2 and all(not r.get("error") for r in rows)
+    for r in rows:
+        assert r["weights_source"].startswith("synthetic pretraining mobilenet_v2-x0.25-r32-")
+        assert r["pretrain_steps"] == 2 and 0 <= r["pretrain_val_accuracy"] <= 1
+    cached = os.listdir(os.path.join(env_cache, "pretrained"))
+    assert sum(f.endswith(".h5") for f in cached) == 1
+    # the trainings' pipelines name the weights by reference, resolved in the cache
+    models = os.path.join(out, "models")
+    for key in os.listdir(models):
+        text = open(os.path.join(models, key, "pipeline.pbtxt"), encoding="utf-8").read()
+        assert 'weights_path: "pretrained:mobilenet_v2-x0.25-r32-' in text
+    again = run("--no-resume", "--out", str(tmp_path / "out2"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pretraining" not in again.stdout

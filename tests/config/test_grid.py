@@ -160,10 +160,10 @@ def test_sub_grids_are_a_union_and_shared_cells_count_once():
     # part 1: SSD once (proposals do not apply) + Faster R-CNN at 10 and 300;
     # part 2: stride 8 and 16 at the base's 300 proposals; the base stride is 16,
     # so "stride 16" is part 1's 300-proposal cell and is not repeated.
-    assert labels == ["ssd resolution=300 num_proposals=-",
-                      "faster_rcnn resolution=300 num_proposals=10",
-                      "faster_rcnn resolution=300 num_proposals=300",
-                      "faster_rcnn resolution=300 output_stride=8"]
+    assert labels == ["SSD MobileNet v1 300px",
+                      "Faster R-CNN ResNet-101 300px, 10 proposals",
+                      "Faster R-CNN ResNet-101 300px, 300 proposals",
+                      "Faster R-CNN ResNet-101 stride 8 300px, 300 proposals"]
     assert len(grid.trainings()) == 3        # SSD, Faster R-CNN stride 16, stride 8
     stride8 = grid.cells[-1].train_pipeline.model.faster_rcnn.feature_extractor
     assert stride8.output_stride == 8
@@ -189,7 +189,8 @@ grid {{ name: "accuracy" train_steps: 40
 """
     grid = expand_grid(sweep(text), None, check_registry=False)
     own = [c for c in grid.cells if c.variant]
-    assert [c.label for c in own] == ["ssd[retina] resolution=128", "ssd[retina] resolution=64"]
+    assert [c.label for c in own] == ["SSD ResNet-50 FPN [retina] 128px",
+                                      "SSD ResNet-50 FPN [retina] 64px"]
     for c in own:   # the part's base (an FPN SSD) and its steps; the sweep's override kept
         assert c.train_pipeline.model.ssd.feature_extractor.HasField("fpn")
         assert c.train_pipeline.train_config.num_steps == 40
@@ -208,7 +209,7 @@ grid {{ name: "accuracy" train_steps: 40
     # without a label, a part's base is named by its file
     unlabeled = expand_grid(sweep(text.replace(' label: "retina"', "")), None,
                             check_registry=False)
-    assert unlabeled.cells[-1].label == "ssd[ssd_resnet50_fpn_640] resolution=64"
+    assert unlabeled.cells[-1].label == "SSD ResNet-50 FPN [ssd_resnet50_fpn_640] 64px"
 
 
 def test_sweep_base_errors_name_the_file():
@@ -245,17 +246,30 @@ def test_shipped_sweeps_expand():
     default = os.path.join(CONFIGS, "speed_accuracy.pbtxt")
     grid = expand_grid(load_sweep(default), default)
     # study part (MobileNet v2): SSD 1 + (Faster R-CNN, R-FCN) x 3 proposals; Cascade
-    # at 100; extractors part: Faster R-CNN MobileNet v1 at 100; stride 8 (16 at 100
-    # is the study's); the SSD tested at 80 px (160 is the study's), no training
+    # at 100; extractors part: Faster R-CNN MobileNet v1 at 100; stride part: the
+    # Faster R-CNN at 100 tested at stride 8 (16 is the study's cell); the SSD tested
+    # at 80 px (160 is the study's): 5 trainings, one per meta-architecture and v1
     assert len(grid.cells) == 1 + 2 * 3 + 1 + 1 + 1 + 1
-    assert len(grid.trainings()) == 1 + 3 + 1 + 1
+    assert len(grid.trainings()) == 3 + 1 + 1
     assert grid.skipped == {"num_proposals does not apply to ssd": 2}
     ssd = [c for c in grid.cells if c.meta_arch == "ssd"]
     assert [c.test_pipeline.model.ssd.image_resizer.fixed_shape.height for c in ssd] == [160, 80]
     assert len({c.train_key for c in ssd}) == 1
-    steps = {c.meta_arch: c.train_pipeline.train_config.num_steps for c in grid.cells}
-    assert steps == {"ssd": 700, "faster_rcnn": 40, "rfcn": 40, "cascade_rcnn": 40}
+    frcnn_v2 = [c for c in grid.cells if c.meta_arch == "faster_rcnn"
+                and c.train_pipeline.model.faster_rcnn.feature_extractor.type == "mobilenet_v2"]
+    assert len({c.train_key for c in frcnn_v2}) == 1        # proposals and stride: test axes
+    assert sorted(c.test_pipeline.model.faster_rcnn.feature_extractor.output_stride
+                  for c in frcnn_v2) == [8, 16, 16, 16]
+    # one recipe for every meta-architecture: steps and learning-rate schedule
+    steps = {c.train_pipeline.train_config.num_steps for c in grid.cells}
+    assert steps == {300}
+    schedules = {str(c.train_pipeline.train_config.optimizer.adam.learning_rate)
+                 for c in grid.cells}
+    assert len(schedules) == 1
     assert {c.test_pipeline.eval_config.batch_size for c in grid.cells} == {8}
+    labels = [c.label for c in grid.cells]
+    assert "SSD MobileNet v2 FPN 160px, tested at 80px" in labels
+    assert "Faster R-CNN MobileNet v2 224px, 100 proposals, tested at stride 8" in labels
     study = os.path.join(CONFIGS, "huang2017.pbtxt")
     grid = expand_grid(load_sweep(study), study)
     # 3 archs x 6 extractors x 2 resolutions; two-stage x 6 proposals x 2 strides,
