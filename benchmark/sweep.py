@@ -371,7 +371,7 @@ def train_models(cells, out_dir, executor):
         else:
             needed[c.train_key] = c
     print(f"training {len(needed)} models ({len(cached)} already trained)"
-          + "".join(f"\n  {k}  {c.label}" for k, c in needed.items()))
+          + "".join(f"\n  {k}  {c.model_label}" for k, c in needed.items()))
     if not needed:
         return {}
     from detbench.benchmark.progress import ChildProgress
