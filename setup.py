@@ -38,7 +38,7 @@ setup(
     name="detbench",
     version="0.1.0",
     description="Speed/accuracy trade-offs of object detectors, measured (Huang et al. 2017)",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
     package_dir={"detbench": "."} | {f"detbench.{p}": p for p in SUBPACKAGES},
     packages=["detbench"] + [f"detbench.{p}" for p in SUBPACKAGES],
     package_data={"detbench.protos": ["*.proto"]},
@@ -62,5 +62,6 @@ setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "ray>=2.9"],
         "ray": ["ray>=2.9"],
     },
+    entry_points={"console_scripts": ["detbench=detbench.cli:console"]},
     cmdclass={"build_py": BuildPyWithProtos},
 )

@@ -81,7 +81,9 @@ def measure(pipeline, split="eval", num_images=64):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmark/anchor_coverage.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench anchor-coverage --pipeline "
+                                       "configs/train_accuracy/ssd_mobilenet_v2_fpn_160.pbtxt --num_images 128")
     p.add_argument("--pipeline", required=True)
     p.add_argument("--set", action="append", default=[], help="pipeline override FIELD=VALUE")
     p.add_argument("--split", default="eval", choices=["eval", "train"])

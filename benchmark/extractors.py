@@ -63,7 +63,9 @@ def bench_extractor(name, sizes, runs, warmup):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench extractors --names mobilenet_v2,resnet50_v1 --sizes 300 --runs 5")
     parser.add_argument("--names", default="", help="comma-separated extractor names (default: all)")
     parser.add_argument("--sizes", default="300,600", help="comma-separated input sides in pixels")
     parser.add_argument("--runs", type=int, default=10, help="timed runs (median reported)")

@@ -24,7 +24,8 @@ import time
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmark/first_call.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench first-call --side theirs --stages")
     p.add_argument("--kind", default="faster_rcnn", choices=["faster_rcnn", "retinanet"])
     p.add_argument("--proposals", type=int, default=300)
     p.add_argument("--side", default="ours", choices=["ours", "theirs"])

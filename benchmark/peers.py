@@ -660,7 +660,9 @@ SECTIONS = ("faster_rcnn", "retinanet", "proposals", "xla", "overhead")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench peers --pairs faster_rcnn,retinanet --runs 6")
     parser.add_argument("--pairs", default=",".join(SECTIONS),
                         help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per model")

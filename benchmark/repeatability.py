@@ -24,7 +24,9 @@ def _spread(values):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmark/repeatability.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench repeatability --grid configs/speed_accuracy.pbtxt "
+                                       "--filter meta_arch=ssd,resolution=160 --times 3")
     p.add_argument("--grid", required=True, help="a Sweep .pbtxt")
     p.add_argument("--filter", action="append", default=[],
                    help="as the sweep's --filter (repeatable); default: every cell")

@@ -31,7 +31,8 @@ PROTOCOL_TEXT = ("Latency: batch 1, median and p90 of {runs} timed runs after {w
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python benchmark/sweep.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench sweep --grid configs/speed_accuracy.pbtxt --dry-run")
     p.add_argument("--grid", required=True, help="a Sweep .pbtxt (protos/sweep.proto)")
     p.add_argument("--out", help="output directory (default: the sweep's out_dir)")
     p.add_argument("--train-steps", type=int, default=None,

@@ -35,7 +35,8 @@ def _print_point(step, trained_s, m):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmark/train_accuracy.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench train-accuracy --models ssd_mobilenet_v2 --minutes 5")
     p.add_argument("--minutes", type=float, default=15.0, help="training budget per model")
     p.add_argument("--models", default=",".join(MODELS),
                    help="comma-separated names (%(default)s) or pipeline files")

@@ -67,7 +67,9 @@ def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python benchmark/train_step_time.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench train-step-time --pipeline configs/speed_accuracy/ssd.pbtxt "
+                                       "--resolutions 256,160")
     p.add_argument("--pipeline", required=True)
     p.add_argument("--resolutions", default="256,192,160,128")
     p.add_argument("--batch", type=int, help="default: the pipeline's train_config.batch_size")
