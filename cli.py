@@ -26,13 +26,13 @@ COMMANDS = {
         "synthetic": ("detbench.data.synthetic", "write a synthetic COCO-format dataset"),
         "to-tfrecord": ("detbench.data.to_tfrecord", "convert COCO json + images to TFRecord"),
     }, "datasets: synthetic, to-tfrecord"),
-    "peers": ("detbench.benchmark.peers", "study: our models against the Model Garden's"),
-    "extractors": ("detbench.benchmark.extractors", "study: feature extractor throughput"),
-    "first-call": ("detbench.benchmark.first_call", "study: where a model's first call goes"),
-    "train-accuracy": ("detbench.benchmark.train_accuracy", "study: mAP against training time"),
-    "train-step-time": ("detbench.benchmark.train_step_time", "study: training step time"),
-    "repeatability": ("detbench.benchmark.repeatability", "study: spread of repeated sweep cells"),
-    "anchor-coverage": ("detbench.benchmark.anchor_coverage", "study: best anchor IoU per object"),
+    "peers": ("detbench.studies.peers", "study: our models against the Model Garden's"),
+    "extractors": ("detbench.studies.extractors", "study: feature extractor throughput"),
+    "first-call": ("detbench.studies.first_call", "study: where a model's first call goes"),
+    "train-accuracy": ("detbench.studies.train_accuracy", "study: mAP against training time"),
+    "train-step-time": ("detbench.studies.train_step_time", "study: training step time"),
+    "repeatability": ("detbench.studies.repeatability", "study: spread of repeated sweep cells"),
+    "anchor-coverage": ("detbench.studies.anchor_coverage", "study: best anchor IoU per object"),
 }
 
 

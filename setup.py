@@ -31,7 +31,7 @@ class BuildPyWithProtos(build_py):
 
 SUBPACKAGES = [
     "protos", "config", "core", "feature_extractors", "meta_arch", "builders",
-    "data", "train", "evaluation", "export", "benchmark",
+    "data", "train", "evaluation", "export", "benchmark", "studies",
 ]
 
 setup(

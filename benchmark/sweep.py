@@ -141,7 +141,8 @@ def weights_source(train_pipeline):
     return {"weights_source": "scratch"}
 
 
-def _settings(sweep):
+def benchmarkbenchmark_settings(sweep):
+    """The sweep's timing settings (warm-up, runs, threads, XLA), as each cell's spec has them."""
     b = sweep.benchmark
     return {"num_warmup": b.num_warmup, "num_runs": b.num_runs,
             "intra_op_threads": b.intra_op_threads, "inter_op_threads": b.inter_op_threads,
@@ -213,7 +214,7 @@ def run_sweep(args):
         print_plan(grid, cells, out_dir, args.speed_only, done)
         return 0
     os.makedirs(out_dir, exist_ok=True)
-    settings = _settings(sweep)
+    settings = benchmarkbenchmark_settings(sweep)
     todo = [c for c in cells if c.cell_id not in done]
     print(f"detbench sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, "
           f"{len(todo)} to run -> {out_dir}")

@@ -1,6 +1,6 @@
 """Our detectors side by side with the TF Model Garden's, in one run.
 
-    python benchmark/peers.py [--pairs faster_rcnn,retinanet,proposals,xla,overhead]
+    python studies/peers.py [--pairs faster_rcnn,retinanet,proposals,xla,overhead]
                               [--runs N] [--warmup N] [--xla both|on|off] [--json OUT]
 
 Prints one markdown table per section with ours / theirs ratios and each
@@ -209,7 +209,7 @@ def detect_fn(side, model, xla=False, xla_scope="detect", autograph=False):
     each side's fastest first call. The Model Garden's Faster R-CNN @300
     traced in 13.6 s with AutoGraph and 5.0 s without (first call 18.8 s and
     10.0 s, the latter as the issue's reference of 9.5-10.5 s; ``python
-    benchmark/first_call.py --side theirs [--no-autograph]``); ours 2.4 s
+    studies/first_call.py --side theirs [--no-autograph]``); ours 2.4 s
     and 2.2 s. Steady-state latency is the same either way. (``autograph``:
     with XLA off only.)"""
     import tensorflow as tf

@@ -1,6 +1,6 @@
 """Benchmark every registered feature extractor's two-stage first stage.
 
-    python benchmark/extractors.py [--names a,b] [--sizes 300,600] [--runs N] [--warmup N]
+    python studies/extractors.py [--names a,b] [--sizes 300,600] [--runs N] [--warmup N]
 
 For each extractor and square input size: the median forward time of the
 first stage (batch 1, tf.function, after warm-up), its FLOPs (traced graph,

@@ -1,6 +1,6 @@
 """Training throughput: seconds per training step (a benchmark, not a test).
 
-    python benchmark/train_step_time.py --pipeline configs/speed_accuracy/ssd.pbtxt \\
+    python studies/train_step_time.py --pipeline configs/speed_accuracy/ssd.pbtxt \\
         [--resolutions 256,192,160,128] [--batch 8] [--precision float32|mixed_bfloat16]
         [--jit] [--set FIELD=VALUE ...] [--runs 10]
 
@@ -66,7 +66,7 @@ def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmark/train_step_time.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python studies/train_step_time.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="example:\n  detbench train-step-time --pipeline configs/speed_accuracy/ssd.pbtxt "
                                        "--resolutions 256,160")
