@@ -95,6 +95,7 @@ def _nonempty(boxes):
 
 @META_ARCHITECTURES.register("cascade_rcnn")
 class CascadeRcnn(two_stage.TwoStageDetectionModel):
+    """Two-stage detector with a cascade of box heads trained at rising IoU (0.5/0.6/0.7)."""
 
     def __init__(self, num_classes, is_training, feature_extractor, rpn, stages=None,
                  roi_crop=None, fpn_head=None, **kwargs):

@@ -25,6 +25,7 @@ from detbench.protos import faster_rcnn_pb2
 
 @META_ARCHITECTURES.register("faster_rcnn")
 class FasterRcnn(two_stage.TwoStageDetectionModel):
+    """Two-stage detector: RPN proposals, per-RoI crops through the box classifier."""
 
     def __init__(self, num_classes, is_training, feature_extractor, rpn,
                  roi_crop=None, fpn_head=None, **kwargs):

@@ -52,6 +52,7 @@ def bins_and_crop(feature_extractor, num_spatial_bins=0, crop_size=0):
 
 @META_ARCHITECTURES.register("rfcn")
 class Rfcn(two_stage.TwoStageDetectionModel):
+    """Two-stage detector: RPN proposals scored by position-sensitive crops of whole-map scores."""
 
     def __init__(self, num_classes, is_training, feature_extractor, rpn,
                  num_spatial_bins=0, crop_size=0, reduction_depth=1024, **kwargs):

@@ -32,8 +32,10 @@ def test_list_shows_extractors_with_strides_and_meta_archs():
     out = subprocess.run([sys.executable, "-m", "detbench", "list"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    for name in ("ssd", "faster_rcnn", "rfcn", "cascade_rcnn"):
-        assert any(l.strip().startswith(name + " ") or l.strip() == name for l in lines), name
+    archs = lines[1:lines.index("feature extractors:")]
+    described = {line.split()[0]: line.split(None, 1)[1:] for line in archs}
+    assert set(described) == {"ssd", "faster_rcnn", "rfcn", "cascade_rcnn"}
+    assert all(described.values()), described  # each has a one-line description
     start = lines.index("feature extractors:") + 2          # skip the column header
     end = next(i for i, l in enumerate(lines) if l.startswith("sweep axes"))
     table = {l.split()[0]: l.split() for l in lines[start:end]}
