@@ -75,6 +75,7 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
     args = p.parse_args(argv)
     import tensorflow as tf
+
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
     pipeline = load_pipeline(args.pipeline, args.set)

@@ -37,6 +37,7 @@ class _Phases:
 
 def _pipeline(text):
     from google.protobuf import text_format
+
     from detbench.protos import pipeline_pb2
     return text_format.Parse(text, pipeline_pb2.Pipeline())
 
@@ -97,6 +98,7 @@ def _parameter_counts(model):
 def run_measure(spec):
     """Time, count and (unless speed-only) evaluate one cell; returns the row."""
     import tensorflow as tf
+
     from detbench.benchmark import environment, timing
     from detbench.benchmark.flops import count_flops
     from detbench.builders.model_builder import build_model

@@ -103,7 +103,7 @@ def select(cells, filters):
 
 def describe_cell(cell):
     """The row's identifying columns, read from the cell's pipelines."""
-    from detbench.config.validate import meta_arch_config, min_resolution, TWO_STAGE
+    from detbench.config.validate import TWO_STAGE, meta_arch_config, min_resolution
     name, test = meta_arch_config(cell.test_pipeline)
     _, train = meta_arch_config(cell.train_pipeline)
     fe = test.feature_extractor
@@ -141,7 +141,7 @@ def weights_source(train_pipeline):
     return {"weights_source": "scratch"}
 
 
-def benchmarkbenchmark_settings(sweep):
+def benchmark_settings(sweep):
     """The sweep's timing settings (warm-up, runs, threads, XLA), as each cell's spec has them."""
     b = sweep.benchmark
     return {"num_warmup": b.num_warmup, "num_runs": b.num_runs,
@@ -188,6 +188,7 @@ def print_plan(grid, cells, out_dir, speed_only, done=()):
 def run_sweep(args):
     from google.protobuf import text_format
     from tqdm import tqdm
+
     from detbench.benchmark.results import ResultsStore
     from detbench.benchmark.runner import EXECUTORS
     from detbench.config import load_sweep
@@ -214,7 +215,7 @@ def run_sweep(args):
         print_plan(grid, cells, out_dir, args.speed_only, done)
         return 0
     os.makedirs(out_dir, exist_ok=True)
-    settings = benchmarkbenchmark_settings(sweep)
+    settings = benchmark_settings(sweep)
     todo = [c for c in cells if c.cell_id not in done]
     print(f"detbench sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, "
           f"{len(todo)} to run -> {out_dir}")

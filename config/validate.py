@@ -72,8 +72,8 @@ def _check_extractor(name, arch, field, check_registry):
                           "strides; output_stride applies to two-stage models only")
     if not check_registry:
         return
-    from detbench.feature_extractors.base import FEATURE_EXTRACTORS
     import detbench.feature_extractors  # noqa: F401  (registers the families)
+    from detbench.feature_extractors.base import FEATURE_EXTRACTORS
     if fe.type not in FEATURE_EXTRACTORS:
         raise ConfigError(f"{field}.feature_extractor.type: "
                           f"{FEATURE_EXTRACTORS.unknown_message(fe.type)}")

@@ -17,19 +17,20 @@ once per input shape, eagerly, and enter the graph as a constant.
 import numpy as np
 import tensorflow as tf
 
-from detbench.core import anchor_generators as anchor_lib
-from detbench.core import box_coders
-from detbench.core import losses as losses_lib
-from detbench.core import matchers
-from detbench.core import post_processing
-from detbench.core import samplers
-from detbench.core import target_assigner as target_assigner_lib
+from detbench.core import (
+    anchor_generators as anchor_lib,
+    box_coders,
+    losses as losses_lib,
+    matchers,
+    post_processing,
+    samplers,
+    target_assigner as target_assigner_lib,
+)
 from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
 from detbench.meta_arch.base import META_ARCHITECTURES, DetectionModel
 from detbench.meta_arch.box_predictor import build_box_predictor
-from detbench.protos import losses_pb2
-from detbench.protos import post_processing_pb2
+from detbench.protos import losses_pb2, post_processing_pb2
 
 DEFAULT_IMAGE_SIZE = (300, 300)
 # The model has no data-dependent Python control flow; skipping AutoGraph also

@@ -44,9 +44,7 @@ from detbench.core import target_assigner as target_assigner_lib
 from detbench.feature_extractors.base import build_feature_extractor
 from detbench.meta_arch.base import DetectionModel
 from detbench.meta_arch.rpn import RegionProposalNetwork
-from detbench.protos import image_resizer_pb2
-from detbench.protos import losses_pb2
-from detbench.protos import post_processing_pb2
+from detbench.protos import image_resizer_pb2, losses_pb2, post_processing_pb2
 
 # The graphs need no autograph (no Python control flow on tensors); skipping
 # its source conversion cuts first-call tracing several-fold.

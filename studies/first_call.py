@@ -34,6 +34,7 @@ def main(argv=None):
                    help="then trace each stage prefix (warm) and print its ops and trace time")
     args = p.parse_args(argv)
     import tensorflow as tf
+
     from detbench.benchmark.timing import block
     from detbench.studies import peers
     if args.no_grappler:

@@ -114,9 +114,9 @@ TARGETS = {
 OVERHEAD_MIN = 0.7
 PROPOSALS_FASTER_MAX, PROPOSALS_RFCN_MIN = 0.5, 0.85
 
-FINAL_NMS = ("batch_non_max_suppression {score_threshold: %s iou_threshold: %s "
-             "max_detections_per_class: %d max_total_detections: %d pre_nms_top_k: 0}"
-             % (SCORE_THRESHOLD, NMS_IOU, MAX_DETECTIONS, MAX_DETECTIONS))
+FINAL_NMS = (f"batch_non_max_suppression {{score_threshold: {SCORE_THRESHOLD} "
+             f"iou_threshold: {NMS_IOU} max_detections_per_class: {MAX_DETECTIONS:d} "
+             f"max_total_detections: {MAX_DETECTIONS:d} pre_nms_top_k: 0}}")
 
 
 # -- building ------------------------------------------------------------------
@@ -157,6 +157,7 @@ OUR_CONFIGS = {"faster_rcnn": "faster_rcnn_resnet50_fpn_640.pbtxt",
 def build_ours(kind, size=SIZE, proposals=300, config=None, overrides=None):
     """-> our DetectionModel (benchmark mode on for two-stage models)."""
     import tf_keras
+
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
     tf_keras.utils.set_random_seed(0)
@@ -170,9 +171,9 @@ def build_ours(kind, size=SIZE, proposals=300, config=None, overrides=None):
 
 
 def theirs_config(kind, size=SIZE, proposals=300):
-    from official.core import exp_factory
     import official.vision.configs.maskrcnn  # noqa: F401  (registers the experiments)
     import official.vision.configs.retinanet  # noqa: F401
+    from official.core import exp_factory
     if kind == "faster_rcnn":
         c = exp_factory.get_exp_config("fasterrcnn_resnetfpn_coco").task.model
         c.include_mask = False
@@ -329,6 +330,7 @@ def parameter_count(model):
 def timing_images(size=SIZE, count=4):
     import numpy as np
     import tensorflow as tf
+
     from detbench.data.synthetic import generate_image
     return [tf.constant(generate_image(0, "val", i, image_size=size)[0][None].astype(np.uint8))
             for i in range(count)]
@@ -337,8 +339,9 @@ def timing_images(size=SIZE, count=4):
 # -- child process: first call and peak memory of one side -----------------------
 def run_child(spec):
     """Build one side, time its first call and a few runs; peak RSS of this process."""
-    import tensorflow as tf  # noqa: F401  (both sides' modules are imported alike)
     import official.vision.modeling.factory  # noqa: F401
+    import tensorflow as tf  # noqa: F401  (both sides' modules are imported alike)
+
     import detbench.meta_arch  # noqa: F401
     images = timing_images(spec["size"], 2)
     start = time.perf_counter()
@@ -427,6 +430,7 @@ def section_pairs(kind, proposal_counts, args, rows, failures):
     for proposals in proposal_counts:
         label = f"{kind}" + (f" @{proposals} proposals" if kind == "faster_rcnn" else "")
         import tensorflow as tf
+
         from detbench.benchmark.flops import count_flops
         images = timing_images(SIZE)
         ours = build_ours(kind, SIZE, proposals)
@@ -602,6 +606,7 @@ def print_xla(rows):
 
 def section_overhead(args, rows, failures):
     import tensorflow as tf
+
     from detbench.benchmark.flops import count_flops
     for name, config, overrides in GRID_MODELS:
         print(f"[peers] {name}: detection overhead ...", file=sys.stderr)

@@ -36,6 +36,7 @@ def main(argv=None):
     if args.times < 2:
         raise ConfigError(f"--times: needs at least 2 repetitions, got {args.times}")
     from google.protobuf import text_format
+
     from detbench.benchmark.runner import run_job
     from detbench.benchmark.sweep import benchmark_settings, parse_filters, select
     from detbench.config import load_sweep

@@ -2,9 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detbench.core import box_coders
-from detbench.core import matchers
-from detbench.core import target_assigner as ta
+from detbench.core import box_coders, matchers, target_assigner as ta
 
 
 def np_iou(b1, b2):
@@ -13,7 +11,10 @@ def np_iou(b1, b2):
                - np.maximum(b1[..., 0], b2[..., 0]), 0, None)
   iw = np.clip(np.minimum(b1[..., 3], b2[..., 3])
                - np.maximum(b1[..., 1], b2[..., 1]), 0, None)
-  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+
+  def area(b):
+    return (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+
   inter = ih * iw
   union = area(b1) + area(b2) - inter
   return np.where(union > 0, inter / np.where(union > 0, union, 1), 0)

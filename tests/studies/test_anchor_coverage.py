@@ -12,7 +12,6 @@ from detbench.studies.anchor_coverage import best_iou, coverage_table
 from tests.studies import REPO, TINY_SSD
 
 
-
 def test_best_iou_hand_worked():
     boxes = [[0, 0, 1, 1], [0, 0, 2, 2], [0, 0, 2, 1], [5, 5, 6, 6]]
     anchors = [[0, 0, 1, 1], [1, 1, 3, 3]]

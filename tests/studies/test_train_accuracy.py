@@ -7,7 +7,6 @@ import sys
 from tests.studies import REPO, TINY_SSD
 
 
-
 def _run(tmp_path, *extra):
     cache = [f"{r}.synthetic_shapes.cache_dir={tmp_path / 'sets'}"
              for r in ("train_input_reader", "eval_input_reader")]

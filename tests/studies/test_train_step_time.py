@@ -7,7 +7,6 @@ import sys
 from tests.studies import REPO, TINY_SSD
 
 
-
 def test_step_time_table(tmp_path):
     cmd = [sys.executable, os.path.join(REPO, "studies", "train_step_time.py"),
            "--pipeline", TINY_SSD, "--resolutions", "64,96",
