@@ -5,8 +5,7 @@ strides, FPN, total stride) ask the extractor class through its registry;
 the registry is imported lazily so the config layer stays importable alone.
 """
 from detbench.errors import ConfigError
-
-TWO_STAGE = ("faster_rcnn", "rfcn", "cascade_rcnn")
+from detbench.meta_arch_names import TWO_STAGE  # noqa: F401  (grid, sweep import it here)
 
 
 def meta_arch_name(pipeline):

@@ -96,13 +96,14 @@ SIZE = 640
 MG_NUM_CLASSES = 91  # background included (ours: num_classes 90 + background)
 SCORE_THRESHOLD, NMS_IOU, MAX_DETECTIONS = 0.05, 0.5, 100
 RPN_NMS_IOU, RPN_PRE_NMS_PER_LEVEL = 0.7, 1000
-MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def their_inputs(images):
-    """uint8 images -> the Model Garden's input: ImageNet-normalized float32."""
+    """uint8 images -> the Model Garden's input: ImageNet-normalized float32
+    (the same ImageNet mean and stddev as our ResNet's preprocessing)."""
     import tensorflow as tf
+
+    from detbench.feature_extractors.resnet import MEAN_RGB, STDDEV_RGB
     return (tf.cast(images, tf.float32) - MEAN_RGB) / STDDEV_RGB
 
 # targets of issue 9
