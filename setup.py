@@ -59,7 +59,7 @@ setup(
     ],
     extras_require={
         # ray: tests/benchmark/test_ray_executor.py (about 240 MB, installs in about 1 min).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "ray>=2.9", "ruff>=0.6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "ray>=2.9", "ruff>=0.17,<0.18"],
         "ray": ["ray>=2.9"],
     },
     entry_points={"console_scripts": ["detbench=detbench.cli:console"]},
