@@ -17,6 +17,7 @@ from detbench.errors import run_cli
 COMMANDS = {
     "sweep": ("detbench.benchmark.sweep", "run a sweep grid: train, export, time, evaluate, plot"),
     "train": ("detbench.train.__main__", "train a detector from a pipeline file"),
+    "pretrain": ("detbench.pretrain", "pretrain a feature extractor on synthetic classification"),
     "evaluate": ("detbench.evaluate", "COCO / PASCAL VOC metrics of a checkpoint"),
     "export": ("detbench.export.__main__", "export a checkpoint as a SavedModel or TFLite"),
     "infer": ("detbench.infer", "draw a checkpoint's detections on one image"),

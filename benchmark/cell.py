@@ -53,6 +53,7 @@ def _configure_threads(settings):
 def run_pretraining(spec):
     """Pretrain one extractor into detbench's cache (resuming a killed pretraining)."""
     from google.protobuf import text_format
+
     from detbench.protos import feature_extractor_pb2
     from detbench.train import pretrain
     config = text_format.Parse(spec["extractor"], feature_extractor_pb2.FeatureExtractor())

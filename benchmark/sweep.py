@@ -317,8 +317,10 @@ def pretrain_extractors(cells, out_dir, executor, recipe):
     """Pretrain (into detbench's cache) each distinct extractor the trainings start from;
     returns {train_key: error} of the trainings whose pretraining failed."""
     import dataclasses
+
     from google.protobuf import text_format
     from tqdm import tqdm
+
     from detbench.benchmark.progress import ChildProgress
     from detbench.train import pretrain
     needed = _pretraining_needed(cells, out_dir)

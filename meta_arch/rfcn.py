@@ -29,8 +29,8 @@ per-stage methods (``extract_features``, ``propose``, ``classify_boxes``,
 import tensorflow as tf
 import tf_keras
 
-from detbench.core.regularizers import l2_regularizer
 from detbench.core import roi_ops
+from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
 from detbench.meta_arch import two_stage
 from detbench.meta_arch.base import META_ARCHITECTURES

@@ -29,13 +29,15 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from detbench.core import anchor_generators
-from detbench.core import box_coders
-from detbench.core import losses as losses_lib
-from detbench.core import matchers
-from detbench.core import post_processing
-from detbench.core import samplers
-from detbench.core import target_assigner as target_assigner_lib
+from detbench.core import (
+    anchor_generators,
+    box_coders,
+    losses as losses_lib,
+    matchers,
+    post_processing,
+    samplers,
+    target_assigner as target_assigner_lib,
+)
 from detbench.core.regularizers import l2_regularizer
 from detbench.meta_arch.base import no_autograph
 

@@ -33,14 +33,16 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.core import (
+    box_coders,
+    losses as losses_lib,
+    matchers,
+    post_processing,
+    roi_ops,
+    samplers,
+    target_assigner as target_assigner_lib,
+)
 from detbench.core.regularizers import l2_regularizer
-from detbench.core import box_coders
-from detbench.core import losses as losses_lib
-from detbench.core import matchers
-from detbench.core import post_processing
-from detbench.core import roi_ops
-from detbench.core import samplers
-from detbench.core import target_assigner as target_assigner_lib
 from detbench.feature_extractors.base import build_feature_extractor
 from detbench.meta_arch.base import DetectionModel, no_autograph
 from detbench.meta_arch.rpn import RegionProposalNetwork
