@@ -1,39 +1,7 @@
-"""``python -m detbench list``: what is registered, with the options each supports."""
-import argparse
+"""``python -m detbench COMMAND``: the same as the ``detbench`` command (see cli.py)."""
 import sys
 
-from detbench.errors import run_cli
-
-
-def list_registered():
-    import detbench.feature_extractors  # noqa: F401
-    import detbench.meta_arch  # noqa: F401
-    from detbench.config.grid import AXES
-    from detbench.feature_extractors.base import FEATURE_EXTRACTORS
-    from detbench.meta_arch.base import META_ARCHITECTURES
-    lines = ["meta-architectures:"]
-    for name, cls in META_ARCHITECTURES.items():
-        doc = (cls.__doc__ or "").strip().splitlines()
-        lines.append(f"  {name:22s} {doc[0] if doc else ''}")
-    lines.append("feature extractors:")
-    lines.append(f"  {'name':22s} {'output strides':16s} {'fpn':5s} meta-architectures")
-    for name, cls in FEATURE_EXTRACTORS.items():
-        strides = "/".join(map(str, cls.supported_output_strides))
-        lines.append(f"  {name:22s} {strides:16s} {'yes' if cls.supports_fpn else 'no':5s} "
-                     f"{', '.join(cls.meta_architectures)}")
-    lines.append("sweep axes: " + ", ".join(AXES.names()) + ", or any pipeline field by path")
-    return "\n".join(lines)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m detbench")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="registered meta-architectures and feature extractors")
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        print(list_registered())
-    return 0
-
+from detbench.cli import console
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(console())

@@ -17,7 +17,11 @@ from detbench.errors import run_cli
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m detbench.evaluate",
-                                     description="COCO / PASCAL VOC metrics of a checkpoint.")
+                                     description="COCO / PASCAL VOC metrics of a checkpoint.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example:\n  detbench evaluate "
+                                            "--pipeline configs/ssd_mobilenet_v2_300.pbtxt "
+                                            "--checkpoint /tmp/ssd")
     parser.add_argument("--pipeline", required=True, help="pipeline file (text-format Pipeline)")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint prefix, or a model_dir (its latest checkpoint)")

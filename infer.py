@@ -64,7 +64,9 @@ def draw(image, detections, names, score_threshold):
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m detbench.infer", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench infer --pipeline configs/ssd_mobilenet_v2_300.pbtxt "
+                                       "--checkpoint /tmp/ssd --image photo.jpg --out detections.png")
     p.add_argument("--pipeline", required=True)
     p.add_argument("--checkpoint", help="checkpoint prefix or training folder (latest)")
     p.add_argument("--image", required=True)
@@ -73,6 +75,7 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
     args = p.parse_args(argv)
     import tensorflow as tf
+
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
     pipeline = load_pipeline(args.pipeline, args.set)

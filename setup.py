@@ -31,14 +31,14 @@ class BuildPyWithProtos(build_py):
 
 SUBPACKAGES = [
     "protos", "config", "core", "feature_extractors", "meta_arch", "builders",
-    "data", "train", "evaluation", "export", "benchmark",
+    "data", "train", "evaluation", "export", "benchmark", "studies",
 ]
 
 setup(
     name="detbench",
     version="0.1.0",
     description="Speed/accuracy trade-offs of object detectors, measured (Huang et al. 2017)",
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.14",
     package_dir={"detbench": "."} | {f"detbench.{p}": p for p in SUBPACKAGES},
     packages=["detbench"] + [f"detbench.{p}" for p in SUBPACKAGES],
     package_data={"detbench.protos": ["*.proto"]},
@@ -59,8 +59,9 @@ setup(
     ],
     extras_require={
         # ray: tests/benchmark/test_ray_executor.py (about 240 MB, installs in about 1 min).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "ray>=2.9"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "ray>=2.9", "ruff>=0.17,<0.18"],
         "ray": ["ray>=2.9"],
     },
+    entry_points={"console_scripts": ["detbench=detbench.cli:console"]},
     cmdclass={"build_py": BuildPyWithProtos},
 )

@@ -37,6 +37,7 @@ class _Phases:
 
 def _pipeline(text):
     from google.protobuf import text_format
+
     from detbench.protos import pipeline_pb2
     return text_format.Parse(text, pipeline_pb2.Pipeline())
 
@@ -52,6 +53,7 @@ def _configure_threads(settings):
 def run_pretraining(spec):
     """Pretrain one extractor into detbench's cache (resuming a killed pretraining)."""
     from google.protobuf import text_format
+
     from detbench.protos import feature_extractor_pb2
     from detbench.train import pretrain
     config = text_format.Parse(spec["extractor"], feature_extractor_pb2.FeatureExtractor())
@@ -97,6 +99,7 @@ def _parameter_counts(model):
 def run_measure(spec):
     """Time, count and (unless speed-only) evaluate one cell; returns the row."""
     import tensorflow as tf
+
     from detbench.benchmark import environment, timing
     from detbench.benchmark.flops import count_flops
     from detbench.builders.model_builder import build_model

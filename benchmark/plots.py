@@ -7,9 +7,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from detbench.benchmark.tables import (ARCH_NAMES, frontier_points, int_label as _int,  # noqa: E402
-                                       matched_groups as _matched, mean_by,
-                                       model_name as _model_name, ok_rows as _ok, time_column)
+from detbench.benchmark.tables import (  # noqa: E402
+    ARCH_NAMES,
+    frontier_points,
+    int_label as _int,
+    matched_groups as _matched,
+    mean_by,
+    model_name as _model_name,
+    ok_rows as _ok,
+    time_column,
+)
 
 MARKERS = {"ssd": "o", "faster_rcnn": "s", "rfcn": "^", "cascade_rcnn": "D"}
 

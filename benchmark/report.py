@@ -5,7 +5,7 @@ import math
 import os
 
 from detbench.benchmark.results import atomic_write
-from detbench.benchmark.tables import MD_COLUMNS, _fmt, ok_rows
+from detbench.benchmark.tables import MD_COLUMNS, format_cell, ok_rows
 
 PROTOCOL = """\
 <ul>
@@ -90,7 +90,7 @@ def render(df, plot_paths, env=None, title="detbench sweep", summary="", finding
     rows = []
     for _, r in ok.iterrows():
         cls = ' class="frontier"' if r["frontier"] else ""
-        cells = "".join(f'<td data-v="{html.escape(_sort_value(r[c]))}">{html.escape(_fmt(r[c], c))}</td>'
+        cells = "".join(f'<td data-v="{html.escape(_sort_value(r[c]))}">{html.escape(format_cell(r[c], c))}</td>'
                         for c, _ in MD_COLUMNS)
         rows.append(f"<tr{cls}>{cells}</tr>")
     failed = df[~df.index.isin(ok.index)]

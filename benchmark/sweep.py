@@ -31,7 +31,8 @@ PROTOCOL_TEXT = ("Latency: batch 1, median and p90 of {runs} timed runs after {w
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python benchmark/sweep.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench sweep --grid configs/speed_accuracy.pbtxt --dry-run")
     p.add_argument("--grid", required=True, help="a Sweep .pbtxt (protos/sweep.proto)")
     p.add_argument("--out", help="output directory (default: the sweep's out_dir)")
     p.add_argument("--train-steps", type=int, default=None,
@@ -102,7 +103,7 @@ def select(cells, filters):
 
 def describe_cell(cell):
     """The row's identifying columns, read from the cell's pipelines."""
-    from detbench.config.validate import meta_arch_config, min_resolution, TWO_STAGE
+    from detbench.config.validate import TWO_STAGE, meta_arch_config, min_resolution
     name, test = meta_arch_config(cell.test_pipeline)
     _, train = meta_arch_config(cell.train_pipeline)
     fe = test.feature_extractor
@@ -140,7 +141,8 @@ def weights_source(train_pipeline):
     return {"weights_source": "scratch"}
 
 
-def _settings(sweep):
+def benchmark_settings(sweep):
+    """The sweep's timing settings (warm-up, runs, threads, XLA), as each cell's spec has them."""
     b = sweep.benchmark
     return {"num_warmup": b.num_warmup, "num_runs": b.num_runs,
             "intra_op_threads": b.intra_op_threads, "inter_op_threads": b.inter_op_threads,
@@ -186,6 +188,7 @@ def print_plan(grid, cells, out_dir, speed_only, done=()):
 def run_sweep(args):
     from google.protobuf import text_format
     from tqdm import tqdm
+
     from detbench.benchmark.results import ResultsStore
     from detbench.benchmark.runner import EXECUTORS
     from detbench.config import load_sweep
@@ -212,7 +215,7 @@ def run_sweep(args):
         print_plan(grid, cells, out_dir, args.speed_only, done)
         return 0
     os.makedirs(out_dir, exist_ok=True)
-    settings = _settings(sweep)
+    settings = benchmark_settings(sweep)
     todo = [c for c in cells if c.cell_id not in done]
     print(f"detbench sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, "
           f"{len(todo)} to run -> {out_dir}")
@@ -314,8 +317,10 @@ def pretrain_extractors(cells, out_dir, executor, recipe):
     """Pretrain (into detbench's cache) each distinct extractor the trainings start from;
     returns {train_key: error} of the trainings whose pretraining failed."""
     import dataclasses
+
     from google.protobuf import text_format
     from tqdm import tqdm
+
     from detbench.benchmark.progress import ChildProgress
     from detbench.train import pretrain
     needed = _pretraining_needed(cells, out_dir)

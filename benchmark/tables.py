@@ -184,7 +184,8 @@ def frontier_points(df):
     return [("fastest", fastest), ("sweet spot", sweet), ("most accurate", accurate)]
 
 
-def _fmt(v, col):
+def format_cell(v, col):
+    """A results value as results.md and report.html print it (column-dependent)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if col == "params":
@@ -205,7 +206,7 @@ def markdown(df):
     out.write("| " + " | ".join(h for _, h in MD_COLUMNS) + " |\n")
     out.write("|" + "---|" * len(MD_COLUMNS) + "\n")
     for _, r in ok.iterrows():
-        out.write("| " + " | ".join(_fmt(r[c], c) for c, _ in MD_COLUMNS) + " |\n")
+        out.write("| " + " | ".join(format_cell(r[c], c) for c, _ in MD_COLUMNS) + " |\n")
     if len(failed):
         out.write("\nFailed cells:\n\n")
         for _, r in failed.iterrows():

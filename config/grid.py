@@ -16,7 +16,7 @@ from google.protobuf import text_format
 
 from detbench.config.loader import load_text_proto
 from detbench.config.overrides import apply_override, apply_overrides
-from detbench.config.validate import check_pipeline, meta_arch_config, TWO_STAGE
+from detbench.config.validate import TWO_STAGE, check_pipeline, meta_arch_config
 from detbench.errors import ConfigError
 from detbench.registry import Registry
 
@@ -405,8 +405,8 @@ def _expand_part(sweep_axes, bases, check_registry, recipe=None):
 def _check_cell(train, test, values, check_registry):
     """Impossible extractor combinations are skips; other problems are errors."""
     if check_registry:
-        from detbench.feature_extractors.base import FEATURE_EXTRACTORS
         import detbench.feature_extractors  # noqa: F401
+        from detbench.feature_extractors.base import FEATURE_EXTRACTORS
         name, arch = meta_arch_config(train)
         fe = arch.feature_extractor
         if fe.type in FEATURE_EXTRACTORS:

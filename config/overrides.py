@@ -9,10 +9,9 @@ which replaces the message.
 """
 import re
 
-from google.protobuf import descriptor as _descriptor
-from google.protobuf import text_format
+from google.protobuf import descriptor as _descriptor, text_format
 
-from detbench.config.loader import nearest_first, field_names
+from detbench.config.loader import field_names, nearest_first
 from detbench.errors import ConfigError
 
 FD = _descriptor.FieldDescriptor

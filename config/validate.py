@@ -5,8 +5,7 @@ strides, FPN, total stride) ask the extractor class through its registry;
 the registry is imported lazily so the config layer stays importable alone.
 """
 from detbench.errors import ConfigError
-
-TWO_STAGE = ("faster_rcnn", "rfcn", "cascade_rcnn")
+from detbench.meta_arch_names import TWO_STAGE  # noqa: F401  (grid, sweep import it here)
 
 
 def meta_arch_name(pipeline):
@@ -72,8 +71,8 @@ def _check_extractor(name, arch, field, check_registry):
                           "strides; output_stride applies to two-stage models only")
     if not check_registry:
         return
-    from detbench.feature_extractors.base import FEATURE_EXTRACTORS
     import detbench.feature_extractors  # noqa: F401  (registers the families)
+    from detbench.feature_extractors.base import FEATURE_EXTRACTORS
     if fe.type not in FEATURE_EXTRACTORS:
         raise ConfigError(f"{field}.feature_extractor.type: "
                           f"{FEATURE_EXTRACTORS.unknown_message(fe.type)}")

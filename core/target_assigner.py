@@ -9,8 +9,7 @@ zeros elsewhere), ``reg_weights`` (gt weight for positives, 0 elsewhere) and
 """
 import tensorflow as tf
 
-from detbench.core import box_ops
-from detbench.core import matchers as matchers_lib
+from detbench.core import box_ops, matchers as matchers_lib
 
 KEYS = ("cls_targets", "cls_weights", "reg_targets", "reg_weights", "match")
 

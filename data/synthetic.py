@@ -357,7 +357,9 @@ def ensure_synthetic(config):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench data synthetic --out /tmp/shapes --num_images 64 --image_size 160")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num_images", type=int, required=True)
     parser.add_argument("--image_size", type=int, default=320)

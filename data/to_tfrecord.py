@@ -57,7 +57,10 @@ def convert(annotations_file, image_dir, out, num_shards=1, skip_bad_examples=Fa
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench data to-tfrecord --annotations /tmp/shapes/annotations.json "
+               "--image_dir /tmp/shapes/images --out /tmp/shapes.tfrecord --num_shards 2")
     parser.add_argument("--annotations", required=True, help="COCO instances JSON")
     parser.add_argument("--image_dir", required=True)
     parser.add_argument("--out", required=True, help="output path (prefix when sharded)")

@@ -18,7 +18,10 @@ FORMATS = ("saved_model", "tflite")
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m detbench.export",
-                                     description="Export a trained checkpoint for serving.")
+                                     description="Export a trained checkpoint for serving.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example:\n  detbench export --pipeline configs/ssd_mobilenet_v2_300.pbtxt "
+                                            "--checkpoint /tmp/ssd --out /tmp/ssd_export")
     parser.add_argument("--pipeline", required=True, help="pipeline file (text-format Pipeline)")
     parser.add_argument("--checkpoint", required=True,
                         help="checkpoint prefix, or a model_dir (its latest checkpoint)")

@@ -44,6 +44,7 @@ from google.protobuf import text_format
 
 from detbench.errors import DetbenchError
 from detbench.meta_arch.base import DETECTION_KEYS
+from detbench.meta_arch_names import TWO_STAGE
 
 log = logging.getLogger("detbench.export")
 
@@ -51,7 +52,6 @@ INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "tf_example")
 FORMATS = ("saved_model", "tflite")
 SERVING_VERSION = "1"          # out_dir/saved_model/<version>/, as TF Serving expects
 INPUT_NAME = "input_tensor"    # the TF OD API's signature input name, for every input type
-TWO_STAGE = ("faster_rcnn", "rfcn", "cascade_rcnn")
 
 
 class ExportError(DetbenchError):

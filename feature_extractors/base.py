@@ -20,12 +20,10 @@ import abc
 import tensorflow as tf
 
 from detbench.errors import ConfigError
+from detbench.meta_arch_names import ALL_META_ARCHS, TWO_STAGE
 from detbench.registry import Registry
 
 FEATURE_EXTRACTORS = Registry("feature extractor")
-
-TWO_STAGE = ("faster_rcnn", "rfcn", "cascade_rcnn")
-ALL_META_ARCHS = ("ssd",) + TWO_STAGE
 
 
 class FeatureExtractor(abc.ABC):

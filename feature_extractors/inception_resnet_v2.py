@@ -25,8 +25,13 @@ for the first stage.
 import tf_keras
 
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS
-from detbench.feature_extractors.layers import (LayerBankExtractor, PadToMinSize,
-                                                ScaledResidual, concat, inception_v3_stem)
+from detbench.feature_extractors.layers import (
+    LayerBankExtractor,
+    PadToMinSize,
+    ScaledResidual,
+    concat,
+    inception_v3_stem,
+)
 
 L = tf_keras.layers
 

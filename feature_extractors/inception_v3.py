@@ -20,8 +20,12 @@ input is 75 px for the full network (and SSD), 43 px for the first stage.
 import tf_keras
 
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS
-from detbench.feature_extractors.layers import (LayerBankExtractor, PadToMinSize, concat,
-                                                inception_v3_stem)
+from detbench.feature_extractors.layers import (
+    LayerBankExtractor,
+    PadToMinSize,
+    concat,
+    inception_v3_stem,
+)
 
 L = tf_keras.layers
 

@@ -33,6 +33,11 @@ META_ARCHITECTURES = Registry("meta-architecture")
 
 DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
 
+# For the models' graph-building methods: they have no Python control flow on
+# tensors, and skipping AutoGraph's source conversion (which would also
+# transpile the core's map_fn bodies) cuts first-call tracing several-fold.
+no_autograph = tf.autograph.experimental.do_not_convert
+
 
 class DetectionModel(tf_keras.Model, abc.ABC):
     """Base of every meta-architecture (a tf_keras.Model, so variables are tracked)."""

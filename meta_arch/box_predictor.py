@@ -9,9 +9,10 @@ Per map: ``num_layers_before_predictor`` k x k convolutions of ``depth``
 channels with ReLU (the RetinaNet "tower"), then one k x k convolution for the
 class logits (A * C channels) and one for the box encodings (A * code_size
 channels). With ``separate_class_and_box_towers`` the class logits and the box
-encodings each get their own tower (RetinaNet's two subnets, Lin et al.).  With ``share_weights_across_levels`` one tower and one pair of
-output convolutions serve every map (RetinaNet); that needs equal depths and
-equal anchors per location across maps.
+encodings each get their own tower (RetinaNet's two subnets, Lin et al.).
+With ``share_weights_across_levels`` one tower and one pair of output
+convolutions serve every map (RetinaNet); that needs equal depths and equal
+anchors per location across maps.
 
 Initialisation follows Lin et al. (RetinaNet): kernels N(0, 0.01), biases 0,
 except the class bias when ``class_prior_probability`` p > 0: every column

@@ -35,15 +35,16 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tf_keras
 
-from detbench.core import box_coders
-from detbench.core import matchers
-from detbench.core import post_processing
-from detbench.core import target_assigner as target_assigner_lib
+from detbench.core import (
+    box_coders,
+    matchers,
+    post_processing,
+    target_assigner as target_assigner_lib,
+)
 from detbench.errors import ConfigError
 from detbench.meta_arch import two_stage
 from detbench.meta_arch.base import META_ARCHITECTURES
-from detbench.protos import cascade_rcnn_pb2
-from detbench.protos import faster_rcnn_pb2
+from detbench.protos import cascade_rcnn_pb2, faster_rcnn_pb2
 
 DEFAULT_IOU_THRESHOLDS = (0.5, 0.6, 0.7)
 BASE_STDDEV = (0.1, 0.1, 0.2, 0.2)
@@ -95,6 +96,7 @@ def _nonempty(boxes):
 
 @META_ARCHITECTURES.register("cascade_rcnn")
 class CascadeRcnn(two_stage.TwoStageDetectionModel):
+    """Two-stage detector with a cascade of box heads trained at rising IoU (0.5/0.6/0.7)."""
 
     def __init__(self, num_classes, is_training, feature_extractor, rpn, stages=None,
                  roi_crop=None, fpn_head=None, **kwargs):
@@ -172,7 +174,7 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
             window = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [tf.shape(rois)[0], 1])
         out = {}
         crops = None
-        for t, (head, stage) in enumerate(zip(self.stage_heads, self.stages), 1):
+        for t, (head, _stage) in enumerate(zip(self.stage_heads, self.stages), 1):
             if t > 1:
                 codes = tf.stop_gradient(out[f"stage{t - 1}_refined_box_encodings"][:, :, 0])
                 coder = self.stage_target_assigners[t - 2].box_coder

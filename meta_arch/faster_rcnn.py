@@ -19,12 +19,13 @@ per-stage methods a benchmark can time (``extract_features``, ``propose``,
 import tensorflow as tf
 
 from detbench.meta_arch import two_stage
-from detbench.meta_arch.base import META_ARCHITECTURES
+from detbench.meta_arch.base import META_ARCHITECTURES, no_autograph
 from detbench.protos import faster_rcnn_pb2
 
 
 @META_ARCHITECTURES.register("faster_rcnn")
 class FasterRcnn(two_stage.TwoStageDetectionModel):
+    """Two-stage detector: RPN proposals, per-RoI crops through the box classifier."""
 
     def __init__(self, num_classes, is_training, feature_extractor, rpn,
                  roi_crop=None, fpn_head=None, **kwargs):
@@ -60,7 +61,7 @@ class FasterRcnn(two_stage.TwoStageDetectionModel):
             models.append(self.box_classifier_model)
         return models
 
-    @two_stage._no_autograph
+    @no_autograph
     def classify_boxes(self, features, rois, training=False):
         crops = self.crop_rois(features, rois, self.roi_crop)
         num_rois = rois.shape[1] if rois.shape[1] is not None else tf.shape(rois)[1]

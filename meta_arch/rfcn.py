@@ -29,8 +29,8 @@ per-stage methods (``extract_features``, ``propose``, ``classify_boxes``,
 import tensorflow as tf
 import tf_keras
 
-from detbench.core.regularizers import l2_regularizer
 from detbench.core import roi_ops
+from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
 from detbench.meta_arch import two_stage
 from detbench.meta_arch.base import META_ARCHITECTURES
@@ -52,6 +52,7 @@ def bins_and_crop(feature_extractor, num_spatial_bins=0, crop_size=0):
 
 @META_ARCHITECTURES.register("rfcn")
 class Rfcn(two_stage.TwoStageDetectionModel):
+    """Two-stage detector: RPN proposals scored by position-sensitive crops of whole-map scores."""
 
     def __init__(self, num_classes, is_training, feature_extractor, rpn,
                  num_spatial_bins=0, crop_size=0, reduction_depth=1024, **kwargs):

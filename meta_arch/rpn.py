@@ -29,17 +29,17 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.core import (
+    anchor_generators,
+    box_coders,
+    losses as losses_lib,
+    matchers,
+    post_processing,
+    samplers,
+    target_assigner as target_assigner_lib,
+)
 from detbench.core.regularizers import l2_regularizer
-from detbench.core import anchor_generators
-from detbench.core import box_coders
-from detbench.core import losses as losses_lib
-from detbench.core import matchers
-from detbench.core import post_processing
-from detbench.core import samplers
-from detbench.core import target_assigner as target_assigner_lib
-
-# No Python control flow on tensors here: autograph conversion is skipped.
-_no_autograph = tf.autograph.experimental.do_not_convert
+from detbench.meta_arch.base import no_autograph
 
 DEFAULT_SCALES = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -165,7 +165,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
                 self.anchor_generator.generate(image_shape, shapes))
         return self.anchor_generator.generate(map_shapes[0], image_shape)
 
-    @_no_autograph
+    @no_autograph
     def anchors(self, feature_maps, image_shape):
         """[N, 4] anchors (normalized to the input) for these maps / input size.
 
@@ -206,7 +206,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         return tf.concat(logits, 1), tf.concat(codes, 1)
 
     # -- training ---------------------------------------------------------
-    @_no_autograph
+    @no_autograph
     def targets(self, anchors, gt_boxes, num_gt, true_window, gt_is_crowd=None, seed=None):
         """Sampled RPN targets.
 
@@ -229,7 +229,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         return {"sampled": sampled, "positive": positive & sampled,
                 "reg_targets": assigned["reg_targets"]}
 
-    @_no_autograph
+    @no_autograph
     def loss(self, objectness_logits, box_encodings, targets):
         """-> {"rpn_localization_loss", "rpn_objectness_loss"} (scalars)."""
         sampled = tf.cast(targets["sampled"], tf.float32)
@@ -245,7 +245,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         }
 
     # -- proposals ----------------------------------------------------------
-    @_no_autograph
+    @no_autograph
     def proposals(self, anchors, objectness_logits, box_encodings, true_window,
                   max_proposals, benchmark_mode=False):
         """Decode + clip + NMS -> exactly ``max_proposals`` slots per image.

@@ -17,24 +17,22 @@ once per input shape, eagerly, and enter the graph as a constant.
 import numpy as np
 import tensorflow as tf
 
-from detbench.core import anchor_generators as anchor_lib
-from detbench.core import box_coders
-from detbench.core import losses as losses_lib
-from detbench.core import matchers
-from detbench.core import post_processing
-from detbench.core import samplers
-from detbench.core import target_assigner as target_assigner_lib
+from detbench.core import (
+    anchor_generators as anchor_lib,
+    box_coders,
+    losses as losses_lib,
+    matchers,
+    post_processing,
+    samplers,
+    target_assigner as target_assigner_lib,
+)
 from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
-from detbench.meta_arch.base import META_ARCHITECTURES, DetectionModel
+from detbench.meta_arch.base import META_ARCHITECTURES, DetectionModel, no_autograph
 from detbench.meta_arch.box_predictor import build_box_predictor
-from detbench.protos import losses_pb2
-from detbench.protos import post_processing_pb2
+from detbench.protos import losses_pb2, post_processing_pb2
 
 DEFAULT_IMAGE_SIZE = (300, 300)
-# The model has no data-dependent Python control flow; skipping AutoGraph also
-# keeps it from transpiling the core's map_fn bodies (seconds per trace).
-_no_autograph = tf.autograph.experimental.do_not_convert
 _PP = post_processing_pb2.PostProcessing
 
 
@@ -223,7 +221,7 @@ class SSDMetaArch(DetectionModel):
         outputs = _map_list(self.feature_maps.output)
         self.box_predictor([tf.zeros([1, 1, 1, t.shape[-1]]) for t in outputs])
 
-    @_no_autograph
+    @no_autograph
     def predict(self, inputs, true_shapes, training=False, groundtruth=None):
         features = _map_list(self.feature_maps(inputs, training=training))
         box_encodings, class_logits = self.box_predictor(features, training=training)
@@ -238,7 +236,7 @@ class SSDMetaArch(DetectionModel):
                 "image_shape": tf.shape(inputs)[1:3],
                 "true_shapes": tf.cast(true_shapes, tf.int32)}
 
-    @_no_autograph
+    @no_autograph
     def loss(self, predictions, groundtruth):
         box_encodings = predictions["box_encodings"]
         class_logits = predictions["class_logits"]
@@ -283,7 +281,7 @@ class SSDMetaArch(DetectionModel):
                 self.classification_weight * tf.reduce_sum(cls_losses) / normalizer,
         }
 
-    @_no_autograph
+    @no_autograph
     def postprocess(self, predictions, true_shapes):
         fraction = _true_fraction(true_shapes, predictions["image_shape"])  # [B, 2]
         boxes = self.box_coder.decode(predictions["box_encodings"], predictions["anchors"][None])

@@ -33,24 +33,20 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.core import (
+    box_coders,
+    losses as losses_lib,
+    matchers,
+    post_processing,
+    roi_ops,
+    samplers,
+    target_assigner as target_assigner_lib,
+)
 from detbench.core.regularizers import l2_regularizer
-from detbench.core import box_coders
-from detbench.core import losses as losses_lib
-from detbench.core import matchers
-from detbench.core import post_processing
-from detbench.core import roi_ops
-from detbench.core import samplers
-from detbench.core import target_assigner as target_assigner_lib
 from detbench.feature_extractors.base import build_feature_extractor
-from detbench.meta_arch.base import DetectionModel
+from detbench.meta_arch.base import DetectionModel, no_autograph
 from detbench.meta_arch.rpn import RegionProposalNetwork
-from detbench.protos import image_resizer_pb2
-from detbench.protos import losses_pb2
-from detbench.protos import post_processing_pb2
-
-# The graphs need no autograph (no Python control flow on tensors); skipping
-# its source conversion cuts first-call tracing several-fold.
-_no_autograph = tf.autograph.experimental.do_not_convert
+from detbench.protos import image_resizer_pb2, losses_pb2, post_processing_pb2
 
 # Lin et al.: RoIs are cropped from P2-P5 (P6 serves the RPN only).
 FPN_MAX_ROI_LEVEL = 5
@@ -388,13 +384,13 @@ class TwoStageDetectionModel(DetectionModel):
         return [self._backbone()]
 
     # -- stage 0: preprocessing ----------------------------------------------
-    @_no_autograph
+    @no_autograph
     def preprocess(self, images):
         return resize_and_pad(tf.cast(images, tf.float32), self.image_resizer,
                               self.pad_multiple, self.feature_extractor.preprocess)
 
     # -- stage 1: features ------------------------------------------------------
-    @_no_autograph
+    @no_autograph
     def extract_features(self, inputs, training=False):
         """inputs [B, H, W, 3] -> dict ``rpn_maps`` (what the RPN runs on),
         ``roi_maps`` (what RoIs are cropped from; a map, or level -> map with
@@ -422,7 +418,7 @@ class TwoStageDetectionModel(DetectionModel):
         self.classify_boxes(features, tf.constant([[[0.0, 0.0, 1.0, 1.0]]]))
 
     # -- stage 2: proposals -----------------------------------------------------
-    @_no_autograph
+    @no_autograph
     def propose(self, features, true_shapes, training=False):
         """RPN head + proposal decoding / NMS: exactly max_proposals (test) or
         max_proposals_train (training) slots per image; see ``rpn.proposals``."""
@@ -440,7 +436,7 @@ class TwoStageDetectionModel(DetectionModel):
         return out
 
     # -- stage 3: box classifier ----------------------------------------------
-    @_no_autograph
+    @no_autograph
     def crop_rois(self, features, rois, crop_config):
         """rois [B, N, 4] (input frame) -> [B*N, c, c, C]: one crop_and_resize
         (+ max-pool) from the first-stage map, or, with FPN, each RoI from its
@@ -472,7 +468,7 @@ class TwoStageDetectionModel(DetectionModel):
             gt["is_crowd"] = tf.cast(groundtruth["groundtruth_is_crowd"], tf.bool)
         return gt
 
-    @_no_autograph
+    @no_autograph
     def select_rois(self, proposals, groundtruth):
         """Training RoIs: proposals + groundtruth boxes, matched by the
         second-stage assigner, then the balanced minibatch (or, with OHEM,
@@ -490,7 +486,7 @@ class TwoStageDetectionModel(DetectionModel):
                                     self.second_stage_sampler.batch_size)
         return rois, targets["weights"] > 0, targets
 
-    @_no_autograph
+    @no_autograph
     def predict(self, inputs, true_shapes, training=False, groundtruth=None):
         features = self.extract_features(inputs, training=training)
         out = self.propose(features, true_shapes, training=training)
@@ -516,7 +512,7 @@ class TwoStageDetectionModel(DetectionModel):
                 ("box_classifier", self._prefix(self.predict))]
 
     # -- loss -------------------------------------------------------------------
-    @_no_autograph
+    @no_autograph
     def rpn_loss(self, predictions, groundtruth):
         image_shape = tf.unstack(predictions["image_shape"])
         gt = self.groundtruth_in_input_frame(groundtruth, predictions["true_shapes"], image_shape)
@@ -526,7 +522,7 @@ class TwoStageDetectionModel(DetectionModel):
         return self.rpn.loss(predictions["rpn_objectness_logits"],
                              predictions["rpn_box_encodings"], targets)
 
-    @_no_autograph
+    @no_autograph
     def box_classifier_loss(self, class_logits, box_encodings, rois, targets):
         """Second-stage losses over the sampled RoIs (``targets["weights"]``),
         or over the OHEM-selected ones when a hard example miner is set."""
@@ -539,7 +535,7 @@ class TwoStageDetectionModel(DetectionModel):
         return {"box_classifier_localization_loss": reduce_roi_losses(loc, mask),
                 "box_classifier_classification_loss": reduce_roi_losses(cls, mask)}
 
-    @_no_autograph
+    @no_autograph
     def loss(self, predictions, groundtruth):
         if "roi_targets" not in predictions:
             raise ValueError("loss() needs predictions from predict(..., training=True, "
@@ -552,7 +548,7 @@ class TwoStageDetectionModel(DetectionModel):
         return losses
 
     # -- stage 4: post-processing -------------------------------------------
-    @_no_autograph
+    @no_autograph
     def detections_from_boxes(self, boxes, scores, valid, true_shapes, image_shape):
         """boxes [B, N, q, 4] (input frame), scores [B, N, C] (no background),
         valid [B, N] -> detections relative to the true image (one batched
@@ -563,7 +559,7 @@ class TwoStageDetectionModel(DetectionModel):
         window = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [tf.shape(boxes)[0], 1])
         return self.nms_fn(boxes, scores, clip_window=window)
 
-    @_no_autograph
+    @no_autograph
     def postprocess(self, predictions, true_shapes):
         """Decode the box codes against the RoIs (``rois``, or the proposals
         when absent), softmax, mask invalid RoIs, batched per-class NMS."""

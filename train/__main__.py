@@ -11,7 +11,10 @@ from detbench.errors import run_cli
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m detbench.train",
-                                     description="Train a detector from a pipeline file.")
+                                     description="Train a detector from a pipeline file.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="example:\n  detbench train --pipeline configs/ssd_mobilenet_v2_300.pbtxt "
+                                            "--model_dir /tmp/ssd --num_steps 100")
     parser.add_argument("--pipeline", required=True, help="pipeline file (text-format Pipeline)")
     parser.add_argument("--model_dir", required=True,
                         help="folder for checkpoints and TensorBoard logs (resumed if present)")

@@ -3,7 +3,6 @@ import json
 import os
 
 import pandas as pd
-import pytest
 
 from detbench.benchmark import plots, report, tables
 from detbench.benchmark.results import ResultsStore

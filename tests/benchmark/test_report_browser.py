@@ -115,7 +115,7 @@ def test_report_plots_decode_and_table_sorts_on_click(page, tmp_path):
         assert img["complete"] and img["w"] > 400 and img["h"] > 200, img
 
     ok = df[df["error"].fillna("") == ""]
-    fmt = tables._fmt  # noqa: SLF001  (the page's own number format)
+    fmt = tables.format_cell  # the page's own number format
     # The page opens sorted by time; clicking mAP sorts by it, again reverses it.
     assert seen["initial"] == [fmt(v, "latency_ms") for v in sorted(ok["latency_ms"])]
     assert seen["map_asc_class"] == "asc" and seen["map_desc_class"] == "desc"

@@ -80,6 +80,7 @@ def independent_param_counts(test_pipeline_text, side):
     import tensorflow as tf
     from google.protobuf import text_format
     from tf_keras.src.utils import layer_utils
+
     from detbench.builders.model_builder import build_model
     from detbench.protos import pipeline_pb2
     pipeline = text_format.Parse(test_pipeline_text, pipeline_pb2.Pipeline())

@@ -62,7 +62,7 @@ def test_stale_module_is_recompiled_at_import(tmp_path):
 
 
 def test_paper_defaults():
-    from detbench.protos import pipeline_pb2, cascade_rcnn_pb2
+    from detbench.protos import cascade_rcnn_pb2, pipeline_pb2
     p = pipeline_pb2.Pipeline()
     fr = p.model.faster_rcnn
     assert fr.rpn.sampler.batch_size == 256 and fr.rpn.sampler.positive_fraction == 0.5

@@ -1,22 +1,8 @@
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from detbench.core import box_ops
-
-
-def np_iou(b1, b2):
-  """Plain numpy IoU, one pair at a time (float64)."""
-  out = np.zeros((len(b1), len(b2)))
-  for i, a in enumerate(b1):
-    for j, b in enumerate(b2):
-      ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-      iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-      area_a = max(a[2] - a[0], 0) * max(a[3] - a[1], 0)
-      area_b = max(b[2] - b[0], 0) * max(b[3] - b[1], 0)
-      union = area_a + area_b - ih * iw
-      out[i, j] = ih * iw / union if union > 0 else 0.0
-  return out
+from tests.numpy_reference import iou_matrix as np_iou
 
 
 def random_boxes(rng, n):

@@ -4,14 +4,7 @@ import tensorflow as tf
 
 from detbench.core import samplers
 from detbench.protos import sampler_pb2
-
-
-def np_iou(a, b):
-    ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ih * iw
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+from tests.numpy_reference import iou as np_iou
 
 
 def np_greedy_nms(boxes, scores, iou_threshold, max_out):

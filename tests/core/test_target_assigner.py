@@ -2,21 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detbench.core import box_coders
-from detbench.core import matchers
-from detbench.core import target_assigner as ta
-
-
-def np_iou(b1, b2):
-  b1, b2 = b1[:, None].astype(np.float64), b2[None].astype(np.float64)
-  ih = np.clip(np.minimum(b1[..., 2], b2[..., 2])
-               - np.maximum(b1[..., 0], b2[..., 0]), 0, None)
-  iw = np.clip(np.minimum(b1[..., 3], b2[..., 3])
-               - np.maximum(b1[..., 1], b2[..., 1]), 0, None)
-  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-  inter = ih * iw
-  union = area(b1) + area(b2) - inter
-  return np.where(union > 0, inter / np.where(union > 0, union, 1), 0)
+from detbench.core import box_coders, matchers, target_assigner as ta
+from tests.numpy_reference import iou_matrix as np_iou
 
 
 def np_encode(box, anchor):

@@ -3,7 +3,6 @@ import tensorflow as tf
 
 from detbench.data import augmentation, build_dataset
 from detbench.protos import input_reader_pb2
-
 from tests.data.data_helpers import coco_reader_config
 
 

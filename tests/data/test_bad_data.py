@@ -6,7 +6,6 @@ import pytest
 from detbench.data import DataError, build_dataset, load_dataset_info
 from detbench.errors import DetbenchError
 from detbench.protos import input_reader_pb2
-
 from tests.data.data_helpers import ann, coco_reader_config, write_coco
 
 CATS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]

@@ -6,7 +6,6 @@ from pycocotools.coco import COCO
 
 from detbench.data import build_dataset, load_dataset_info
 from detbench.data.coco import load_coco
-
 from tests.data.data_helpers import ann, coco_reader_config, pattern_image, write_coco
 
 

@@ -12,7 +12,6 @@ from detbench.data import build_dataset, load_dataset_info, to_tfrecord
 from detbench.data.errors import DataError
 from detbench.data.tfrecord import make_tf_example, read_label_map
 from detbench.protos import input_reader_pb2
-
 from tests.data.data_helpers import coco_reader_config
 
 

@@ -10,8 +10,13 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detbench.errors import ConfigError
-from detbench.evaluation import (CocoEvaluator, EvaluationError, build_evaluators,
-                                 coco_to_normalized_boxes, normalized_to_coco_boxes)
+from detbench.evaluation import (
+    CocoEvaluator,
+    EvaluationError,
+    build_evaluators,
+    coco_to_normalized_boxes,
+    normalized_to_coco_boxes,
+)
 from detbench.protos import eval_pb2
 
 # original category ids are not the 1-based labels

@@ -20,12 +20,12 @@ import tensorflow as tf
 from google.protobuf import text_format
 from PIL import Image
 
+from detbench.core import post_processing
 from detbench.data import synthetic, tfrecord
 from detbench.errors import run_cli
-from detbench.core import post_processing
 from detbench.export import exporter
-from detbench.export.tflite import builtin_nms
 from detbench.export.__main__ import main as export_main
+from detbench.export.tflite import builtin_nms
 from detbench.protos import pipeline_pb2
 from tests.meta_arch.tiny_extractor import register
 

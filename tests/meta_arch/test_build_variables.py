@@ -72,6 +72,7 @@ def test_training_step_traces_once():
     """make_train_step creates the optimizer's slots (and the model's
     variables) before its tf.function's first call."""
     import tf_keras
+
     from detbench.meta_arch.faster_rcnn import FasterRcnn
     from detbench.train.trainer import make_train_step
     from tests.meta_arch.test_rfcn import scene_batch

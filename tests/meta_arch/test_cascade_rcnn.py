@@ -8,16 +8,24 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.conftest import REPO_ROOT
-from tests.meta_arch.test_rfcn import (IMAGE_SIZE, SCENES, TINY_RPN, assert_detects_every_box,
-                                       config_smoke, converged, np_iou, scene_batch,
-                                       train)
 from detbench.builders.model_builder import build_model
 from detbench.config import parse_text
 from detbench.errors import ConfigError
 from detbench.meta_arch import cascade_rcnn
 from detbench.meta_arch.cascade_rcnn import CascadeRcnn
 from detbench.protos import cascade_rcnn_pb2, model_pb2
+from tests.conftest import REPO_ROOT
+from tests.meta_arch.test_rfcn import (
+    IMAGE_SIZE,
+    SCENES,
+    TINY_RPN,
+    assert_detects_every_box,
+    config_smoke,
+    converged,
+    np_iou,
+    scene_batch,
+    train,
+)
 
 FPN_RPN = """
   conv_depth: 64

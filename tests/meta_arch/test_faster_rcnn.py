@@ -14,8 +14,7 @@ from detbench.builders.model_builder import build_model
 from detbench.core import box_ops
 from detbench.meta_arch import two_stage
 from detbench.meta_arch.faster_rcnn import FasterRcnn
-from detbench.protos import image_resizer_pb2
-from detbench.protos import model_pb2
+from detbench.protos import image_resizer_pb2, model_pb2
 from tests.conftest import REPO_ROOT
 from tests.meta_arch.tiny_extractor import register
 
@@ -324,9 +323,9 @@ OVERRIDES = [
 @pytest.mark.slow
 @pytest.mark.parametrize("path", CONFIGS, ids=[os.path.basename(p) for p in CONFIGS])
 def test_config_builds_trains_one_step_and_detects(path):
+    import detbench.feature_extractors  # noqa: F401
     from detbench.config import load_pipeline
     from detbench.feature_extractors.base import FEATURE_EXTRACTORS
-    import detbench.feature_extractors  # noqa: F401
     pipeline = load_pipeline(path, OVERRIDES, check_registry=False)
     extractor = pipeline.model.faster_rcnn.feature_extractor.type
     if extractor not in FEATURE_EXTRACTORS:

@@ -23,6 +23,7 @@ from detbench.feature_extractors.base import FEATURE_EXTRACTORS  # noqa: E402
 from detbench.meta_arch.faster_rcnn import FasterRcnn  # noqa: E402
 from detbench.meta_arch.rfcn import Rfcn  # noqa: E402
 from detbench.protos import faster_rcnn_pb2, model_pb2, rfcn_pb2  # noqa: E402
+from tests.numpy_reference import iou_matrix as np_iou  # noqa: E402
 
 IMAGE_SIZE = 128
 # Two classes told apart by colour: 1 = bright red, 2 = bright green.
@@ -107,17 +108,6 @@ def converged(model, images, groundtruth, fraction=0.15):
             return False
         return True
     return check
-
-
-def np_iou(a, b):
-    """IoU matrix of [N, 4] and [M, 4] boxes (numpy reference)."""
-    a, b = np.asarray(a, np.float64)[:, None], np.asarray(b, np.float64)[None]
-    def overlap(lo, hi):
-        return np.clip(np.minimum(a[..., hi], b[..., hi]) - np.maximum(a[..., lo], b[..., lo]),
-                       0, None)
-    inter = overlap(0, 2) * overlap(1, 3)
-    area = lambda x: (x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1])  # noqa: E731
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-12)
 
 
 def assert_detects_every_box(detections, groundtruth, min_score=0.5):

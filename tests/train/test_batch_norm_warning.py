@@ -2,7 +2,6 @@
 import os
 
 
-
 def test_batch_norm_warning_for_short_runs_with_slow_moving_averages():
     from detbench.config import load_pipeline
     from detbench.train.trainer import batch_norm_warning

@@ -201,7 +201,7 @@ def test_fused_update_equals_tf_keras_and_is_one_op_per_variable(name):
 
         @tf.function
         def step(gs):
-            optimizer.apply_gradients(zip(gs, variables))
+            optimizer.apply_gradients(zip(gs, variables))  # noqa: B023  (called in this iteration)
 
         for g in grads:
             step([tf.constant(x) for x in g])

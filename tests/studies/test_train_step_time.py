@@ -1,16 +1,15 @@
-"""benchmark/train_step_time.py: a row per resolution, each from a fresh process."""
+"""studies/train_step_time.py: a row per resolution, each from a fresh process."""
 import os
 import re
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+from tests.studies import REPO, TINY_SSD
 
 
 def test_step_time_table(tmp_path):
-    cmd = [sys.executable, os.path.join(REPO, "benchmark", "train_step_time.py"),
-           "--pipeline", os.path.join(HERE, "tiny_ssd.pbtxt"), "--resolutions", "64,96",
+    cmd = [sys.executable, os.path.join(REPO, "studies", "train_step_time.py"),
+           "--pipeline", TINY_SSD, "--resolutions", "64,96",
            "--runs", "2", "--set", f"train_input_reader.synthetic_shapes.cache_dir={tmp_path}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

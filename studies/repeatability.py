@@ -1,6 +1,6 @@
 """Timing repeatability and harness overhead of the sweep's cells (a benchmark, not a test).
 
-    python benchmark/repeatability.py --grid configs/speed_accuracy.pbtxt \\
+    python studies/repeatability.py --grid configs/speed_accuracy.pbtxt \\
         --filter meta_arch=faster_rcnn,feature_extractor=mobilenet_v2,num_proposals=100 [--times 3]
 
 Measures each selected cell ``--times`` times, each time in a fresh cell
@@ -23,8 +23,10 @@ def _spread(values):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmark/repeatability.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python studies/repeatability.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench repeatability --grid configs/speed_accuracy.pbtxt "
+                                       "--filter meta_arch=ssd,resolution=160 --times 3")
     p.add_argument("--grid", required=True, help="a Sweep .pbtxt")
     p.add_argument("--filter", action="append", default=[],
                    help="as the sweep's --filter (repeatable); default: every cell")
@@ -34,14 +36,15 @@ def main(argv=None):
     if args.times < 2:
         raise ConfigError(f"--times: needs at least 2 repetitions, got {args.times}")
     from google.protobuf import text_format
+
     from detbench.benchmark.runner import run_job
-    from detbench.benchmark.sweep import _settings, parse_filters, select
+    from detbench.benchmark.sweep import benchmark_settings, parse_filters, select
     from detbench.config import load_sweep
     from detbench.config.grid import expand_grid
 
     sweep = load_sweep(args.grid)
     cells = select(expand_grid(sweep, args.grid).cells, parse_filters(args.filter))
-    settings = _settings(sweep)
+    settings = benchmark_settings(sweep)
     print(f"{len(cells)} cells x {args.times} repetitions, {settings['num_warmup']} warm-up + "
           f"{settings['num_runs']} timed runs each, each repetition in a fresh process")
     print("| cell | median latency per repetition (ms) | spread | reference workload (ms) "

@@ -1,14 +1,14 @@
-"""benchmark/peers.py builds our models and the Model Garden's to match.
+"""studies/peers.py builds our models and the Model Garden's to match.
 
 The evidence is the parameter count: at 128x128 both sides of each pair
 differ by exactly the layers the Model Garden has and we do not (see the
-module docstring of ``benchmark/peers.py``): batch norm after its head convs
+module docstring of ``studies/peers.py``): batch norm after its head convs
 and fc, and a background column in its box regressor / RetinaNet classifier.
 """
 import pytest
 import tensorflow as tf
 
-from detbench.benchmark import peers
+from detbench.studies import peers
 
 SIZE = 128  # a multiple of 2**7 (RetinaNet's P7)
 

@@ -1,9 +1,9 @@
 """Where a model's first call goes: trace, first execution, steady state (a benchmark).
 
-    python benchmark/first_call.py [--kind faster_rcnn|retinanet] [--proposals 300]
+    python studies/first_call.py [--kind faster_rcnn|retinanet] [--proposals 300]
         [--side ours|theirs] [--no-autograph] [--no-grappler] [--stages]
 
-Builds one side of ``benchmark/peers.py``'s pair (ResNet-50 FPN 640, random
+Builds one side of ``studies/peers.py``'s pair (ResNet-50 FPN 640, random
 weights; ours by default, or the Model Garden's) in this process and times,
 on real-size images: the trace
 (``get_concrete_function``), the first execution (graph optimization by
@@ -17,14 +17,14 @@ process (the settings are process-wide).
 model), warm, and prints the ops and trace time of each: where a trace goes.
 """
 import argparse
-import os
 import sys
 import time
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmark/first_call.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python studies/first_call.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench first-call --side theirs --stages")
     p.add_argument("--kind", default="faster_rcnn", choices=["faster_rcnn", "retinanet"])
     p.add_argument("--proposals", type=int, default=300)
     p.add_argument("--side", default="ours", choices=["ours", "theirs"])
@@ -34,9 +34,9 @@ def main(argv=None):
                    help="then trace each stage prefix (warm) and print its ops and trace time")
     args = p.parse_args(argv)
     import tensorflow as tf
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import peers
+
     from detbench.benchmark.timing import block
+    from detbench.studies import peers
     if args.no_grappler:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     images = peers.timing_images(peers.SIZE, 2)
@@ -66,7 +66,7 @@ def stage_prefixes(side, model, detect):
     """(name, fn(images)) from the raw images up to and including each stage."""
     if side == "ours":
         return list(model.stage_functions()) + [("detect (whole model)", model.detect)]
-    import peers
+    from detbench.studies import peers
 
     def features(images):
         x = peers.their_inputs(images)

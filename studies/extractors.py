@@ -1,6 +1,6 @@
 """Benchmark every registered feature extractor's two-stage first stage.
 
-    python benchmark/extractors.py [--names a,b] [--sizes 300,600] [--runs N] [--warmup N]
+    python studies/extractors.py [--names a,b] [--sizes 300,600] [--runs N] [--warmup N]
 
 For each extractor and square input size: the median forward time of the
 first stage (batch 1, tf.function, after warm-up), its FLOPs (traced graph,
@@ -63,7 +63,9 @@ def bench_extractor(name, sizes, runs, warmup):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench extractors --names mobilenet_v2,resnet50_v1 --sizes 300 --runs 5")
     parser.add_argument("--names", default="", help="comma-separated extractor names (default: all)")
     parser.add_argument("--sizes", default="300,600", help="comma-separated input sides in pixels")
     parser.add_argument("--runs", type=int, default=10, help="timed runs (median reported)")

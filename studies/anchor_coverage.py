@@ -1,6 +1,6 @@
 """Do a model's anchors fit a dataset's objects? (a diagnostic, not a test)
 
-    python benchmark/anchor_coverage.py --pipeline FILE [--set FIELD=VALUE ...]
+    python studies/anchor_coverage.py --pipeline FILE [--set FIELD=VALUE ...]
         [--split eval|train] [--num_images 64] [--iou 0.5,0.7]
 
 Builds the pipeline's model at its input size, takes the anchors it matches
@@ -80,8 +80,10 @@ def measure(pipeline, split="eval", num_images=64):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmark/anchor_coverage.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python studies/anchor_coverage.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench anchor-coverage --pipeline "
+                                       "configs/train_accuracy/ssd_mobilenet_v2_fpn_160.pbtxt --num_images 128")
     p.add_argument("--pipeline", required=True)
     p.add_argument("--set", action="append", default=[], help="pipeline override FIELD=VALUE")
     p.add_argument("--split", default="eval", choices=["eval", "train"])

@@ -1,18 +1,17 @@
-"""benchmark/train_accuracy.py: mAP against training minutes, a final table and the target."""
+"""studies/train_accuracy.py: mAP against training minutes, a final table and the target."""
 import os
 import re
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+from tests.studies import REPO, TINY_SSD
 
 
 def _run(tmp_path, *extra):
     cache = [f"{r}.synthetic_shapes.cache_dir={tmp_path / 'sets'}"
              for r in ("train_input_reader", "eval_input_reader")]
-    cmd = [sys.executable, os.path.join(REPO, "benchmark", "train_accuracy.py"),
-           "--models", os.path.join(HERE, "tiny_ssd.pbtxt"), "--chunk_steps", "2",
+    cmd = [sys.executable, os.path.join(REPO, "studies", "train_accuracy.py"),
+           "--models", TINY_SSD, "--chunk_steps", "2",
            "--out", str(tmp_path / "models"), "--set", "train_config.num_steps=3",
            "--set", cache[0], "--set", cache[1], *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -40,7 +39,7 @@ def test_missed_target_exits_1_and_unknown_model_is_one_line(tmp_path):
     proc = _run(tmp_path, "--target", "1.01")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "| MISS (mAP@.5 >= 1.01 in 15 min) |" in proc.stdout
-    bad = subprocess.run([sys.executable, os.path.join(REPO, "benchmark", "train_accuracy.py"),
+    bad = subprocess.run([sys.executable, os.path.join(REPO, "studies", "train_accuracy.py"),
                           "--models", "no_such_model"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode == 2

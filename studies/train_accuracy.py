@@ -1,6 +1,6 @@
 """How fast do detectors learn the synthetic set on this machine? (a benchmark, not a test)
 
-    python benchmark/train_accuracy.py [--minutes 15] [--models ssd_mobilenet_v2,faster_rcnn_resnet50]
+    python studies/train_accuracy.py [--minutes 15] [--models ssd_mobilenet_v2,faster_rcnn_resnet50]
         [--resolution 160] [--chunk_steps 200] [--set FIELD=VALUE ...]
 
 Trains each model from scratch on the default synthetic set at a small
@@ -34,8 +34,9 @@ def _print_point(step, trained_s, m):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmark/train_accuracy.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python studies/train_accuracy.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench train-accuracy --models ssd_mobilenet_v2 --minutes 5")
     p.add_argument("--minutes", type=float, default=15.0, help="training budget per model")
     p.add_argument("--models", default=",".join(MODELS),
                    help="comma-separated names (%(default)s) or pipeline files")

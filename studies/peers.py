@@ -1,6 +1,6 @@
 """Our detectors side by side with the TF Model Garden's, in one run.
 
-    python benchmark/peers.py [--pairs faster_rcnn,retinanet,proposals,xla,overhead]
+    python studies/peers.py [--pairs faster_rcnn,retinanet,proposals,xla,overhead]
                               [--runs N] [--warmup N] [--xla both|on|off] [--json OUT]
 
 Prints one markdown table per section with ours / theirs ratios and each
@@ -96,13 +96,14 @@ SIZE = 640
 MG_NUM_CLASSES = 91  # background included (ours: num_classes 90 + background)
 SCORE_THRESHOLD, NMS_IOU, MAX_DETECTIONS = 0.05, 0.5, 100
 RPN_NMS_IOU, RPN_PRE_NMS_PER_LEVEL = 0.7, 1000
-MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-STDDEV_RGB = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
 
 def their_inputs(images):
-    """uint8 images -> the Model Garden's input: ImageNet-normalized float32."""
+    """uint8 images -> the Model Garden's input: ImageNet-normalized float32
+    (the same ImageNet mean and stddev as our ResNet's preprocessing)."""
     import tensorflow as tf
+
+    from detbench.feature_extractors.resnet import MEAN_RGB, STDDEV_RGB
     return (tf.cast(images, tf.float32) - MEAN_RGB) / STDDEV_RGB
 
 # targets of issue 9
@@ -114,9 +115,9 @@ TARGETS = {
 OVERHEAD_MIN = 0.7
 PROPOSALS_FASTER_MAX, PROPOSALS_RFCN_MIN = 0.5, 0.85
 
-FINAL_NMS = ("batch_non_max_suppression {score_threshold: %s iou_threshold: %s "
-             "max_detections_per_class: %d max_total_detections: %d pre_nms_top_k: 0}"
-             % (SCORE_THRESHOLD, NMS_IOU, MAX_DETECTIONS, MAX_DETECTIONS))
+FINAL_NMS = (f"batch_non_max_suppression {{score_threshold: {SCORE_THRESHOLD} "
+             f"iou_threshold: {NMS_IOU} max_detections_per_class: {MAX_DETECTIONS:d} "
+             f"max_total_detections: {MAX_DETECTIONS:d} pre_nms_top_k: 0}}")
 
 
 # -- building ------------------------------------------------------------------
@@ -157,6 +158,7 @@ OUR_CONFIGS = {"faster_rcnn": "faster_rcnn_resnet50_fpn_640.pbtxt",
 def build_ours(kind, size=SIZE, proposals=300, config=None, overrides=None):
     """-> our DetectionModel (benchmark mode on for two-stage models)."""
     import tf_keras
+
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
     tf_keras.utils.set_random_seed(0)
@@ -170,9 +172,9 @@ def build_ours(kind, size=SIZE, proposals=300, config=None, overrides=None):
 
 
 def theirs_config(kind, size=SIZE, proposals=300):
-    from official.core import exp_factory
     import official.vision.configs.maskrcnn  # noqa: F401  (registers the experiments)
     import official.vision.configs.retinanet  # noqa: F401
+    from official.core import exp_factory
     if kind == "faster_rcnn":
         c = exp_factory.get_exp_config("fasterrcnn_resnetfpn_coco").task.model
         c.include_mask = False
@@ -209,7 +211,7 @@ def detect_fn(side, model, xla=False, xla_scope="detect", autograph=False):
     each side's fastest first call. The Model Garden's Faster R-CNN @300
     traced in 13.6 s with AutoGraph and 5.0 s without (first call 18.8 s and
     10.0 s, the latter as the issue's reference of 9.5-10.5 s; ``python
-    benchmark/first_call.py --side theirs [--no-autograph]``); ours 2.4 s
+    studies/first_call.py --side theirs [--no-autograph]``); ours 2.4 s
     and 2.2 s. Steady-state latency is the same either way. (``autograph``:
     with XLA off only.)"""
     import tensorflow as tf
@@ -329,6 +331,7 @@ def parameter_count(model):
 def timing_images(size=SIZE, count=4):
     import numpy as np
     import tensorflow as tf
+
     from detbench.data.synthetic import generate_image
     return [tf.constant(generate_image(0, "val", i, image_size=size)[0][None].astype(np.uint8))
             for i in range(count)]
@@ -337,8 +340,9 @@ def timing_images(size=SIZE, count=4):
 # -- child process: first call and peak memory of one side -----------------------
 def run_child(spec):
     """Build one side, time its first call and a few runs; peak RSS of this process."""
-    import tensorflow as tf  # noqa: F401  (both sides' modules are imported alike)
     import official.vision.modeling.factory  # noqa: F401
+    import tensorflow as tf  # noqa: F401  (both sides' modules are imported alike)
+
     import detbench.meta_arch  # noqa: F401
     images = timing_images(spec["size"], 2)
     start = time.perf_counter()
@@ -427,6 +431,7 @@ def section_pairs(kind, proposal_counts, args, rows, failures):
     for proposals in proposal_counts:
         label = f"{kind}" + (f" @{proposals} proposals" if kind == "faster_rcnn" else "")
         import tensorflow as tf
+
         from detbench.benchmark.flops import count_flops
         images = timing_images(SIZE)
         ours = build_ours(kind, SIZE, proposals)
@@ -602,6 +607,7 @@ def print_xla(rows):
 
 def section_overhead(args, rows, failures):
     import tensorflow as tf
+
     from detbench.benchmark.flops import count_flops
     for name, config, overrides in GRID_MODELS:
         print(f"[peers] {name}: detection overhead ...", file=sys.stderr)
@@ -660,7 +666,9 @@ SECTIONS = ("faster_rcnn", "retinanet", "proposals", "xla", "overhead")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench peers --pairs faster_rcnn,retinanet --runs 6")
     parser.add_argument("--pairs", default=",".join(SECTIONS),
                         help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--runs", type=int, default=10, help="timed runs per model")

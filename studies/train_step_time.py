@@ -1,6 +1,6 @@
 """Training throughput: seconds per training step (a benchmark, not a test).
 
-    python benchmark/train_step_time.py --pipeline configs/speed_accuracy/ssd.pbtxt \\
+    python studies/train_step_time.py --pipeline configs/speed_accuracy/ssd.pbtxt \\
         [--resolutions 256,192,160,128] [--batch 8] [--precision float32|mixed_bfloat16]
         [--jit] [--set FIELD=VALUE ...] [--runs 10]
 
@@ -26,13 +26,14 @@ def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
     """One measurement in this process; returns a dict."""
     import tensorflow as tf
     import tf_keras
+
     from detbench import data
+    from detbench.benchmark.timing import block
+    from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
     from detbench.config.grid import set_resolution
     from detbench.train.optimizers import build_optimizer
     from detbench.train.trainer import make_train_step
-    from detbench.builders.model_builder import build_model
-    from detbench.benchmark.timing import block
     if precision != "float32":
         tf_keras.mixed_precision.set_global_policy(precision)
     pipeline = load_pipeline(pipeline_path, overrides)
@@ -66,8 +67,11 @@ def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python benchmark/train_step_time.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python studies/train_step_time.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench train-step-time "
+                                       "--pipeline configs/speed_accuracy/ssd.pbtxt "
+                                       "--resolutions 256,160")
     p.add_argument("--pipeline", required=True)
     p.add_argument("--resolutions", default="256,192,160,128")
     p.add_argument("--batch", type=int, help="default: the pipeline's train_config.batch_size")

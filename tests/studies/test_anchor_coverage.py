@@ -1,4 +1,4 @@
-"""benchmark/anchor_coverage.py: best anchor IoU per object, by size range."""
+"""studies/anchor_coverage.py: best anchor IoU per object, by size range."""
 import glob
 import json
 import os
@@ -8,10 +8,8 @@ import sys
 
 import numpy as np
 
-from detbench.benchmark.anchor_coverage import best_iou, coverage_table
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
+from detbench.studies.anchor_coverage import best_iou, coverage_table
+from tests.studies import REPO, TINY_SSD
 
 
 def test_best_iou_hand_worked():
@@ -35,8 +33,8 @@ def test_coverage_table_by_size():
 
 def test_cli_counts_every_object(tmp_path):
     cache = f"eval_input_reader.synthetic_shapes.cache_dir={tmp_path}"
-    cmd = [sys.executable, os.path.join(REPO, "benchmark", "anchor_coverage.py"),
-           "--pipeline", os.path.join(HERE, "tiny_ssd.pbtxt"), "--set", cache,
+    cmd = [sys.executable, os.path.join(REPO, "studies", "anchor_coverage.py"),
+           "--pipeline", TINY_SSD, "--set", cache,
            "--num_images", "3", "--iou", "0.3,0.5"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
