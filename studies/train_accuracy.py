@@ -2,9 +2,13 @@
 
     python studies/train_accuracy.py [--minutes 15] [--models ssd_mobilenet_v2,faster_rcnn_resnet50]
         [--resolution 160] [--chunk_steps 200] [--set FIELD=VALUE ...]
+        [--start scratch|pretrained|both] [--plot curves.png]
 
-Trains each model from scratch on the default synthetic set at a small
-resolution (configs/train_accuracy/), evaluating COCO metrics on the
+Trains each model (from scratch, or from its extractor's pretrained weights:
+the default sweep's, shipped in pretrained/ or pretrained into the cache) on
+the default synthetic set at a small resolution (configs/train_accuracy/,
+or the default sweep's models: ssd_default, faster_rcnn_default), evaluating
+COCO metrics on the
 validation split every --chunk_steps steps, until its num_steps or the time
 budget (training time, evaluations excluded) is spent. Prints mAP@.5 / mAP
 against training minutes and a final table; exits 1 when a model misses
@@ -24,7 +28,40 @@ from detbench.errors import ConfigError, run_cli
 MODELS = {
     "ssd_mobilenet_v2": "configs/train_accuracy/ssd_mobilenet_v2_fpn_160.pbtxt",
     "faster_rcnn_resnet50": "configs/train_accuracy/faster_rcnn_resnet50_fpn_160.pbtxt",
+    # the default sweep's SSD and Faster R-CNN (MobileNet v2, its 300-step recipe)
+    "ssd_default": "configs/speed_accuracy/ssd.pbtxt",
+    "faster_rcnn_default": "configs/speed_accuracy/faster_rcnn.pbtxt",
 }
+STARTS = {"scratch": ("scratch",), "pretrained": ("pretrained",),
+          "both": ("pretrained", "scratch")}
+
+
+def plot_curves(curves, path):
+    """mAP@.5 against training minutes, one line per (model, start)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from detbench.benchmark.results import atomic_write
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, (label, points) in enumerate(curves.items()):
+        minutes = [0.0] + [t / 60 for _, t, _ in points]
+        ap50 = [0.0] + [m["mAP@.50"] for *_, m in points]
+        ax.plot(minutes, ap50, marker="o", ls="-" if "pretrained" in label else "--",
+                color=f"C{i // 2}", label=label)
+    ax.set_xlabel("training minutes (evaluations excluded)")
+    ax.set_ylabel("mAP@.5 (synthetic validation split)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title("Fine-tuning from pretrained weights (solid) against from scratch (dashed)",
+                 fontsize=10)
+    fig.tight_layout()
+    import io
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue(), mode="wb")
 
 
 def _print_point(step, trained_s, m):
@@ -47,15 +84,22 @@ def main(argv=None):
                    help="input size (default: the recipe's, 160 px), as the sweep's resolution axis")
     p.add_argument("--target", type=float, default=0.6,
                    help="mAP@.5 each model must reach within --minutes (exit 1 otherwise)")
+    p.add_argument("--start", choices=sorted(STARTS), default="scratch",
+                   help="where the extractor's weights start: scratch, the pretrained weights "
+                        "(the default sweep's recipe), or both, one after the other")
+    p.add_argument("--plot", help="write mAP@.5 against training minutes to this PNG")
     args = p.parse_args(argv)
+    if args.plot and not args.plot.endswith(".png"):
+        raise ConfigError(f"--plot {args.plot}: a .png file")
     from detbench.config import load_pipeline
     from detbench.config.grid import set_resolution
     from detbench.evaluation.runner import evaluate_model
     from detbench.train.trainer import train
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = args.out or tempfile.mkdtemp(prefix="detbench-train-accuracy-")
-    table = []
-    for name in args.models.split(","):
+    table, curves = [], {}
+    runs = [(name, start) for name in args.models.split(",") for start in STARTS[args.start]]
+    for name, start in runs:
         path = os.path.join(root, MODELS[name]) if name in MODELS else name
         if not os.path.isfile(path):
             raise ConfigError(f"--models: {name!r} is neither a known model ({', '.join(MODELS)}) "
@@ -63,8 +107,15 @@ def main(argv=None):
         pipeline = load_pipeline(path, args.set)
         if args.resolution:
             set_resolution(pipeline, args.resolution)
+        if start == "pretrained":
+            from detbench.config.validate import meta_arch_config
+            from detbench.train.pretrain import Recipe, ensure_pretrained, start_from_pretrained
+            start_from_pretrained(pipeline, Recipe())
+            ensure_pretrained(meta_arch_config(pipeline)[1].feature_extractor, Recipe())
         label = name if name in MODELS else os.path.splitext(os.path.basename(name))[0]
-        model_dir = os.path.join(out, label)
+        if args.start == "both" or start == "pretrained":
+            label += f" ({start})"
+        model_dir = os.path.join(out, label.replace(" ", "_").replace("(", "").replace(")", ""))
         tc = pipeline.train_config
         tc.eval_every_n_steps = args.chunk_steps
         size = f" at {args.resolution} px" if args.resolution else ""
@@ -80,11 +131,15 @@ def main(argv=None):
             history.append((result.step, trained_s,
                             evaluate_model(result.model, pipeline, progress=False)))
             _print_point(*history[-1])
+        curves[label] = history
         metrics = history[-1][2]
         print(f"  {result.step} steps in {trained_s / 60:.1f} min of training "
               f"({time.time() - start:.0f} s with evaluations)", flush=True)
         table.append((label, result.step, trained_s / 60, metrics["mAP@.50"], metrics["mAP"],
                       metrics["mAP (small)"]))
+    if args.plot:
+        plot_curves(curves, args.plot)
+        print(f"curves: {args.plot}")
     print("\n| model | steps | training min | mAP@.5 | mAP | mAP small | target |\n"
           "|---|---|---|---|---|---|---|")
     missed = 0
