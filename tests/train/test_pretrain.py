@@ -64,6 +64,7 @@ def test_pretrained_weights_load_into_a_detector(tmp_path):
     # the file holds the backbone the detector's extractor builds: same names and values
     p = load_pipeline(os.path.join(REPO_ROOT, "tests/benchmark/tiny_ssd.pbtxt"))
     p.model.ssd.feature_extractor.depth_multiplier = 0.35
+    p.model.ssd.feature_extractor.min_depth = 16
     p.model.ssd.feature_extractor.weights_path = str(out)
     model = build_model(p.model, is_training=True)
     # Keras's own loader (not detbench's) reads the file into a fresh backbone; the
