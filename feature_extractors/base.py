@@ -118,24 +118,25 @@ class FeatureExtractor(abc.ABC):
 
         The sub-networks share layer objects with ``build_backbone()``, so
         loading the backbone's file initialises every sub-network built from
-        it. A file that does not match raises ConfigError naming it.
+        it. Returns the ``WeightsReport`` (None when no file is configured); a
+        file that does not match raises ConfigError naming it.
         """
         if not self.weights_path:
-            return 0
+            return None
         path = self.weights_path
         from detbench.train import pretrain
         if path.startswith(pretrain.REFERENCE_PREFIX):
             path = pretrain.resolve_reference(path)
             if path is None:
                 if not self.is_training:
-                    return 0   # evaluation and export restore every variable from a checkpoint
+                    return None   # evaluation and export restore every variable from a checkpoint
                 raise ConfigError(
                     f"feature_extractor.weights_path: {self.weights_path}: no such pretrained "
                     f"weights in {pretrain.cache_dir()} or {pretrain.SHIPPED_DIR}; a sweep "
                     "pretrains them first, or run `detbench pretrain --extractor "
                     f"{self.config.type} --depth_multiplier {self.config.depth_multiplier:g}`")
         from detbench.feature_extractors.weights import load_backbone_weights
-        return load_backbone_weights(self.build_backbone(), path)
+        return load_backbone_weights(self.build_backbone(), path, self)
 
     @staticmethod
     def _image_input():
