@@ -24,6 +24,8 @@ log = logging.getLogger("detbench.weights")
 
 # format name -> Registry(extractor name -> NameMap)
 MAPS = {}
+# How a source names what lies outside the network's scope (skipped, counted).
+OUTSIDE = "<outside>/"
 
 
 def format_registry(fmt):
@@ -192,7 +194,7 @@ def apply_map(fmt, name_map, entries, backbone, source, path):
     for key in source:
         if key in used:
             continue
-        if not name_map.skips(key):
+        if not key.startswith(OUTSIDE) and not name_map.skips(key):
             raise error(path, f"does not match {backbone.name}: the file's {key} "
                               f"{tuple(source.shape(key))} has no place in it (a file of another "
                               "network?)")
@@ -203,7 +205,8 @@ def apply_map(fmt, name_map, entries, backbone, source, path):
     report = WeightsReport(path, fmt, backbone.name, loaded=len(assignments),
                            folded=sum(e.fold is not None for e in entries), skipped=len(skipped),
                            left_at_init=len(ours - assigned),
-                           skipped_examples=tuple(sorted(skipped)[:3]))
+                           skipped_examples=tuple(
+                               sorted(k.replace(OUTSIDE, "") for k in skipped)[:3]))
     return report
 
 

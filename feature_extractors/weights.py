@@ -33,8 +33,9 @@ import tensorflow as tf
 import tf_keras
 
 from detbench.feature_extractors import weights_keras, weights_slim
-from detbench.feature_extractors.weight_maps import (MAPS, CheckpointSource, Entry, H5Source,
-                                                      NameMap, WeightsReport, apply_map)
+from detbench.feature_extractors.weight_maps import (MAPS, OUTSIDE, CheckpointSource, Entry,
+                                                      H5Source, NameMap, WeightsReport,
+                                                      apply_map)
 from detbench.feature_extractors.weight_maps import error as _error
 from detbench.feature_extractors.weight_maps import first_line as _first_line
 
@@ -141,7 +142,7 @@ class RebasedSource:
         self._source, self._outer = source, outer
 
     def __iter__(self):
-        return (k[len(self._outer):] if k.startswith(self._outer) else f"<outside>/{k}"
+        return (k[len(self._outer):] if k.startswith(self._outer) else f"{OUTSIDE}{k}"
                 for k in self._source)
 
     def __contains__(self, key):
@@ -154,7 +155,7 @@ class RebasedSource:
         return self._source.value(self._real(key))
 
     def _real(self, key):
-        return key[len("<outside>/"):] if key.startswith("<outside>/") else self._outer + key
+        return key[len(OUTSIDE):] if key.startswith(OUTSIDE) else self._outer + key
 
     def close(self):
         self._source.close()

@@ -25,7 +25,8 @@ from detbench.feature_extractors.weight_maps import (Entry, NameMap, batch_norm_
 FORMAT = "TF-slim checkpoint"
 SLIM = format_registry(FORMAT)
 HEADS = (r"(^|/)(logits|Logits|AuxLogits|fc6|fc7|fc8|Predictions)/", r"(^|/)global_step$",
-         r"(^|/)mean_rgb$")
+         r"(^|/)mean_rgb$",
+         r"_\d+_Conv2d_\d+_\d+x\d+")   # a TF OD API SSD's extra feature-map layers
 _KERNELS = {"kernel": "weights", "depthwise_kernel": "depthwise_weights",
             "pointwise_kernel": "pointwise_weights", "bias": "biases"}
 

@@ -192,8 +192,17 @@ def test_mobilenet_published_names(tmp_path, name):
     report = load(fe, path)
     assert (report.loaded, report.skipped, report.left_at_init) == (len(ref.weights), 3, 0)
     x = fe.preprocess(image(64))
-    assert_same_map(fe.build_backbone()(x),
-                    tf_keras.Model(ref.input, ref.get_layer(last).output)(x))
+    expected = tf_keras.Model(ref.input, ref.get_layer(last).output)(x)
+    assert_same_map(fe.build_backbone()(x), expected)
+    # a TF OD API SSD checkpoint: the network under FeatureExtractor/, the detector beside it
+    detection = {f"FeatureExtractor/{k}": v for k, v in values.items() if "Logits" not in k}
+    detection["BoxPredictor_0/BoxEncodingPredictor/weights"] = np.zeros((1, 1, 8, 12), "float32")
+    path = str(tmp_path / "ssd" / "model.ckpt")
+    write_checkpoint(path, detection)
+    randomize(fe.build_backbone().variables, seed=5)
+    report = load(fe, path)
+    assert (report.loaded, report.skipped, report.left_at_init) == (len(ref.weights), 2, 0)
+    assert_same_map(fe.build_backbone()(x), expected)
 
 
 def published_inception_resnet_v2():
@@ -307,3 +316,13 @@ def test_missing_variable_is_refused(tmp_path):
     assert path in message and "\n" not in message
     assert re.search(r"it lacks MobilenetV1/Conv2d_7_pointwise/BatchNorm/gamma for our "
                      r"layer_7/\S+/gamma \(512,\)$", message), message
+    # a truncated checkpoint: its index lists every variable, the data ends early
+    path = str(tmp_path / "truncated.ckpt")
+    write_checkpoint(path, keras_to_slim(ref, "MobilenetV1", mobilenet_v1_slim_name))
+    data = path + ".data-00000-of-00001"
+    content = open(data, "rb").read()
+    with open(data, "wb") as f:
+        f.write(content[: len(content) // 3])
+    with pytest.raises(ConfigError) as e:
+        load(shared_extractor("mobilenet_v1"), path)
+    assert path in str(e.value) and "\n" not in str(e.value)
