@@ -118,18 +118,18 @@ class FeatureExtractor(abc.ABC):
 
         The sub-networks share layer objects with ``build_backbone()``, so
         loading the backbone's file initialises every sub-network built from
-        it. Returns the ``WeightsReport`` (None when no file is configured); a
+        it. Returns the ``WeightsReport`` (0 when nothing is loaded); a
         file that does not match raises ConfigError naming it.
         """
         if not self.weights_path:
-            return None
+            return 0
         path = self.weights_path
         from detbench.train import pretrain
         if path.startswith(pretrain.REFERENCE_PREFIX):
             path = pretrain.resolve_reference(path)
             if path is None:
                 if not self.is_training:
-                    return None   # evaluation and export restore every variable from a checkpoint
+                    return 0   # evaluation and export restore every variable from a checkpoint
                 raise ConfigError(
                     f"feature_extractor.weights_path: {self.weights_path}: no such pretrained "
                     f"weights in {pretrain.cache_dir()} or {pretrain.SHIPPED_DIR}; a sweep "
