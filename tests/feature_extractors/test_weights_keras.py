@@ -108,7 +108,8 @@ def test_keras_file_of_another_network_is_refused(tmp_path):
 def test_truncated_keras_file_is_refused(tmp_path):
     _, path = keras_file(tmp_path, lambda: A.MobileNet(weights=None, input_shape=(64, 64, 3),
                                                        include_top=False))
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
     with pytest.raises(ConfigError) as e:

@@ -320,7 +320,8 @@ def test_missing_variable_is_refused(tmp_path):
     path = str(tmp_path / "truncated.ckpt")
     write_checkpoint(path, keras_to_slim(ref, "MobilenetV1", mobilenet_v1_slim_name))
     data = path + ".data-00000-of-00001"
-    content = open(data, "rb").read()
+    with open(data, "rb") as f:
+        content = f.read()
     with open(data, "wb") as f:
         f.write(content[: len(content) // 3])
     with pytest.raises(ConfigError) as e:

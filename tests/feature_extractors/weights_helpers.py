@@ -31,7 +31,7 @@ def randomize(variables, seed=0):
         [(v, random_value(v.name, tuple(v.shape), rng)) for v in variables])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shared_extractor(name, **fields):
     """One extractor per configuration for the whole session (building the big ones costs
     seconds); every test loads a complete file into it."""
