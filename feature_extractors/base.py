@@ -116,7 +116,8 @@ class FeatureExtractor(abc.ABC):
 
         The sub-networks share layer objects with ``build_backbone()``, so
         loading the backbone's file initialises every sub-network built from
-        it. A file that does not match raises ConfigError naming it.
+        it. Returns the ``WeightsReport`` (0 when nothing is loaded); a
+        file that does not match raises ConfigError naming it.
         """
         if not self.weights_path:
             return 0
@@ -133,7 +134,7 @@ class FeatureExtractor(abc.ABC):
                     "pretrains them first, or run `detbench pretrain --extractor "
                     f"{self.config.type} --depth_multiplier {self.config.depth_multiplier:g}`")
         from detbench.feature_extractors.weights import load_backbone_weights
-        return load_backbone_weights(self.build_backbone(), path)
+        return load_backbone_weights(self.build_backbone(), path, self)
 
     @staticmethod
     def _image_input():

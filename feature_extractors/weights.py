@@ -1,19 +1,30 @@
 """Load a backbone's weights from a local file, or fail naming the file and what mismatched.
 
-Accepted (all written by tf_keras ``Model.save_weights``):
+The format is recognised from the file itself:
 
-* ``*.weights.h5``: the Keras v3 weights format (variables addressed by
-  layer/attribute path; tf_keras loads it and names the layer that differs);
-* ``*.h5`` / ``*.hdf5``: the legacy HDF5 format. tf_keras matches it by
-  layer order and, inside a layer, by the order of ``trainable_weights +
+* HDF5 without ``layer_names``: detbench's own ``*.weights.h5`` (Keras v3
+  weights format, variables addressed by layer/attribute path);
+* HDF5 with ``layer_names`` (legacy format) whose layers with weights are
+  ours, by name: detbench's own ``.h5``. tf_keras matches it by layer order
+  and, inside a layer, by the order of ``trainable_weights +
   non_trainable_weights``, which changes when batch norm is frozen (gamma,
   beta, moving mean and variance share a shape, so a file written with
   trainable BN would load permuted, silently). Here each layer's variables are
   matched by name instead (sub-layer kind, its creation rank, variable name),
   with every shape checked before anything is assigned;
-* a TF checkpoint prefix (``path.index`` exists): object-based restore; every
-  backbone variable must be found with its shape.
+* any other legacy HDF5: a Keras Applications file, through the extractor's
+  map in ``weights_keras.py``;
+* a TF checkpoint prefix (``path.index`` exists) with object paths at its
+  root: detbench's own (``save_weights``), object-based restore;
+* object paths of a network laid out as ours under a prefix (``backbone/``):
+  a Model Garden checkpoint (``tf.train.Checkpoint(backbone=...)``);
+* TF1 variable names: a TF-slim checkpoint, through ``weights_slim.py``.
+
+Every load ends in one ``WeightsReport`` line (loaded, folded, skipped, left
+at init); every misfit in one ConfigError line naming the first variable that
+does not fit, with both names and shapes.
 """
+import logging
 import os
 import re
 
@@ -21,36 +32,165 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from detbench.errors import ConfigError
+from detbench.feature_extractors import weights_keras, weights_slim
+from detbench.feature_extractors.weight_maps import (MAPS, OUTSIDE, CheckpointSource, Entry,
+                                                      H5Source, NameMap, WeightsReport,
+                                                      apply_map)
+from detbench.feature_extractors.weight_maps import error as _error
+from detbench.feature_extractors.weight_maps import first_line as _first_line
+
+log = logging.getLogger("detbench.weights")
 
 _VAR_RANK = {"kernel": 0, "depthwise_kernel": 0, "pointwise_kernel": 1, "bias": 2,
              "gamma": 3, "beta": 4, "moving_mean": 5, "moving_variance": 6}
 
 
-def _error(path, what):
-    return ConfigError(f"feature_extractor.weights_path: {path}: {what}")
+def load_backbone_weights(backbone_model, path, extractor=None):
+    """Restore ``backbone_model``'s variables from ``path``; return a ``WeightsReport``.
 
-
-def _first_line(e):
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
-def load_backbone_weights(backbone_model, path):
-    """Restore ``backbone_model``'s variables from ``path``; return how many were restored."""
+    The format is recognised from the file itself (see ``detect_format``);
+    ``extractor`` (the FeatureExtractor that built the backbone) selects the
+    name map of a foreign format. Logs the report's one line.
+    """
     path = os.fspath(path)
+    _, loader = detect_format(backbone_model, path, extractor)
+    report = loader(backbone_model, path, extractor)
+    log.info(report.summary())
+    return report
+
+
+def detect_format(model, path, extractor=None):
+    """(format name, loader) for ``path``, from its HDF5 layout or checkpoint variable names."""
     if os.path.isfile(path):
         import h5py
         if not h5py.is_hdf5(path):
             raise _error(path, "not an HDF5 weights file (nor a TF checkpoint prefix)")
-        with h5py.File(path, "r") as f:
-            legacy = "layer_names" in f.attrs
-        if legacy:
-            return _load_legacy_h5(backbone_model, path)
-        return _load_keras_v3(backbone_model, path)
+        try:
+            with h5py.File(path, "r") as f:
+                g = f["model_weights"] if "model_weights" in f else f
+                legacy = "layer_names" in g.attrs
+                names = [n.decode() if isinstance(n, bytes) else n
+                         for n in g.attrs.get("layer_names", [])]
+                weighted = [n for n in names if len(g[n].attrs.get("weight_names", [])) > 0]
+        except Exception as e:  # noqa: BLE001  (a truncated or damaged file)
+            raise _error(path, f"unreadable HDF5 file: {_first_line(e)}") from None
+        if not legacy:
+            return "detbench .weights.h5", _own(_load_keras_v3)
+        ours = [layer.name for layer in model.layers if layer.weights]
+        if weighted != ours and _name_map(weights_keras.FORMAT, extractor) is not None:
+            return weights_keras.FORMAT, _mapped(weights_keras.FORMAT)
+        return "detbench .h5", _own(_load_legacy_h5)
     if os.path.isfile(path + ".index"):
-        return _load_checkpoint(backbone_model, path)
+        try:
+            listed = tf.train.list_variables(path)
+        except Exception as e:  # noqa: BLE001
+            raise _error(path, f"unreadable checkpoint: {_first_line(e)}") from None
+        if not any(k.endswith(_VALUE_SUFFIX) for k, _ in listed):
+            return weights_slim.FORMAT, _mapped(weights_slim.FORMAT, listed)
+        if _garden_prefix(model, listed):
+            return GARDEN, _load_garden(listed)
+        return "detbench TF checkpoint", _own(_load_checkpoint)
     raise _error(path, "no such weights file or TF checkpoint prefix")
+
+
+def _own(load):
+    """A loader of detbench's own formats (``save_weights`` of the backbone itself)."""
+    def loader(model, path, extractor):
+        return WeightsReport(path, "detbench", model.name, loaded=load(model, path))
+    return loader
+
+
+def _name_map(fmt, extractor):
+    name = getattr(extractor, "registered_name", None)
+    registry = MAPS.get(fmt)
+    return registry.get(name) if registry is not None and name in registry else None
+
+
+def _mapped(fmt, listed=None):
+    """A loader through the extractor's name map for ``fmt`` (Keras .h5 or TF-slim)."""
+    def loader(model, path, extractor):
+        name_map = _name_map(fmt, extractor)
+        if name_map is None:
+            raise _error(path, f"a {fmt}; {model.name} has no name map for it (see docs/weights.md)")
+        source = H5Source(path) if listed is None else CheckpointSource(path, listed)
+        try:
+            if listed is not None:
+                source = _rebase(source, name_map, name_map.entries(extractor, model, source), path)
+            return apply_map(fmt, name_map, name_map.entries(extractor, model, source), model,
+                             source, path)
+        finally:
+            source.close()
+    return loader
+
+
+def _rebase(source, name_map, probe, path):
+    """Find the network's scope under an outer prefix (a detection checkpoint's
+    ``FeatureExtractor/``); names outside it are skipped."""
+    first = probe[0].key
+    if first in source:
+        return source
+    outer = sorted(k[:-len(first)] for k in source if k.endswith("/" + first))
+    if not outer:
+        return source     # apply_map names what is missing
+    return RebasedSource(source, outer[0])
+
+
+class RebasedSource:
+    """``source`` seen from inside ``outer``; names outside it read as skipped heads."""
+
+    def __init__(self, source, outer):
+        self._source, self._outer = source, outer
+
+    def __iter__(self):
+        return (k[len(self._outer):] if k.startswith(self._outer) else f"{OUTSIDE}{k}"
+                for k in self._source)
+
+    def __contains__(self, key):
+        return self._outer + key in self._source
+
+    def shape(self, key):
+        return self._source.shape(self._real(key))
+
+    def value(self, key):
+        return self._source.value(self._real(key))
+
+    def _real(self, key):
+        return key[len(OUTSIDE):] if key.startswith(OUTSIDE) else self._outer + key
+
+    def close(self):
+        self._source.close()
+
+
+# -- Model Garden: tf.train.Checkpoint of its backbone (object paths) --------------
+
+GARDEN = "Model Garden checkpoint"
+_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def _object_paths(model):
+    from detbench.train.fine_tune import variable_paths
+    return variable_paths(model)
+
+
+def _garden_prefix(model, listed):
+    """The prefix (``backbone``, ``model/backbone``) under which the checkpoint holds a
+    network laid out as ours; None for detbench's own (no prefix) or no match."""
+    first = next(iter(_object_paths(model)))
+    tail = f"/{first}{_VALUE_SUFFIX}"
+    prefixes = [k[:-len(tail)] for k, _ in listed if k.endswith(tail)]
+    return min(prefixes, key=len) if prefixes else None
+
+
+def _load_garden(listed):
+    def loader(model, path, extractor):
+        prefix = _garden_prefix(model, listed)
+        entries = [Entry(var, f"{prefix}/{p}{_VALUE_SUFFIX}")
+                   for p, var in _object_paths(model).items()]
+        skip = NameMap(None, (r"^(?!" + re.escape(prefix) + "/)", r"\.OPTIMIZER_SLOT",
+                              r"^_CHECKPOINTABLE_OBJECT_GRAPH$", r"/\.ATTRIBUTES/(?!VARIABLE_VALUE)"))
+        source = CheckpointSource(path, listed)
+        return apply_map(GARDEN, skip, entries, model, source, path)
+    return loader
 
 
 def _load_keras_v3(model, path):
