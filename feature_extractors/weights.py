@@ -33,11 +33,18 @@ import tensorflow as tf
 import tf_keras
 
 from detbench.feature_extractors import weights_keras, weights_slim
-from detbench.feature_extractors.weight_maps import (MAPS, OUTSIDE, CheckpointSource, Entry,
-                                                      H5Source, NameMap, WeightsReport,
-                                                      apply_map)
-from detbench.feature_extractors.weight_maps import error as _error
-from detbench.feature_extractors.weight_maps import first_line as _first_line
+from detbench.feature_extractors.weight_maps import (
+    MAPS,
+    OUTSIDE,
+    CheckpointSource,
+    Entry,
+    H5Source,
+    NameMap,
+    WeightsReport,
+    apply_map,
+    error as _error,
+    first_line as _first_line,
+)
 
 log = logging.getLogger("detbench.weights")
 

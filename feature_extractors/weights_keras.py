@@ -8,8 +8,12 @@ that ours (batch norm after every convolution, no bias) lack: each bias is
 folded exactly into the following batch norm's moving mean
 (``BN(conv(x) + b)`` with mean ``m`` is ``BN(conv(x))`` with mean ``m - b``).
 """
-from detbench.feature_extractors.weight_maps import (Entry, NameMap, batch_norm_entries,
-                                                      format_registry)
+from detbench.feature_extractors.weight_maps import (
+    Entry,
+    NameMap,
+    batch_norm_entries,
+    format_registry,
+)
 
 FORMAT = "Keras Applications .h5"
 KERAS = format_registry(FORMAT)

@@ -19,8 +19,12 @@ import re
 
 import tf_keras
 
-from detbench.feature_extractors.weight_maps import (Entry, NameMap, batch_norm_entries,
-                                                      format_registry)
+from detbench.feature_extractors.weight_maps import (
+    Entry,
+    NameMap,
+    batch_norm_entries,
+    format_registry,
+)
 
 FORMAT = "TF-slim checkpoint"
 SLIM = format_registry(FORMAT)

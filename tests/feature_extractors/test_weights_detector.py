@@ -11,8 +11,11 @@ import tf_keras
 
 from detbench.errors import run_cli
 from tests.conftest import REPO_ROOT
-from tests.feature_extractors.test_weights_slim import (keras_to_slim, mobilenet_v1_slim_name,
-                                                        write_checkpoint)
+from tests.feature_extractors.test_weights_slim import (
+    keras_to_slim,
+    mobilenet_v1_slim_name,
+    write_checkpoint,
+)
 from tests.feature_extractors.weights_helpers import randomize
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "ssd_mobilenet_v1_300.pbtxt")

@@ -6,8 +6,12 @@ import tensorflow as tf
 import tf_keras
 from official.vision.modeling import backbones
 
-from tests.feature_extractors.weights_helpers import (assert_same_map, image, randomize,
-                                                      shared_extractor)
+from tests.feature_extractors.weights_helpers import (
+    assert_same_map,
+    image,
+    randomize,
+    shared_extractor,
+)
 
 SPEC = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
 CASES = {

@@ -7,8 +7,13 @@ import tf_keras
 
 from detbench.errors import ConfigError
 from detbench.feature_extractors.weights import load_backbone_weights
-from tests.feature_extractors.weights_helpers import (assert_same_map, extractor, image,
-                                                      randomize, shared_extractor)
+from tests.feature_extractors.weights_helpers import (
+    assert_same_map,
+    extractor,
+    image,
+    randomize,
+    shared_extractor,
+)
 
 A = tf_keras.applications
 

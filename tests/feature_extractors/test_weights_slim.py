@@ -17,8 +17,12 @@ import tensorflow as tf
 import tf_keras
 
 from detbench.errors import ConfigError
-from tests.feature_extractors.weights_helpers import (assert_same_map, image, random_value,
-                                                      shared_extractor)
+from tests.feature_extractors.weights_helpers import (
+    assert_same_map,
+    image,
+    random_value,
+    shared_extractor,
+)
 
 v1 = tf.compat.v1
 
