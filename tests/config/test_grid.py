@@ -269,7 +269,7 @@ def test_shipped_sweeps_expand():
     assert {c.test_pipeline.eval_config.batch_size for c in grid.cells} == {8}
     labels = [c.label for c in grid.cells]
     assert "SSD MobileNet v2 FPN 160px, tested at 80px" in labels
-    assert "Faster R-CNN MobileNet v2 224px, 100 proposals, tested at stride 8" in labels
+    assert "Faster R-CNN MobileNet v2 256px, 100 proposals, tested at stride 8" in labels
     study = os.path.join(CONFIGS, "huang2017.pbtxt")
     grid = expand_grid(load_sweep(study), study)
     # 3 archs x 6 extractors x 2 resolutions; two-stage x 6 proposals x 2 strides,
