@@ -43,6 +43,18 @@ def atomic_write(path, data, mode="w"):
         raise
 
 
+def remove_partial_writes(folder):
+    """Remove what ``atomic_write`` left behind when its process was killed mid-write
+    (``.tmp-*`` files in ``folder`` and its subfolders); call it holding the folder."""
+    removed = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.startswith(".tmp-"):
+                os.unlink(os.path.join(root, name))
+                removed.append(os.path.join(root, name))
+    return removed
+
+
 class ResultsStore:
     """Rows keyed by ``cell_id``; a cell recorded once is never recomputed."""
 

@@ -187,7 +187,7 @@ def run_sweep(args):
     from google.protobuf import text_format
     from tqdm import tqdm
     from detbench.benchmark.lock import FolderLock
-    from detbench.benchmark.results import ResultsStore
+    from detbench.benchmark.results import ResultsStore, remove_partial_writes
     from detbench.benchmark.runner import EXECUTORS, cleanup_orphans
     from detbench.config import load_sweep
     from detbench.config.grid import expand_grid
@@ -210,8 +210,9 @@ def run_sweep(args):
     # Held until run_sweep returns (or the process ends): a second sweep into the
     # same folder stops with who holds it.
     lock = None if args.dry_run else FolderLock(out_dir)   # noqa: F841
-    if not args.dry_run:
+    if not args.dry_run:   # what a killed run left: its jobs, half-written files
         cleanup_orphans()
+        remove_partial_writes(out_dir)
     store = ResultsStore(out_dir)
     done = store.done_ids(args.speed_only) if args.resume else set()
     if args.dry_run:

@@ -20,8 +20,11 @@ def meta_arch_config(pipeline):
 
 
 def model_num_classes(pipeline, split):
-    """(num_classes, 'model.X.num_classes vs <split>_input_reader') for data checks."""
+    """(num_classes, 'model.X.num_classes vs <split>_input_reader') for data checks
+    (num_classes None where the pipeline sets no model)."""
     name, arch = meta_arch_config(pipeline)
+    if arch is None:
+        return None, f"the model's num_classes vs {split}_input_reader"
     return arch.num_classes, f"model.{name}.num_classes vs {split}_input_reader"
 
 

@@ -85,7 +85,7 @@ def evaluate_model(model, pipeline, num_examples=None, progress=True, out_dir=No
     eval_config = pipeline.eval_config
     info = data.load_dataset_info(pipeline.eval_input_reader)
     num_classes, where = model_num_classes(pipeline, "eval")
-    data.check_num_classes(num_classes, info.category_index, where)
+    data.check_num_classes(getattr(model, "num_classes", num_classes), info.category_index, where)
     evaluators = build_evaluators(eval_config, info.annotations_file, info.category_index)
     limit = eval_config.num_examples if num_examples is None else int(num_examples)
     batch_size = max(1, eval_config.batch_size)
