@@ -135,7 +135,7 @@ def _check_rerun(grid, out, tmp, n_cells, *extra):
     env = dict(TMPDIR=str(tmp))
     proc = subprocess.run([sys.executable, "benchmark/sweep.py", "--grid", grid, "--out",
                            str(out), *extra], cwd=REPO, env={**sweep_env(), **env},
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     rows = read_rows(str(out))
     ids = [r["cell_id"] for r in rows]
