@@ -38,16 +38,20 @@ def main(argv=None):
     from detbench import data
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
+    from detbench.config.validate import model_num_classes
     from detbench.evaluation import evaluate_model, restore_model
     from detbench.evaluation.runner import resolve_checkpoint
 
+    from detbench.paths import check_output_folder
     pipeline = load_pipeline(args.pipeline, overrides=tuple(args.overrides))
     checkpoint = resolve_checkpoint(args.checkpoint)
-    model = build_model(pipeline.model, is_training=False)
-    sample = next(iter(data.build_dataset(pipeline.eval_input_reader, 1, training=False,
-                                          image_transform=model.preprocess_single).take(1)))
-    restore_model(model, checkpoint, sample)
     out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "eval")
+    check_output_folder(out_dir, "--out")
+    model = build_model(pipeline.model, is_training=False)
+    sample = next(iter(data.build_dataset(
+        pipeline.eval_input_reader, 1, training=False, image_transform=model.preprocess_single,
+        num_classes=model_num_classes(pipeline, "eval")).take(1)))
+    restore_model(model, checkpoint, sample)
     metrics, evaluators = evaluate_model(model, pipeline, num_examples=args.num_examples,
                                          progress=not args.no_progress, out_dir=out_dir,
                                          return_evaluators=True)

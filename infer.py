@@ -10,20 +10,27 @@ import sys
 import numpy as np
 
 from detbench.errors import DetbenchError, run_cli
+from detbench.paths import check_output_file
 
 PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
            (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
 
 
 def read_image(path):
-    from PIL import Image, UnidentifiedImageError
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise DetbenchError(f"--image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise DetbenchError(f"--image {path}: not a readable image ({e})") from None
+    """uint8 [H, W, 3] in every pixel mode (16-bit scaled, not clipped); one line if not."""
+    from detbench.data.images import read_rgb
+    return read_rgb(path, name=f"--image {path}")
+
+
+OUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def image_extensions():
+    """The common extensions this PIL can save images as."""
+    from PIL import Image
+    Image.init()
+    saveable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE}
+    return {ext for ext in OUT_EXTENSIONS if ext in saveable}
 
 
 def label_names(pipeline):
@@ -74,6 +81,7 @@ def main(argv=None):
     p.add_argument("--score_threshold", type=float, default=0.3)
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
     args = p.parse_args(argv)
+    check_output_file(args.out, "--out", image_extensions())
     import tensorflow as tf
 
     from detbench.builders.model_builder import build_model

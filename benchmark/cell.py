@@ -63,12 +63,34 @@ def run_pretraining(spec):
     return {"path": path, **{k: report[k] for k in ("steps", "train_seconds", "val_accuracy")}}
 
 
+def discard_unfinished(model_dir, keep=("pipeline.pbtxt",)):
+    """A model folder without DONE_FILE is what a killed training left (its
+    checkpoints, logs, maybe a process that went on writing them): remove all but
+    ``keep`` so the training starts afresh and its summary covers all of it."""
+    import shutil
+    if not os.path.isdir(model_dir) or os.path.exists(os.path.join(model_dir, DONE_FILE)):
+        return []
+    removed = sorted(n for n in os.listdir(model_dir) if n not in keep)
+    for name in removed:
+        path = os.path.join(model_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    if removed:
+        print(f"{model_dir}: unfinished training (no {DONE_FILE}) discarded: "
+              f"{', '.join(removed)}", file=sys.stderr)
+    return removed
+
+
 def run_training(spec):
-    """Train (resuming from the model dir's checkpoint) and mark the model done."""
+    """Train from scratch (an unfinished folder is discarded) and mark the model done:
+    DONE_FILE is written atomically, last."""
     from detbench.benchmark.results import atomic_write
     from detbench.train.trainer import train
     pipeline = _pipeline(spec["train_pipeline"])
     model_dir = spec["model_dir"]
+    discard_unfinished(model_dir)
     start = time.time()
     result = train(pipeline, model_dir, num_steps=pipeline.train_config.num_steps,
                    progress=spec.get("progress", False), progress_file=spec.get("progress_file"))

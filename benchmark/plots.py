@@ -37,9 +37,14 @@ def _log_x(ax):
 
 
 def _save(fig, path):
+    """Atomically (a kill while saving leaves the previous plot, never half a PNG)."""
+    import io
+    from detbench.benchmark.results import atomic_write
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    atomic_write(path, buffer.getvalue(), mode="wb")
     return path
 
 

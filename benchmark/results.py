@@ -3,12 +3,15 @@
 ``results.jsonl`` is the source of truth: one JSON object per finished cell
 (metrics, environment, full config). Each append rewrites the file through a
 temporary file and ``os.replace`` (atomic on POSIX), so a reader never sees a
-half-written row. ``results.csv`` and ``results.md`` are derived from it.
+half-written row. An append re-reads the file under an exclusive lock and
+merges into what it holds, so no writer drops a row another one wrote.
+``results.csv`` and ``results.md`` are derived from it.
 """
 import json
 import os
 import tempfile
 
+from detbench.benchmark.lock import locked_file
 from detbench.errors import DetbenchError
 
 
@@ -40,6 +43,18 @@ def atomic_write(path, data, mode="w"):
         raise
 
 
+def remove_partial_writes(folder):
+    """Remove what ``atomic_write`` left behind when its process was killed mid-write
+    (``.tmp-*`` files in ``folder`` and its subfolders); call it holding the folder."""
+    removed = []
+    for root, _, files in os.walk(folder):
+        for name in files:
+            if name.startswith(".tmp-"):
+                os.unlink(os.path.join(root, name))
+                removed.append(os.path.join(root, name))
+    return removed
+
+
 class ResultsStore:
     """Rows keyed by ``cell_id``; a cell recorded once is never recomputed."""
 
@@ -67,14 +82,22 @@ class ResultsStore:
                 rows.append(row)
         return rows
 
-    def done_ids(self, include_failed=False):
-        return {r["cell_id"] for r in self.rows if include_failed or not r.get("error")}
+    def done_ids(self, speed_only=True):
+        """Cells not to measure again: rows without an error; a speed-only row lacks
+        accuracy, so unless ``speed_only`` that cell is measured again."""
+        return {r["cell_id"] for r in self.rows
+                if not r.get("error") and (speed_only or not r.get("speed_only"))}
 
     def add(self, row):
-        """Record ``row`` (replacing an earlier failed row of the same cell)."""
-        self.rows = [r for r in self.rows if r["cell_id"] != row["cell_id"]] + [row]
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows)
-        atomic_write(self.path, text)
+        """Record ``row`` (replacing an earlier row of the same cell), merged into the
+        file as it is now: rows another writer added meanwhile are kept."""
+        lock = os.path.join(self.out_dir, ".results.jsonl.lock")
+        os.makedirs(self.out_dir, exist_ok=True)
+        with locked_file(lock):
+            current = self._read()
+            self.rows = [r for r in current if r["cell_id"] != row["cell_id"]] + [row]
+            text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.rows)
+            atomic_write(self.path, text)
 
     def __len__(self):
         return len(self.rows)

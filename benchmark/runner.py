@@ -1,12 +1,82 @@
 """Grid execution: each training and each cell runs in its own process, locally or on Ray."""
+import ctypes
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 
 CELL_TIMEOUT_S = 6 * 3600
+TEMP_PREFIX = "detbench-cell-"   # + the sweep's pid + "-": whose job it is, from the start
+OWNER_FILE = "owner.json"        # in each job's temporary folder: the job's pid
+_PR_SET_PDEATHSIG = 1         # linux/prctl.h
+
+
+def _die_with_parent():
+    """In the child, before exec: SIGKILL this process when the process that
+    started it dies (Linux), so a killed sweep leaves no job running."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):   # not Linux: the next run's cleanup ends it
+        pass
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def cleanup_orphans(temp_dir=None):
+    """End the jobs of sweeps that died (where the parent-death signal is not
+    available) and remove their temporary folders; returns the folders removed.
+
+    A job's folder is named with the sweep's pid and records its job's pid; a
+    folder whose sweep is gone is an orphan: its job is killed if it still runs
+    that folder's spec.
+    """
+    temp_dir = temp_dir or tempfile.gettempdir()
+    removed = []
+    try:
+        names = [n for n in os.listdir(temp_dir) if n.startswith(TEMP_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        folder = os.path.join(temp_dir, name)
+        try:
+            parent = int(name[len(TEMP_PREFIX):].split("-")[0])
+        except ValueError:
+            continue   # not named by this version
+        if _alive(parent):
+            continue
+        try:
+            with open(os.path.join(folder, OWNER_FILE), encoding="utf-8") as f:
+                child = int(json.load(f)["child"])
+        except (OSError, ValueError, KeyError, TypeError):
+            child = 0   # killed before its job started
+        if child and _alive(child) and folder in _cmdline(child):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except OSError:
+                pass
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def _child_env():
@@ -26,15 +96,23 @@ def run_job(kind, spec, timeout=CELL_TIMEOUT_S):
     A crash, a kill (e.g. out of memory) or a timeout becomes ``{"error": ...}``
     with the tail of the process's stderr.
     """
-    with tempfile.TemporaryDirectory(prefix="detbench-cell-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
         with open(spec_path, "w", encoding="utf-8") as f:
             json.dump(spec, f)
         cmd = [sys.executable, "-m", "detbench.benchmark.cell", kind, spec_path, out_path]
         start = time.perf_counter()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  env=_child_env())
+            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=_child_env(), preexec_fn=_die_with_parent) as popen:
+                _write_owner(tmp, popen.pid)
+                try:
+                    _, stderr = popen.communicate(timeout=timeout)
+                except BaseException:   # timeout, Ctrl-C, SIGTERM: the job goes too
+                    popen.kill()
+                    popen.wait()
+                    raise
+            proc = subprocess.CompletedProcess(cmd, popen.returncode, "", stderr)
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout} s"}
         wall = time.perf_counter() - start
@@ -55,6 +133,11 @@ def run_job(kind, spec, timeout=CELL_TIMEOUT_S):
                else f"exit code {proc.returncode}")
         return {"error": f"cell process died ({how}): {tail[0][:300]}",
                 "stderr_tail": proc.stderr[-2000:]}
+
+
+def _write_owner(folder, child):
+    with open(os.path.join(folder, OWNER_FILE), "w", encoding="utf-8") as f:
+        json.dump({"child": child}, f)
 
 
 class LocalExecutor:

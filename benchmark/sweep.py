@@ -189,8 +189,9 @@ def run_sweep(args):
     from google.protobuf import text_format
     from tqdm import tqdm
 
-    from detbench.benchmark.results import ResultsStore
-    from detbench.benchmark.runner import EXECUTORS
+    from detbench.benchmark.lock import FolderLock
+    from detbench.benchmark.results import ResultsStore, remove_partial_writes
+    from detbench.benchmark.runner import EXECUTORS, cleanup_orphans
     from detbench.config import load_sweep
     from detbench.config.grid import expand_grid
 
@@ -209,12 +210,17 @@ def run_sweep(args):
         raise ConfigError("--address: only with --executor ray")
     # Absolute: jobs may run in another working directory (Ray workers).
     out_dir = os.path.abspath(args.out or sweep.out_dir)
+    # Held until run_sweep returns (or the process ends): a second sweep into the
+    # same folder stops with who holds it.
+    lock = None if args.dry_run else FolderLock(out_dir)   # noqa: F841
+    if not args.dry_run:   # what a killed run left: its jobs, half-written files
+        cleanup_orphans()
+        remove_partial_writes(out_dir)
     store = ResultsStore(out_dir)
-    done = _done_ids(store, args.speed_only) if args.resume else set()
+    done = store.done_ids(args.speed_only) if args.resume else set()
     if args.dry_run:
         print_plan(grid, cells, out_dir, args.speed_only, done)
         return 0
-    os.makedirs(out_dir, exist_ok=True)
     settings = benchmark_settings(sweep)
     todo = [c for c in cells if c.cell_id not in done]
     print(f"detbench sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, "
@@ -264,13 +270,6 @@ def run_sweep(args):
         export_cells(cells, out_dir)
     summarize(store, grid, out_dir, settings)
     return 0
-
-
-def _done_ids(store, speed_only):
-    """Cells not to measure again: rows without error; a speed-only row lacks
-    accuracy, so a full run measures that cell again."""
-    return {r["cell_id"] for r in store.rows
-            if not r.get("error") and (speed_only or not r.get("speed_only"))}
 
 
 def _cell_line(label, row):

@@ -2,28 +2,33 @@
 import argparse
 import sys
 
-from detbench.errors import ConfigError, run_cli
+from detbench.errors import run_cli
 
 
 def _is_sweep(path):
-    with open(path, encoding="utf-8") as f:
-        head = f.read()
     import re
-    return re.search(r"^\s*(base|axis)\s*[{:]", head, re.M) is not None
+    from detbench.config.loader import read_text
+    return re.search(r"^\s*(base|axis)\s*[{:]", read_text(path), re.M) is not None
 
 
-def validate_file(path):
+def validate_file(path, warnings=None):
+    """The OK line for one file (ConfigError on its first problem); memory warnings are
+    appended to ``warnings``."""
     from detbench.config import load_pipeline, load_sweep
     from detbench.config.grid import expand_grid
-    try:
-        sweep = _is_sweep(path)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    if sweep:
+    from detbench.config.memory import memory_warning
+    if _is_sweep(path):
         grid = expand_grid(load_sweep(path), path)
-        return f"{path}: sweep OK ({len(grid.cells)} cells, {len(grid.trainings())} trainings)"
-    pipeline = load_pipeline(path)
-    return f"{path}: pipeline OK ({pipeline.model.WhichOneof('model')})"
+        found = {memory_warning(p, f"{path} ({c.label})")
+                 for c in grid.cells for p in (c.train_pipeline, c.test_pipeline)}
+        line = f"{path}: sweep OK ({len(grid.cells)} cells, {len(grid.trainings())} trainings)"
+    else:
+        pipeline = load_pipeline(path)
+        found = {memory_warning(pipeline, path)}
+        line = f"{path}: pipeline OK ({pipeline.model.WhichOneof('model')})"
+    if warnings is not None:
+        warnings.extend(sorted(w for w in found if w))
+    return line
 
 
 EXAMPLE = "example:\n  detbench validate configs/speed_accuracy.pbtxt configs/ssd_mobilenet_v2_300.pbtxt"
@@ -35,7 +40,10 @@ def _add_validate_arguments(parser):
 
 def _validate(files):
     for path in files:
-        print(validate_file(path))
+        warnings = []
+        print(validate_file(path, warnings))
+        for warning in warnings:
+            print(warning, file=sys.stderr)
     return 0
 
 

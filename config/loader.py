@@ -51,10 +51,17 @@ def parse_text(text, message, source="<string>"):
     return message
 
 
-def load_text_proto(path, message):
+def read_text(path):
+    """The file's text; ConfigError (one line) when it cannot be read or is not text."""
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    return parse_text(text, message, source=str(path))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start} is not UTF-8); give a text-format .pbtxt") from None
+
+
+def load_text_proto(path, message):
+    return parse_text(read_text(path), message, source=str(path))

@@ -16,6 +16,7 @@ from detbench.errors import ConfigError
 
 FD = _descriptor.FieldDescriptor
 _PART = re.compile(r"^(\w+)(?:\[(\d+)\])?$")
+_TYPE_NAMES = {getattr(FD, n): n[5:].lower() for n in dir(FD) if n.startswith("TYPE_")}
 _INT_TYPES = {FD.CPPTYPE_INT32, FD.CPPTYPE_INT64, FD.CPPTYPE_UINT32, FD.CPPTYPE_UINT64}
 
 
@@ -105,13 +106,20 @@ def apply_override(message, override):
             continue
         if not last:
             raise ConfigError(f"{where}: {name} is not a message, cannot descend into it")
-        if _is_repeated(field):
-            container = getattr(target, name)
-            del container[:]
-            items = [v for v in value.strip().strip("[]").split(",") if v.strip()]
-            container.extend(_scalar(field, v, where) for v in items)
-        else:
-            setattr(target, name, _scalar(field, value, where))
+        try:
+            if _is_repeated(field):
+                container = getattr(target, name)
+                del container[:]
+                items = [v for v in value.strip().strip("[]").split(",") if v.strip()]
+                container.extend(_scalar(field, v, where) for v in items)
+            else:
+                setattr(target, name, _scalar(field, value, where))
+        except (ValueError, TypeError) as e:   # e.g. an int beyond the field's type
+            if isinstance(e, ConfigError):
+                raise
+            kind = _TYPE_NAMES.get(field.type, "value")
+            raise ConfigError(f"{where}: {value.strip()!r} does not fit {name} "
+                              f"({kind}: {str(e).splitlines()[0]})") from None
     return message
 
 

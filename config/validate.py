@@ -4,6 +4,7 @@ Checks that need a feature extractor's capabilities (supported output
 strides, FPN, total stride) ask the extractor class through its registry;
 the registry is imported lazily so the config layer stays importable alone.
 """
+from detbench.config.train_checks import check_train_config
 from detbench.errors import ConfigError
 from detbench.meta_arch_names import TWO_STAGE  # noqa: F401  (grid, sweep import it here)
 
@@ -17,10 +18,19 @@ def meta_arch_config(pipeline):
     return name, (getattr(pipeline.model, name) if name else None)
 
 
+def model_num_classes(pipeline, split):
+    """(num_classes, 'model.X.num_classes vs <split>_input_reader') for data checks
+    (num_classes None where the pipeline sets no model)."""
+    name, arch = meta_arch_config(pipeline)
+    if arch is None:
+        return None, f"the model's num_classes vs {split}_input_reader"
+    return arch.num_classes, f"model.{name}.num_classes vs {split}_input_reader"
+
+
 def _unit_interval(value, field, closed_low=True):
     ok = (0.0 <= value <= 1.0) if closed_low else (0.0 < value <= 1.0)
     if not ok:
-        raise ConfigError(f"{field}: {value} is outside {'[0' if closed_low else '(0'}, 1]")
+        raise ConfigError(f"{field}: {value:.6g} is outside {'[0' if closed_low else '(0'}, 1]")
 
 
 def _positive(value, field):
@@ -40,10 +50,28 @@ def _check_matcher(m, field):
 
 def _check_nms(post, field):
     n = post.batch_non_max_suppression
+    _unit_interval(n.score_threshold, f"{field}.batch_non_max_suppression.score_threshold")
     _unit_interval(n.iou_threshold, f"{field}.batch_non_max_suppression.iou_threshold")
     _positive(n.max_total_detections, f"{field}.batch_non_max_suppression.max_total_detections")
     _positive(n.max_detections_per_class,
               f"{field}.batch_non_max_suppression.max_detections_per_class")
+
+
+# Sides a model input may have: below, no feature map survives the strides; above,
+# one image's activations outgrow any machine this runs on (10000 px: SIGSEGV at 8 GB).
+MIN_SIDE, MAX_SIDE = 16, 4096
+
+
+def _check_sides(arch, field):
+    r = arch.image_resizer
+    kind = r.WhichOneof("image_resizer")
+    sides = {"fixed_shape": ("height", "width"),
+             "keep_aspect_ratio": ("min_dimension", "max_dimension")}.get(kind, ())
+    for name in sides:
+        value = getattr(getattr(r, kind), name)
+        if not MIN_SIDE <= value <= MAX_SIDE:
+            raise ConfigError(f"{field}.image_resizer.{kind}.{name}: {value} px is outside "
+                              f"{MIN_SIDE}..{MAX_SIDE}")
 
 
 def min_resolution(arch):
@@ -124,6 +152,7 @@ def check_model(pipeline, check_registry=True):
             raise ConfigError(f"{field}.image_resizer.keep_aspect_ratio.max_dimension: "
                               f"{r.keep_aspect_ratio.max_dimension} is below min_dimension "
                               f"{r.keep_aspect_ratio.min_dimension}")
+        _check_sides(arch, field)
     _check_extractor(name, arch, field, check_registry)
     if name in TWO_STAGE:
         _check_rpn(arch.rpn, field)
@@ -171,9 +200,7 @@ def check_pipeline(pipeline, check_registry=True):
     """Raise ConfigError (naming the field) on the first inconsistency."""
     check_model(pipeline, check_registry=check_registry)
     tc = pipeline.train_config
-    _positive(tc.batch_size, "train_config.batch_size")
-    if tc.num_steps < 0:
-        raise ConfigError(f"train_config.num_steps: must not be negative, got {tc.num_steps}")
+    check_train_config(tc)
     if tc.fine_tune_checkpoint_type not in ("classification", "detection"):
         raise ConfigError("train_config.fine_tune_checkpoint_type: "
                           f"{tc.fine_tune_checkpoint_type!r} is not classification or detection")

@@ -6,11 +6,12 @@ generator's command line does not pay for importing TensorFlow.
 """
 from detbench.data.errors import DataError
 
-__all__ = ["build_dataset", "load_dataset_info", "DatasetInfo", "DataError", "ensure_synthetic"]
+__all__ = ["build_dataset", "load_dataset_info", "DatasetInfo", "DataError", "ensure_synthetic",
+           "check_num_classes"]
 
 
 def __getattr__(name):
-    if name in ("build_dataset", "load_dataset_info", "DatasetInfo"):
+    if name in ("build_dataset", "load_dataset_info", "DatasetInfo", "check_num_classes"):
         from detbench.data import dataset
         return getattr(dataset, name)
     if name == "ensure_synthetic":

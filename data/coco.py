@@ -148,6 +148,8 @@ def _read_json(path):
             data = json.load(f)
     except FileNotFoundError:
         raise DataError(f"annotations file not found: {path}") from None
+    except IsADirectoryError:
+        raise DataError(f"annotations_file {path}: is a folder; give the COCO .json file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict) or "images" not in data:

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from detbench.data import augmentation, coco, tfrecord
 from detbench.data.errors import DataError
+from detbench.data.images import decode_image
 from detbench.data.synthetic import cache_root, ensure_synthetic
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def _coco_source(data: coco.CocoData):
 
     def decode(item):
         item = dict(item)
-        item["image"] = _decode_image(tf.io.read_file(item.pop("path")))
+        item["image"] = decode_image(tf.io.read_file(item.pop("path")))
         return item
 
     def eval_json():
@@ -107,7 +108,7 @@ def _tfrecord_source(config, data: tfrecord.TfRecordData):
         parsed = tfrecord.parse_example(item["serialized"])
         labels = tf.searchsorted(original_ids, parsed["labels"]) + 1
         return {
-            "image": _decode_image(parsed["encoded"]),
+            "image": decode_image(parsed["encoded"]),
             "source_id": tf.gather(ids_t, item["index"]),
             "groundtruth_boxes": parsed["boxes"],
             "groundtruth_classes": tf.cast(labels, tf.int32),
@@ -131,12 +132,6 @@ def _tfrecord_source(config, data: tfrecord.TfRecordData):
 
 def _digest(*parts):
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
-
-
-def _decode_image(encoded):
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def _open_source(config):
@@ -168,22 +163,36 @@ def load_dataset_info(config) -> DatasetInfo:
                        annotations_file=source.eval_json(), image_ids=list(source.image_ids))
 
 
+def check_num_classes(num_classes, category_index, where):
+    """The model's ``num_classes`` must be the data's number of categories (labels
+    1..K): more yields classes no category has, fewer labels the model cannot output."""
+    if num_classes is not None and num_classes != len(category_index):
+        names = ", ".join(str(v.get("name", k)) for k, v in category_index.items())
+        raise DataError(f"{where}: num_classes is {num_classes} but the data has "
+                        f"{len(category_index)} categories ({names[:200]}); set num_classes: "
+                        f"{len(category_index)}")
+
+
 _WARNED_MAX_BOXES = set()
 
 
-def build_dataset(config, batch_size, training, image_transform=None, repeat=None, seed=None):
+def build_dataset(config, batch_size, training, image_transform=None, repeat=None, seed=None,
+                  num_classes=None):
     """Batched tf.data.Dataset for an InputReader proto (see the module docstring).
 
     Training: shuffled (``config.shuffle``), repeated unless ``repeat=False``,
     augmented, last partial batch dropped. Evaluation: file order, no
     augmentation, not repeated unless ``repeat=True``. ``seed`` fixes the shuffle
-    order and augmentation.
+    order and augmentation. ``num_classes`` (``(value, field)``): checked against
+    the data's categories first.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
     if config.max_num_boxes < 1:
         raise DataError(f"input reader max_num_boxes must be >= 1, got {config.max_num_boxes}")
     source = _open_source(config)
+    if num_classes is not None:
+        check_num_classes(num_classes[0], source.category_index, num_classes[1])
     max_boxes = config.max_num_boxes
     over = sum(n > max_boxes for n in source.box_counts)
     warn_key = (config.SerializeToString(deterministic=True), tuple(source.image_ids))

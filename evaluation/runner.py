@@ -12,6 +12,7 @@ import tempfile
 import tensorflow as tf
 from tqdm import tqdm
 
+from detbench.config.validate import model_num_classes
 from detbench.errors import ConfigError
 from detbench.evaluation.coco import CocoEvaluator, EvaluationError, load_groundtruth
 from detbench.evaluation.voc import PascalVocEvaluator
@@ -83,6 +84,8 @@ def evaluate_model(model, pipeline, num_examples=None, progress=True, out_dir=No
     from detbench import data
     eval_config = pipeline.eval_config
     info = data.load_dataset_info(pipeline.eval_input_reader)
+    num_classes, where = model_num_classes(pipeline, "eval")
+    data.check_num_classes(getattr(model, "num_classes", num_classes), info.category_index, where)
     evaluators = build_evaluators(eval_config, info.annotations_file, info.category_index)
     limit = eval_config.num_examples if num_examples is None else int(num_examples)
     batch_size = max(1, eval_config.batch_size)
@@ -135,8 +138,11 @@ def restore_model(model, checkpoint_path, sample_batch):
     """Build ``model``'s variables on ``sample_batch`` and restore them from a training
     checkpoint (``tf.train.Checkpoint(model=...)``); fails if any variable is missing."""
     checkpoint_path = resolve_checkpoint(checkpoint_path)
+    from detbench.train.fine_tune import check_shapes_match
     _detect_function(model)(sample_batch["image"], sample_batch["true_shape"])
-    status = tf.train.Checkpoint(model=model).restore(checkpoint_path).expect_partial()
+    checkpoint = tf.train.Checkpoint(model=model)
+    check_shapes_match(checkpoint, checkpoint_path)
+    status = checkpoint.restore(checkpoint_path).expect_partial()
     try:
         status.assert_existing_objects_matched()
     except AssertionError as e:

@@ -42,6 +42,7 @@ import tempfile
 import tensorflow as tf
 from google.protobuf import text_format
 
+from detbench.data.images import decode_image
 from detbench.errors import DetbenchError
 from detbench.meta_arch.base import DETECTION_KEYS
 from detbench.meta_arch_names import TWO_STAGE
@@ -156,12 +157,6 @@ def write_label_maps(folder, category_index):
 
 
 # -- serving functions ----------------------------------------------------------
-def _decode(encoded):
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    image.set_shape([None, None, 3])
-    return image
-
-
 def _outputs(detections):
     return {k: detections[k] for k in DETECTION_KEYS}
 
@@ -209,7 +204,7 @@ def _parse_tf_example(serialized):
         f"image bytes to an encoded_image_string_tensor export)"])
     with tf.control_dependencies([check]):
         serialized = tf.identity(serialized)
-    return _decode(tfrecord.parse_example(serialized)["encoded"])
+    return decode_image(tfrecord.parse_example(serialized)["encoded"])
 
 
 def serving_function(model, input_type):
@@ -221,7 +216,7 @@ def serving_function(model, input_type):
             return _outputs(model.detect(_checked(input_tensor, [None, None, None, 3])))
         return serve_images
     if input_type == "encoded_image_string_tensor":
-        per_image = _per_image(model, _decode)
+        per_image = _per_image(model, decode_image)
     elif input_type == "tf_example":
         per_image = _per_image(model, _parse_tf_example)
     else:

@@ -61,12 +61,32 @@ def variable_paths(root):
     return paths
 
 
-def _checkpoint_entries(checkpoint_path):
+class CheckpointMismatch(DetbenchError):
+    """A checkpoint holds a variable of the model with another shape (the config changed)."""
+
+
+def check_shapes_match(root, checkpoint_path, where="checkpoint"):
+    """Raise CheckpointMismatch naming the first variable reachable from ``root`` (e.g.
+    ``tf.train.Checkpoint(model=...)``, built) that the object-based checkpoint holds
+    with another shape, and both shapes; restoring it would fail with a bare ValueError."""
+    entries, object_based = _checkpoint_entries(checkpoint_path, field=where)
+    if not object_based:
+        return
+    for path, variable in variable_paths(root).items():
+        entry = entries.get(path)
+        if entry is not None and tuple(entry[1]) != tuple(variable.shape):
+            raise CheckpointMismatch(
+                f"{where} {checkpoint_path}: does not match this config's model: {path} has "
+                f"shape {list(entry[1])} in the checkpoint and {list(variable.shape)} in the "
+                "model (was the config changed after the checkpoint was written?)")
+
+
+def _checkpoint_entries(checkpoint_path, field="fine_tune_checkpoint"):
     """``{name: shape}`` of the checkpoint's restorable (non-optimizer) variables."""
     try:
         listed = tf.train.list_variables(checkpoint_path)
     except (tf.errors.OpError, ValueError) as e:
-        raise FineTuneError(f"fine_tune_checkpoint {checkpoint_path!r}: cannot be read "
+        raise FineTuneError(f"{field} {checkpoint_path!r}: cannot be read "
                             f"({str(e).splitlines()[0]})") from None
     object_based = any(k.endswith(_VALUE_SUFFIX) for k, _ in listed)
     entries = {}

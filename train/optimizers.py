@@ -33,11 +33,11 @@ import tensorflow as tf
 import tf_keras
 from official.modeling.optimization import lr_schedule
 
+from detbench.config.train_checks import OPTIMIZER_FIELD as _FIELD, check_learning_rate, \
+    check_optimizer
 from detbench.errors import ConfigError
 
 log = logging.getLogger("detbench.train")
-
-_FIELD = "train_config.optimizer"
 
 
 class StepSchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
@@ -65,25 +65,16 @@ class StepSchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
 
 def build_learning_rate(lr_proto, num_steps, field=_FIELD + ".learning_rate"):
     """``LearningRate`` proto -> a ``LearningRateSchedule`` (a float: constant, no warm-up)."""
+    check_learning_rate(lr_proto, num_steps, field)
     which = lr_proto.WhichOneof("schedule") or "constant"
     warmup = lr_proto.warmup_steps
-    if warmup < 0:
-        raise ConfigError(f"{field}.warmup_steps must be >= 0, got {warmup}")
     if which == "constant":
         base_lr = lr_proto.constant.learning_rate
         schedule = float(base_lr)
     elif which == "step":
         cfg = lr_proto.step
         base_lr = cfg.learning_rate
-        boundaries, values = list(cfg.boundaries), list(cfg.values)
-        if len(boundaries) != len(values):
-            raise ConfigError(f"{field}.step: {len(boundaries)} boundaries need as many values, "
-                              f"got {len(values)}")
-        if any(b <= 0 for b in boundaries) or any(
-                b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
-            raise ConfigError(f"{field}.step.boundaries must be positive and increasing, "
-                              f"got {boundaries}")
-        schedule = StepSchedule(base_lr, boundaries, values)
+        schedule = StepSchedule(base_lr, list(cfg.boundaries), list(cfg.values))
     else:  # cosine
         cfg = lr_proto.cosine
         base_lr = cfg.learning_rate
@@ -95,17 +86,12 @@ def build_learning_rate(lr_proto, num_steps, field=_FIELD + ".learning_rate"):
             log.warning("%s.warmup_steps %d >= train_config.num_steps %d: warm-up shortened to "
                         "%d steps for this run", field, warmup, total, shortened)
             warmup = shortened
-        if total is None or total <= warmup:
-            raise ConfigError(f"{field}.cosine.total_steps ({total}; 0 means "
-                              f"train_config.num_steps) must be greater than warmup_steps "
-                              f"({warmup})")
-        if not 0.0 <= cfg.alpha <= 1.0:
-            raise ConfigError(f"{field}.cosine.alpha must be in [0, 1], got {cfg.alpha}")
+        if total is None:
+            raise ConfigError(f"{field}.cosine.total_steps: 0 means train_config.num_steps, "
+                              "which is not known here")
         schedule = lr_schedule.CosineDecayWithOffset(
             offset=warmup, initial_learning_rate=float(base_lr),
             decay_steps=int(total - warmup), alpha=float(cfg.alpha))
-    if base_lr <= 0:
-        raise ConfigError(f"{field}.{which}.learning_rate must be > 0, got {base_lr}")
     if warmup > 0:
         schedule = lr_schedule.LinearWarmup(
             after_warmup_lr_sched=schedule, warmup_steps=warmup,
@@ -173,6 +159,7 @@ def build_optimizer(optimizer_proto, num_steps, gradient_clipping_by_norm=None):
     No optimizer set: momentum 0.9 with a constant learning rate (the proto's
     defaults). ``gradient_clipping_by_norm`` > 0 clips by global norm.
     """
+    check_optimizer(optimizer_proto, num_steps)
     which = optimizer_proto.WhichOneof("optimizer") or "momentum"
     cfg = getattr(optimizer_proto, which)
     schedule = build_learning_rate(cfg.learning_rate, num_steps,
@@ -181,12 +168,8 @@ def build_optimizer(optimizer_proto, num_steps, gradient_clipping_by_norm=None):
     if gradient_clipping_by_norm is not None and gradient_clipping_by_norm > 0:
         kwargs["global_clipnorm"] = float(gradient_clipping_by_norm)
     if which == "momentum":
-        if not 0.0 <= cfg.momentum < 1.0:
-            raise ConfigError(f"{_FIELD}.momentum.momentum must be in [0, 1), got {cfg.momentum}")
         optimizer = SGD(momentum=cfg.momentum, **kwargs)
     elif which == "rms_prop":
-        if cfg.epsilon <= 0:
-            raise ConfigError(f"{_FIELD}.rms_prop.epsilon must be > 0, got {cfg.epsilon}")
         optimizer = RMSprop(rho=cfg.decay, momentum=cfg.momentum, epsilon=cfg.epsilon,
                             **kwargs)
     else:  # adam

@@ -30,9 +30,11 @@ import tensorflow as tf
 import tf_keras
 from tqdm import tqdm
 
+from detbench.config.train_checks import check_train_config
+from detbench.config.validate import model_num_classes
 from detbench.errors import ConfigError, DetbenchError
 from detbench.protos import train_pb2
-from detbench.train.fine_tune import restore_matching_variables
+from detbench.train.fine_tune import check_shapes_match, restore_matching_variables
 from detbench.train.optimizers import build_optimizer, learning_rate_at
 
 log = logging.getLogger("detbench.train")
@@ -190,13 +192,7 @@ class _Trainer:
         self.progress_file = progress_file
         self.pipeline, self.tc, self.progress = pipeline, tc, progress
         self.num_steps = tc.num_steps if num_steps is None else int(num_steps)
-        if self.num_steps <= 0:
-            raise ConfigError(f"train_config.num_steps must be > 0, got {self.num_steps}")
-        if tc.batch_size <= 0:
-            raise ConfigError(f"train_config.batch_size must be > 0, got {tc.batch_size}")
-        for field in ("checkpoint_every_n_steps", "log_every_n_steps", "eval_every_n_steps"):
-            if getattr(tc, field) < 0:
-                raise ConfigError(f"train_config.{field} must be >= 0, got {getattr(tc, field)}")
+        check_train_config(tc, self.num_steps)
         self.model_dir = model_dir
         self._eval_writer = None
         warning = batch_norm_warning(pipeline, self.num_steps)
@@ -224,7 +220,8 @@ class _Trainer:
             from detbench import data
             dataset = data.build_dataset(pipeline.train_input_reader, tc.batch_size,
                                          training=True, image_transform=model.preprocess_single,
-                                         seed=tc.seed)
+                                         seed=tc.seed,
+                                         num_classes=model_num_classes(pipeline, "train"))
         self.dataset = dataset
         self.dist_dataset = self.strategy.experimental_distribute_dataset(dataset)
 
@@ -258,6 +255,7 @@ class _Trainer:
         fine_tune = None
         latest = tf.train.latest_checkpoint(self.model_dir)
         if latest:
+            check_shapes_match(checkpoint, latest, f"model_dir {self.model_dir}: checkpoint")
             status = checkpoint.restore(latest)
             try:
                 status.assert_existing_objects_matched()
@@ -402,6 +400,8 @@ def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progres
     data pipeline's layout, 'image' already the model input) may be injected;
     by default they are built from the pipeline. Returns a ``TrainResult``.
     """
+    from detbench.paths import check_output_folder
+    check_output_folder(model_dir, "model_dir")
     tf.io.gfile.makedirs(model_dir)
     return _Trainer(pipeline, model_dir, num_steps, model, dataset, progress,
                     time_budget_s, eval_callback, progress_file).run()
