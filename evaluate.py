@@ -41,7 +41,6 @@ def main(argv=None):
     from detbench.config.validate import model_num_classes
     from detbench.evaluation import evaluate_model, restore_model
     from detbench.evaluation.runner import resolve_checkpoint
-
     from detbench.paths import check_output_folder
     pipeline = load_pipeline(args.pipeline, overrides=tuple(args.overrides))
     checkpoint = resolve_checkpoint(args.checkpoint)

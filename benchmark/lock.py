@@ -28,7 +28,7 @@ def _describe(path):
     try:
         with open(path, encoding="utf-8") as f:
             info = json.load(f)
-        since = datetime.datetime.fromtimestamp(float(info["started"]), datetime.timezone.utc)
+        since = datetime.datetime.fromtimestamp(float(info["started"]), datetime.UTC)
         return (f"pid {info['pid']} on host {info['host']} since "
                 f"{since:%Y-%m-%d %H:%M:%S} UTC ({info.get('what', 'a process')})")
     except (OSError, ValueError, KeyError, TypeError):

@@ -39,6 +39,7 @@ def _log_x(ax):
 def _save(fig, path):
     """Atomically (a kill while saving leaves the previous plot, never half a PNG)."""
     import io
+
     from detbench.benchmark.results import atomic_write
     fig.tight_layout()
     buffer = io.BytesIO()

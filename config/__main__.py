@@ -7,6 +7,7 @@ from detbench.errors import run_cli
 
 def _is_sweep(path):
     import re
+
     from detbench.config.loader import read_text
     return re.search(r"^\s*(base|axis)\s*[{:]", read_text(path), re.M) is not None
 

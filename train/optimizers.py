@@ -33,8 +33,11 @@ import tensorflow as tf
 import tf_keras
 from official.modeling.optimization import lr_schedule
 
-from detbench.config.train_checks import OPTIMIZER_FIELD as _FIELD, check_learning_rate, \
-    check_optimizer
+from detbench.config.train_checks import (
+    OPTIMIZER_FIELD as _FIELD,
+    check_learning_rate,
+    check_optimizer,
+)
 from detbench.errors import ConfigError
 
 log = logging.getLogger("detbench.train")

@@ -12,10 +12,18 @@ import pytest
 
 from detbench.benchmark import runner
 from detbench.benchmark.cell import DONE_FILE
-from detbench.benchmark.lock import FolderLock, FolderInUse
+from detbench.benchmark.lock import FolderInUse, FolderLock
 from detbench.benchmark.results import ResultsStore
-from tests.benchmark.test_sweep import (REPO, check_outputs, expected_cells, in_process,
-                                        read_rows, sweep_env, write_sweep, _wait_for)
+from tests.benchmark.test_sweep import (
+    REPO,
+    _wait_for,
+    check_outputs,
+    expected_cells,
+    in_process,
+    read_rows,
+    sweep_env,
+    write_sweep,
+)
 
 
 def test_two_writers_keep_each_others_rows(tmp_path):

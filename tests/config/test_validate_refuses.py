@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from detbench.config import __main__ as config_cli
-from detbench.config import memory
+from detbench.config import __main__ as config_cli, memory
 from detbench.errors import run_cli
 from tests.conftest import REPO_ROOT
 
@@ -43,6 +42,7 @@ def test_validate_refuses_in_one_line(tmp_path, capsys, old, new, message):
 def test_train_refuses_through_the_same_check(tmp_path):
     """The trainer's own check (before anything is built) is the one validate runs."""
     from google.protobuf import text_format
+
     from detbench.config.train_checks import check_train_config
     from detbench.errors import ConfigError
     from detbench.protos import pipeline_pb2
