@@ -246,7 +246,7 @@ def run_sweep(args):
         row = {**describe_cell(cell), **result,
                "protocol": PROTOCOL_TEXT.format(runs=settings["num_runs"],
                                                 warmup=settings["num_warmup"]),
-               "speed_only": args.speed_only,
+               "speed_only": args.speed_only, "grid": os.path.abspath(args.grid),
                "test_pipeline": text_format.MessageToString(cell.test_pipeline)}
         trained = None if args.speed_only else _trained(os.path.join(out_dir, "models",
                                                                       cell.train_key))
