@@ -5,6 +5,7 @@ import math
 import os
 
 from detbench.benchmark import report_budget
+from detbench.benchmark.environment import measured_on
 from detbench.benchmark.results import atomic_write
 from detbench.benchmark.tables import MD_COLUMNS, format_cell, ok_rows
 
@@ -111,6 +112,7 @@ def render(df, plot_paths, env=None, title="detbench sweep", summary="", finding
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{STYLE}{report_budget.STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
+<p id="measured-on">{html.escape(measured_on(df))}</p>
 <p>{html.escape(summary)}</p>
 {env_html}
 <h2>Protocol</h2>{PROTOCOL}
