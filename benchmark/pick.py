@@ -7,8 +7,8 @@ memory, then the label), its neighbours on the speed/accuracy frontier, and
 the sweep command that measures it again. When no cell meets the budget,
 ``NothingWithin`` names the first constraint that leaves no cell.
 
-A cell that failed, has no accuracy, or is flagged as not learnt
-(``learnt`` False: its training did not learn the task) never wins.
+A cell that failed, has no accuracy, or whose model has not learnt the set
+(``learnt`` False: tables.learnt_flags, the rule of the tables and plots) never wins.
 """
 import dataclasses
 import math
@@ -68,9 +68,12 @@ def _learnt(row):
 def candidates(rows, budget):
     """Rows that can win: measured without error, with an accuracy and the
     budget's latency percentile, learnt, and of the budget's runtime (if any)."""
+    from detbench.benchmark.tables import to_frame
     col = budget.latency_column
+    learnt = list(to_frame(rows)["learnt"]) if rows else []
     out = []
-    for row in rows:
+    for row, flag in zip(rows, learnt):
+        row = {**row, "learnt": flag}
         if str(row.get("error") or "").strip() and str(row.get("error")) != "nan":
             continue
         if _number(row.get("mAP")) is None or _number(row.get(col)) is None:

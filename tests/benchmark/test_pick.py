@@ -7,7 +7,8 @@ from detbench.errors import run_cli
 
 
 def _row(cid, p50, p90, p99, mem, ap, runtime="tf_function", **extra):
-    return {"cell_id": cid, "label": f"cell {cid}", "meta_arch": "ssd",
+    return {"cell_id": cid, "train_key": cid, "label": f"cell {cid}", "meta_arch": "ssd",
+            "mAP@.50": ap + 0.3,
             "feature_extractor": "mobilenet_v2", "resolution": 300, "latency_ms": p50,
             "latency_p90_ms": p90, "latency_p99_ms": p99, "peak_rss_mb": mem, "mAP": ap,
             "runtime": runtime, "error": "", "grid": "/g/sweep.pbtxt",
@@ -21,7 +22,8 @@ def rows():
         _row("C", 30, 33, 35, 400, 0.35),
         _row("D", 25, 26, 28, 900, 0.35, "tflite"),
         _row("E", 5, 5, 5, 100, 0.90, error="OOM: killed"),       # failed: never wins
-        _row("F", 8, 9, 9, 100, 0.50, learnt=False),              # not learnt: never wins
+        # its model has not learnt the set (mAP@.5 under tables.LEARNT_MIN_MAP50): never wins
+        _row("F", 8, 9, 9, 100, 0.05, **{"mAP@.50": 0.08}),
         _row("G", 50, 55, 60, 1000, 0.40),
     ]
 
@@ -54,6 +56,12 @@ def test_ties_on_map_go_to_the_faster_then_the_smaller():
     got = pick(same, Budget(max_latency_ms=21))
     assert got.best["cell_id"] == "B"     # 600 MiB < 650 < 700 at equal mAP and latency
     assert [r["cell_id"] for r in got.ties] == ["Y", "X"]
+
+
+def test_a_model_that_has_not_learnt_never_wins():
+    with pytest.raises(NothingWithin, match=r"closest: 10 \(cell A\)"):
+        _pick(max_latency_ms=8.5)          # F (8 ms) alone is within: not learnt
+    assert _pick(max_latency_ms=10).best["cell_id"] == "A"
 
 
 @pytest.mark.parametrize("budget, words", [
