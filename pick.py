@@ -28,7 +28,9 @@ def _positive(name):
 def parse_args(argv):
     from detbench.benchmark.pick import PERCENTILES
     p = argparse.ArgumentParser(prog="python -m detbench.pick", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="example:\n  detbench pick --results sweep_out "
+                                       "--max-latency-ms 50 --percentile 90")
     p.add_argument("--results", required=True, help="a sweep's output folder (results.jsonl)")
     p.add_argument("--max-latency-ms", required=True, type=_positive("--max-latency-ms"))
     p.add_argument("--percentile", type=int, default=50, choices=sorted(PERCENTILES),

@@ -140,6 +140,7 @@ def tf_function_runtime(model, pipeline, settings, workdir, model_dir=None):
 @RUNTIMES.register("saved_model")
 def saved_model_runtime(model, pipeline, settings, workdir, model_dir=None):
     import tensorflow as tf
+
     from detbench.export import exporter
     path = os.path.join(workdir, "saved_model")
     index, _ = exporter.category_index_for(pipeline, exporter._arch(pipeline)[1].num_classes)
@@ -167,6 +168,7 @@ def _interpreter(flatbuffer, threads):
 @RUNTIMES.register("tflite")
 def tflite_runtime(model, pipeline, settings, workdir, model_dir=None):
     import tensorflow as tf
+
     from detbench.export import tflite
     deployment = pipeline.deployment
     flatbuffer, flex_ops, info = tflite.convert(model, pipeline, deployment.precision,

@@ -30,7 +30,8 @@ MD_COLUMNS = [("label", "cell"), ("latency_ms", "ms (median)"), ("latency_p90_ms
               ("latency_p99_ms", "ms (p99)"), ("throughput_ips", "img/s"),
               ("latency_corrected_ms", "ms drift-corrected"),
               ("latency_nopost_ms", "ms w/o NMS"), ("first_call_s", "first call s"),
-              ("peak_rss_mb", "peak MiB"), ("artifact_mb", "MiB on disk"), ("gflops", "GFLOPs"), ("params", "params (M)"),
+              ("peak_rss_mb", "peak MiB"), ("artifact_mb", "MiB on disk"), ("gflops", "GFLOPs"),
+              ("params", "params (M)"),
               ("mAP", "mAP"), ("mAP@.50", "mAP@.5"), ("mAP (small)", "AP small"),
               ("frontier", "frontier")]
 

@@ -3,7 +3,8 @@
 Training axes (meta-architecture, extractor, output stride, training
 resolution, generic fields by default) change the model that must be
 trained; test axes (number of proposals, test resolution, and the deployment
-axes runtime, precision, batch_size) change only how the trained model is run. Each cell carries both pipelines and a ``train_key``
+axes runtime, precision, batch_size) change only how the trained model is run.
+Each cell carries both pipelines and a ``train_key``
 (hash of the training pipeline) so cells that share a trained model share the
 key. Combinations that cannot exist are skipped with a reason, counted once.
 """

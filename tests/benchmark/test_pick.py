@@ -1,5 +1,6 @@
 """detbench.pick on hand-made rows: the expected picks are worked out by hand below."""
 import pytest
+
 from detbench import pick as pick_cli
 from detbench.benchmark.pick import Budget, NothingWithin, pick
 from detbench.benchmark.results import ResultsStore

@@ -1,7 +1,7 @@
 """Every PNG plot has a footer, and report.html a header, saying where it was measured."""
 import pytest
-from detbench.benchmark import environment, plots, report, tables
 
+from detbench.benchmark import environment, plots, report, tables
 from tests.benchmark.results_fixture import make_rows
 
 ENV = {"cpu_model": "Test CPU 9000", "cpu_count": 2, "device": "CPU", "tf_version": "2.20.0",

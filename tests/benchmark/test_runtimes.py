@@ -4,11 +4,12 @@ import os
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
+
 from detbench.benchmark import cell, runtimes
 from detbench.config import load_sweep
 from detbench.config.grid import expand_grid
 from detbench.errors import ConfigError
-from google.protobuf import text_format
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -150,6 +151,7 @@ def test_tflite_detector_detects_what_the_model_detects(trained):
     TFLite input, then the interpreter): at fp32 they agree with the model run in-process
     (same weights), image by image. (SavedModel == model: tests/export.)"""
     import tensorflow as tf
+
     from detbench import data
     from detbench.builders.model_builder import build_model
     from detbench.evaluation.runner import restore_model
