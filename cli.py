@@ -21,6 +21,7 @@ COMMANDS = {
     "evaluate": ("detbench.evaluate", "COCO / PASCAL VOC metrics of a checkpoint"),
     "export": ("detbench.export.__main__", "export a checkpoint as a SavedModel or TFLite"),
     "infer": ("detbench.infer", "draw a checkpoint's detections on one image"),
+    "pick": ("detbench.pick", "the most accurate cell of a sweep within a latency / memory budget"),
     "list": ("detbench.registered", "registered meta-architectures, extractors, sweep axes"),
     "validate": ("detbench.config.__main__:validate_main", "check pipeline and sweep files"),
     "data": ({

@@ -120,15 +120,27 @@ def _parameter_counts(model):
 
 def run_measure(spec):
     """Time, count and (unless speed-only) evaluate one cell; returns the row."""
+    import shutil
+    import tempfile
+    workdir = tempfile.mkdtemp(prefix="detbench-artifact-")   # the cell's exported artifact
+    try:
+        return _measure(spec, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _measure(spec, workdir):
     import tensorflow as tf
 
-    from detbench.benchmark import environment, timing
+    from detbench.benchmark import environment, runtimes, timing
     from detbench.benchmark.flops import count_flops
     from detbench.builders.model_builder import build_model
     phases = _Phases()
     settings = spec["settings"]
     _configure_threads(settings)
     pipeline = _pipeline(spec["test_pipeline"])
+    deployment = pipeline.deployment
+    runtimes.set_precision_policy(deployment)
     # Speed-only cells time random weights, and their post-processing work
     # (how many boxes pass the score threshold into NMS) depends on them: a fixed
     # seed gives every process the same weights, so the same cell does the same work.
@@ -147,8 +159,12 @@ def run_measure(spec):
     if hasattr(model, "benchmark_mode"):
         model.benchmark_mode = True
     xla = bool(settings.get("xla"))
-
-    detect = tf.function(lambda x: model.detect(x), jit_compile=xla)
+    in_process = deployment.runtime == "tf_function"
+    artifact = runtimes.RUNTIMES.get(deployment.runtime)(
+        model, pipeline, settings, workdir, None if spec.get("speed_only") else spec["model_dir"])
+    phases.mark("export")
+    detect = artifact.call if in_process else tf.function(lambda x: model.detect(x),
+                                                          jit_compile=xla)
 
     def _predict_only(x):
         inputs, shapes = model.preprocess(tf.cast(x, tf.float32))
@@ -159,19 +175,35 @@ def run_measure(spec):
         # Each new input shape traces the functions again (e.g. COCO images of
         # different sizes): warm up on every image so no tracing is timed.
         warm = max(warm, len(images))
-    full = timing.time_function(detect, images, warm, runs, reference=timing.reference_workload())
-    nopost = timing.time_function(predict_only, images, warm, runs)
-    phases.mark("timing")
-    work = full["total"] + nopost["total"]   # seconds spent running the model
+    full = timing.time_function(artifact.call, images, warm, runs,
+                                reference=timing.reference_workload())
+    work = full["total"]   # seconds spent running the model
     row = {
         "latency_ms": full["median"] * 1e3, "latency_p90_ms": full["p90"] * 1e3,
-        "latency_nopost_ms": nopost["median"] * 1e3, "latency_nopost_p90_ms": nopost["p90"] * 1e3,
+        "latency_p99_ms": full["p99"] * 1e3,
         "first_call_s": full["first_call"], "latency_runs_ms": [t * 1e3 for t in full["runs"]],
         "num_warmup": warm, "num_runs": runs,
         # the host's speed during the timed runs, and the latency in its units
         "reference_ms": full["reference_median"] * 1e3, "latency_rel": full["relative_median"],
+        "artifact_mb": artifact.size_mb, **artifact.info,
     }
-    stages = getattr(model, "stage_functions", lambda: [])()
+    # throughput at the cell's batch size (images/s); at batch 1, one over the median
+    batch = deployment.batch_size
+    if batch > 1:
+        batched = timing.time_function(artifact.call, [runtimes.batch_of(images, batch)],
+                                       warm, runs)
+        row["batch_latency_ms"] = batched["median"] * 1e3
+        row["throughput_ips"] = batch / batched["median"]
+        work += batched["total"]
+    else:
+        row["throughput_ips"] = 1.0 / full["median"]
+    if in_process:   # what the model itself spends without NMS, and in each stage
+        nopost = timing.time_function(predict_only, images, warm, runs)
+        row["latency_nopost_ms"] = nopost["median"] * 1e3
+        row["latency_nopost_p90_ms"] = nopost["p90"] * 1e3
+        work += nopost["total"]
+    phases.mark("timing")
+    stages = getattr(model, "stage_functions", lambda: [])() if in_process else []
     previous = 0.0
     for name, fn in stages:
         stage = timing.time_function(tf.function(fn, jit_compile=xla), images, warm, runs)
@@ -194,7 +226,7 @@ def run_measure(spec):
     if not spec.get("speed_only"):
         from detbench.evaluation.runner import evaluate_model
         start = time.perf_counter()
-        metrics = evaluate_model(model, pipeline, progress=False)
+        metrics = evaluate_model(model, pipeline, progress=False, detector=artifact.detector)
         row["eval_s"] = time.perf_counter() - start
         work += row["eval_s"]
         row.update({k: (None if isinstance(v, float) and v != v else v)

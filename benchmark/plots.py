@@ -36,12 +36,16 @@ def _log_x(ax):
     ax.xaxis.set_major_formatter(fmt)
 
 
-def _save(fig, path):
-    """Atomically (a kill while saving leaves the previous plot, never half a PNG)."""
+def _save(fig, path, footer=""):
+    """Atomically (a kill while saving leaves the previous plot, never half a PNG), with
+    the footer saying where it was measured."""
     import io
 
     from detbench.benchmark.results import atomic_write
     fig.tight_layout()
+    if footer:   # below the axes; bbox_inches="tight" grows the PNG to hold it
+        fig.text(0.0, -0.01, footer, fontsize=7, color="0.3", ha="left", va="top",
+                 wrap=True, gid="footer")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -63,14 +67,14 @@ def _legends(ax, archs, colors):
               bbox_to_anchor=(1.01, 0.0), borderaxespad=0, fontsize=8, title_fontsize=8)
 
 
-def frontier_plot(df, path):
+def frontier_plot(df, path, footer=""):
     d = _ok(df)
     d = d[d["mAP"].notna()]
     fig, ax = plt.subplots(figsize=(11, 6))
     if d.empty:
         ax.text(0.5, 0.5, "no accuracy measured (speed-only sweep)", ha="center",
                 transform=ax.transAxes)
-        return _save(fig, path)
+        return _save(fig, path, footer)
     d["model"] = d.apply(_model_name, axis=1)
     colors = _colors(d["model"].unique())
     for _, r in d.iterrows():
@@ -94,10 +98,10 @@ def frontier_plot(df, path):
     ax.set_title("Speed / accuracy trade-off")
     ax.grid(True, which="both", alpha=0.3)
     _legends(ax, sorted(d["meta_arch"].unique()), colors)
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
-def proposals_plot(df, path):
+def proposals_plot(df, path, footer=""):
     """mAP (solid) and time (dotted) vs proposals; both panels share their axes so the
     flat R-FCN curve and the growing Faster R-CNN one compare at a glance."""
     d = _ok(df)
@@ -138,7 +142,7 @@ def proposals_plot(df, path):
         for ax in axes[0]:
             ax.set_ylim(max(lo - pad, 0.0), min(hi + pad, 1.0))   # mAP lives in [0, 1]
     fig.suptitle("Accuracy and time vs number of proposals")
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
 def _grouped_bars(ax, labels, series, ylabel):
@@ -160,7 +164,7 @@ SIZE_STYLES = (("mAP", "all objects", "-", "o"), ("mAP (small)", "small", "--", 
                ("mAP (medium)", "medium", "-.", "s"), ("mAP (large)", "large", ":", "^"))
 
 
-def resolution_plot(df, path):
+def resolution_plot(df, path, footer=""):
     """Cells that differ only in resolution: mAP overall and by object size (the
     study's finding: small objects lose the most at lower resolution), and time."""
     from matplotlib.lines import Line2D
@@ -194,10 +198,10 @@ def resolution_plot(df, path):
     if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize=8, loc="upper left")
         a2.set_ylim(bottom=0)
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
-def stride_plot(df, path):
+def stride_plot(df, path, footer=""):
     """Cells that differ only in output stride: time and mAP side by side."""
     d = _ok(df)
     d = d[d["output_stride"].notna() & (d["output_stride"].astype(str) != "-")]
@@ -215,10 +219,10 @@ def stride_plot(df, path):
         _grouped_bars(a2, labels, values("mAP"), "mAP")
     a1.set_title("Time by output stride (same model otherwise)")
     a2.set_title("Accuracy by output stride (same model otherwise)")
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
-def flops_plot(df, path):
+def flops_plot(df, path, footer=""):
     d = _ok(df)
     d = d[d["gflops"].notna()]
     fig, ax = plt.subplots(figsize=(10, 5.5))
@@ -236,10 +240,10 @@ def flops_plot(df, path):
     ax.set_ylabel("latency (ms)")
     ax.set_title("FLOPs vs time")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
-def memory_plot(df, path):
+def memory_plot(df, path, footer=""):
     d = _ok(df).sort_values("peak_rss_mb")
     fig, ax = plt.subplots(figsize=(10, max(3.5, 0.32 * len(d) + 1.5)))
     if len(d):
@@ -250,10 +254,10 @@ def memory_plot(df, path):
     ax.set_xlabel("peak resident memory of the cell's process (MiB)")
     ax.set_title("Memory")
     ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
-def accuracy_by_size_plot(df, path):
+def accuracy_by_size_plot(df, path, footer=""):
     d = _ok(df)
     d = d[d["mAP"].notna()].sort_values("mAP")
     fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(d) + 3), 5))
@@ -263,7 +267,7 @@ def accuracy_by_size_plot(df, path):
         series = {s: list(best[f"mAP ({s})"].fillna(0)) for s in ("small", "medium", "large")}
         _grouped_bars(ax, labels, series, "mAP")
     ax.set_title("Accuracy by object size (best cell of each model)")
-    return _save(fig, path)
+    return _save(fig, path, footer)
 
 
 PLOTS = {
@@ -290,7 +294,10 @@ def without_unlearnt_accuracy(df):
 
 
 def write_plots(df, out_dir):
+    """Every plot of PLOTS under OUT/plots/, each with a footer saying where it was measured."""
+    from detbench.benchmark.environment import measured_on
     df = without_unlearnt_accuracy(df)
     plots_dir = os.path.join(out_dir, "plots")
     os.makedirs(plots_dir, exist_ok=True)
-    return {name: fn(df, os.path.join(plots_dir, name)) for name, fn in PLOTS.items()}
+    footer = measured_on(df)
+    return {name: fn(df, os.path.join(plots_dir, name), footer) for name, fn in PLOTS.items()}

@@ -4,6 +4,8 @@ import html
 import math
 import os
 
+from detbench.benchmark import report_budget
+from detbench.benchmark.environment import measured_on
 from detbench.benchmark.results import atomic_write
 from detbench.benchmark.tables import MD_COLUMNS, format_cell, ok_rows
 
@@ -90,6 +92,7 @@ def render(df, plot_paths, env=None, title="detbench sweep", summary="", finding
     rows = []
     for _, r in ok.iterrows():
         cls = ' class="frontier"' if r["frontier"] else ""
+        cls += " " + report_budget.row_attributes(r.to_dict())
         cells = "".join(f'<td data-v="{html.escape(_sort_value(r[c]))}">{html.escape(format_cell(r[c], c))}</td>'
                         for c, _ in MD_COLUMNS)
         rows.append(f"<tr{cls}>{cells}</tr>")
@@ -107,18 +110,20 @@ def render(df, plot_paths, env=None, title="detbench sweep", summary="", finding
     plots = "".join(_img(p) for p in plot_paths if os.path.exists(p))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>{STYLE}</style></head><body>
+<style>{STYLE}{report_budget.STYLE}</style></head><body>
 <h1>{html.escape(title)}</h1>
+<p id="measured-on">{html.escape(measured_on(df))}</p>
 <p>{html.escape(summary)}</p>
 {env_html}
 <h2>Protocol</h2>{PROTOCOL}
 <h2>Results</h2>
 <p>Click a column header to sort. Highlighted rows are on the speed/accuracy frontier.</p>
 <table id="results"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>
+{report_budget.section(ok)}
 {failed_html}
 {_findings_html(findings)}
 <h2>Plots</h2><div class="plots">{plots}</div>
-<script>{SCRIPT}</script>
+<script>{SCRIPT}{report_budget.SCRIPT}</script>
 </body></html>"""
 
 

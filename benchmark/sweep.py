@@ -78,7 +78,8 @@ def _filter_values(cell):
 
 
 FILTER_KEYS = ("meta_arch", "variant", "feature_extractor", "resolution", "train_resolution",
-               "num_proposals", "output_stride", "train_output_stride")
+               "num_proposals", "output_stride", "train_output_stride", "runtime", "precision",
+               "batch_size")
 
 
 def select(cells, filters):
@@ -116,6 +117,9 @@ def describe_cell(cell):
         "output_stride": fe.output_stride if name in TWO_STAGE else None,
         "train_output_stride": (train.feature_extractor.output_stride if name in TWO_STAGE
                                 else None),
+        "runtime": cell.test_pipeline.deployment.runtime,
+        "precision": cell.test_pipeline.deployment.precision,
+        "batch_size": cell.test_pipeline.deployment.batch_size,
         "axis_values": dict(cell.values),
         **weights_source(cell.train_pipeline),
     }
@@ -252,7 +256,7 @@ def run_sweep(args):
         row = {**describe_cell(cell), **result,
                "protocol": PROTOCOL_TEXT.format(runs=settings["num_runs"],
                                                 warmup=settings["num_warmup"]),
-               "speed_only": args.speed_only,
+               "speed_only": args.speed_only, "grid": os.path.abspath(args.grid),
                "test_pipeline": text_format.MessageToString(cell.test_pipeline)}
         trained = None if args.speed_only else _trained(os.path.join(out_dir, "models",
                                                                       cell.train_key))

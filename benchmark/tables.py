@@ -12,22 +12,26 @@ ACCURACY_KEYS = ["mAP", "mAP@.50", "mAP@.75", "mAP (small)", "mAP (medium)", "mA
 # Column order of results.csv (every other key follows, sorted).
 COLUMNS = [
     "label", "meta_arch", "variant", "feature_extractor", "resolution", "train_resolution", "num_proposals",
-    "output_stride", "latency_ms", "latency_p90_ms", "latency_nopost_ms", "latency_nopost_p90_ms",
+    "output_stride", "runtime", "precision", "batch_size", "latency_ms", "latency_p90_ms",
+    "latency_p99_ms", "throughput_ips", "latency_nopost_ms", "latency_nopost_p90_ms",
     "first_call_s", "stage_feature_extractor_ms", "stage_proposals_ms", "stage_box_classifier_ms",
-    "stage_postprocess_ms", "peak_rss_mb", "gpu_peak_mb", "gflops", "params", "params_trainable",
+    "stage_postprocess_ms", "peak_rss_mb", "gpu_peak_mb", "artifact_mb", "gflops", "params",
+    "params_trainable", "calibration_images",
 ] + ACCURACY_KEYS + ["learnt", "weights_source", "train_steps", "train_wall_s", "frontier",
                      "error", "cell_id", "train_key"]
 
 # Columns that hold numbers (NaN where a row has none, e.g. accuracy when speed-only).
 NUMERIC = [c for c in COLUMNS if c.endswith(("_ms", "_s", "_mb")) or c in ACCURACY_KEYS
            or c in ("gflops", "params", "params_trainable", "resolution", "train_resolution",
-                    "train_steps")]
+                    "train_steps", "batch_size", "throughput_ips", "calibration_images")]
 
 # What results.md shows.
 MD_COLUMNS = [("label", "cell"), ("latency_ms", "ms (median)"), ("latency_p90_ms", "ms (p90)"),
+              ("latency_p99_ms", "ms (p99)"), ("throughput_ips", "img/s"),
               ("latency_corrected_ms", "ms drift-corrected"),
               ("latency_nopost_ms", "ms w/o NMS"), ("first_call_s", "first call s"),
-              ("peak_rss_mb", "peak MiB"), ("gflops", "GFLOPs"), ("params", "params (M)"),
+              ("peak_rss_mb", "peak MiB"), ("artifact_mb", "MiB on disk"), ("gflops", "GFLOPs"),
+              ("params", "params (M)"),
               ("mAP", "mAP"), ("mAP@.50", "mAP@.5"), ("mAP (small)", "AP small"),
               ("frontier", "frontier")]
 

@@ -1,4 +1,4 @@
-"""Wall-clock timing of tf.functions: first call (tracing) apart, then median / p90."""
+"""Wall-clock timing of tf.functions: first call (tracing) apart, then median / p90 / p99."""
 import resource
 import time
 
@@ -34,7 +34,7 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20, reference=None):
     """Time ``fn(x)`` cycling over ``inputs`` (a list of tensors).
 
     Returns seconds: ``first_call`` (the first call, tracing included),
-    ``median``, ``p90``, ``mean``, ``runs`` (the timed runs, after warm-up)
+    ``median``, ``p90``, ``p99``, ``mean``, ``runs`` (the timed runs, after warm-up)
     and ``total`` (the whole call: first call, warm-up and timed runs). With
     ``reference`` (a no-argument callable, e.g. ``reference_workload()``), it
     is timed right after each timed run: ``reference_median`` (seconds) and
@@ -62,7 +62,8 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20, reference=None):
             ref_runs.append(time.perf_counter() - start)
     runs = np.asarray(runs)
     result = {"first_call": first, "median": float(np.median(runs)),
-              "p90": float(np.percentile(runs, 90)), "mean": float(runs.mean()),
+              "p90": float(np.percentile(runs, 90)), "p99": float(np.percentile(runs, 99)),
+              "mean": float(runs.mean()),
               "runs": runs.tolist(), "total": time.perf_counter() - begin}
     if ref_runs:
         ref_runs = np.asarray(ref_runs)

@@ -2,8 +2,9 @@
 
 Training axes (meta-architecture, extractor, output stride, training
 resolution, generic fields by default) change the model that must be
-trained; test axes (number of proposals, test resolution) change only how the
-trained model is run. Each cell carries both pipelines and a ``train_key``
+trained; test axes (number of proposals, test resolution, and the deployment
+axes runtime, precision, batch_size) change only how the trained model is run.
+Each cell carries both pipelines and a ``train_key``
 (hash of the training pipeline) so cells that share a trained model share the
 key. Combinations that cannot exist are skipped with a reason, counted once.
 """
@@ -217,6 +218,28 @@ _test_resolution_axis.scope = TEST
 AXES.register("test_resolution")(_test_resolution_axis)
 
 
+def _deployment_axis(field, convert=str):
+    """A test-scope axis setting ``test.deployment.<field>`` (benchmark/runtimes.py):
+    how the trained model is run, not which model is trained."""
+    def apply(train, test, value):
+        from detbench.benchmark.runtimes import check_value
+        check_value(field, value)
+        value = convert(value)
+        if value == test.deployment.DESCRIPTOR.fields_by_name[field].default_value:
+            test.deployment.ClearField(field)   # the default: the same cell as without the axis
+        else:
+            setattr(test.deployment, field, value)
+        if not test.deployment.ListFields():
+            test.ClearField("deployment")
+    apply.scope = TEST
+    return apply
+
+
+AXES.register("runtime")(_deployment_axis("runtime"))
+AXES.register("precision")(_deployment_axis("precision"))
+AXES.register("batch_size")(_deployment_axis("batch_size", int))
+
+
 def _field_axis(field, scope):
     def apply(train, test, value):
         name = meta_arch_config(train)[0]
@@ -403,7 +426,12 @@ def _expand_part(sweep_axes, bases, check_registry, recipe=None):
 
 
 def _check_cell(train, test, values, check_registry):
-    """Impossible extractor combinations are skips; other problems are errors."""
+    """Impossible extractor and deployment combinations are skips; other problems are
+    errors."""
+    from detbench.benchmark.runtimes import skip_reason
+    reason = skip_reason(meta_arch_config(test)[0], test.deployment)
+    if reason:
+        raise Skip(reason)
     if check_registry:
         import detbench.feature_extractors  # noqa: F401
         from detbench.feature_extractors.base import FEATURE_EXTRACTORS

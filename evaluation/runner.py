@@ -9,6 +9,7 @@ import math
 import os
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
@@ -74,8 +75,13 @@ def write_outputs(out_dir, metrics, evaluators):
 
 
 def evaluate_model(model, pipeline, num_examples=None, progress=True, out_dir=None,
-                   return_evaluators=False):
+                   return_evaluators=False, detector=None):
     """Detect over ``pipeline.eval_input_reader`` and return the metrics dict.
+
+    ``detector``: ``(image_transform, detect)`` of another way to run the model
+    (an exported artifact: benchmark/runtimes.py): ``image_transform(image) ->
+    (input, true_shape)`` in tf.data, ``detect(inputs, true_shapes)`` -> the
+    detections dict, on batches of one image; None: the model itself.
 
     ``num_examples``: evaluate the first N images (default
     ``eval_config.num_examples``, 0: all). With ``out_dir``, also writes
@@ -88,18 +94,21 @@ def evaluate_model(model, pipeline, num_examples=None, progress=True, out_dir=No
     data.check_num_classes(getattr(model, "num_classes", num_classes), info.category_index, where)
     evaluators = build_evaluators(eval_config, info.annotations_file, info.category_index)
     limit = eval_config.num_examples if num_examples is None else int(num_examples)
-    batch_size = max(1, eval_config.batch_size)
+    if detector is None:
+        transform, detect = model.preprocess_single, _detect_function(model)
+        batch_size = max(1, eval_config.batch_size)
+    else:
+        (transform, detect), batch_size = detector, 1
     dataset = data.build_dataset(pipeline.eval_input_reader, batch_size, training=False,
-                                 image_transform=model.preprocess_single)
+                                 image_transform=transform)
     total = info.num_examples if not limit else min(limit, info.num_examples or limit)
     if limit:
         dataset = dataset.take(math.ceil(limit / batch_size))
-    detect = _detect_function(model)
     seen = 0
     with tqdm(total=total, desc="eval", unit="img", disable=not progress) as bar:
         for batch in dataset:
             detections = detect(batch["image"], batch["true_shape"])
-            detections = {k: v.numpy() for k, v in detections.items()}
+            detections = {k: np.asarray(v) for k, v in detections.items()}
             source_ids = batch["source_id"].numpy()
             if limit:
                 keep = min(len(source_ids), limit - seen)

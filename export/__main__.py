@@ -1,6 +1,7 @@
 """python -m detbench.export --pipeline FILE --checkpoint CKPT --out DIR
        [--input_type image_tensor|encoded_image_string_tensor|tf_example]
-       [--num_proposals N] [--format saved_model|tflite] [--set a.b=c ...]
+       [--num_proposals N] [--format saved_model|tflite]
+       [--precision fp32|fp16|int8_dynamic|int8 [--calibration_images N]] [--set a.b=c ...]
 
 Writes DIR/saved_model/1 (TensorFlow Serving's versioned layout, signature
 ``serving_default``) or, with ``--format tflite`` (SSD only), DIR/model.tflite;
@@ -34,6 +35,10 @@ def main(argv=None):
                         help="two-stage models: rpn.max_proposals for this export")
     parser.add_argument("--format", default="saved_model",
                         help=" | ".join(FORMATS) + " (default saved_model; tflite: SSD only)")
+    parser.add_argument("--precision", default="fp32",
+                        help="tflite: fp32 | fp16 | int8_dynamic | int8 (default fp32)")
+    parser.add_argument("--calibration_images", type=int, default=32,
+                        help="int8: training images that calibrate the quantization")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="FIELD=VALUE", help="override a pipeline field (repeatable)")
     args = parser.parse_args(argv)
@@ -49,8 +54,12 @@ def main(argv=None):
         if args.num_proposals is not None:
             raise ExportError("--num_proposals applies to two-stage saved_model exports; "
                               "TFLite export is for SSD models")
-        path = export_tflite(pipeline, args.checkpoint, args.out)
+        path = export_tflite(pipeline, args.checkpoint, args.out, args.precision,
+                             args.calibration_images)
     else:
+        if args.precision != "fp32":
+            raise ExportError(f"--precision {args.precision}: SavedModel exports are fp32; "
+                              "quantized models are TFLite exports (--format tflite)")
         path = export_saved_model(pipeline, args.checkpoint, args.out,
                                   input_type=args.input_type, num_proposals=args.num_proposals)
     print(f"exported {args.format} to {path}")

@@ -369,6 +369,19 @@ def write_export(out_dir, pipeline, info, write, names):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def save_serving_model(model, category_index, path, input_type="image_tensor", label_dir=None):
+    """``tf.saved_model.save`` of ``model``'s serving module (signature
+    ``serving_default``, label maps as assets) to ``path``; the label-map files are
+    written to ``label_dir`` first (default: a new folder beside ``path``)."""
+    label_dir = label_dir or tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)))
+    labels = write_label_maps(label_dir, category_index)
+    serve = serving_function(model, input_type)
+    module = _ServingModule(model, serve, labels)
+    tf.saved_model.save(module, path,
+                        signatures={"serving_default": serve.get_concrete_function()})
+    return path
+
+
 def export_saved_model(pipeline, checkpoint, out_dir, input_type="image_tensor",
                        num_proposals=None):
     """Write ``out_dir/saved_model/1`` (+ pipeline.pbtxt, export_info.json); returns
@@ -383,11 +396,8 @@ def export_saved_model(pipeline, checkpoint, out_dir, input_type="image_tensor",
         "input": INPUT_NAME, "label_map": ["assets/label_map.pbtxt", "assets/label_map.json"]})
 
     def write(staging):
-        labels = write_label_maps(tempfile.mkdtemp(dir=staging), category_index)
-        serve = serving_function(model, input_type)
-        module = _ServingModule(model, serve, labels)
-        tf.saved_model.save(module, os.path.join(staging, version_dir),
-                            signatures={"serving_default": serve.get_concrete_function()})
+        save_serving_model(model, category_index, os.path.join(staging, version_dir),
+                           input_type, tempfile.mkdtemp(dir=staging))
 
     write_export(out_dir, pipeline, info, write, [version_dir])
     return os.path.join(out_dir, version_dir)

@@ -1,6 +1,12 @@
-"""TFLite export of SSD models: float32, batch 1, post-processing inside the graph.
+"""TFLite export of SSD models: batch 1, post-processing inside the graph.
 
-    export_tflite(pipeline, checkpoint, out_dir)   # -> out_dir/model.tflite
+    export_tflite(pipeline, checkpoint, out_dir, precision="fp32")   # -> out_dir/model.tflite
+
+``precision`` (PRECISIONS): ``fp32``; ``fp16`` (float16 weights); ``int8_dynamic``
+(dynamic-range quantization: int8 weights, float activations); ``int8``
+(full-integer post-training quantization, calibrated on the first
+``calibration_images`` images of the pipeline's train_input_reader; ops without
+an int8 kernel stay float, and the input and outputs stay float32).
 
 Input ``input_tensor``: float32 [1, H, W, 3], pixel values in [0, 255], H x W
 the SSD's fixed resize (the model's own normalization runs in the graph).
@@ -25,6 +31,7 @@ import tensorflow as tf
 
 from detbench.export import exporter
 from detbench.meta_arch.base import DETECTION_KEYS
+from detbench.registry import Registry
 
 log = logging.getLogger("detbench.export")
 
@@ -106,11 +113,52 @@ def tflite_detect(model, settings, images):
     return builtin_nms(boxes, scores, **settings)
 
 
-def _convert(function, module):
+# precision -> configure(converter, calibration): sets the converter's optimizations
+PRECISIONS = Registry("TFLite precision")
+
+
+@PRECISIONS.register("fp32")
+def _fp32(converter, calibration):
+    """No optimization: float32 weights and arithmetic."""
+
+
+@PRECISIONS.register("fp16")
+def _fp16(converter, calibration):
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+
+
+@PRECISIONS.register("int8_dynamic")
+def _int8_dynamic(converter, calibration):
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+@PRECISIONS.register("int8")
+def _int8(converter, calibration):
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image] for image in calibration)
+
+
+def calibration_images(pipeline, count, height, width):
+    """The first ``count`` images of train_input_reader (file order, no augmentation),
+    resized to the model's input: float32 [1, height, width, 3] arrays."""
+    from detbench import data
+    if count < 1:
+        raise exporter.ExportError(f"calibration_images: must be positive, got {count}")
+    ds = data.build_dataset(pipeline.train_input_reader, 1, training=False)
+    images = [tf.image.resize(tf.cast(b["image"], tf.float32), [height, width]).numpy()
+              for b in ds.take(count)]
+    if not images:
+        raise exporter.ExportError("int8 calibration: train_input_reader has no images")
+    return images
+
+
+def _convert(function, module, configure=_fp32, calibration=None):
     """(flatbuffer, the TF ops it needs through the flex delegate): builtins only
     first; SELECT_TF_OPS only when they cannot express the graph."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    configure(converter, calibration)
     try:
         return converter.convert(), []
     except Exception as e:  # ConverterError: some op has no builtin
@@ -119,17 +167,15 @@ def _convert(function, module):
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
                                            tf.lite.OpsSet.SELECT_TF_OPS]
+    configure(converter, calibration)
     flatbuffer = converter.convert()
     return flatbuffer, sorted({m.decode() for m in re.findall(rb"Flex([A-Z]\w+)", flatbuffer)})
 
 
-def export_tflite(pipeline, checkpoint, out_dir):
-    """Write ``out_dir/model.tflite`` for an SSD pipeline (see the module docstring),
-    with label_map.pbtxt / .json, pipeline.pbtxt and export_info.json beside it;
-    returns the .tflite path."""
-    exporter.check_request(pipeline, "image_tensor", "tflite")
-    pipeline = exporter.copy_pipeline(pipeline)
-    model, category_index, common = exporter.prepare(pipeline, checkpoint, out_dir, "tflite")
+def convert(model, pipeline, precision="fp32", num_calibration=32):
+    """(flatbuffer, flex ops, info) of ``model`` (an SSD built from ``pipeline``) at
+    ``precision``; info: input shape and, for int8, the calibration image count."""
+    configure = PRECISIONS.get(precision)
     height, width = model.image_size
     settings = _nms_settings(pipeline)
 
@@ -141,10 +187,28 @@ def export_tflite(pipeline, checkpoint, out_dir):
 
     module = tf.Module()
     module.model_variables = list(model.variables)
-    flatbuffer, flex_ops = _convert(serve.get_concrete_function(), module)
+    calibration = None
+    info = {"input_shape": [1, height, width, 3], "precision": precision}
+    if precision == "int8":
+        calibration = calibration_images(pipeline, num_calibration, height, width)
+        info["calibration_images"] = len(calibration)
+    flatbuffer, flex_ops = _convert(serve.get_concrete_function(), module, configure,
+                                    calibration)
+    return flatbuffer, flex_ops, info
+
+
+def export_tflite(pipeline, checkpoint, out_dir, precision="fp32", num_calibration=32):
+    """Write ``out_dir/model.tflite`` for an SSD pipeline (see the module docstring),
+    with label_map.pbtxt / .json, pipeline.pbtxt and export_info.json beside it;
+    returns the .tflite path."""
+    exporter.check_request(pipeline, "image_tensor", "tflite")
+    PRECISIONS.get(precision)   # an unknown precision fails before the model is built
+    pipeline = exporter.copy_pipeline(pipeline)
+    model, category_index, common = exporter.prepare(pipeline, checkpoint, out_dir, "tflite")
+    flatbuffer, flex_ops, converted = convert(model, pipeline, precision, num_calibration)
     info = exporter.merged_info(out_dir, common, "tflite", {
         "path": "model.tflite", "input_type": "float32 image tensor [0, 255]",
-        "input": exporter.INPUT_NAME, "input_shape": [1, height, width, 3],
+        "input": exporter.INPUT_NAME, **converted,
         "select_tf_ops": flex_ops, "label_map": ["label_map.pbtxt", "label_map.json"]})
 
     def write(staging):

@@ -128,3 +128,70 @@ def test_report_plots_decode_and_table_sorts_on_click(page, tmp_path):
     assert sorted(seen["map_asc_latency"]) == sorted(seen["initial"])  # rows moved whole
     assert seen["peak_asc_class"] == "asc"
     assert seen["peak_asc"] == [fmt(v, "peak_rss_mb") for v in sorted(ok["peak_rss_mb"])]
+
+
+BUDGET_PROBE = """
+<script>
+window.addEventListener('load', () => {
+  const set = (id, v) => { const e = document.getElementById(id); e.value = v;
+                           e.dispatchEvent(new Event('input', {bubbles: true})); };
+  const seen = () => ({
+    cell: document.getElementById('budget-result').dataset.cell,
+    text: document.getElementById('budget-result').textContent,
+    rows: Array.from(document.querySelectorAll('#results tbody tr.budget-best'))
+            .map(r => r.dataset.cell),
+    circles: Array.from(document.querySelectorAll('#frontier-svg circle.budget-best'))
+            .map(c => c.dataset.cell),
+    radius: Array.from(document.querySelectorAll('#frontier-svg circle.budget-best'))
+            .map(c => c.getBoundingClientRect().width),
+    line: document.getElementById('budget-line').getAttribute('visibility'),
+  });
+  const out = {};
+  out.n_circles = document.querySelectorAll('#frontier-svg circle').length;
+  set('budget-latency', '160'); out.lat160 = seen();
+  set('budget-memory', '850'); out.lat160_mem850 = seen();
+  set('budget-memory', ''); const p = document.getElementById('budget-percentile');
+  p.value = 'p90'; p.dispatchEvent(new Event('change')); out.p90_160 = seen();
+  p.value = 'p50'; p.dispatchEvent(new Event('change'));
+  set('budget-latency', '30'); out.none = seen();
+  const pre = document.createElement('pre');
+  pre.id = 'detbench-probe';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def test_budget_control_highlights_the_best_cell_within_the_budget(page, tmp_path):
+    from detbench.benchmark.pick import Budget, pick
+    path = page[0]
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in text    # self-contained: nothing to fetch
+    probe_page = tmp_path / "report_budget.html"
+    probe_page.write_text(text.replace("</body>", BUDGET_PROBE + "</body>"), encoding="utf-8")
+    proc = chromium("--dump-dom", "--virtual-time-budget=10000", f"file://{probe_page}",
+                    user_data_dir=tmp_path / "profile")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = re.search(r'<pre id="detbench-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert found, proc.stdout[-1000:] + proc.stderr[-1000:]
+    seen = json.loads(html.unescape(found.group(1)))
+    assert seen["n_circles"] == 10          # the ten measured cells of the fixture
+    # By hand (results_fixture): p50 <= 160 ms keeps c00 .30, c02 .33, c01 .38, c03 .36,
+    # c07 .37, c08 .40 -> c08. Peak memory is 800 + 10 i MiB: <= 850 drops c07 (870) and
+    # c08 (880) -> c01 (.38). p90 is 1.1 x p50: <= 160 drops c03, c08 (165) -> c01.
+    expected = {"lat160": "c08", "lat160_mem850": "c01", "p90_160": "c01"}
+    rows = make_rows()
+    budgets = {"lat160": Budget(160), "lat160_mem850": Budget(160, max_memory_mb=850),
+               "p90_160": Budget(160, percentile=90)}
+    for key, cell in expected.items():
+        assert pick(rows, budgets[key]).best["cell_id"] == cell     # the CLI agrees
+        got = seen[key]
+        assert got["cell"] == cell and got["rows"] == [cell] and got["circles"] == [cell], got
+        assert got["radius"][0] > 12     # drawn larger than the other points (r 5)
+    assert "best within the budget: rfcn resnet50_v1 300px p300 s16" in seen["lat160"]["text"]
+    assert seen["lat160"]["line"] == "visible" and seen["p90_160"]["line"] == "hidden"
+    assert seen["none"]["cell"] == "" and seen["none"]["rows"] == [] \
+        and seen["none"]["circles"] == [] and "no cell within 30 ms" in seen["none"]["text"]

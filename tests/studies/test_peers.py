@@ -64,3 +64,26 @@ def test_equalize_candidates_hits_the_target(kind):
     scale, got = peers.equalize_candidates(kind, model, image, target)
     assert abs(got - target) <= 2
     assert scale > 0
+
+
+def _pair(lat, gflops, first, rss):
+    return {"latency_ours_s": lat[0], "latency_theirs_s": lat[1], "gflops_ours": gflops[0],
+            "gflops_theirs": gflops[1], "first_call_ours_s": first[0],
+            "first_call_theirs_s": first[1], "peak_rss_ours_mb": rss[0],
+            "peak_rss_theirs_mb": rss[1]}
+
+
+def test_pair_targets_latency_at_equal_flops_first_call_and_memory():
+    # ours 1.2 s for 120 GFLOP = 0.010 s/GFLOP, theirs 1.0 s for 125 = 0.008: 1.25x -> miss,
+    # though the raw ratio (1.2x) is what it is; first call 2/5 = 0.4 <= 0.5; memory 0.9
+    row = _pair((1.2, 1.0), (120, 125), (2.0, 5.0), (900, 1000))
+    checks = dict(peers.pair_checks("faster_rcnn", 300, row))
+    assert row["latency_flops_ratio"] == pytest.approx(1.25)
+    assert checks == {"latency at equal FLOPs <= 1.0x": False, "first call <= 0.5x": True,
+                      "memory <= 1.0x": True}
+    # twice the FLOPs in twice the time: equal at equal FLOPs (met); first call only at 300
+    row = _pair((2.0, 1.0), (200, 100), (3.0, 4.0), (1100, 1000))
+    checks = dict(peers.pair_checks("retinanet", None, row))
+    assert row["latency_flops_ratio"] == pytest.approx(1.0)
+    assert checks == {"latency at equal FLOPs <= 1.0x": True, "memory <= 1.0x": False}
+    assert "first call <= 0.5x" not in dict(peers.pair_checks("faster_rcnn", 1000, row))
