@@ -129,7 +129,7 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     assert row["cell_id"] == cell.cell_id and row["train_key"] == cell.train_key
     check_outputs(out, 1)
     md = open(os.path.join(out, "results.md"), encoding="utf-8").read()
-    assert "| ssd resolution=64 |" in md and "Latency: batch 1" in md
+    assert "| SSD MobileNet v2 x0.25 64px |" in md and "Latency: batch 1" in md
     # the study's findings are checked on every summary; one cell decides none
     assert "## The study's findings on these results" in md and "**not measured**" in md
     assert "the study's findings on these results:" in proc.stdout
@@ -175,7 +175,7 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "1 cells, 1 already done, 0 to run" in proc.stdout
     saved = os.path.join(out, "exports", cell.cell_id, "saved_model", "1")  # TF Serving layout
-    assert f"exported ssd resolution=64: {saved}\n" in proc.stdout
+    assert f"exported SSD MobileNet v2 x0.25 64px: {saved}\n" in proc.stdout
     serve = tf.saved_model.load(saved).signatures["serving_default"]
     image = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
     out_tensors = serve(input_tensor=tf.constant(image))
@@ -193,9 +193,9 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     code, plan, _ = in_process(capsys, "--grid", wider, "--out", out, "--dry-run")
     assert code == 0
     assert "2 cells (2 in the grid), 1 already done" in plan
-    assert f"  {cell.cell_id}  ssd resolution=64  (done)" in plan
+    assert f"  {cell.cell_id}  SSD MobileNet v2 x0.25 64px  (done)" in plan
     assert "1 trained models needed, 1 to train:" in plan
-    assert f"  {new.train_key}  ssd resolution=96  (2 steps)" in plan
+    assert f"  {new.train_key}  SSD MobileNet v2 x0.25 96px  (2 steps, from scratch)" in plan
 
     proc = run_sweep("--grid", wider, "--out", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -231,8 +231,8 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     code, plan, _ = in_process(capsys, "--grid", grid, "--out", str(out), "--dry-run",
                                "--speed-only", "--filter", "resolution=96")
     assert code == 0
-    assert "1 cells (2 in the grid)" in plan and "ssd resolution=96" in plan
-    assert "ssd resolution=64" not in plan and "speed only: nothing is trained" in plan
+    assert "1 cells (2 in the grid)" in plan and "SSD MobileNet v2 x0.25 96px" in plan
+    assert "SSD MobileNet v2 x0.25 64px" not in plan and "speed only: nothing is trained" in plan
 
     # The shipped test grid expands (its pipeline path is relative to the sweep file).
     code, plan, _ = in_process(capsys, "--grid", TINY_SWEEP, "--out", str(out), "--dry-run")
@@ -250,7 +250,7 @@ def test_filter_keeps_matching_cells(tmp_path, capsys):
     assert "4 cells" in plan
     code, plan, _ = in_process(capsys, *args, "--filter",
                                "resolution=64,model.ssd.box_predictor.kernel_size=3")
-    assert "1 cells" in plan and "resolution=64 model.ssd.box_predictor.kernel_size=3" in plan
+    assert "1 cells" in plan and "SSD MobileNet v2 x0.25 64px, model.ssd.box_predictor.kernel_size=3" in plan
     code, plan, _ = in_process(capsys, *args, "--filter", "resolution=64",
                                "--filter", "resolution=96,model.ssd.box_predictor.kernel_size=1")
     assert "3 cells" in plan
@@ -261,8 +261,9 @@ def test_filter_keeps_matching_cells(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--filter", "colour=red"], "error: --filter: unknown key 'colour'; known: feature_extractor, "
-                                 "meta_arch, num_proposals, output_stride, resolution, "
+    (["--filter", "colour=red"], "error: --filter: unknown key 'colour'; known: batch_size, "
+                                 "feature_extractor, meta_arch, num_proposals, output_stride, "
+                                 "precision, resolution, runtime, train_output_stride, "
                                  "train_resolution"),
     (["--filter", "resolution"], "error: --filter 'resolution': expected key=value"),
     (["--filter", "resolution=128"], "no cell matches; values in the grid: resolution: 64, 96"),
@@ -362,7 +363,7 @@ def test_failed_cell_is_a_row_and_a_killed_sweep_resumes(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "2 cells, 1 already done, 1 to run" in proc.stdout
     assert "1 cells done, 0 skipped, 1 failed" in proc.stdout
-    assert "failed: ssd resolution=64 model.ssd.box_predictor.kernel_size=0: ConfigError" \
+    assert "failed: SSD MobileNet v2 x0.25 64px, model.ssd.box_predictor.kernel_size=0: ConfigError" \
         in proc.stdout
     text = results.read_text()
     assert text.startswith(first)                # the finished row is byte-identical
