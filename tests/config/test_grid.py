@@ -249,11 +249,13 @@ def test_shipped_sweeps_expand():
     # at 100; extractors part: Faster R-CNN MobileNet v1 at 100; stride part: the
     # Faster R-CNN at 100 tested at stride 8 (16 is the study's cell); the SSD tested
     # at 80 px (160 is the study's): 5 trainings, one per meta-architecture and v1
-    assert len(grid.cells) == 1 + 2 * 3 + 1 + 1 + 1 + 1
+    # deployment part: the SSD as TFLite fp32 and int8 (test axes: no training)
+    assert len(grid.cells) == 1 + 2 * 3 + 1 + 1 + 1 + 1 + 2
     assert len(grid.trainings()) == 3 + 1 + 1
     assert grid.skipped == {"num_proposals does not apply to ssd": 2}
     ssd = [c for c in grid.cells if c.meta_arch == "ssd"]
-    assert [c.test_pipeline.model.ssd.image_resizer.fixed_shape.height for c in ssd] == [160, 80]
+    assert [c.test_pipeline.model.ssd.image_resizer.fixed_shape.height for c in ssd] == [
+        160, 80, 160, 160]
     assert len({c.train_key for c in ssd}) == 1
     frcnn_v2 = [c for c in grid.cells if c.meta_arch == "faster_rcnn"
                 and c.train_pipeline.model.faster_rcnn.feature_extractor.type == "mobilenet_v2"]
@@ -269,6 +271,7 @@ def test_shipped_sweeps_expand():
     assert {c.test_pipeline.eval_config.batch_size for c in grid.cells} == {8}
     labels = [c.label for c in grid.cells]
     assert "SSD MobileNet v2 FPN 160px, tested at 80px" in labels
+    assert sum("runtime=tflite" in label for label in labels) == 2
     assert "Faster R-CNN MobileNet v2 256px, 100 proposals, tested at stride 8" in labels
     study = os.path.join(CONFIGS, "huang2017.pbtxt")
     grid = expand_grid(load_sweep(study), study)
