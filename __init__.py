@@ -1,4 +1,5 @@
 """detbench: build, train, measure and compare object detectors (Huang et al., CVPR 2017)."""
+
 import os as _os
 
 # TensorFlow's C++ start-up chatter hides the tool's own output; users can

@@ -1,4 +1,5 @@
 """``python -m detbench COMMAND``: the same as the ``detbench`` command (see cli.py)."""
+
 import sys
 
 from detbench.cli import console

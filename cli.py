@@ -9,6 +9,7 @@ studies), or ``module:function`` where a module serves more than one entry, or
 a nested table (``detbench data synthetic ...``). Adding a subcommand is one
 line here; its module's ``--help`` carries the options and an example.
 """
+
 import importlib
 import sys
 
@@ -24,10 +25,13 @@ COMMANDS = {
     "pick": ("detbench.pick", "the most accurate cell of a sweep within a latency / memory budget"),
     "list": ("detbench.registered", "registered meta-architectures, extractors, sweep axes"),
     "validate": ("detbench.config.__main__:validate_main", "check pipeline and sweep files"),
-    "data": ({
-        "synthetic": ("detbench.data.synthetic", "write a synthetic COCO-format dataset"),
-        "to-tfrecord": ("detbench.data.to_tfrecord", "convert COCO json + images to TFRecord"),
-    }, "datasets: synthetic, to-tfrecord"),
+    "data": (
+        {
+            "synthetic": ("detbench.data.synthetic", "write a synthetic COCO-format dataset"),
+            "to-tfrecord": ("detbench.data.to_tfrecord", "convert COCO json + images to TFRecord"),
+        },
+        "datasets: synthetic, to-tfrecord",
+    ),
     "peers": ("detbench.studies.peers", "study: our models against the Model Garden's"),
     "extractors": ("detbench.studies.extractors", "study: feature extractor throughput"),
     "first-call": ("detbench.studies.first_call", "study: where a model's first call goes"),
@@ -40,8 +44,7 @@ COMMANDS = {
 
 def _usage(table, prog):
     width = max(len(name) for name in table)
-    lines = [f"usage: {prog} COMMAND [options]   ({prog} COMMAND --help for each)", "",
-             "commands:"]
+    lines = [f"usage: {prog} COMMAND [options]   ({prog} COMMAND --help for each)", "", "commands:"]
     lines += [f"  {name:<{width}}  {summary}" for name, (_, summary) in table.items()]
     return "\n".join(lines)
 

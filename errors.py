@@ -3,6 +3,7 @@
 Command-line entry points catch ``DetbenchError`` and print ``str(error)`` on a
 single line with a non-zero exit, instead of a traceback.
 """
+
 import sys
 
 

@@ -1,4 +1,5 @@
 """Checks of the paths a command will write, made before its work starts."""
+
 import os
 
 from detbench.errors import ConfigError
@@ -31,5 +32,7 @@ def check_output_file(path, flag, extensions):
         raise ConfigError(f"{flag} {path}: is a folder; give a file name")
     ext = os.path.splitext(path)[1].lower()
     if ext not in extensions:
-        raise ConfigError(f"{flag} {path}: unknown extension {ext or '(none)'!r}; "
-                          f"use one of {', '.join(sorted(extensions))}")
+        raise ConfigError(
+            f"{flag} {path}: unknown extension {ext or '(none)'!r}; "
+            f"use one of {', '.join(sorted(extensions))}"
+        )

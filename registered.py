@@ -1,4 +1,5 @@
 """``detbench list``: what is registered, with the options each supports."""
+
 import argparse
 
 EXAMPLE = "example:\n  detbench list"
@@ -10,6 +11,7 @@ def list_registered():
     from detbench.config.grid import AXES
     from detbench.feature_extractors.base import FEATURE_EXTRACTORS
     from detbench.meta_arch.base import META_ARCHITECTURES
+
     lines = ["meta-architectures:"]
     for name, cls in META_ARCHITECTURES.items():
         doc = (cls.__doc__ or "").strip().splitlines()
@@ -18,17 +20,22 @@ def list_registered():
     lines.append(f"  {'name':22s} {'output strides':16s} {'fpn':5s} meta-architectures")
     for name, cls in FEATURE_EXTRACTORS.items():
         strides = "/".join(map(str, cls.supported_output_strides))
-        lines.append(f"  {name:22s} {strides:16s} {'yes' if cls.supports_fpn else 'no':5s} "
-                     f"{', '.join(cls.meta_architectures)}")
+        lines.append(
+            f"  {name:22s} {strides:16s} {'yes' if cls.supports_fpn else 'no':5s} "
+            f"{', '.join(cls.meta_architectures)}"
+        )
     lines.append("sweep axes: " + ", ".join(AXES.names()) + ", or any pipeline field by path")
     return "\n".join(lines)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        prog="detbench list", description="Registered meta-architectures (one line each), feature "
+        prog="detbench list",
+        description="Registered meta-architectures (one line each), feature "
         "extractors (output strides, FPN, meta-architectures served) and sweep axes.",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLE)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLE,
+    )
     parser.parse_args(argv)
     print(list_registered())
     return 0

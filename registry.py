@@ -1,4 +1,5 @@
 """Name -> class registries (decorator registration, helpful misses)."""
+
 import difflib
 
 from detbench.errors import RegistryError
@@ -30,6 +31,7 @@ class Registry:
             except (AttributeError, TypeError):
                 pass
             return obj
+
         return decorator
 
     def get(self, name):

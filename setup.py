@@ -5,6 +5,7 @@ protoc during the build (``build_py``, also run by ``pip install -e .``); in a
 checkout whose generated modules are missing or stale, ``detbench.protos``
 compiles them again at import time.
 """
+
 import os
 import sys
 
@@ -30,8 +31,18 @@ class BuildPyWithProtos(build_py):
 
 
 SUBPACKAGES = [
-    "protos", "config", "core", "feature_extractors", "meta_arch", "builders",
-    "data", "train", "evaluation", "export", "benchmark", "studies",
+    "protos",
+    "config",
+    "core",
+    "feature_extractors",
+    "meta_arch",
+    "builders",
+    "data",
+    "train",
+    "evaluation",
+    "export",
+    "benchmark",
+    "studies",
 ]
 
 setup(
@@ -59,7 +70,13 @@ setup(
     ],
     extras_require={
         # ray: tests/benchmark/test_ray_executor.py (about 240 MB, installs in about 1 min).
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3", "ray>=2.9", "ruff>=0.17,<0.18"],
+        "test": [
+            "pytest>=8",
+            "pytest-xdist>=3.5",
+            "pytest-timeout>=2.3",
+            "ray>=2.9",
+            "ruff>=0.17,<0.18",
+        ],
         "ray": ["ray>=2.9"],
     },
     entry_points={"console_scripts": ["detbench=detbench.cli:console"]},

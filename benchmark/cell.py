@@ -7,6 +7,7 @@ the result (a row, or the training summary) is written atomically to OUT.json.
 Running each cell in a fresh process makes its peak memory its own and keeps a
 crash or an out-of-memory kill to that one cell.
 """
+
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ import time
 import traceback
 
 DONE_FILE = "TRAINED.json"
-_START = time.perf_counter()   # this module's import: the process has started Python
+_START = time.perf_counter()  # this module's import: the process has started Python
 
 
 class _Phases:
@@ -39,11 +40,13 @@ def _pipeline(text):
     from google.protobuf import text_format
 
     from detbench.protos import pipeline_pb2
+
     return text_format.Parse(text, pipeline_pb2.Pipeline())
 
 
 def _configure_threads(settings):
     import tensorflow as tf
+
     if settings.get("intra_op_threads"):
         tf.config.threading.set_intra_op_parallelism_threads(settings["intra_op_threads"])
     if settings.get("inter_op_threads"):
@@ -56,10 +59,12 @@ def run_pretraining(spec):
 
     from detbench.protos import feature_extractor_pb2
     from detbench.train import pretrain
+
     config = text_format.Parse(spec["extractor"], feature_extractor_pb2.FeatureExtractor())
     recipe = pretrain.Recipe(**spec["recipe"])
-    path, report = pretrain.ensure_pretrained(config, recipe, progress=False,
-                                              progress_file=spec.get("progress_file"))
+    path, report = pretrain.ensure_pretrained(
+        config, recipe, progress=False, progress_file=spec.get("progress_file")
+    )
     return {"path": path, **{k: report[k] for k in ("steps", "train_seconds", "val_accuracy")}}
 
 
@@ -68,6 +73,7 @@ def discard_unfinished(model_dir, keep=("pipeline.pbtxt",)):
     checkpoints, logs, maybe a process that went on writing them): remove all but
     ``keep`` so the training starts afresh and its summary covers all of it."""
     import shutil
+
     if not os.path.isdir(model_dir) or os.path.exists(os.path.join(model_dir, DONE_FILE)):
         return []
     removed = sorted(n for n in os.listdir(model_dir) if n not in keep)
@@ -78,8 +84,10 @@ def discard_unfinished(model_dir, keep=("pipeline.pbtxt",)):
         else:
             os.unlink(path)
     if removed:
-        print(f"{model_dir}: unfinished training (no {DONE_FILE}) discarded: "
-              f"{', '.join(removed)}", file=sys.stderr)
+        print(
+            f"{model_dir}: unfinished training (no {DONE_FILE}) discarded: {', '.join(removed)}",
+            file=sys.stderr,
+        )
     return removed
 
 
@@ -88,15 +96,24 @@ def run_training(spec):
     DONE_FILE is written atomically, last."""
     from detbench.benchmark.results import atomic_write
     from detbench.train.trainer import train
+
     pipeline = _pipeline(spec["train_pipeline"])
     model_dir = spec["model_dir"]
     discard_unfinished(model_dir)
     start = time.time()
-    result = train(pipeline, model_dir, num_steps=pipeline.train_config.num_steps,
-                   progress=spec.get("progress", False), progress_file=spec.get("progress_file"))
-    summary = {"train_key": spec["train_key"], "step": int(result.step),
-               "train_wall_s": time.time() - start,
-               "final_losses": {k: float(v) for k, v in (result.losses or {}).items()}}
+    result = train(
+        pipeline,
+        model_dir,
+        num_steps=pipeline.train_config.num_steps,
+        progress=spec.get("progress", False),
+        progress_file=spec.get("progress_file"),
+    )
+    summary = {
+        "train_key": spec["train_key"],
+        "step": int(result.step),
+        "train_wall_s": time.time() - start,
+        "final_losses": {k: float(v) for k, v in (result.losses or {}).items()},
+    }
     atomic_write(os.path.join(model_dir, DONE_FILE), json.dumps(summary, indent=2))
     return summary
 
@@ -104,6 +121,7 @@ def run_training(spec):
 def _timing_images(pipeline, count):
     """Real decoded images of the evaluation split (uint8 [1,H,W,3] each)."""
     from detbench.data import build_dataset
+
     ds = build_dataset(pipeline.eval_input_reader, 1, training=False)
     images = [batch["image"] for batch in ds.take(count)]
     if not images:
@@ -113,6 +131,7 @@ def _timing_images(pipeline, count):
 
 def _parameter_counts(model):
     import numpy as np
+
     total = int(sum(np.prod(v.shape) for v in model.variables))
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     return total, trainable
@@ -122,7 +141,8 @@ def run_measure(spec):
     """Time, count and (unless speed-only) evaluate one cell; returns the row."""
     import shutil
     import tempfile
-    workdir = tempfile.mkdtemp(prefix="detbench-artifact-")   # the cell's exported artifact
+
+    workdir = tempfile.mkdtemp(prefix="detbench-artifact-")  # the cell's exported artifact
     try:
         return _measure(spec, workdir)
     finally:
@@ -135,6 +155,7 @@ def _measure(spec, workdir):
     from detbench.benchmark import environment, runtimes, timing
     from detbench.benchmark.flops import count_flops
     from detbench.builders.model_builder import build_model
+
     phases = _Phases()
     settings = spec["settings"]
     _configure_threads(settings)
@@ -145,6 +166,7 @@ def _measure(spec, workdir):
     # (how many boxes pass the score threshold into NMS) depends on them: a fixed
     # seed gives every process the same weights, so the same cell does the same work.
     import tf_keras
+
     tf_keras.utils.set_random_seed(int(settings.get("seed", 0)))
     model = build_model(pipeline.model, is_training=False)
     phases.mark("build")
@@ -152,8 +174,11 @@ def _measure(spec, workdir):
     phases.mark("timing_images")
     if not spec.get("speed_only"):
         from detbench.evaluation.runner import restore_model
+
         sample_inputs, sample_shapes = model.preprocess(tf.cast(images[0], tf.float32))
-        restore_model(model, spec["model_dir"], {"image": sample_inputs, "true_shape": sample_shapes})
+        restore_model(
+            model, spec["model_dir"], {"image": sample_inputs, "true_shape": sample_shapes}
+        )
         phases.mark("restore")
     # Timing runs send exactly the configured number of proposals.
     if hasattr(model, "benchmark_mode"):
@@ -161,43 +186,53 @@ def _measure(spec, workdir):
     xla = bool(settings.get("xla"))
     in_process = deployment.runtime == "tf_function"
     artifact = runtimes.RUNTIMES.get(deployment.runtime)(
-        model, pipeline, settings, workdir, None if spec.get("speed_only") else spec["model_dir"])
+        model, pipeline, settings, workdir, None if spec.get("speed_only") else spec["model_dir"]
+    )
     phases.mark("export")
-    detect = artifact.call if in_process else tf.function(lambda x: model.detect(x),
-                                                          jit_compile=xla)
+    detect = (
+        artifact.call if in_process else tf.function(lambda x: model.detect(x), jit_compile=xla)
+    )
 
     def _predict_only(x):
         inputs, shapes = model.preprocess(tf.cast(x, tf.float32))
         return model.predict(inputs, shapes, training=False)
+
     predict_only = tf.function(_predict_only, jit_compile=xla)
     warm, runs = settings.get("num_warmup", 3), settings.get("num_runs", 20)
     if len({tuple(im.shape) for im in images}) > 1:
         # Each new input shape traces the functions again (e.g. COCO images of
         # different sizes): warm up on every image so no tracing is timed.
         warm = max(warm, len(images))
-    full = timing.time_function(artifact.call, images, warm, runs,
-                                reference=timing.reference_workload())
-    work = full["total"]   # seconds spent running the model
+    full = timing.time_function(
+        artifact.call, images, warm, runs, reference=timing.reference_workload()
+    )
+    work = full["total"]  # seconds spent running the model
     row = {
-        "latency_ms": full["median"] * 1e3, "latency_p90_ms": full["p90"] * 1e3,
+        "latency_ms": full["median"] * 1e3,
+        "latency_p90_ms": full["p90"] * 1e3,
         "latency_p99_ms": full["p99"] * 1e3,
-        "first_call_s": full["first_call"], "latency_runs_ms": [t * 1e3 for t in full["runs"]],
-        "num_warmup": warm, "num_runs": runs,
+        "first_call_s": full["first_call"],
+        "latency_runs_ms": [t * 1e3 for t in full["runs"]],
+        "num_warmup": warm,
+        "num_runs": runs,
         # the host's speed during the timed runs, and the latency in its units
-        "reference_ms": full["reference_median"] * 1e3, "latency_rel": full["relative_median"],
-        "artifact_mb": artifact.size_mb, **artifact.info,
+        "reference_ms": full["reference_median"] * 1e3,
+        "latency_rel": full["relative_median"],
+        "artifact_mb": artifact.size_mb,
+        **artifact.info,
     }
     # throughput at the cell's batch size (images/s); at batch 1, one over the median
     batch = deployment.batch_size
     if batch > 1:
-        batched = timing.time_function(artifact.call, [runtimes.batch_of(images, batch)],
-                                       warm, runs)
+        batched = timing.time_function(
+            artifact.call, [runtimes.batch_of(images, batch)], warm, runs
+        )
         row["batch_latency_ms"] = batched["median"] * 1e3
         row["throughput_ips"] = batch / batched["median"]
         work += batched["total"]
     else:
         row["throughput_ips"] = 1.0 / full["median"]
-    if in_process:   # what the model itself spends without NMS, and in each stage
+    if in_process:  # what the model itself spends without NMS, and in each stage
         nopost = timing.time_function(predict_only, images, warm, runs)
         row["latency_nopost_ms"] = nopost["median"] * 1e3
         row["latency_nopost_p90_ms"] = nopost["p90"] * 1e3
@@ -219,18 +254,25 @@ def _measure(spec, workdir):
     row["gflops"] = count_flops(detect, [images[0]]) / 1e9
     phases.mark("flops")
     row["params"], row["params_trainable"] = _parameter_counts(model)
-    row["env"] = environment.describe(xla, settings.get("intra_op_threads", 0),
-                                      settings.get("inter_op_threads", 0))
+    row["env"] = environment.describe(
+        xla, settings.get("intra_op_threads", 0), settings.get("inter_op_threads", 0)
+    )
     if hasattr(model, "benchmark_mode"):
         model.benchmark_mode = False
     if not spec.get("speed_only"):
         from detbench.evaluation.runner import evaluate_model
+
         start = time.perf_counter()
         metrics = evaluate_model(model, pipeline, progress=False, detector=artifact.detector)
         row["eval_s"] = time.perf_counter() - start
         work += row["eval_s"]
-        row.update({k: (None if isinstance(v, float) and v != v else v)
-                    for k, v in metrics.items() if not isinstance(v, (dict, list))})
+        row.update(
+            {
+                k: (None if isinstance(v, float) and v != v else v)
+                for k, v in metrics.items()
+                if not isinstance(v, (dict, list))
+            }
+        )
         if "per_category" in metrics:
             row["per_category_ap"] = metrics["per_category"]
         phases.mark("evaluation")
@@ -245,10 +287,13 @@ JOBS = {"pretrain": run_pretraining, "train": run_training, "measure": run_measu
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 3 or argv[0] not in JOBS:
-        print(f"usage: python -m detbench.benchmark.cell {'|'.join(JOBS)} SPEC.json OUT.json",
-              file=sys.stderr)
+        print(
+            f"usage: python -m detbench.benchmark.cell {'|'.join(JOBS)} SPEC.json OUT.json",
+            file=sys.stderr,
+        )
         return 2
     from detbench.benchmark.results import atomic_write
+
     with open(argv[1], encoding="utf-8") as f:
         spec = json.load(f)
     try:
@@ -256,6 +301,7 @@ def main(argv=None):
         result["error"] = ""
     except Exception as e:  # the row records the error; the sweep goes on
         from detbench.errors import DetbenchError
+
         detail = "" if isinstance(e, DetbenchError) else traceback.format_exc(limit=3)
         print(detail, file=sys.stderr)
         result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500]}

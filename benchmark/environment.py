@@ -1,4 +1,5 @@
 """What a number was measured on: recorded with every result row."""
+
 import math
 import os
 import platform
@@ -23,6 +24,7 @@ def _threads(n):
 def litert_version():
     """The LiteRT (ai_edge_litert) package's version, or "not installed"."""
     from importlib import metadata
+
     try:
         return metadata.version("ai-edge-litert")
     except metadata.PackageNotFoundError:
@@ -31,6 +33,7 @@ def litert_version():
 
 def describe(xla=False, intra_op_threads=0, inter_op_threads=0):
     import tensorflow as tf
+
     gpus = tf.config.list_physical_devices("GPU")
     gpu_name = ""
     if gpus:
@@ -44,10 +47,12 @@ def describe(xla=False, intra_op_threads=0, inter_op_threads=0):
         "litert_version": litert_version(),
         "python": platform.python_version(),
         "xla": bool(xla),
-        "intra_op_threads": _threads(intra_op_threads
-                                     or tf.config.threading.get_intra_op_parallelism_threads()),
-        "inter_op_threads": _threads(inter_op_threads
-                                     or tf.config.threading.get_inter_op_parallelism_threads()),
+        "intra_op_threads": _threads(
+            intra_op_threads or tf.config.threading.get_intra_op_parallelism_threads()
+        ),
+        "inter_op_threads": _threads(
+            inter_op_threads or tf.config.threading.get_inter_op_parallelism_threads()
+        ),
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
     }
 
@@ -69,11 +74,15 @@ def measured_on(df):
     """One line saying where a table's numbers were measured (a plot's footer, the
     report's header): CPU model and cores, GPU, TensorFlow and LiteRT versions,
     threads, runtimes and precisions; several values of a field are listed."""
+
     def field(column, default=None):
         return ", ".join(_values(df, column, default)) or "unknown"
+
     gpu = [d for d in _values(df, "env_device") if d != "CPU"]
-    return (f"measured on: CPU {field('env_cpu_model')} ({field('env_cpu_count')} cores); "
-            f"GPU {', '.join(gpu) or 'none'}; TensorFlow {field('env_tf_version')}; "
-            f"LiteRT {field('env_litert_version')}; threads intra {field('env_intra_op_threads')}"
-            f" / inter {field('env_inter_op_threads')}; runtime {field('runtime', 'tf_function')};"
-            f" precision {field('precision', 'fp32')}")
+    return (
+        f"measured on: CPU {field('env_cpu_model')} ({field('env_cpu_count')} cores); "
+        f"GPU {', '.join(gpu) or 'none'}; TensorFlow {field('env_tf_version')}; "
+        f"LiteRT {field('env_litert_version')}; threads intra {field('env_intra_op_threads')}"
+        f" / inter {field('env_inter_op_threads')}; runtime {field('runtime', 'tf_function')};"
+        f" precision {field('precision', 'fp32')}"
+    )

@@ -38,6 +38,7 @@ Times are the drift-corrected ``latency_rel`` when every cell compared has
 one (the latency in units of a reference workload timed between the runs;
 the host's speed drifts by 10-30% over minutes), else ``latency_ms``.
 """
+
 import dataclasses
 import math
 
@@ -49,8 +50,8 @@ from detbench.registry import Registry
 # Margins, chosen well outside the drift-corrected timing spread (~1%) and
 # the run-to-run mAP noise of the default sweep's models (~0.01 mAP on 128
 # evaluation images).
-FASTER_RCNN_MIN_SPEEDUP = 1.5   # most -> fewest proposals: "much faster"
-RFCN_MAX_SPEEDUP = 1.25         # "hardly faster"
+FASTER_RCNN_MIN_SPEEDUP = 1.5  # most -> fewest proposals: "much faster"
+RFCN_MAX_SPEEDUP = 1.25  # "hardly faster"
 STRIDE8_MIN_SLOWDOWN = 1.05
 # Fig. 10: 50 of 300 proposals keep ~96% of the mAP; the check compares the
 # fewest proposals that are at least 1/6 of the most (the study's ratio) and
@@ -87,7 +88,7 @@ class Finding:
     claim: str
     measured: str
     verdict: str
-    threshold: str = ""   # what decides the verdict, derived from the study's figure
+    threshold: str = ""  # what decides the verdict, derived from the study's figure
 
 
 CHECKS = Registry("finding")
@@ -120,8 +121,10 @@ def _with_stride(d):
 @CHECKS.register("proposals")
 def proposals(df):
     claim = "fewer proposals make Faster R-CNN much faster and R-FCN hardly faster"
-    threshold = (f"Faster R-CNN >= {FASTER_RCNN_MIN_SPEEDUP}x and R-FCN <= {RFCN_MAX_SPEEDUP}x "
-                 "faster from the most to the fewest proposals (Fig. 10)")
+    threshold = (
+        f"Faster R-CNN >= {FASTER_RCNN_MIN_SPEEDUP}x and R-FCN <= {RFCN_MAX_SPEEDUP}x "
+        "faster from the most to the fewest proposals (Fig. 10)"
+    )
     d = _with_proposals(ok_rows(df))
     speedups = {}
     for arch in ("faster_rcnn", "rfcn"):
@@ -131,23 +134,36 @@ def proposals(df):
             m = mean_by(g, "num_proposals")
             lo, hi = m.index.min(), m.index.max()
             speedups.setdefault(arch, []).append(
-                (label, lo, hi, m.loc[hi, col] / m.loc[lo, col], col))
+                (label, lo, hi, m.loc[hi, col] / m.loc[lo, col], col)
+            )
     if set(speedups) != {"faster_rcnn", "rfcn"}:
         missing = [a for a in ("faster_rcnn", "rfcn") if a not in speedups]
-        return Finding("proposals", claim, f"no cells of {', '.join(missing)} at two or more "
-                       "proposal counts", "not measured", threshold)
-    measured = "; ".join(f"{label}: {hi:g} -> {lo:g} proposals {s:.2f}x faster ({col})"
-                         for arch in ("faster_rcnn", "rfcn")
-                         for label, lo, hi, s, col in speedups[arch])
-    ok = (all(s >= FASTER_RCNN_MIN_SPEEDUP for *_, s, _ in speedups["faster_rcnn"])
-          and all(s <= RFCN_MAX_SPEEDUP for *_, s, _ in speedups["rfcn"]))
-    return Finding("proposals", claim, measured, "reproduced" if ok else "not reproduced",
-                   threshold)
+        return Finding(
+            "proposals",
+            claim,
+            f"no cells of {', '.join(missing)} at two or more proposal counts",
+            "not measured",
+            threshold,
+        )
+    measured = "; ".join(
+        f"{label}: {hi:g} -> {lo:g} proposals {s:.2f}x faster ({col})"
+        for arch in ("faster_rcnn", "rfcn")
+        for label, lo, hi, s, col in speedups[arch]
+    )
+    ok = all(s >= FASTER_RCNN_MIN_SPEEDUP for *_, s, _ in speedups["faster_rcnn"]) and all(
+        s <= RFCN_MAX_SPEEDUP for *_, s, _ in speedups["rfcn"]
+    )
+    return Finding(
+        "proposals", claim, measured, "reproduced" if ok else "not reproduced", threshold
+    )
 
 
 def _stride_groups(d):
-    return [(label, g) for label, g in matched_groups(_with_stride(d), "output_stride")
-            if {8.0, 16.0} <= set(g["output_stride"].astype(float))]
+    return [
+        (label, g)
+        for label, g in matched_groups(_with_stride(d), "output_stride")
+        if {8.0, 16.0} <= set(g["output_stride"].astype(float))
+    ]
 
 
 @CHECKS.register("stride")
@@ -156,32 +172,40 @@ def stride(df):
     threshold = f"stride 8 takes >= {STRIDE8_MIN_SLOWDOWN}x the time of 16 (Fig. 9: +63%)"
     groups = _stride_groups(ok_rows(df))
     if not groups:
-        return Finding("stride", claim, "no model measured at both stride 8 and 16",
-                       "not measured", threshold)
+        return Finding(
+            "stride", claim, "no model measured at both stride 8 and 16", "not measured", threshold
+        )
     col = _time_column(groups)
     ratios = []
     for label, g in groups:
         m = mean_by(g, "output_stride")
         ratios.append((label, m.loc[8.0, col] / m.loc[16.0, col]))
-    measured = "; ".join(f"{label}: stride 8 takes {r:.2f}x stride 16 ({col})"
-                         for label, r in ratios)
+    measured = "; ".join(
+        f"{label}: stride 8 takes {r:.2f}x stride 16 ({col})" for label, r in ratios
+    )
     ok = all(r >= STRIDE8_MIN_SLOWDOWN for _, r in ratios)
-    return Finding("stride", claim, measured, "reproduced" if ok else "not reproduced",
-                   threshold)
+    return Finding("stride", claim, measured, "reproduced" if ok else "not reproduced", threshold)
 
 
 # -- accuracy ------------------------------------------------------------------
 @CHECKS.register("proposals_accuracy")
 def proposals_accuracy(df):
     claim = "fewer proposals cost Faster R-CNN little accuracy"
-    threshold = (f"the fewest proposals >= 1/6 of the most keep >= {PROPOSALS_MIN_KEPT:.0%} of "
-                 "its mAP (Fig. 10: 50 of 300 keep ~96%)")
+    threshold = (
+        f"the fewest proposals >= 1/6 of the most keep >= {PROPOSALS_MIN_KEPT:.0%} of "
+        "its mAP (Fig. 10: 50 of 300 keep ~96%)"
+    )
     d = _with_proposals(ok_rows(df))
     d = d[(d["meta_arch"] == "faster_rcnn") & d["mAP"].notna()]
     groups = matched_groups(d, "num_proposals")
     if not groups:
-        return Finding("proposals_accuracy", claim, "no evaluated Faster R-CNN at two or more "
-                       "proposal counts", "not measured", threshold)
+        return Finding(
+            "proposals_accuracy",
+            claim,
+            "no evaluated Faster R-CNN at two or more proposal counts",
+            "not measured",
+            threshold,
+        )
     parts, verdicts = [], []
     for label, g in groups:
         m = mean_by(g, "num_proposals")
@@ -192,8 +216,10 @@ def proposals_accuracy(df):
             verdicts.append("inconclusive")
             continue
         kept = m.loc[lo, "mAP"] / m.loc[hi, "mAP"] if m.loc[hi, "mAP"] > 0 else math.nan
-        parts.append(f"{label}: mAP {m.loc[hi, 'mAP']:.3f} at {hi:g} -> {m.loc[lo, 'mAP']:.3f} "
-                     f"at {lo:g} proposals ({kept:.0%} kept)")
+        parts.append(
+            f"{label}: mAP {m.loc[hi, 'mAP']:.3f} at {hi:g} -> {m.loc[lo, 'mAP']:.3f} "
+            f"at {lo:g} proposals ({kept:.0%} kept)"
+        )
         if g["learnt"].astype(object).eq(False).any():
             parts[-1] += " (model has not learnt the set)"
             verdicts.append("inconclusive")
@@ -205,16 +231,28 @@ def proposals_accuracy(df):
 @CHECKS.register("stride_accuracy")
 def stride_accuracy(df):
     claim = "output stride 8 is more accurate than 16"
-    threshold = (f"mAP at stride 8 >= (1 + {STRIDE8_MIN_GAIN:g}) x mAP at 16; <= (1 - "
-                 f"{STRIDE8_MIN_GAIN:g}) x: not reproduced (Fig. 9: about +5%)")
+    threshold = (
+        f"mAP at stride 8 >= (1 + {STRIDE8_MIN_GAIN:g}) x mAP at 16; <= (1 - "
+        f"{STRIDE8_MIN_GAIN:g}) x: not reproduced (Fig. 9: about +5%)"
+    )
     d = learnt_rows(df)
     groups = [(label, g) for label, g in _stride_groups(d[d["mAP"].notna()])]
     if not groups:
         if _stride_groups(ok_rows(df)):
-            return Finding("stride_accuracy", claim, "cells at stride 8 and 16 measured, but "
-                           "their models have not learnt the set", "inconclusive", threshold)
-        return Finding("stride_accuracy", claim, "no evaluated model at both stride 8 and 16",
-                       "not measured", threshold)
+            return Finding(
+                "stride_accuracy",
+                claim,
+                "cells at stride 8 and 16 measured, but their models have not learnt the set",
+                "inconclusive",
+                threshold,
+            )
+        return Finding(
+            "stride_accuracy",
+            claim,
+            "no evaluated model at both stride 8 and 16",
+            "not measured",
+            threshold,
+        )
     parts, verdicts = [], []
     for label, g in groups:
         m = mean_by(g, "output_stride")
@@ -240,30 +278,46 @@ def _relative_loss(high, low):
 @CHECKS.register("resolution")
 def resolution(df):
     claim = "halving the input resolution costs small-object mAP most"
-    threshold = (f"small objects' relative mAP loss exceeds medium's and large's by >= "
-                 f"{RESOLUTION_MARGIN:.0%} points; small mAP >= {MIN_SMALL_MAP} at full "
-                 "resolution (Figs. 7-8)")
+    threshold = (
+        f"small objects' relative mAP loss exceeds medium's and large's by >= "
+        f"{RESOLUTION_MARGIN:.0%} points; small mAP >= {MIN_SMALL_MAP} at full "
+        "resolution (Figs. 7-8)"
+    )
     d = ok_rows(df)
     d = d[d["resolution"].notna() & d["mAP"].notna()]
     groups = matched_groups(d, "resolution")
     if not groups:
-        return Finding("resolution", claim, "no trained model evaluated at two resolutions",
-                       "not measured", threshold)
+        return Finding(
+            "resolution",
+            claim,
+            "no trained model evaluated at two resolutions",
+            "not measured",
+            threshold,
+        )
     parts, verdicts = [], []
     for label, g in groups:
         m = mean_by(g, "resolution")
         lo, hi = m.index.min(), m.index.max()
-        losses = {s: _relative_loss(m.loc[hi, f"mAP ({s})"], m.loc[lo, f"mAP ({s})"])
-                  for s in SIZES}
-        aps = ", ".join(f"{s} {m.loc[hi, f'mAP ({s})']:.3f} -> {m.loc[lo, f'mAP ({s})']:.3f} "
-                        f"({-100 * losses[s]:+.0f}%)" for s in SIZES)
+        losses = {
+            s: _relative_loss(m.loc[hi, f"mAP ({s})"], m.loc[lo, f"mAP ({s})"]) for s in SIZES
+        }
+        aps = ", ".join(
+            f"{s} {m.loc[hi, f'mAP ({s})']:.3f} -> {m.loc[lo, f'mAP ({s})']:.3f} "
+            f"({-100 * losses[s]:+.0f}%)"
+            for s in SIZES
+        )
         trained = g["train_resolution"].dropna().unique() if "train_resolution" in g else []
-        how = (f" (one model trained at {float(trained[0]):g} px, tested at both)"
-               if len(trained) == 1 else "")
+        how = (
+            f" (one model trained at {float(trained[0]):g} px, tested at both)"
+            if len(trained) == 1
+            else ""
+        )
         parts.append(f"{label}: {hi:g} -> {lo:g} px{how}: {aps}")
         if m.loc[hi, "mAP (small)"] < MIN_SMALL_MAP:
-            parts[-1] += (f" (small-object mAP {m.loc[hi, 'mAP (small)']:.3f} < "
-                          f"{MIN_SMALL_MAP} at {hi:g} px: too little trained to compare)")
+            parts[-1] += (
+                f" (small-object mAP {m.loc[hi, 'mAP (small)']:.3f} < "
+                f"{MIN_SMALL_MAP} at {hi:g} px: too little trained to compare)"
+            )
             verdicts.append("inconclusive")
             continue
         others = [losses[s] for s in ("medium", "large") if not math.isnan(losses[s])]
@@ -281,8 +335,11 @@ def _at_training_configuration(d):
     training ones, and, for two-stage models, the most proposals of their model."""
     d = d[d["resolution"].astype(float) == d["train_resolution"].astype(float)]
     if "train_output_stride" in d:
-        same = (d["output_stride"].isna() | d["train_output_stride"].isna()
-                | (d["output_stride"].astype(float) == d["train_output_stride"].astype(float)))
+        same = (
+            d["output_stride"].isna()
+            | d["train_output_stride"].isna()
+            | (d["output_stride"].astype(float) == d["train_output_stride"].astype(float))
+        )
         d = d[same]
     props = pd.to_numeric(d["num_proposals"], errors="coerce")
     most = props.groupby(d["train_key"]).transform("max")
@@ -292,8 +349,10 @@ def _at_training_configuration(d):
 @CHECKS.register("ssd_small_objects")
 def ssd_small_objects(df):
     claim = "SSD falls furthest behind the two-stage models on small objects (same extractor)"
-    threshold = (f"SSD / best two-stage mAP is lowest for small objects, by >= "
-                 f"{SSD_SMALL_MARGIN:g} against medium and large (Fig. 5)")
+    threshold = (
+        f"SSD / best two-stage mAP is lowest for small objects, by >= "
+        f"{SSD_SMALL_MARGIN:g} against medium and large (Fig. 5)"
+    )
     d = _at_training_configuration(learnt_rows(df))
     d = d[d["mAP (small)"].notna()]
     parts, verdicts = [], []
@@ -303,10 +362,16 @@ def ssd_small_objects(df):
             continue
         s = ssd.loc[ssd["mAP"].idxmax()]
         t = two.loc[two["mAP"].idxmax()]
-        ratios = {z: (s[f"mAP ({z})"] / t[f"mAP ({z})"] if t[f"mAP ({z})"] > 0 else math.nan)
-                  for z in SIZES}
-        parts.append(f"{extractor}: SSD / {t['label']}: " + ", ".join(
-            f"{z} {s[f'mAP ({z})']:.3f}/{t[f'mAP ({z})']:.3f} = {ratios[z]:.2f}" for z in SIZES))
+        ratios = {
+            z: (s[f"mAP ({z})"] / t[f"mAP ({z})"] if t[f"mAP ({z})"] > 0 else math.nan)
+            for z in SIZES
+        }
+        parts.append(
+            f"{extractor}: SSD / {t['label']}: "
+            + ", ".join(
+                f"{z} {s[f'mAP ({z})']:.3f}/{t[f'mAP ({z})']:.3f} = {ratios[z]:.2f}" for z in SIZES
+            )
+        )
         others = [ratios[z] for z in ("medium", "large") if not math.isnan(ratios[z])]
         if math.isnan(ratios["small"]) or not others:
             verdicts.append("inconclusive")
@@ -317,25 +382,40 @@ def ssd_small_objects(df):
         else:
             verdicts.append("inconclusive")
     if not parts:
-        return Finding("ssd_small_objects", claim, "no extractor with a learnt SSD and a learnt "
-                       "two-stage model", "not measured", threshold)
+        return Finding(
+            "ssd_small_objects",
+            claim,
+            "no extractor with a learnt SSD and a learnt two-stage model",
+            "not measured",
+            threshold,
+        )
     return Finding("ssd_small_objects", claim, "; ".join(parts), _combine(verdicts), threshold)
 
 
 @CHECKS.register("rfcn_vs_faster_rcnn")
 def rfcn_vs_faster_rcnn(df):
     claim = "R-FCN comes close to Faster R-CNN's accuracy and is faster at >= 100 proposals"
-    threshold = (f"R-FCN mAP >= {RFCN_MIN_RELATIVE_MAP:.0%} of Faster R-CNN's and its time "
-                 f"lower, same extractor, stride, resolution and >= {RFCN_MIN_PROPOSALS} "
-                 "proposals (Figs. 2, 10)")
+    threshold = (
+        f"R-FCN mAP >= {RFCN_MIN_RELATIVE_MAP:.0%} of Faster R-CNN's and its time "
+        f"lower, same extractor, stride, resolution and >= {RFCN_MIN_PROPOSALS} "
+        "proposals (Figs. 2, 10)"
+    )
     d = _with_proposals(learnt_rows(df))
     d = d[d["meta_arch"].isin(["faster_rcnn", "rfcn"]) & d["mAP"].notna()]
     d = d[d["num_proposals"].astype(float) >= RFCN_MIN_PROPOSALS]
-    groups = [(label, g) for label, g in matched_groups(d, "meta_arch")
-              if {"faster_rcnn", "rfcn"} <= set(g["meta_arch"])]
+    groups = [
+        (label, g)
+        for label, g in matched_groups(d, "meta_arch")
+        if {"faster_rcnn", "rfcn"} <= set(g["meta_arch"])
+    ]
     if not groups:
-        return Finding("rfcn_vs_faster_rcnn", claim, "no learnt R-FCN and Faster R-CNN measured "
-                       f"alike at >= {RFCN_MIN_PROPOSALS} proposals", "not measured", threshold)
+        return Finding(
+            "rfcn_vs_faster_rcnn",
+            claim,
+            f"no learnt R-FCN and Faster R-CNN measured alike at >= {RFCN_MIN_PROPOSALS} proposals",
+            "not measured",
+            threshold,
+        )
     col = _time_column(groups)
     parts, verdicts = [], []
     for label, g in groups:
@@ -343,10 +423,13 @@ def rfcn_vs_faster_rcnn(df):
         f, r = m.loc["faster_rcnn"], m.loc["rfcn"]
         rel = r["mAP"] / f["mAP"] if f["mAP"] > 0 else math.nan
         speed = f[col] / r[col]
-        parts.append(f"{label}: mAP {r['mAP']:.3f} vs {f['mAP']:.3f} ({rel:.0%}), R-FCN "
-                     f"{speed:.2f}x faster ({col})")
-        verdicts.append("reproduced" if rel >= RFCN_MIN_RELATIVE_MAP and speed > 1
-                        else "not reproduced")
+        parts.append(
+            f"{label}: mAP {r['mAP']:.3f} vs {f['mAP']:.3f} ({rel:.0%}), R-FCN "
+            f"{speed:.2f}x faster ({col})"
+        )
+        verdicts.append(
+            "reproduced" if rel >= RFCN_MIN_RELATIVE_MAP and speed > 1 else "not reproduced"
+        )
     return Finding("rfcn_vs_faster_rcnn", claim, "; ".join(parts), _combine(verdicts), threshold)
 
 
@@ -361,19 +444,29 @@ def spearman(x, y):
 @CHECKS.register("memory")
 def memory(df):
     claim = "peak memory grows with running time across models"
-    threshold = (f"Spearman's rank correlation of peak memory and latency >= {MEMORY_MIN_RHO} "
-                 f"over >= {MEMORY_MIN_CELLS} cells; <= 0: not reproduced (Fig. 11)")
+    threshold = (
+        f"Spearman's rank correlation of peak memory and latency >= {MEMORY_MIN_RHO} "
+        f"over >= {MEMORY_MIN_CELLS} cells; <= 0: not reproduced (Fig. 11)"
+    )
     d = ok_rows(df)
     d = d[d["peak_rss_mb"].notna()]
     if len(d) < MEMORY_MIN_CELLS:
-        return Finding("memory", claim, f"{len(d)} cells with a peak memory (need "
-                       f"{MEMORY_MIN_CELLS})", "not measured", threshold)
+        return Finding(
+            "memory",
+            claim,
+            f"{len(d)} cells with a peak memory (need {MEMORY_MIN_CELLS})",
+            "not measured",
+            threshold,
+        )
     rho = spearman(d["latency_ms"], d["peak_rss_mb"])
-    measured = (f"rho {rho:.2f} over {len(d)} cells ({d['peak_rss_mb'].min():.0f}-"
-                f"{d['peak_rss_mb'].max():.0f} MiB, {d['latency_ms'].min():.0f}-"
-                f"{d['latency_ms'].max():.0f} ms)")
-    verdict = ("reproduced" if rho >= MEMORY_MIN_RHO else
-               "not reproduced" if rho <= 0 else "inconclusive")
+    measured = (
+        f"rho {rho:.2f} over {len(d)} cells ({d['peak_rss_mb'].min():.0f}-"
+        f"{d['peak_rss_mb'].max():.0f} MiB, {d['latency_ms'].min():.0f}-"
+        f"{d['latency_ms'].max():.0f} ms)"
+    )
+    verdict = (
+        "reproduced" if rho >= MEMORY_MIN_RHO else "not reproduced" if rho <= 0 else "inconclusive"
+    )
     return Finding("memory", claim, measured, verdict, threshold)
 
 

@@ -19,6 +19,7 @@ FusedBatchNorm* (2 per element: the folded scale and shift). Activations
 zero. Ops whose shapes are unknown at trace time count zero, so trace with
 fully defined shapes.
 """
+
 import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import ops as tf_ops
@@ -77,6 +78,7 @@ def _signature(inputs):
             return x
         x = tf.convert_to_tensor(x)
         return tf.TensorSpec(x.shape, x.dtype)
+
     return tf.nest.map_structure(spec, inputs)
 
 

@@ -6,6 +6,7 @@ the open file, not the file's existence: it goes with its holder's last file
 descriptor, so a holder that died (SIGKILL, a crash, a power cut on a local
 disk) never blocks the next one, and a stale file is simply taken over.
 """
+
 import contextlib
 import datetime
 import fcntl
@@ -29,8 +30,10 @@ def _describe(path):
         with open(path, encoding="utf-8") as f:
             info = json.load(f)
         since = datetime.datetime.fromtimestamp(float(info["started"]), datetime.UTC)
-        return (f"pid {info['pid']} on host {info['host']} since "
-                f"{since:%Y-%m-%d %H:%M:%S} UTC ({info.get('what', 'a process')})")
+        return (
+            f"pid {info['pid']} on host {info['host']} since "
+            f"{since:%Y-%m-%d %H:%M:%S} UTC ({info.get('what', 'a process')})"
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return "another process (its lock file is not readable yet)"
 
@@ -41,6 +44,7 @@ class FolderLock:
 
     def __init__(self, folder, what="detbench sweep"):
         from detbench.paths import check_output_folder
+
         check_output_folder(folder, "output folder")
         os.makedirs(folder, exist_ok=True)
         self.path = os.path.join(folder, LOCK_NAME)
@@ -49,10 +53,16 @@ class FolderLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise FolderInUse(f"{folder}: in use by {_describe(self.path)}; wait for it to "
-                              "finish or choose another output folder") from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                "what": what}
+            raise FolderInUse(
+                f"{folder}: in use by {_describe(self.path)}; wait for it to "
+                "finish or choose another output folder"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "what": what,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
@@ -61,7 +71,7 @@ class FolderLock:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, 0)
-            os.close(self._fd)   # closing drops the flock
+            os.close(self._fd)  # closing drops the flock
             self._fd = None
 
     def __enter__(self):

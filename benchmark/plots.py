@@ -1,4 +1,5 @@
 """The study's figures from a results table (matplotlib, PNG)."""
+
 import os
 
 import matplotlib
@@ -28,6 +29,7 @@ def _colors(names):
 
 def _log_x(ax):
     from matplotlib.ticker import LogLocator, ScalarFormatter
+
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -42,10 +44,20 @@ def _save(fig, path, footer=""):
     import io
 
     from detbench.benchmark.results import atomic_write
+
     fig.tight_layout()
-    if footer:   # below the axes; bbox_inches="tight" grows the PNG to hold it
-        fig.text(0.0, -0.01, footer, fontsize=7, color="0.3", ha="left", va="top",
-                 wrap=True, gid="footer")
+    if footer:  # below the axes; bbox_inches="tight" grows the PNG to hold it
+        fig.text(
+            0.0,
+            -0.01,
+            footer,
+            fontsize=7,
+            color="0.3",
+            ha="left",
+            va="top",
+            wrap=True,
+            gid="footer",
+        )
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -55,16 +67,36 @@ def _save(fig, path, footer=""):
 
 def _legends(ax, archs, colors):
     from matplotlib.lines import Line2D
-    arch_handles = [Line2D([], [], marker=MARKERS.get(a, "o"), ls="", color="0.3", ms=8,
-                           label=ARCH_NAMES.get(a, a)) for a in archs]
-    ext_handles = [Line2D([], [], marker="o", ls="", color=c, ms=8, label=n)
-                   for n, c in colors.items()]
+
+    arch_handles = [
+        Line2D(
+            [], [], marker=MARKERS.get(a, "o"), ls="", color="0.3", ms=8, label=ARCH_NAMES.get(a, a)
+        )
+        for a in archs
+    ]
+    ext_handles = [
+        Line2D([], [], marker="o", ls="", color=c, ms=8, label=n) for n, c in colors.items()
+    ]
     # outside the axes, right of them: a legend inside can hide a point
-    first = ax.legend(handles=arch_handles, title="meta-architecture", loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8, title_fontsize=8)
+    first = ax.legend(
+        handles=arch_handles,
+        title="meta-architecture",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+        fontsize=8,
+        title_fontsize=8,
+    )
     ax.add_artist(first)
-    ax.legend(handles=ext_handles, title="feature extractor", loc="lower left",
-              bbox_to_anchor=(1.01, 0.0), borderaxespad=0, fontsize=8, title_fontsize=8)
+    ax.legend(
+        handles=ext_handles,
+        title="feature extractor",
+        loc="lower left",
+        bbox_to_anchor=(1.01, 0.0),
+        borderaxespad=0,
+        fontsize=8,
+        title_fontsize=8,
+    )
 
 
 def frontier_plot(df, path, footer=""):
@@ -72,26 +104,48 @@ def frontier_plot(df, path, footer=""):
     d = d[d["mAP"].notna()]
     fig, ax = plt.subplots(figsize=(11, 6))
     if d.empty:
-        ax.text(0.5, 0.5, "no accuracy measured (speed-only sweep)", ha="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no accuracy measured (speed-only sweep)", ha="center", transform=ax.transAxes
+        )
         return _save(fig, path, footer)
     d["model"] = d.apply(_model_name, axis=1)
     colors = _colors(d["model"].unique())
     for _, r in d.iterrows():
-        ax.scatter(r["latency_ms"], r["mAP"], marker=MARKERS.get(r["meta_arch"], "o"),
-                   color=colors[r["model"]], s=55, edgecolor="black", linewidth=0.5, zorder=3)
+        ax.scatter(
+            r["latency_ms"],
+            r["mAP"],
+            marker=MARKERS.get(r["meta_arch"], "o"),
+            color=colors[r["model"]],
+            s=55,
+            edgecolor="black",
+            linewidth=0.5,
+            zorder=3,
+        )
     f = d[d["frontier"]].sort_values("latency_ms")
-    ax.step(f["latency_ms"], f["mAP"], where="post", color="0.4", ls="--", lw=1.2, zorder=2,
-            label="optimality frontier")
+    ax.step(
+        f["latency_ms"],
+        f["mAP"],
+        where="post",
+        color="0.4",
+        ls="--",
+        lw=1.2,
+        zorder=2,
+        label="optimality frontier",
+    )
     lo, hi = np.log(d["latency_ms"].min()), np.log(d["latency_ms"].max())
     for tag, idx in frontier_points(d):
         r = d.loc[idx]
         right = hi > lo and (np.log(r["latency_ms"]) - lo) / (hi - lo) > 0.6
-        ax.annotate(f"{tag}\n{r['label']}", (r["latency_ms"], r["mAP"]),
-                    xytext=(-12, -30) if right else (12, -30), ha="right" if right else "left",
-                    textcoords="offset points", fontsize=7.5,
-                    arrowprops=dict(arrowstyle="->", color="0.3", lw=0.8),
-                    bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6", lw=0.5))
+        ax.annotate(
+            f"{tag}\n{r['label']}",
+            (r["latency_ms"], r["mAP"]),
+            xytext=(-12, -30) if right else (12, -30),
+            ha="right" if right else "left",
+            textcoords="offset points",
+            fontsize=7.5,
+            arrowprops=dict(arrowstyle="->", color="0.3", lw=0.8),
+            bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6", lw=0.5),
+        )
     _log_x(ax)
     ax.set_xlabel("latency per image, batch 1 (ms, log scale)")
     ax.set_ylabel("COCO mAP@[.5:.95]")
@@ -122,8 +176,9 @@ def proposals_plot(df, path, footer=""):
                 name = f"{key[0]} {_int(key[1])}px stride {_int(key[2])}"
                 if g["mAP"].notna().any():
                     ax.plot(g.index, g["mAP"], marker="o", color=cmap(i % 10), label=f"{name}: mAP")
-                ax2.plot(g.index, g[tcol], marker="x", ls=":", color=cmap(i % 10),
-                         label=f"{name}: time")
+                ax2.plot(
+                    g.index, g[tcol], marker="x", ls=":", color=cmap(i % 10), label=f"{name}: time"
+                )
         _log_x(ax)
         ax2.set_ylim(0, t_max)
         ax.set_xlabel("number of proposals")
@@ -134,13 +189,19 @@ def proposals_plot(df, path, footer=""):
         h1, l1 = ax.get_legend_handles_labels()
         h2, l2 = ax2.get_legend_handles_labels()
         if h1 or h2:
-            ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="upper center", ncol=2,
-                      bbox_to_anchor=(0.5, -0.14))   # below the axes: never over a point
+            ax.legend(
+                h1 + h2,
+                l1 + l2,
+                fontsize=7,
+                loc="upper center",
+                ncol=2,
+                bbox_to_anchor=(0.5, -0.14),
+            )  # below the axes: never over a point
     if len(d) and d["mAP"].notna().any():
         lo, hi = d["mAP"].min(), d["mAP"].max()
         pad = max((hi - lo) * 0.1, 0.01)
         for ax in axes[0]:
-            ax.set_ylim(max(lo - pad, 0.0), min(hi + pad, 1.0))   # mAP lives in [0, 1]
+            ax.set_ylim(max(lo - pad, 0.0), min(hi + pad, 1.0))  # mAP lives in [0, 1]
     fig.suptitle("Accuracy and time vs number of proposals")
     return _save(fig, path, footer)
 
@@ -152,22 +213,28 @@ def _grouped_bars(ax, labels, series, ylabel):
         ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width, label=name)
     ax.set_xticks(x)
     tilt = len(labels) > 3
-    ax.set_xticklabels(labels, rotation=30 if tilt else 0, ha="right" if tilt else "center",
-                       fontsize=8)
+    ax.set_xticklabels(
+        labels, rotation=30 if tilt else 0, ha="right" if tilt else "center", fontsize=8
+    )
     ax.set_ylabel(ylabel)
     ax.grid(True, axis="y", alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
 
 
-SIZE_STYLES = (("mAP", "all objects", "-", "o"), ("mAP (small)", "small", "--", "v"),
-               ("mAP (medium)", "medium", "-.", "s"), ("mAP (large)", "large", ":", "^"))
+SIZE_STYLES = (
+    ("mAP", "all objects", "-", "o"),
+    ("mAP (small)", "small", "--", "v"),
+    ("mAP (medium)", "medium", "-.", "s"),
+    ("mAP (large)", "large", ":", "^"),
+)
 
 
 def resolution_plot(df, path, footer=""):
     """Cells that differ only in resolution: mAP overall and by object size (the
     study's finding: small objects lose the most at lower resolution), and time."""
     from matplotlib.lines import Line2D
+
     d = _ok(df)
     d = d[d["resolution"].notna()]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
@@ -185,8 +252,14 @@ def resolution_plot(df, path, footer=""):
     a1.set_ylabel("mAP")
     a1.set_title("Accuracy vs resolution, by object size")
     if a1.lines:
-        a1.legend(handles=[Line2D([], [], color="0.3", ls=ls, marker=m, label=name)
-                           for _, name, ls, m in SIZE_STYLES], fontsize=8, loc="upper left")
+        a1.legend(
+            handles=[
+                Line2D([], [], color="0.3", ls=ls, marker=m, label=name)
+                for _, name, ls, m in SIZE_STYLES
+            ],
+            fontsize=8,
+            loc="upper left",
+        )
         a1.set_ylim(bottom=0)
     a2.set_xlabel("input resolution (px)")
     a2.set_ylabel(tlabel)
@@ -212,8 +285,13 @@ def stride_plot(df, path, footer=""):
         strides = sorted({float(s) for _, g in groups for s in g["output_stride"]})
 
         def values(col):
-            return {f"stride {_int(s)}": [g[g["output_stride"].astype(float) == s][col].mean()
-                                          for _, g in groups] for s in strides}
+            return {
+                f"stride {_int(s)}": [
+                    g[g["output_stride"].astype(float) == s][col].mean() for _, g in groups
+                ]
+                for s in strides
+            }
+
         tcol, tlabel = time_column(d)
         _grouped_bars(a1, labels, values(tcol), tlabel)
         _grouped_bars(a2, labels, values("mAP"), "mAP")
@@ -230,10 +308,17 @@ def flops_plot(df, path, footer=""):
         d = d.assign(model=d.apply(_model_name, axis=1))
         colors = _colors(d["model"].unique())
         for _, r in d.iterrows():
-            ax.scatter(r["gflops"], r["latency_ms"], marker=MARKERS.get(r["meta_arch"], "o"),
-                       color=colors[r["model"]], s=50, edgecolor="black", linewidth=0.5)
+            ax.scatter(
+                r["gflops"],
+                r["latency_ms"],
+                marker=MARKERS.get(r["meta_arch"], "o"),
+                color=colors[r["model"]],
+                s=50,
+                edgecolor="black",
+                linewidth=0.5,
+            )
         x = np.linspace(0, d["gflops"].max() * 1.05, 50)
-        rate = np.median(d["gflops"] / d["latency_ms"])   # GFLOP per ms
+        rate = np.median(d["gflops"] / d["latency_ms"])  # GFLOP per ms
         ax.plot(x, x / rate, color="0.5", ls=":", label=f"median rate {rate * 1e3:.0f} GFLOP/s")
         _legends(ax, sorted(d["meta_arch"].unique()), colors)
     ax.set_xlabel("GFLOPs per image")
@@ -285,6 +370,7 @@ def without_unlearnt_accuracy(df):
     """The accuracy of a model that has not learnt the set is not a trade-off: its
     cells keep their times in the plots, their mAPs are left out."""
     from detbench.benchmark.tables import ACCURACY_KEYS
+
     if "learnt" not in df:
         return df
     unlearnt = df["learnt"].astype(object) == False  # noqa: E712
@@ -296,6 +382,7 @@ def without_unlearnt_accuracy(df):
 def write_plots(df, out_dir):
     """Every plot of PLOTS under OUT/plots/, each with a footer saying where it was measured."""
     from detbench.benchmark.environment import measured_on
+
     df = without_unlearnt_accuracy(df)
     plots_dir = os.path.join(out_dir, "plots")
     os.makedirs(plots_dir, exist_ok=True)

@@ -5,6 +5,7 @@ step, num_steps, loss, seconds, eta_s); ``ChildProgress`` polls the files of
 the jobs it was given and shows, on the phase's tqdm bar, the most recently
 updated one: which model, which step, its loss and the time left.
 """
+
 import json
 import os
 import threading
@@ -62,7 +63,7 @@ class ChildProgress:
                 self.bar.set_postfix_str(describe(latest[1], progress))
 
     def __enter__(self):
-        for path in self.files:   # a previous run's file would show stale steps
+        for path in self.files:  # a previous run's file would show stale steps
             if os.path.exists(path):
                 os.remove(path)
         self._thread.start()

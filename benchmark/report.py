@@ -1,4 +1,5 @@
 """report.html: one self-contained page (plots embedded) with a sortable table."""
+
 import base64
 import html
 import math
@@ -77,13 +78,18 @@ def _sort_value(v):
 def _findings_html(findings):
     if not findings:
         return ""
-    rows = "".join(f"<tr><td>{html.escape(f.claim)}</td><td>{html.escape(f.threshold)}</td>"
-                   f"<td>{html.escape(f.measured)}</td>"
-                   f'<td class="verdict {html.escape(f.verdict.replace(" ", "-"))}">'
-                   f"{html.escape(f.verdict)}</td></tr>" for f in findings)
-    return ("<h2>The study's findings on these results</h2>"
-            '<table class="findings"><thead><tr><th>finding</th><th>threshold</th><th>measured</th>'
-            f"<th>verdict</th></tr></thead><tbody>{rows}</tbody></table>")
+    rows = "".join(
+        f"<tr><td>{html.escape(f.claim)}</td><td>{html.escape(f.threshold)}</td>"
+        f"<td>{html.escape(f.measured)}</td>"
+        f'<td class="verdict {html.escape(f.verdict.replace(" ", "-"))}">'
+        f"{html.escape(f.verdict)}</td></tr>"
+        for f in findings
+    )
+    return (
+        "<h2>The study's findings on these results</h2>"
+        '<table class="findings"><thead><tr><th>finding</th><th>threshold</th><th>measured</th>'
+        f"<th>verdict</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def render(df, plot_paths, env=None, title="detbench sweep", summary="", findings=()):
@@ -93,19 +99,25 @@ def render(df, plot_paths, env=None, title="detbench sweep", summary="", finding
     for _, r in ok.iterrows():
         cls = ' class="frontier"' if r["frontier"] else ""
         cls += " " + report_budget.row_attributes(r.to_dict())
-        cells = "".join(f'<td data-v="{html.escape(_sort_value(r[c]))}">{html.escape(format_cell(r[c], c))}</td>'
-                        for c, _ in MD_COLUMNS)
+        cells = "".join(
+            f'<td data-v="{html.escape(_sort_value(r[c]))}">{html.escape(format_cell(r[c], c))}</td>'
+            for c, _ in MD_COLUMNS
+        )
         rows.append(f"<tr{cls}>{cells}</tr>")
     failed = df[~df.index.isin(ok.index)]
     failed_html = ""
     if len(failed):
-        items = "".join(f"<li>{html.escape(str(r['label']))}: {html.escape(str(r['error']))}</li>"
-                        for _, r in failed.iterrows())
+        items = "".join(
+            f"<li>{html.escape(str(r['label']))}: {html.escape(str(r['error']))}</li>"
+            for _, r in failed.iterrows()
+        )
         failed_html = f"<h2>Failed cells</h2><ul>{items}</ul>"
     env_html = ""
     if env:
-        env_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-                           for k, v in env.items())
+        env_rows = "".join(
+            f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
+            for k, v in env.items()
+        )
         env_html = f'<h2>Environment</h2><table class="env">{env_rows}</table>'
     plots = "".join(_img(p) for p in plot_paths if os.path.exists(p))
     return f"""<!DOCTYPE html>
@@ -118,7 +130,7 @@ def render(df, plot_paths, env=None, title="detbench sweep", summary="", finding
 <h2>Protocol</h2>{PROTOCOL}
 <h2>Results</h2>
 <p>Click a column header to sort. Highlighted rows are on the speed/accuracy frontier.</p>
-<table id="results"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>
+<table id="results"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>
 {report_budget.section(ok)}
 {failed_html}
 {_findings_html(findings)}
@@ -127,9 +139,11 @@ def render(df, plot_paths, env=None, title="detbench sweep", summary="", finding
 </body></html>"""
 
 
-def write_report(df, plot_paths, out_dir, env=None, title="detbench sweep", summary="",
-                 findings=()):
+def write_report(
+    df, plot_paths, out_dir, env=None, title="detbench sweep", summary="", findings=()
+):
     path = os.path.join(out_dir, "report.html")
-    atomic_write(path, render(df, plot_paths, env=env, title=title, summary=summary,
-                              findings=findings))
+    atomic_write(
+        path, render(df, plot_paths, env=env, title=title, summary=summary, findings=findings)
+    )
     return path

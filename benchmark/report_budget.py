@@ -6,6 +6,7 @@ the cells with an accuracy that are not flagged as not learnt, those within the
 latency (at the chosen percentile) and memory budgets; the highest mAP wins,
 ties going to the faster, then the smaller, then the label.
 """
+
 import html
 import math
 
@@ -18,9 +19,11 @@ def row_attributes(r):
     """data-* attributes of a table row, what the budget script reads."""
     values = {f"p{p}": _number(r.get(col)) for p, col in PERCENTILES.items()}
     values.update(mem=_number(r.get("peak_rss_mb")), map=_number(r.get("mAP")))
-    out = [f'data-cell="{html.escape(str(r.get("cell_id")))}"',
-           f'data-label="{html.escape(str(r.get("label")))}"',
-           f'data-eligible="{int(values["map"] is not None and _learnt(r))}"']
+    out = [
+        f'data-cell="{html.escape(str(r.get("cell_id")))}"',
+        f'data-label="{html.escape(str(r.get("label")))}"',
+        f'data-eligible="{int(values["map"] is not None and _learnt(r))}"',
+    ]
     out += [f'data-{k}="{"" if v is None else repr(float(v))}"' for k, v in values.items()]
     return " ".join(out)
 
@@ -28,10 +31,19 @@ def row_attributes(r):
 def frontier_svg(df):
     """Every cell with an accuracy as a circle (x: p50 latency, log scale; y: mAP),
     the frontier as a step line; empty when no cell has an accuracy."""
-    pts = [(r["cell_id"], _number(r["latency_ms"]), _number(r["mAP"]), bool(r["frontier"]),
-            str(r["label"])) for _, r in df.iterrows()
-           if _number(r.get("latency_ms")) and _number(r.get("mAP")) is not None
-           and not str(r.get("error") or "").strip()]
+    pts = [
+        (
+            r["cell_id"],
+            _number(r["latency_ms"]),
+            _number(r["mAP"]),
+            bool(r["frontier"]),
+            str(r["label"]),
+        )
+        for _, r in df.iterrows()
+        if _number(r.get("latency_ms"))
+        and _number(r.get("mAP")) is not None
+        and not str(r.get("error") or "").strip()
+    ]
     if not pts:
         return ""
     lo, hi = math.log(min(p[1] for p in pts)), math.log(max(p[1] for p in pts))
@@ -53,24 +65,29 @@ def frontier_svg(df):
     circles = "".join(
         f'<circle class="cell{" on-frontier" if f else ""}" data-cell="{html.escape(cid)}" '
         f'cx="{x(ms):.1f}" cy="{y(ap):.1f}" r="5"><title>{html.escape(label)}: '
-        f'{ms:.1f} ms, mAP {ap:.3f}</title></circle>' for cid, ms, ap, f, label in pts)
+        f"{ms:.1f} ms, mAP {ap:.3f}</title></circle>"
+        for cid, ms, ap, f, label in pts
+    )
     ticks = "".join(
         f'<text x="{x(ms):.1f}" y="{H - BOTTOM + 16}" text-anchor="middle">{ms:.0f}</text>'
-        for ms in sorted({min(p[1] for p in pts), max(p[1] for p in pts)}))
-    return (f'<svg id="frontier-svg" xmlns="http://www.w3.org/2000/svg" width="{W}" '
-            f'height="{H}" viewBox="0 0 {W} {H}" data-lo="{lo!r}" data-span="{span!r}" '
-            f'data-left="{LEFT}" data-width="{W - LEFT - RIGHT}">'
-            f'<rect x="{LEFT}" y="{TOP}" width="{W - LEFT - RIGHT}" height="{H - TOP - BOTTOM}" '
-            f'fill="#fafafa" stroke="#ccc"/>'
-            f'<polyline points="{" ".join(steps)}" fill="none" stroke="#888" '
-            f'stroke-dasharray="5,3"/>{circles}'
-            f'<line id="budget-line" x1="0" x2="0" y1="{TOP}" y2="{H - BOTTOM}" '
-            f'stroke="#c00" visibility="hidden"/>{ticks}'
-            f'<text x="{LEFT + (W - LEFT - RIGHT) / 2}" y="{H - 8}" text-anchor="middle">'
-            f'latency p50 (ms, log scale)</text>'
-            f'<text x="14" y="{TOP + (H - TOP - BOTTOM) / 2}" text-anchor="middle" '
-            f'transform="rotate(-90 14 {TOP + (H - TOP - BOTTOM) / 2})">mAP '
-            f'({a_lo:.3f} - {a_hi:.3f})</text></svg>')
+        for ms in sorted({min(p[1] for p in pts), max(p[1] for p in pts)})
+    )
+    return (
+        f'<svg id="frontier-svg" xmlns="http://www.w3.org/2000/svg" width="{W}" '
+        f'height="{H}" viewBox="0 0 {W} {H}" data-lo="{lo!r}" data-span="{span!r}" '
+        f'data-left="{LEFT}" data-width="{W - LEFT - RIGHT}">'
+        f'<rect x="{LEFT}" y="{TOP}" width="{W - LEFT - RIGHT}" height="{H - TOP - BOTTOM}" '
+        f'fill="#fafafa" stroke="#ccc"/>'
+        f'<polyline points="{" ".join(steps)}" fill="none" stroke="#888" '
+        f'stroke-dasharray="5,3"/>{circles}'
+        f'<line id="budget-line" x1="0" x2="0" y1="{TOP}" y2="{H - BOTTOM}" '
+        f'stroke="#c00" visibility="hidden"/>{ticks}'
+        f'<text x="{LEFT + (W - LEFT - RIGHT) / 2}" y="{H - 8}" text-anchor="middle">'
+        f"latency p50 (ms, log scale)</text>"
+        f'<text x="14" y="{TOP + (H - TOP - BOTTOM) / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 14 {TOP + (H - TOP - BOTTOM) / 2})">mAP '
+        f"({a_lo:.3f} - {a_hi:.3f})</text></svg>"
+    )
 
 
 CONTROL = """

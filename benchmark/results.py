@@ -7,6 +7,7 @@ half-written row. An append re-reads the file under an exclusive lock and
 merges into what it holds, so no writer drops a row another one wrote.
 ``results.csv`` and ``results.md`` are derived from it.
 """
+
 import json
 import os
 import tempfile
@@ -31,7 +32,7 @@ def atomic_write(path, data, mode="w"):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        os.chmod(tmp, _file_mode(path))   # mkstemp makes it 0600: keep results readable
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes it 0600: keep results readable
         with os.fdopen(fd, mode) as f:
             f.write(data)
             f.flush()
@@ -75,8 +76,10 @@ class ResultsStore:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DetbenchError(f"{self.path}:{number}: not a JSON row ({e.msg}); "
-                                        "fix or remove that line to resume") from None
+                    raise DetbenchError(
+                        f"{self.path}:{number}: not a JSON row ({e.msg}); "
+                        "fix or remove that line to resume"
+                    ) from None
                 if not isinstance(row, dict) or "cell_id" not in row:
                     raise DetbenchError(f"{self.path}:{number}: a row needs a cell_id")
                 rows.append(row)
@@ -85,8 +88,11 @@ class ResultsStore:
     def done_ids(self, speed_only=True):
         """Cells not to measure again: rows without an error; a speed-only row lacks
         accuracy, so unless ``speed_only`` that cell is measured again."""
-        return {r["cell_id"] for r in self.rows
-                if not r.get("error") and (speed_only or not r.get("speed_only"))}
+        return {
+            r["cell_id"]
+            for r in self.rows
+            if not r.get("error") and (speed_only or not r.get("speed_only"))
+        }
 
     def add(self, row):
         """Record ``row`` (replacing an earlier row of the same cell), merged into the

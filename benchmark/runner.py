@@ -1,4 +1,5 @@
 """Grid execution: each training and each cell runs in its own process, locally or on Ray."""
+
 import ctypes
 import json
 import os
@@ -10,9 +11,9 @@ import tempfile
 import time
 
 CELL_TIMEOUT_S = 6 * 3600
-TEMP_PREFIX = "detbench-cell-"   # + the sweep's pid + "-": whose job it is, from the start
-OWNER_FILE = "owner.json"        # in each job's temporary folder: the job's pid
-_PR_SET_PDEATHSIG = 1         # linux/prctl.h
+TEMP_PREFIX = "detbench-cell-"  # + the sweep's pid + "-": whose job it is, from the start
+OWNER_FILE = "owner.json"  # in each job's temporary folder: the job's pid
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _die_with_parent():
@@ -20,7 +21,7 @@ def _die_with_parent():
     started it dies (Linux), so a killed sweep leaves no job running."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):   # not Linux: the next run's cleanup ends it
+    except (OSError, AttributeError):  # not Linux: the next run's cleanup ends it
         pass
 
 
@@ -59,16 +60,16 @@ def cleanup_orphans(temp_dir=None):
     for name in names:
         folder = os.path.join(temp_dir, name)
         try:
-            parent = int(name[len(TEMP_PREFIX):].split("-")[0])
+            parent = int(name[len(TEMP_PREFIX) :].split("-")[0])
         except ValueError:
-            continue   # not named by this version
+            continue  # not named by this version
         if _alive(parent):
             continue
         try:
             with open(os.path.join(folder, OWNER_FILE), encoding="utf-8") as f:
                 child = int(json.load(f)["child"])
         except (OSError, ValueError, KeyError, TypeError):
-            child = 0   # killed before its job started
+            child = 0  # killed before its job started
         if child and _alive(child) and folder in _cmdline(child):
             try:
                 os.kill(child, signal.SIGKILL)
@@ -103,12 +104,18 @@ def run_job(kind, spec, timeout=CELL_TIMEOUT_S):
         cmd = [sys.executable, "-m", "detbench.benchmark.cell", kind, spec_path, out_path]
         start = time.perf_counter()
         try:
-            with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=_child_env(), preexec_fn=_die_with_parent) as popen:
+            with subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_child_env(),
+                preexec_fn=_die_with_parent,
+            ) as popen:
                 _write_owner(tmp, popen.pid)
                 try:
                     _, stderr = popen.communicate(timeout=timeout)
-                except BaseException:   # timeout, Ctrl-C, SIGTERM: the job goes too
+                except BaseException:  # timeout, Ctrl-C, SIGTERM: the job goes too
                     popen.kill()
                     popen.wait()
                     raise
@@ -120,19 +127,24 @@ def run_job(kind, spec, timeout=CELL_TIMEOUT_S):
             with open(out_path, encoding="utf-8") as f:
                 result = json.load(f)
             result["cell_wall_s"] = wall
-            if "model_work_s" in result:   # process start, imports, build, restore, FLOPs
+            if "model_work_s" in result:  # process start, imports, build, restore, FLOPs
                 result["harness_overhead_s"] = wall - result["model_work_s"]
             phases = sum(v for k, v in result.items() if k.startswith("phase_"))
-            if phases:   # Python's start and detbench's import, before cell.py runs
+            if phases:  # Python's start and detbench's import, before cell.py runs
                 result["phase_process_start_s"] = max(wall - phases, 0.0)
             if result.get("error"):
                 result["stderr_tail"] = proc.stderr[-2000:]
             return result
         tail = [l for l in proc.stderr.strip().splitlines() if l.strip()][-1:] or [""]
-        how = (f"killed by signal {-proc.returncode}" if proc.returncode < 0
-               else f"exit code {proc.returncode}")
-        return {"error": f"cell process died ({how}): {tail[0][:300]}",
-                "stderr_tail": proc.stderr[-2000:]}
+        how = (
+            f"killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exit code {proc.returncode}"
+        )
+        return {
+            "error": f"cell process died ({how}): {tail[0][:300]}",
+            "stderr_tail": proc.stderr[-2000:],
+        }
 
 
 def _write_owner(folder, child):
@@ -142,6 +154,7 @@ def _write_owner(folder, child):
 
 class LocalExecutor:
     """One job at a time on this machine (cells are timed: never run two at once)."""
+
     name = "local"
 
     def map(self, jobs):
@@ -161,10 +174,12 @@ class RayExecutor:
     output folder, the datasets): on a multi-node cluster they must be on a
     shared filesystem.
     """
+
     name = "ray"
 
     def __init__(self, address=None, cpus_per_cell=None):
         from detbench.errors import DetbenchError
+
         try:
             import ray
         except ImportError:

@@ -16,6 +16,7 @@ artifact over the evaluation set (evaluation.runner.evaluate_model).
   one per core); ``fp32``, ``fp16``, ``int8_dynamic``, ``int8`` (calibrated on
   ``deployment.calibration_images`` training images).
 """
+
 import dataclasses
 import os
 
@@ -28,8 +29,8 @@ RUNTIME_PRECISIONS = {
     "saved_model": ("fp32",),
     "tflite": ("fp32", "fp16", "int8_dynamic", "int8"),
 }
-TFLITE_ARCHS = ("ssd",)          # export/tflite.py exports SSDs only
-FIXED_BATCH = {"tflite": 1}      # the TFLite export's input has a fixed batch
+TFLITE_ARCHS = ("ssd",)  # export/tflite.py exports SSDs only
+FIXED_BATCH = {"tflite": 1}  # the TFLite export's input has a fixed batch
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -65,16 +66,25 @@ def skip_reason(meta_arch, deployment, cpuinfo="/proc/cpuinfo"):
     if runtime == "tflite" and meta_arch not in TFLITE_ARCHS:
         return f"runtime tflite: only SSD models export to TFLite, not {meta_arch}"
     if precision not in RUNTIME_PRECISIONS[runtime]:
-        return (f"precision {precision} on runtime {runtime}: it runs "
-                f"{', '.join(RUNTIME_PRECISIONS[runtime])}"
-                + ("" if runtime == "tflite" else
-                   " (fp16 and int8 weights come from the TFLite converter)"))
+        return (
+            f"precision {precision} on runtime {runtime}: it runs "
+            f"{', '.join(RUNTIME_PRECISIONS[runtime])}"
+            + (
+                ""
+                if runtime == "tflite"
+                else " (fp16 and int8 weights come from the TFLite converter)"
+            )
+        )
     if precision == "bf16" and not native_bf16(cpuinfo):
-        return (f"precision bf16: this CPU has no native bfloat16 (no {' / '.join(BF16_FLAGS)}"
-                f" flag in {cpuinfo})")
+        return (
+            f"precision bf16: this CPU has no native bfloat16 (no {' / '.join(BF16_FLAGS)}"
+            f" flag in {cpuinfo})"
+        )
     if deployment.batch_size > FIXED_BATCH.get(runtime, deployment.batch_size):
-        return (f"batch_size > {FIXED_BATCH[runtime]} on runtime {runtime}: its export has a "
-                f"fixed batch of {FIXED_BATCH[runtime]}")
+        return (
+            f"batch_size > {FIXED_BATCH[runtime]} on runtime {runtime}: its export has a "
+            f"fixed batch of {FIXED_BATCH[runtime]}"
+        )
     return None
 
 
@@ -82,6 +92,7 @@ def set_precision_policy(deployment):
     """Before the model is built: Keras' mixed_bfloat16 policy for bf16 (tf_function)."""
     if deployment.precision == "bf16":
         import tf_keras
+
         tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
 
 
@@ -89,40 +100,54 @@ def float32_predictions(model):
     """Under mixed_bfloat16 the network's outputs are bfloat16; post-processing (box
     decoding, NMS) and the evaluation take float32: cast the predictions on the way out."""
     import tensorflow as tf
+
     predict = model.predict
 
     def predict_float32(*args, **kwargs):
-        return {k: tf.cast(v, tf.float32) if getattr(v, "dtype", None) == tf.bfloat16 else v
-                for k, v in predict(*args, **kwargs).items()}
+        return {
+            k: tf.cast(v, tf.float32) if getattr(v, "dtype", None) == tf.bfloat16 else v
+            for k, v in predict(*args, **kwargs).items()
+        }
+
     model.predict = predict_float32
     return model
 
 
 @dataclasses.dataclass
 class Artifact:
-    call: object            # uint8 images [B, H, W, 3] -> outputs (timed)
-    detector: object        # (image_transform, detect) for evaluate_model; None: the model
-    size_mb: float          # on disk (None: nothing on disk)
-    info: dict              # extra row columns
+    call: object  # uint8 images [B, H, W, 3] -> outputs (timed)
+    detector: object  # (image_transform, detect) for evaluate_model; None: the model
+    size_mb: float  # on disk (None: nothing on disk)
+    info: dict  # extra row columns
 
 
 def folder_mb(path):
     if os.path.isfile(path):
         return os.path.getsize(path) / 2**20
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
-               for f in files) / 2**20
+    return (
+        sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+        / 2**20
+    )
 
 
 def checkpoint_mb(model_dir):
     """The latest checkpoint's files (index + data shards), MiB; None without one."""
     import tensorflow as tf
-    prefix = tf.train.latest_checkpoint(model_dir) if model_dir and os.path.isdir(model_dir) \
-        else None
+
+    prefix = (
+        tf.train.latest_checkpoint(model_dir) if model_dir and os.path.isdir(model_dir) else None
+    )
     if not prefix:
         return None
     folder, name = os.path.split(prefix)
-    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder)
-               if f.startswith(name + ".")) / 2**20
+    return (
+        sum(
+            os.path.getsize(os.path.join(folder, f))
+            for f in os.listdir(folder)
+            if f.startswith(name + ".")
+        )
+        / 2**20
+    )
 
 
 RUNTIMES = Registry("runtime")
@@ -131,6 +156,7 @@ RUNTIMES = Registry("runtime")
 @RUNTIMES.register("tf_function")
 def tf_function_runtime(model, pipeline, settings, workdir, model_dir=None):
     import tensorflow as tf
+
     if pipeline.deployment.precision == "bf16":
         float32_predictions(model)
     detect = tf.function(lambda x: model.detect(x), jit_compile=bool(settings.get("xla")))
@@ -142,6 +168,7 @@ def saved_model_runtime(model, pipeline, settings, workdir, model_dir=None):
     import tensorflow as tf
 
     from detbench.export import exporter
+
     path = os.path.join(workdir, "saved_model")
     index, _ = exporter.category_index_for(pipeline, exporter._arch(pipeline)[1].num_classes)
     exporter.save_serving_model(model, index, path, label_dir=workdir)
@@ -152,14 +179,16 @@ def saved_model_runtime(model, pipeline, settings, workdir, model_dir=None):
 
     def raw(image):
         return image, tf.shape(image)
+
     return Artifact(call, (raw, lambda images, true_shapes: call(images)), folder_mb(path), {})
 
 
 def _interpreter(flatbuffer, threads):
     try:
         from ai_edge_litert.interpreter import Interpreter
-    except ImportError:   # TensorFlow's own copy (deprecated in 2.20, same API)
+    except ImportError:  # TensorFlow's own copy (deprecated in 2.20, same API)
         import tensorflow as tf
+
         Interpreter = tf.lite.Interpreter
     interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
     return interpreter.get_signature_runner("serving_default")
@@ -170,9 +199,11 @@ def tflite_runtime(model, pipeline, settings, workdir, model_dir=None):
     import tensorflow as tf
 
     from detbench.export import tflite
+
     deployment = pipeline.deployment
-    flatbuffer, flex_ops, info = tflite.convert(model, pipeline, deployment.precision,
-                                                deployment.calibration_images)
+    flatbuffer, flex_ops, info = tflite.convert(
+        model, pipeline, deployment.precision, deployment.calibration_images
+    )
     path = os.path.join(workdir, "model.tflite")
     with open(path, "wb") as f:
         f.write(flatbuffer)
@@ -180,15 +211,17 @@ def tflite_runtime(model, pipeline, settings, workdir, model_dir=None):
     runner = _interpreter(flatbuffer, threads)
     height, width = info["input_shape"][1:3]
 
-    def resize(images):   # what the SSD's own preprocess does first: the fixed resize
+    def resize(images):  # what the SSD's own preprocess does first: the fixed resize
         return tf.image.resize(tf.cast(images, tf.float32), [height, width]).numpy()
 
     def call(images):
         return runner(input_tensor=resize(images))
 
     def fixed(image):
-        return (tf.image.resize(tf.cast(image, tf.float32), [height, width]),
-                tf.constant([height, width, 3]))
+        return (
+            tf.image.resize(tf.cast(image, tf.float32), [height, width]),
+            tf.constant([height, width, 3]),
+        )
 
     def detect(inputs, true_shapes):
         return runner(input_tensor=inputs.numpy())
@@ -203,7 +236,15 @@ def batch_of(images, n):
     """``n`` images as one uint8 batch [n, H, W, 3], cycling over ``images`` (each
     [1, h, w, 3]) and resizing them to the first one's size."""
     import tensorflow as tf
+
     height, width = images[0].shape[1:3]
     chosen = [images[i % len(images)] for i in range(n)]
-    return tf.concat([tf.cast(tf.image.resize(im, [height, width]), tf.uint8)
-                      if im.shape[1:3] != (height, width) else im for im in chosen], 0)
+    return tf.concat(
+        [
+            tf.cast(tf.image.resize(im, [height, width]), tf.uint8)
+            if im.shape[1:3] != (height, width)
+            else im
+            for im in chosen
+        ],
+        0,
+    )

@@ -11,6 +11,7 @@ cell measured by a --speed-only run is measured again by a full one. Killing
 the sweep (Ctrl-C, SIGTERM, SIGKILL) keeps every finished row; the same
 command resumes.
 """
+
 import argparse
 import json
 import os
@@ -20,38 +21,68 @@ import time
 
 from detbench.errors import ConfigError, run_cli
 
-PROTOCOL_TEXT = ("Latency: batch 1, median and p90 of {runs} timed runs after {warmup} warm-up "
-                 "runs of preprocess + predict + postprocess (NMS included) on real evaluation "
-                 "images; a second column without post-processing. latency_rel (results.csv): "
-                 "the latency over a fixed reference workload timed after each run, free of "
-                 "the host's drift. Memory: peak RSS of the "
-                 "cell's own process. FLOPs: traced inference graph, multiply-add = 2. "
-                 "Accuracy: COCO metrics via pycocotools on the evaluation split.")
+PROTOCOL_TEXT = (
+    "Latency: batch 1, median and p90 of {runs} timed runs after {warmup} warm-up "
+    "runs of preprocess + predict + postprocess (NMS included) on real evaluation "
+    "images; a second column without post-processing. latency_rel (results.csv): "
+    "the latency over a fixed reference workload timed after each run, free of "
+    "the host's drift. Memory: peak RSS of the "
+    "cell's own process. FLOPs: traced inference graph, multiply-add = 2. "
+    "Accuracy: COCO metrics via pycocotools on the evaluation split."
+)
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python benchmark/sweep.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="example:\n  detbench sweep --grid configs/speed_accuracy.pbtxt --dry-run")
+    p = argparse.ArgumentParser(
+        prog="python benchmark/sweep.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench sweep --grid configs/speed_accuracy.pbtxt --dry-run",
+    )
     p.add_argument("--grid", required=True, help="a Sweep .pbtxt (protos/sweep.proto)")
     p.add_argument("--out", help="output directory (default: the sweep's out_dir)")
-    p.add_argument("--train-steps", type=int, default=None,
-                   help="training steps per model (overrides the sweep and pipelines)")
-    p.add_argument("--speed-only", action="store_true",
-                   help="no training and no accuracy: random weights, fixed proposals")
-    p.add_argument("--filter", action="append", default=[],
-                   help="keep cells whose axis values match, e.g. 'meta_arch=rfcn' or "
-                        "'feature_extractor=resnet50_v1,resolution=300' (repeatable: any matches)")
-    p.add_argument("--dry-run", action="store_true", help="print the cells and what will be trained")
+    p.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        help="training steps per model (overrides the sweep and pipelines)",
+    )
+    p.add_argument(
+        "--speed-only",
+        action="store_true",
+        help="no training and no accuracy: random weights, fixed proposals",
+    )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        help="keep cells whose axis values match, e.g. 'meta_arch=rfcn' or "
+        "'feature_extractor=resnet50_v1,resolution=300' (repeatable: any matches)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the cells and what will be trained"
+    )
     resume = p.add_mutually_exclusive_group()
-    resume.add_argument("--resume", dest="resume", action="store_true", default=True,
-                        help="skip finished cells (default)")
-    resume.add_argument("--no-resume", dest="resume", action="store_false",
-                        help="measure every cell again (trained models are still reused)")
+    resume.add_argument(
+        "--resume",
+        dest="resume",
+        action="store_true",
+        default=True,
+        help="skip finished cells (default)",
+    )
+    resume.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="measure every cell again (trained models are still reused)",
+    )
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
-    p.add_argument("--export", action="store_true",
-                   help="export every trained cell's model as a SavedModel under OUT/exports/")
+    p.add_argument(
+        "--export",
+        action="store_true",
+        help="export every trained cell's model as a SavedModel under OUT/exports/",
+    )
     return p.parse_args(argv)
 
 
@@ -72,14 +103,25 @@ def parse_filters(filters):
 def _filter_values(cell):
     """The cell's axis labels over the values read from its pipelines (so a
     filter on an axis that one part of the grid does not vary still matches)."""
-    derived = {k: "" if v is None else str(v) for k, v in describe_cell(cell).items()
-               if k in FILTER_KEYS}
+    derived = {
+        k: "" if v is None else str(v) for k, v in describe_cell(cell).items() if k in FILTER_KEYS
+    }
     return {**derived, **cell.values}
 
 
-FILTER_KEYS = ("meta_arch", "variant", "feature_extractor", "resolution", "train_resolution",
-               "num_proposals", "output_stride", "train_output_stride", "runtime", "precision",
-               "batch_size")
+FILTER_KEYS = (
+    "meta_arch",
+    "variant",
+    "feature_extractor",
+    "resolution",
+    "train_resolution",
+    "num_proposals",
+    "output_stride",
+    "train_output_stride",
+    "runtime",
+    "precision",
+    "batch_size",
+)
 
 
 def select(cells, filters):
@@ -91,8 +133,11 @@ def select(cells, filters):
         for k in f:
             if k not in known:
                 raise ConfigError(f"--filter: unknown key {k!r}; known: {', '.join(sorted(known))}")
-    kept = [c for c, v in zip(cells, values)
-            if any(all(v.get(k) == x for k, x in f.items()) for f in filters)]
+    kept = [
+        c
+        for c, v in zip(cells, values)
+        if any(all(v.get(k) == x for k, x in f.items()) for f in filters)
+    ]
     if not kept:
         keys = sorted({k for f in filters for k in f})
         options = {k: sorted({v[k] for v in values if k in v}) for k in keys}
@@ -105,18 +150,26 @@ def select(cells, filters):
 def describe_cell(cell):
     """The row's identifying columns, read from the cell's pipelines."""
     from detbench.config.validate import TWO_STAGE, meta_arch_config, min_resolution
+
     name, test = meta_arch_config(cell.test_pipeline)
     _, train = meta_arch_config(cell.train_pipeline)
     fe = test.feature_extractor
     return {
-        "cell_id": cell.cell_id, "train_key": cell.train_key, "label": cell.label,
+        "cell_id": cell.cell_id,
+        "train_key": cell.train_key,
+        "label": cell.label,
         "model_label": cell.model_label,
-        "meta_arch": name, "variant": cell.variant, "feature_extractor": fe.type, "fpn": fe.HasField("fpn"),
-        "resolution": min_resolution(test)[0], "train_resolution": min_resolution(train)[0],
+        "meta_arch": name,
+        "variant": cell.variant,
+        "feature_extractor": fe.type,
+        "fpn": fe.HasField("fpn"),
+        "resolution": min_resolution(test)[0],
+        "train_resolution": min_resolution(train)[0],
         "num_proposals": test.rpn.max_proposals if name in TWO_STAGE else None,
         "output_stride": fe.output_stride if name in TWO_STAGE else None,
-        "train_output_stride": (train.feature_extractor.output_stride if name in TWO_STAGE
-                                else None),
+        "train_output_stride": (
+            train.feature_extractor.output_stride if name in TWO_STAGE else None
+        ),
         "runtime": cell.test_pipeline.deployment.runtime,
         "precision": cell.test_pipeline.deployment.precision,
         "batch_size": cell.test_pipeline.deployment.batch_size,
@@ -129,14 +182,20 @@ def weights_source(train_pipeline):
     """Where a trained model's weights started: {weights_source, pretrain_*}."""
     from detbench.config.validate import meta_arch_config
     from detbench.train import pretrain
+
     fe = meta_arch_config(train_pipeline)[1].feature_extractor
     checkpoint = train_pipeline.train_config.fine_tune_checkpoint
     if fe.weights_path.startswith(pretrain.REFERENCE_PREFIX):
-        out = {"weights_source": f"synthetic pretraining {fe.weights_path[len(pretrain.REFERENCE_PREFIX):]}"}
+        out = {
+            "weights_source": f"synthetic pretraining {fe.weights_path[len(pretrain.REFERENCE_PREFIX) :]}"
+        }
         report = pretrain.reference_report(fe.weights_path)
         if report:
-            out.update(pretrain_steps=report["steps"], pretrain_val_accuracy=report["val_accuracy"],
-                       pretrain_minutes=round(report["train_seconds"] / 60, 1))
+            out.update(
+                pretrain_steps=report["steps"],
+                pretrain_val_accuracy=report["val_accuracy"],
+                pretrain_minutes=round(report["train_seconds"] / 60, 1),
+            )
         return out
     if fe.weights_path:
         return {"weights_source": f"file {fe.weights_path}"}
@@ -148,13 +207,19 @@ def weights_source(train_pipeline):
 def benchmark_settings(sweep):
     """The sweep's timing settings (warm-up, runs, threads, XLA), as each cell's spec has them."""
     b = sweep.benchmark
-    return {"num_warmup": b.num_warmup, "num_runs": b.num_runs,
-            "intra_op_threads": b.intra_op_threads, "inter_op_threads": b.inter_op_threads,
-            "xla": b.xla, "num_timing_images": b.num_timing_images}
+    return {
+        "num_warmup": b.num_warmup,
+        "num_runs": b.num_runs,
+        "intra_op_threads": b.intra_op_threads,
+        "inter_op_threads": b.inter_op_threads,
+        "xla": b.xla,
+        "num_timing_images": b.num_timing_images,
+    }
 
 
 def _trained(model_dir):
     from detbench.benchmark.cell import DONE_FILE
+
     path = os.path.join(model_dir, DONE_FILE)
     if not os.path.exists(path):
         return None
@@ -163,8 +228,10 @@ def _trained(model_dir):
 
 
 def print_plan(grid, cells, out_dir, speed_only, done=()):
-    print(f"{len(cells)} cells ({len(grid.cells)} in the grid), "
-          f"{sum(c.cell_id in done for c in cells)} already done")
+    print(
+        f"{len(cells)} cells ({len(grid.cells)} in the grid), "
+        f"{sum(c.cell_id in done for c in cells)} already done"
+    )
     for c in cells:
         print(f"  {c.cell_id}  {c.label}" + ("  (done)" if c.cell_id in done else ""))
     for reason, n in sorted(grid.skipped.items()):
@@ -180,13 +247,18 @@ def print_plan(grid, cells, out_dir, speed_only, done=()):
     print(f"{len(trainings)} trained models needed, {len(todo)} to train:")
     for k in todo:
         c = trainings[k]
-        print(f"  {k}  {c.model_label}  ({c.train_pipeline.train_config.num_steps} steps, "
-              f"from {weights_source(c.train_pipeline)['weights_source']})")
+        print(
+            f"  {k}  {c.model_label}  ({c.train_pipeline.train_config.num_steps} steps, "
+            f"from {weights_source(c.train_pipeline)['weights_source']})"
+        )
     from detbench.train import pretrain
+
     to_pretrain = _pretraining_needed([trainings[k] for k in todo], out_dir)
     if to_pretrain:
-        print(f"{len(to_pretrain)} extractors to pretrain first:"
-              + "".join(f"\n  {ref[len(pretrain.REFERENCE_PREFIX):]}" for ref in to_pretrain))
+        print(
+            f"{len(to_pretrain)} extractors to pretrain first:"
+            + "".join(f"\n  {ref[len(pretrain.REFERENCE_PREFIX) :]}" for ref in to_pretrain)
+        )
 
 
 def run_sweep(args):
@@ -204,7 +276,7 @@ def run_sweep(args):
         if args.train_steps <= 0:
             raise ConfigError(f"--train-steps: must be positive, got {args.train_steps}")
         sweep.train_steps = args.train_steps
-        for part in sweep.grid:     # the command line wins over every part's own
+        for part in sweep.grid:  # the command line wins over every part's own
             part.train_steps = 0
     grid = expand_grid(sweep, args.grid)
     cells = select(grid.cells, parse_filters(args.filter))
@@ -216,8 +288,8 @@ def run_sweep(args):
     out_dir = os.path.abspath(args.out or sweep.out_dir)
     # Held until run_sweep returns (or the process ends): a second sweep into the
     # same folder stops with who holds it.
-    lock = None if args.dry_run else FolderLock(out_dir)   # noqa: F841
-    if not args.dry_run:   # what a killed run left: its jobs, half-written files
+    lock = None if args.dry_run else FolderLock(out_dir)  # noqa: F841
+    if not args.dry_run:  # what a killed run left: its jobs, half-written files
         cleanup_orphans()
         remove_partial_writes(out_dir)
     store = ResultsStore(out_dir)
@@ -227,39 +299,58 @@ def run_sweep(args):
         return 0
     settings = benchmark_settings(sweep)
     todo = [c for c in cells if c.cell_id not in done]
-    print(f"detbench sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, "
-          f"{len(todo)} to run -> {out_dir}")
-    executor = (EXECUTORS[args.executor](args.address) if args.executor == "ray"
-                else EXECUTORS["local"]())
+    print(
+        f"detbench sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+        f"{len(todo)} to run -> {out_dir}"
+    )
+    executor = (
+        EXECUTORS[args.executor](args.address) if args.executor == "ray" else EXECUTORS["local"]()
+    )
     train_errors = {}
     if not args.speed_only:
         train_errors = pretrain_extractors(todo, out_dir, executor, grid.pretraining)
-        train_errors.update(train_models([c for c in todo if c.train_key not in train_errors],
-                                         out_dir, executor))
+        train_errors.update(
+            train_models([c for c in todo if c.train_key not in train_errors], out_dir, executor)
+        )
     log_dir = os.path.join(out_dir, "logs")
     jobs = []
     for c in todo:
         model_dir = os.path.join(out_dir, "models", c.train_key)
         if c.train_key in train_errors:
             continue
-        spec = {"test_pipeline": text_format.MessageToString(c.test_pipeline),
-                "model_dir": model_dir, "settings": settings, "speed_only": args.speed_only}
+        spec = {
+            "test_pipeline": text_format.MessageToString(c.test_pipeline),
+            "model_dir": model_dir,
+            "settings": settings,
+            "speed_only": args.speed_only,
+        }
         jobs.append((c.cell_id, "measure", spec))
     by_id = {c.cell_id: c for c in todo}
     for c in todo:
         if c.train_key in train_errors:
-            store.add({**describe_cell(c), "error": f"training failed: {train_errors[c.train_key]}",
-                       "log": os.path.join(log_dir, f"train-{c.train_key}.log")})
+            store.add(
+                {
+                    **describe_cell(c),
+                    "error": f"training failed: {train_errors[c.train_key]}",
+                    "log": os.path.join(log_dir, f"train-{c.train_key}.log"),
+                }
+            )
     bar = tqdm(total=len(jobs), desc="measuring cells", unit="cell", dynamic_ncols=True)
     for cid, result in executor.map(jobs):
         cell = by_id[cid]
-        row = {**describe_cell(cell), **result,
-               "protocol": PROTOCOL_TEXT.format(runs=settings["num_runs"],
-                                                warmup=settings["num_warmup"]),
-               "speed_only": args.speed_only, "grid": os.path.abspath(args.grid),
-               "test_pipeline": text_format.MessageToString(cell.test_pipeline)}
-        trained = None if args.speed_only else _trained(os.path.join(out_dir, "models",
-                                                                      cell.train_key))
+        row = {
+            **describe_cell(cell),
+            **result,
+            "protocol": PROTOCOL_TEXT.format(
+                runs=settings["num_runs"], warmup=settings["num_warmup"]
+            ),
+            "speed_only": args.speed_only,
+            "grid": os.path.abspath(args.grid),
+            "test_pipeline": text_format.MessageToString(cell.test_pipeline),
+        }
+        trained = (
+            None if args.speed_only else _trained(os.path.join(out_dir, "models", cell.train_key))
+        )
         if trained:
             row["train_steps"] = trained.get("step")
             row["train_wall_s"] = trained.get("train_wall_s")
@@ -279,6 +370,7 @@ def run_sweep(args):
 def _cell_line(label, row):
     """'<label>: 12 ms, mAP 0.412 (mAP@.5 0.701)', with 'not learnt' / 'FAILED' said."""
     from detbench.benchmark.tables import LEARNT_MIN_MAP50
+
     if row.get("error"):
         return f"{label}: FAILED ({row['error'][:120]})"
     text = f"{label}: {row.get('latency_ms', 0) or 0:.0f} ms"
@@ -292,6 +384,7 @@ def _cell_line(label, row):
 def _write_log(log_dir, name, text):
     """Keep a failed job's stderr tail (its traceback) beside the results."""
     from detbench.benchmark.results import atomic_write
+
     path = os.path.join(log_dir, name)
     atomic_write(path, text)
     return path
@@ -302,6 +395,7 @@ def _pretraining_needed(cells, out_dir):
     not-yet-trained models of ``cells`` start from and that are neither cached nor shipped."""
     from detbench.config.validate import meta_arch_config
     from detbench.train import pretrain
+
     needed = {}
     for c in cells:
         fe = meta_arch_config(c.train_pipeline)[1].feature_extractor
@@ -326,40 +420,55 @@ def pretrain_extractors(cells, out_dir, executor, recipe):
 
     from detbench.benchmark.progress import ChildProgress
     from detbench.train import pretrain
+
     needed = _pretraining_needed(cells, out_dir)
     if not needed:
         return {}
-    print(f"pretraining {len(needed)} extractors (synthetic shape classification, "
-          f"{recipe.steps} steps at {recipe.resolution} px; cached in {pretrain.cache_dir()})"
-          + "".join(f"\n  {ref[len(pretrain.REFERENCE_PREFIX):]}" for ref in needed))
+    print(
+        f"pretraining {len(needed)} extractors (synthetic shape classification, "
+        f"{recipe.steps} steps at {recipe.resolution} px; cached in {pretrain.cache_dir()})"
+        + "".join(f"\n  {ref[len(pretrain.REFERENCE_PREFIX) :]}" for ref in needed)
+    )
     progress_dir = os.path.join(out_dir, "logs")
     os.makedirs(progress_dir, exist_ok=True)
     jobs, files = [], {}
     for ref, (fe, _) in needed.items():
-        key = ref[len(pretrain.REFERENCE_PREFIX):]
+        key = ref[len(pretrain.REFERENCE_PREFIX) :]
         config = type(fe)()
         config.CopyFrom(fe)
         config.ClearField("weights_path")
         progress_file = os.path.join(progress_dir, f"pretrain-{key}.progress.json")
         files[progress_file] = f"{fe.type} x{fe.depth_multiplier:g}"
-        jobs.append((ref, "pretrain", {"extractor": text_format.MessageToString(config),
-                                       "recipe": dataclasses.asdict(recipe),
-                                       "progress_file": progress_file}))
+        jobs.append(
+            (
+                ref,
+                "pretrain",
+                {
+                    "extractor": text_format.MessageToString(config),
+                    "recipe": dataclasses.asdict(recipe),
+                    "progress_file": progress_file,
+                },
+            )
+        )
     errors = {}
-    bar = tqdm(total=len(jobs), desc="pretraining extractors", unit="extractor",
-               dynamic_ncols=True)
+    bar = tqdm(total=len(jobs), desc="pretraining extractors", unit="extractor", dynamic_ncols=True)
     with ChildProgress(bar, files):
         for ref, result in executor.map(jobs):
-            key = ref[len(pretrain.REFERENCE_PREFIX):]
+            key = ref[len(pretrain.REFERENCE_PREFIX) :]
             if result.get("error"):
-                _write_log(os.path.join(out_dir, "logs"), f"pretrain-{key}.log",
-                           result.get("stderr_tail") or result["error"])
+                _write_log(
+                    os.path.join(out_dir, "logs"),
+                    f"pretrain-{key}.log",
+                    result.get("stderr_tail") or result["error"],
+                )
                 for train_key in needed[ref][1]:
                     errors[train_key] = f"pretraining {key} failed: {result['error']}"
             else:
-                tqdm.write(f"pretrained {key}: {result['steps']} steps in "
-                           f"{result['train_seconds'] / 60:.1f} min, validation accuracy "
-                           f"{result['val_accuracy']:.3f}")
+                tqdm.write(
+                    f"pretrained {key}: {result['steps']} steps in "
+                    f"{result['train_seconds'] / 60:.1f} min, validation accuracy "
+                    f"{result['val_accuracy']:.3f}"
+                )
             bar.update(1)
     bar.close()
     return errors
@@ -369,6 +478,7 @@ def train_models(cells, out_dir, executor):
     """Train every distinct training configuration of ``cells`` not yet trained."""
     from google.protobuf import text_format
     from tqdm import tqdm
+
     needed, cached = {}, set()
     for c in cells:
         model_dir = os.path.join(out_dir, "models", c.train_key)
@@ -378,11 +488,14 @@ def train_models(cells, out_dir, executor):
             cached.add(c.train_key)
         else:
             needed[c.train_key] = c
-    print(f"training {len(needed)} models ({len(cached)} already trained)"
-          + "".join(f"\n  {k}  {c.model_label}" for k, c in needed.items()))
+    print(
+        f"training {len(needed)} models ({len(cached)} already trained)"
+        + "".join(f"\n  {k}  {c.model_label}" for k, c in needed.items())
+    )
     if not needed:
         return {}
     from detbench.benchmark.progress import ChildProgress
+
     jobs, files = [], {}
     for key, c in needed.items():
         model_dir = os.path.join(out_dir, "models", key)
@@ -391,9 +504,18 @@ def train_models(cells, out_dir, executor):
             f.write(text_format.MessageToString(c.train_pipeline))
         progress_file = os.path.join(out_dir, "logs", f"train-{key}.progress.json")
         files[progress_file] = c.model_label
-        jobs.append((key, "train", {"train_pipeline": text_format.MessageToString(c.train_pipeline),
-                                    "model_dir": model_dir, "train_key": key,
-                                    "progress_file": progress_file}))
+        jobs.append(
+            (
+                key,
+                "train",
+                {
+                    "train_pipeline": text_format.MessageToString(c.train_pipeline),
+                    "model_dir": model_dir,
+                    "train_key": key,
+                    "progress_file": progress_file,
+                },
+            )
+        )
     os.makedirs(os.path.join(out_dir, "logs"), exist_ok=True)
     errors = {}
     bar = tqdm(total=len(jobs), desc="training models", unit="model", dynamic_ncols=True)
@@ -401,11 +523,19 @@ def train_models(cells, out_dir, executor):
         for key, result in executor.map(jobs):
             if result.get("error"):
                 errors[key] = result["error"]
-                _write_log(os.path.join(out_dir, "logs"), f"train-{key}.log",
-                           result.get("stderr_tail") or result["error"])
-            tqdm.write(f"trained {needed[key].model_label}: "
-                       + ("FAILED" if result.get("error") else
-                          f"{result.get('step')} steps in {result.get('train_wall_s', 0):.0f} s"))
+                _write_log(
+                    os.path.join(out_dir, "logs"),
+                    f"train-{key}.log",
+                    result.get("stderr_tail") or result["error"],
+                )
+            tqdm.write(
+                f"trained {needed[key].model_label}: "
+                + (
+                    "FAILED"
+                    if result.get("error")
+                    else f"{result.get('step')} steps in {result.get('train_wall_s', 0):.0f} s"
+                )
+            )
             bar.update(1)
     bar.close()
     return errors
@@ -415,6 +545,7 @@ def export_cells(cells, out_dir):
     """SavedModels of the trained cells not exported yet; a failed export is reported
     and the others go on (the results are already written)."""
     from detbench.export import export_saved_model
+
     for c in cells:
         model_dir = os.path.join(out_dir, "models", c.train_key)
         target = os.path.join(out_dir, "exports", c.cell_id)
@@ -434,19 +565,24 @@ def summarize(store, grid, out_dir, settings):
     (a --filter run adds its rows to them; rows of cells no longer in the grid
     stay in results.jsonl only)."""
     from detbench.benchmark import findings as study, plots, report, tables
+
     ids = {c.cell_id for c in grid.cells}
     rows = [r for r in store.rows if r["cell_id"] in ids]
     protocol = PROTOCOL_TEXT.format(runs=settings["num_runs"], warmup=settings["num_warmup"])
     checked = study.check_all(tables.to_frame(rows)) if rows else []
-    df = tables.write_tables(rows, out_dir, protocol=protocol,
-                             findings_md=study.markdown(checked) if checked else "")
+    df = tables.write_tables(
+        rows, out_dir, protocol=protocol, findings_md=study.markdown(checked) if checked else ""
+    )
     paths = plots.write_plots(df, out_dir)
     env = next((r.get("env") for r in rows if r.get("env")), None)
     failed = [r for r in rows if r.get("error")]
-    summary = (f"{len(rows) - len(failed)} cells done, {sum(grid.skipped.values())} skipped, "
-               f"{len(failed)} failed")
-    page = report.write_report(df, list(paths.values()), out_dir, env=env, summary=summary,
-                               findings=checked)
+    summary = (
+        f"{len(rows) - len(failed)} cells done, {sum(grid.skipped.values())} skipped, "
+        f"{len(failed)} failed"
+    )
+    page = report.write_report(
+        df, list(paths.values()), out_dir, env=env, summary=summary, findings=checked
+    )
     print("\n" + summary)
     for reason, n in sorted(grid.skipped.items()):
         print(f"  skipped {n}: {reason}")
@@ -455,13 +591,17 @@ def summarize(store, grid, out_dir, settings):
     overhead = sorted(r["harness_overhead_s"] for r in rows if r.get("harness_overhead_s"))
     if overhead:
         walls = sorted(r["cell_wall_s"] for r in rows if r.get("harness_overhead_s"))
-        print(f"harness overhead per cell (process start, imports, build, restore, FLOPs "
-              f"count; outside model work): median {overhead[len(overhead) // 2]:.1f} s of "
-              f"{walls[len(walls) // 2]:.1f} s cell wall time")
+        print(
+            f"harness overhead per cell (process start, imports, build, restore, FLOPs "
+            f"count; outside model work): median {overhead[len(overhead) // 2]:.1f} s of "
+            f"{walls[len(walls) // 2]:.1f} s cell wall time"
+        )
     unlearnt = df[df["learnt"].astype(object) == False]  # noqa: E712
     if len(unlearnt):
-        print(f"not learnt (best mAP@.5 of the model < {tables.LEARNT_MIN_MAP50}; kept off the "
-              "frontier and the accuracy plots):")
+        print(
+            f"not learnt (best mAP@.5 of the model < {tables.LEARNT_MIN_MAP50}; kept off the "
+            "frontier and the accuracy plots):"
+        )
         for label in sorted(set(unlearnt.get("model_label", unlearnt["label"]).astype(str))):
             print(f"  {label}")
     front = df[df["frontier"]].sort_values("latency_ms")
@@ -472,8 +612,10 @@ def summarize(store, grid, out_dir, settings):
     if checked:
         print("the study's findings on these results:")
         for f in checked:
-            print(f"  {f.verdict:>15}: {f.claim}\n                   {f.measured}\n"
-                  f"                   threshold: {f.threshold}")
+            print(
+                f"  {f.verdict:>15}: {f.claim}\n                   {f.measured}\n"
+                f"                   threshold: {f.threshold}"
+            )
     print(f"results: {os.path.join(out_dir, 'results.md')}, results.csv, results.jsonl")
     print(f"plots:   {os.path.join(out_dir, 'plots')}/")
     print(f"report:  {page}")
@@ -493,13 +635,16 @@ def main(argv=None):
     start = time.time()
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
-    except ValueError:   # not the main thread: leave signals alone
+    except ValueError:  # not the main thread: leave signals alone
         previous = None
     try:
         code = run_sweep(args)
     except (KeyboardInterrupt, Terminated):
-        print("\ninterrupted: every finished row is kept in results.jsonl; "
-              "run the same command again to resume", file=sys.stderr)
+        print(
+            "\ninterrupted: every finished row is kept in results.jsonl; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     finally:
         if previous is not None:

@@ -1,4 +1,5 @@
 """Result rows -> pandas table, the speed/accuracy frontier, results.csv and results.md."""
+
 import io
 import math
 
@@ -7,33 +8,101 @@ import pandas as pd
 from detbench.benchmark.results import atomic_write
 from detbench.config.grid import ARCH_NAMES
 
-ACCURACY_KEYS = ["mAP", "mAP@.50", "mAP@.75", "mAP (small)", "mAP (medium)", "mAP (large)", "AR@100"]
+ACCURACY_KEYS = [
+    "mAP",
+    "mAP@.50",
+    "mAP@.75",
+    "mAP (small)",
+    "mAP (medium)",
+    "mAP (large)",
+    "AR@100",
+]
 
 # Column order of results.csv (every other key follows, sorted).
-COLUMNS = [
-    "label", "meta_arch", "variant", "feature_extractor", "resolution", "train_resolution", "num_proposals",
-    "output_stride", "runtime", "precision", "batch_size", "latency_ms", "latency_p90_ms",
-    "latency_p99_ms", "throughput_ips", "latency_nopost_ms", "latency_nopost_p90_ms",
-    "first_call_s", "stage_feature_extractor_ms", "stage_proposals_ms", "stage_box_classifier_ms",
-    "stage_postprocess_ms", "peak_rss_mb", "gpu_peak_mb", "artifact_mb", "gflops", "params",
-    "params_trainable", "calibration_images",
-] + ACCURACY_KEYS + ["learnt", "weights_source", "train_steps", "train_wall_s", "frontier",
-                     "error", "cell_id", "train_key"]
+COLUMNS = (
+    [
+        "label",
+        "meta_arch",
+        "variant",
+        "feature_extractor",
+        "resolution",
+        "train_resolution",
+        "num_proposals",
+        "output_stride",
+        "runtime",
+        "precision",
+        "batch_size",
+        "latency_ms",
+        "latency_p90_ms",
+        "latency_p99_ms",
+        "throughput_ips",
+        "latency_nopost_ms",
+        "latency_nopost_p90_ms",
+        "first_call_s",
+        "stage_feature_extractor_ms",
+        "stage_proposals_ms",
+        "stage_box_classifier_ms",
+        "stage_postprocess_ms",
+        "peak_rss_mb",
+        "gpu_peak_mb",
+        "artifact_mb",
+        "gflops",
+        "params",
+        "params_trainable",
+        "calibration_images",
+    ]
+    + ACCURACY_KEYS
+    + [
+        "learnt",
+        "weights_source",
+        "train_steps",
+        "train_wall_s",
+        "frontier",
+        "error",
+        "cell_id",
+        "train_key",
+    ]
+)
 
 # Columns that hold numbers (NaN where a row has none, e.g. accuracy when speed-only).
-NUMERIC = [c for c in COLUMNS if c.endswith(("_ms", "_s", "_mb")) or c in ACCURACY_KEYS
-           or c in ("gflops", "params", "params_trainable", "resolution", "train_resolution",
-                    "train_steps", "batch_size", "throughput_ips", "calibration_images")]
+NUMERIC = [
+    c
+    for c in COLUMNS
+    if c.endswith(("_ms", "_s", "_mb"))
+    or c in ACCURACY_KEYS
+    or c
+    in (
+        "gflops",
+        "params",
+        "params_trainable",
+        "resolution",
+        "train_resolution",
+        "train_steps",
+        "batch_size",
+        "throughput_ips",
+        "calibration_images",
+    )
+]
 
 # What results.md shows.
-MD_COLUMNS = [("label", "cell"), ("latency_ms", "ms (median)"), ("latency_p90_ms", "ms (p90)"),
-              ("latency_p99_ms", "ms (p99)"), ("throughput_ips", "img/s"),
-              ("latency_corrected_ms", "ms drift-corrected"),
-              ("latency_nopost_ms", "ms w/o NMS"), ("first_call_s", "first call s"),
-              ("peak_rss_mb", "peak MiB"), ("artifact_mb", "MiB on disk"), ("gflops", "GFLOPs"),
-              ("params", "params (M)"),
-              ("mAP", "mAP"), ("mAP@.50", "mAP@.5"), ("mAP (small)", "AP small"),
-              ("frontier", "frontier")]
+MD_COLUMNS = [
+    ("label", "cell"),
+    ("latency_ms", "ms (median)"),
+    ("latency_p90_ms", "ms (p90)"),
+    ("latency_p99_ms", "ms (p99)"),
+    ("throughput_ips", "img/s"),
+    ("latency_corrected_ms", "ms drift-corrected"),
+    ("latency_nopost_ms", "ms w/o NMS"),
+    ("first_call_s", "first call s"),
+    ("peak_rss_mb", "peak MiB"),
+    ("artifact_mb", "MiB on disk"),
+    ("gflops", "GFLOPs"),
+    ("params", "params (M)"),
+    ("mAP", "mAP"),
+    ("mAP@.50", "mAP@.5"),
+    ("mAP (small)", "AP small"),
+    ("frontier", "frontier"),
+]
 
 
 # A trained model whose best cell stays under this mAP@.5 has not learnt the set:
@@ -42,8 +111,15 @@ LEARNT_MIN_MAP50 = 0.10
 
 # What identifies a model in a table; cells equal on all but one of these
 # differ only in that axis (matched_groups).
-IDENTITY = ("meta_arch", "variant", "feature_extractor", "fpn", "resolution", "num_proposals",
-            "output_stride")
+IDENTITY = (
+    "meta_arch",
+    "variant",
+    "feature_extractor",
+    "fpn",
+    "resolution",
+    "num_proposals",
+    "output_stride",
+)
 
 
 def int_label(v):
@@ -74,7 +150,7 @@ def matched_groups(d, vary):
         if g[vary].nunique() < 2:
             continue
         r = dict(zip(keys, key))
-        arch = r.get("meta_arch")     # absent when the meta-architecture is what varies
+        arch = r.get("meta_arch")  # absent when the meta-architecture is what varies
         label = (f"{ARCH_NAMES.get(arch, arch)} " if arch else "") + model_name(r)
         if _given(r.get("variant")):
             label += f" [{r['variant']}]"
@@ -110,8 +186,10 @@ def to_frame(rows):
     # reference workload timed between the runs) times the median reference time.
     # Cells measured minutes apart on a drifting host compare on this column.
     if {"latency_rel", "reference_ms"} <= set(df.columns):
-        df["latency_corrected_ms"] = (pd.to_numeric(df["latency_rel"], errors="coerce")
-                                      * pd.to_numeric(df["reference_ms"], errors="coerce").median())
+        df["latency_corrected_ms"] = (
+            pd.to_numeric(df["latency_rel"], errors="coerce")
+            * pd.to_numeric(df["reference_ms"], errors="coerce").median()
+        )
     else:
         df["latency_corrected_ms"] = float("nan")
     return df
@@ -215,13 +293,16 @@ def markdown(df):
         out.write("\nFailed cells:\n\n")
         for _, r in failed.iterrows():
             out.write(f"- {r['label']}: {r['error']}\n")
-    out.write("\n`*` marks the speed/accuracy frontier (no other cell is both faster and more "
-              "accurate).\n")
+    out.write(
+        "\n`*` marks the speed/accuracy frontier (no other cell is both faster and more "
+        "accurate).\n"
+    )
     return out.getvalue()
 
 
 def write_tables(rows, out_dir, protocol="", findings_md=""):
     import os
+
     df = to_frame(rows)
     atomic_write(os.path.join(out_dir, "results.csv"), df.to_csv(index=False))
     md = "# Results\n\n" + (protocol + "\n\n" if protocol else "") + markdown(df)

@@ -1,4 +1,5 @@
 """Wall-clock timing of tf.functions: first call (tracing) apart, then median / p90 / p99."""
+
 import resource
 import time
 
@@ -8,6 +9,7 @@ import numpy as np
 def block(result):
     """Force the values to the host so asynchronous work is inside the timing."""
     import tensorflow as tf
+
     for t in tf.nest.flatten(result):
         if hasattr(t, "numpy"):
             t.numpy()
@@ -20,6 +22,7 @@ def reference_workload():
     drift (on a shared VM the same kernel's median moves by 10-30% over a minute)
     and gives a drift-free latency: the model's time in units of this workload's."""
     import tensorflow as tf
+
     x = tf.random.stateless_normal([1, 64, 64, 128], seed=[1, 2])
     w = tf.random.stateless_normal([3, 3, 128, 128], seed=[3, 4]) * 0.03
 
@@ -27,6 +30,7 @@ def reference_workload():
     def run():
         y = tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME"))
         return tf.reduce_sum(tf.nn.conv2d(y, w, 1, "SAME"))
+
     return run
 
 
@@ -61,10 +65,15 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20, reference=None):
             block(reference())
             ref_runs.append(time.perf_counter() - start)
     runs = np.asarray(runs)
-    result = {"first_call": first, "median": float(np.median(runs)),
-              "p90": float(np.percentile(runs, 90)), "p99": float(np.percentile(runs, 99)),
-              "mean": float(runs.mean()),
-              "runs": runs.tolist(), "total": time.perf_counter() - begin}
+    result = {
+        "first_call": first,
+        "median": float(np.median(runs)),
+        "p90": float(np.percentile(runs, 90)),
+        "p99": float(np.percentile(runs, 99)),
+        "mean": float(runs.mean()),
+        "runs": runs.tolist(),
+        "total": time.perf_counter() - begin,
+    }
     if ref_runs:
         ref_runs = np.asarray(ref_runs)
         result["reference_median"] = float(np.median(ref_runs))

@@ -1,4 +1,5 @@
 """DetectionModel proto -> DetectionModel, through the meta-architecture registry."""
+
 from detbench.errors import ConfigError
 from detbench.meta_arch.base import META_ARCHITECTURES
 
@@ -7,10 +8,12 @@ def build_model(model_config, is_training=True):
     """``model_config``: a ``model_pb2.DetectionModel`` (oneof ssd / faster_rcnn / ...)
     -> the model with every variable created (``DetectionModel.build_variables``)."""
     import detbench.meta_arch  # noqa: F401  (registers every meta-architecture)
+
     name = model_config.WhichOneof("model")
     if name is None:
-        raise ConfigError("model: no meta-architecture set; known: "
-                          + ", ".join(META_ARCHITECTURES.names()))
+        raise ConfigError(
+            "model: no meta-architecture set; known: " + ", ".join(META_ARCHITECTURES.names())
+        )
     cls = META_ARCHITECTURES.get(name)
     model = cls.from_config(getattr(model_config, name), is_training=is_training)
     model.build_variables()

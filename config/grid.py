@@ -8,6 +8,7 @@ Each cell carries both pipelines and a ``train_key``
 (hash of the training pipeline) so cells that share a trained model share the
 key. Combinations that cannot exist are skipped with a reason, counted once.
 """
+
 import dataclasses
 import hashlib
 import itertools
@@ -40,12 +41,12 @@ NA = "-"
 @dataclasses.dataclass
 class Cell:
     meta_arch: str
-    values: dict                 # axis label -> value (strings, in axis order)
-    train_pipeline: object       # pipeline_pb2.Pipeline
+    values: dict  # axis label -> value (strings, in axis order)
+    train_pipeline: object  # pipeline_pb2.Pipeline
     test_pipeline: object
     train_key: str
     cell_id: str
-    variant: str = ""            # the base pipeline's label ("" for the sweep's own bases)
+    variant: str = ""  # the base pipeline's label ("" for the sweep's own bases)
 
     @property
     def model_label(self):
@@ -59,20 +60,39 @@ class Cell:
         return cell_label(self.train_pipeline, self.test_pipeline, self.values, self.variant)
 
 
-ARCH_NAMES = {"ssd": "SSD", "faster_rcnn": "Faster R-CNN", "rfcn": "R-FCN",
-              "cascade_rcnn": "Cascade R-CNN"}
-EXTRACTOR_NAMES = {"mobilenet_v1": "MobileNet v1", "mobilenet_v2": "MobileNet v2",
-                   "resnet50_v1": "ResNet-50", "resnet101_v1": "ResNet-101",
-                   "resnet152_v1": "ResNet-152", "inception_v2": "Inception v2",
-                   "inception_v3": "Inception v3", "inception_resnet_v2": "Inception-ResNet-v2",
-                   "vgg16": "VGG-16"}
+ARCH_NAMES = {
+    "ssd": "SSD",
+    "faster_rcnn": "Faster R-CNN",
+    "rfcn": "R-FCN",
+    "cascade_rcnn": "Cascade R-CNN",
+}
+EXTRACTOR_NAMES = {
+    "mobilenet_v1": "MobileNet v1",
+    "mobilenet_v2": "MobileNet v2",
+    "resnet50_v1": "ResNet-50",
+    "resnet101_v1": "ResNet-101",
+    "resnet152_v1": "ResNet-152",
+    "inception_v2": "Inception v2",
+    "inception_v3": "Inception v3",
+    "inception_resnet_v2": "Inception-ResNet-v2",
+    "vgg16": "VGG-16",
+}
 # Axes the labels spell out themselves (other axes appear as 'name=value').
-_LABELLED_AXES = ("meta_arch", "feature_extractor", "resolution", "train_resolution",
-                  "test_resolution", "num_proposals", "output_stride", "test_output_stride")
+_LABELLED_AXES = (
+    "meta_arch",
+    "feature_extractor",
+    "resolution",
+    "train_resolution",
+    "test_resolution",
+    "num_proposals",
+    "output_stride",
+    "test_output_stride",
+)
 
 
 def model_label(train, variant=""):
     from detbench.config.validate import min_resolution
+
     name, arch = meta_arch_config(train)
     fe = arch.feature_extractor
     parts = [ARCH_NAMES.get(name, name), EXTRACTOR_NAMES.get(fe.type, fe.type)]
@@ -90,6 +110,7 @@ def model_label(train, variant=""):
 
 def cell_label(train, test, values, variant=""):
     from detbench.config.validate import min_resolution
+
     name, arch = meta_arch_config(test)
     train_arch = meta_arch_config(train)[1]
     out = [model_label(train, variant)]
@@ -108,8 +129,8 @@ def cell_label(train, test, values, variant=""):
 @dataclasses.dataclass
 class Grid:
     cells: list
-    skipped: dict                # reason -> number of combinations skipped
-    pretraining: object = None   # the sweep's train.pretrain.Recipe, None when off
+    skipped: dict  # reason -> number of combinations skipped
+    pretraining: object = None  # the sweep's train.pretrain.Recipe, None when off
 
     def trainings(self):
         """train_key -> the first cell that needs it (one training each)."""
@@ -221,16 +242,19 @@ AXES.register("test_resolution")(_test_resolution_axis)
 def _deployment_axis(field, convert=str):
     """A test-scope axis setting ``test.deployment.<field>`` (benchmark/runtimes.py):
     how the trained model is run, not which model is trained."""
+
     def apply(train, test, value):
         from detbench.benchmark.runtimes import check_value
+
         check_value(field, value)
         value = convert(value)
         if value == test.deployment.DESCRIPTOR.fields_by_name[field].default_value:
-            test.deployment.ClearField(field)   # the default: the same cell as without the axis
+            test.deployment.ClearField(field)  # the default: the same cell as without the axis
         else:
             setattr(test.deployment, field, value)
         if not test.deployment.ListFields():
             test.ClearField("deployment")
+
     apply.scope = TEST
     return apply
 
@@ -249,6 +273,7 @@ def _field_axis(field, scope):
         targets = (test,) if scope == TEST else (train, test)
         for p in targets:
             apply_override(p, f"{field}={value}")
+
     apply.scope = scope
     return apply
 
@@ -276,6 +301,7 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
     """{meta_arch: (pipeline, label)} of ``entries`` (BasePipeline messages), with the
     sweep's overrides, then the base's own, then ``train_steps`` (> 0) applied."""
     from detbench.protos import pipeline_pb2
+
     root = os.path.dirname(os.path.abspath(sweep_path)) if sweep_path else os.getcwd()
     bases = {}
     for i, b in enumerate(entries):
@@ -284,17 +310,19 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
             raise ConfigError(f"{at}.pipeline: empty")
         path = b.pipeline if os.path.isabs(b.pipeline) else os.path.join(root, b.pipeline)
         if not os.path.exists(path) and os.path.exists(b.pipeline):
-            path = b.pipeline     # relative to the working directory
+            path = b.pipeline  # relative to the working directory
         p = load_text_proto(path, pipeline_pb2.Pipeline())
         name = meta_arch_config(p)[0]
         if name is None:
             raise ConfigError(f"{path}: model: no meta-architecture set")
         if b.meta_arch and b.meta_arch != name:
-            raise ConfigError(f"{at}.meta_arch: {b.meta_arch!r} but "
-                              f"{b.pipeline} is a {name} pipeline")
+            raise ConfigError(
+                f"{at}.meta_arch: {b.meta_arch!r} but {b.pipeline} is a {name} pipeline"
+            )
         if name in bases:
-            raise ConfigError(f"{at}: a second {name} base pipeline; "
-                              f"give a part its own bases instead")
+            raise ConfigError(
+                f"{at}: a second {name} base pipeline; give a part its own bases instead"
+            )
         try:
             apply_overrides(p, sweep.override)
         except ConfigError as e:
@@ -330,14 +358,21 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
             name = f" ({part.name})" if part.name else ""
             where = f"{where_file}: grid[{g}]{name}"
             if part.train_steps < 0:
-                raise ConfigError(f"{where}.train_steps: must not be negative, "
-                                  f"got {part.train_steps}")
-            parts.append((where, top + [(f"{where}.axis[{i}]", a)
-                                        for i, a in enumerate(part.axis)],
-                          part.train_steps or sweep.train_steps, part.base))
+                raise ConfigError(
+                    f"{where}.train_steps: must not be negative, got {part.train_steps}"
+                )
+            parts.append(
+                (
+                    where,
+                    top + [(f"{where}.axis[{i}]", a) for i, a in enumerate(part.axis)],
+                    part.train_steps or sweep.train_steps,
+                    part.base,
+                )
+            )
     if sweep.train_steps < 0:
-        raise ConfigError(f"{where_file}: train_steps: must not be negative, "
-                          f"got {sweep.train_steps}")
+        raise ConfigError(
+            f"{where_file}: train_steps: must not be negative, got {sweep.train_steps}"
+        )
     recipe = pretraining_recipe(sweep, where_file)
     cells, skipped, ids = [], {}, set()
     for where, axes, steps, own in parts:
@@ -356,6 +391,7 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
 def pretraining_recipe(sweep, where="<sweep>"):
     """The sweep's pretraining recipe (``train.pretrain.Recipe``), or None when off."""
     from detbench.train.pretrain import check_recipe, recipe_from_proto
+
     if not sweep.pretraining.enabled:
         return None
     recipe = recipe_from_proto(sweep.pretraining)
@@ -379,8 +415,10 @@ def _expand_part(sweep_axes, bases, check_registry, recipe=None):
         if label == "meta_arch":
             missing = [v for v in axis.values if v not in bases]
             if missing:
-                raise ConfigError(f"{where}.values: no base pipeline for {', '.join(missing)}; "
-                                  f"bases: {', '.join(sorted(bases))}")
+                raise ConfigError(
+                    f"{where}.values: no base pipeline for {', '.join(missing)}; "
+                    f"bases: {', '.join(sorted(bases))}"
+                )
             meta_values = list(axis.values)
             continue
         axes.append((label, fn, list(axis.values), where))
@@ -414,6 +452,7 @@ def _expand_part(sweep_axes, bases, check_registry, recipe=None):
                 seen.add(key)
                 if recipe is not None:
                     from detbench.train.pretrain import start_from_pretrained
+
                     start_from_pretrained(train, recipe)
                 _check_cell(train, test, values, check_registry)
             except Skip as s:
@@ -429,12 +468,14 @@ def _check_cell(train, test, values, check_registry):
     """Impossible extractor and deployment combinations are skips; other problems are
     errors."""
     from detbench.benchmark.runtimes import skip_reason
+
     reason = skip_reason(meta_arch_config(test)[0], test.deployment)
     if reason:
         raise Skip(reason)
     if check_registry:
         import detbench.feature_extractors  # noqa: F401
         from detbench.feature_extractors.base import FEATURE_EXTRACTORS
+
         name, arch = meta_arch_config(train)
         fe = arch.feature_extractor
         if fe.type in FEATURE_EXTRACTORS:

@@ -1,4 +1,5 @@
 """Load text-format protos with one-line errors: file, line, column, what is wrong."""
+
 import difflib
 import re
 
@@ -15,7 +16,9 @@ def field_names(descriptor):
 
 def nearest_first(name, candidates):
     """``candidates`` ordered by similarity to ``name`` (all of them)."""
-    return difflib.get_close_matches(name, candidates, n=len(candidates), cutoff=0.0) or list(candidates)
+    return difflib.get_close_matches(name, candidates, n=len(candidates), cutoff=0.0) or list(
+        candidates
+    )
 
 
 def _find_descriptor(root_descriptor, full_name):
@@ -45,8 +48,9 @@ def parse_text(text, message, source="<string>"):
             desc = _find_descriptor(message.DESCRIPTOR, m.group(1))
             if desc is not None:
                 names = nearest_first(m.group(2), field_names(desc))
-                msg = (f'unknown field "{m.group(2)}" in {desc.name}; '
-                       f"fields there: {', '.join(names)}")
+                msg = (
+                    f'unknown field "{m.group(2)}" in {desc.name}; fields there: {", ".join(names)}'
+                )
         raise ConfigError(f"{where}: {msg}") from None
     return message
 
@@ -59,8 +63,10 @@ def read_text(path):
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a text file (byte {e.object[e.start]:#04x} at offset "
-                          f"{e.start} is not UTF-8); give a text-format .pbtxt") from None
+        raise ConfigError(
+            f"{path}: not a text file (byte {e.object[e.start]:#04x} at offset "
+            f"{e.start} is not UTF-8); give a text-format .pbtxt"
+        ) from None
 
 
 def load_text_proto(path, message):

@@ -8,11 +8,12 @@ activations per 224 x 224 image, i.e. ~2 kB per input pixel); inference keeps
 only a few layers alive at once (a third of it, taken generously). On top:
 TensorFlow's own footprint. An estimate to catch the impossible, not a budget.
 """
+
 from detbench.config.validate import meta_arch_config
 
 TRAIN_BYTES_PER_PIXEL = 2000
 INFER_BYTES_PER_PIXEL = 700
-RUNTIME_BYTES = 1 << 30       # TensorFlow, the model's code, the data pipeline
+RUNTIME_BYTES = 1 << 30  # TensorFlow, the model's code, the data pipeline
 
 
 def input_side(arch):
@@ -36,12 +37,15 @@ def estimate_bytes(pipeline):
     pixels = side[0] * side[1]
     batch = max(pipeline.train_config.batch_size, 1)
     eval_batch = max(pipeline.eval_config.batch_size, 1)
-    return {"training": RUNTIME_BYTES + batch * pixels * TRAIN_BYTES_PER_PIXEL,
-            "inference": RUNTIME_BYTES + eval_batch * pixels * INFER_BYTES_PER_PIXEL}
+    return {
+        "training": RUNTIME_BYTES + batch * pixels * TRAIN_BYTES_PER_PIXEL,
+        "inference": RUNTIME_BYTES + eval_batch * pixels * INFER_BYTES_PER_PIXEL,
+    }
 
 
 def machine_bytes():
     import psutil
+
     return psutil.virtual_memory().total
 
 
@@ -52,6 +56,8 @@ def memory_warning(pipeline, source, available=None):
     if not over:
         return None
     parts = ", ".join(f"{k} ~{v / 2**30:.1f} GiB" for k, v in over.items())
-    return (f"warning: {source}: needs roughly {parts} (batch size x input pixels), more "
-            f"than this machine's {available / 2**30:.1f} GiB; lower the resolution or "
-            "the batch size")
+    return (
+        f"warning: {source}: needs roughly {parts} (batch size x input pixels), more "
+        f"than this machine's {available / 2**30:.1f} GiB; lower the resolution or "
+        "the batch size"
+    )

@@ -7,6 +7,7 @@ comma-separated list (replacing the old values); a message field takes a
 text-format body in braces (``{fixed_shape {height: 128 width: 128}}``),
 which replaces the message.
 """
+
 import re
 
 from google.protobuf import descriptor as _descriptor, text_format
@@ -49,8 +50,11 @@ def _scalar(field, text, where):
     except ConfigError:
         raise
     except ValueError:
-        kind = {FD.CPPTYPE_BOOL: "true or false", FD.CPPTYPE_FLOAT: "a number",
-                FD.CPPTYPE_DOUBLE: "a number"}.get(t, "an integer")
+        kind = {
+            FD.CPPTYPE_BOOL: "true or false",
+            FD.CPPTYPE_FLOAT: "a number",
+            FD.CPPTYPE_DOUBLE: "a number",
+        }.get(t, "an integer")
         raise ConfigError(f"{where}: {text!r} is not {kind}") from None
     raise ConfigError(f"{where}: cannot set a field of this type")
 
@@ -59,8 +63,10 @@ def _field(message, name, where):
     field = message.DESCRIPTOR.fields_by_name.get(name)
     if field is None:
         names = nearest_first(name, field_names(message.DESCRIPTOR))
-        raise ConfigError(f"{where}: no field {name!r} in {message.DESCRIPTOR.name}; "
-                          f"fields there: {', '.join(names)}")
+        raise ConfigError(
+            f"{where}: no field {name!r} in {message.DESCRIPTOR.name}; "
+            f"fields there: {', '.join(names)}"
+        )
     return field
 
 
@@ -84,16 +90,20 @@ def apply_override(message, override):
                 container = getattr(target, name)
                 idx = int(index) if index is not None else None
                 if idx is None or idx > len(container):
-                    raise ConfigError(f"{where}: {name} is a repeated message; "
-                                      f"index it as {name}[0..{len(container)}]")
+                    raise ConfigError(
+                        f"{where}: {name} is a repeated message; "
+                        f"index it as {name}[0..{len(container)}]"
+                    )
                 sub = container.add() if idx == len(container) else container[idx]
             else:
                 sub = getattr(target, name)
             if last:
                 body = value.strip()
                 if not (body.startswith("{") and body.endswith("}")):
-                    raise ConfigError(f"{where}: {name} is a message; give a text-format "
-                                      "body in braces, e.g. {a: 1}")
+                    raise ConfigError(
+                        f"{where}: {name} is a message; give a text-format "
+                        "body in braces, e.g. {a: 1}"
+                    )
                 sub.Clear()
                 try:
                     text_format.Parse(body[1:-1], sub)
@@ -114,12 +124,13 @@ def apply_override(message, override):
                 container.extend(_scalar(field, v, where) for v in items)
             else:
                 setattr(target, name, _scalar(field, value, where))
-        except (ValueError, TypeError) as e:   # e.g. an int beyond the field's type
+        except (ValueError, TypeError) as e:  # e.g. an int beyond the field's type
             if isinstance(e, ConfigError):
                 raise
             kind = _TYPE_NAMES.get(field.type, "value")
-            raise ConfigError(f"{where}: {value.strip()!r} does not fit {name} "
-                              f"({kind}: {str(e).splitlines()[0]})") from None
+            raise ConfigError(
+                f"{where}: {value.strip()!r} does not fit {name} ({kind}: {str(e).splitlines()[0]})"
+            ) from None
     return message
 
 

@@ -5,6 +5,7 @@ The trainer and ``train.optimizers`` call these before building anything, and
 command that loads a pipeline) calls them too: what training refuses, validation
 refuses. No TensorFlow here.
 """
+
 from detbench.errors import ConfigError
 
 OPTIMIZER_FIELD = "train_config.optimizer"
@@ -20,18 +21,23 @@ def check_learning_rate(lr_proto, num_steps, field=OPTIMIZER_FIELD + ".learning_
     if which == "step":
         boundaries, values = list(cfg.boundaries), list(cfg.values)
         if len(boundaries) != len(values):
-            raise ConfigError(f"{field}.step: {len(boundaries)} boundaries need as many values, "
-                              f"got {len(values)}")
+            raise ConfigError(
+                f"{field}.step: {len(boundaries)} boundaries need as many values, got {len(values)}"
+            )
         if any(b <= 0 for b in boundaries) or any(
-                b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])):
-            raise ConfigError(f"{field}.step.boundaries must be positive and increasing, "
-                              f"got {boundaries}")
+            b2 <= b1 for b1, b2 in zip(boundaries, boundaries[1:])
+        ):
+            raise ConfigError(
+                f"{field}.step.boundaries must be positive and increasing, got {boundaries}"
+            )
     if which == "cosine":
         # total_steps 0 means num_steps; a run shorter than the warm-up shortens the
         # warm-up (train.optimizers), so only an explicit total_steps can be too short
         if cfg.total_steps and cfg.total_steps <= warmup:
-            raise ConfigError(f"{field}.cosine.total_steps ({cfg.total_steps}) must be greater "
-                              f"than warmup_steps ({warmup})")
+            raise ConfigError(
+                f"{field}.cosine.total_steps ({cfg.total_steps}) must be greater "
+                f"than warmup_steps ({warmup})"
+            )
         if not 0.0 <= cfg.alpha <= 1.0:
             raise ConfigError(f"{field}.cosine.alpha must be in [0, 1], got {cfg.alpha:.6g}")
     if cfg.learning_rate <= 0:
@@ -41,15 +47,18 @@ def check_learning_rate(lr_proto, num_steps, field=OPTIMIZER_FIELD + ".learning_
 def check_optimizer(optimizer_proto, num_steps):
     which = optimizer_proto.WhichOneof("optimizer") or "momentum"
     cfg = getattr(optimizer_proto, which)
-    check_learning_rate(cfg.learning_rate, num_steps,
-                        field=f"{OPTIMIZER_FIELD}.{which}.learning_rate")
+    check_learning_rate(
+        cfg.learning_rate, num_steps, field=f"{OPTIMIZER_FIELD}.{which}.learning_rate"
+    )
     if which == "momentum" and not 0.0 <= cfg.momentum < 1.0:
-        raise ConfigError(f"{OPTIMIZER_FIELD}.momentum.momentum must be in [0, 1), "
-                          f"got {cfg.momentum:.6g}")
+        raise ConfigError(
+            f"{OPTIMIZER_FIELD}.momentum.momentum must be in [0, 1), got {cfg.momentum:.6g}"
+        )
     if which == "rms_prop":
         if cfg.epsilon <= 0:
-            raise ConfigError(f"{OPTIMIZER_FIELD}.rms_prop.epsilon must be > 0, "
-                              f"got {cfg.epsilon:.6g}")
+            raise ConfigError(
+                f"{OPTIMIZER_FIELD}.rms_prop.epsilon must be > 0, got {cfg.epsilon:.6g}"
+            )
 
 
 def check_train_config(tc, num_steps=None):

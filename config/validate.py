@@ -4,6 +4,7 @@ Checks that need a feature extractor's capabilities (supported output
 strides, FPN, total stride) ask the extractor class through its registry;
 the registry is imported lazily so the config layer stays importable alone.
 """
+
 from detbench.config.train_checks import check_train_config
 from detbench.errors import ConfigError
 from detbench.meta_arch_names import TWO_STAGE  # noqa: F401  (grid, sweep import it here)
@@ -44,8 +45,10 @@ def _check_matcher(m, field):
         _unit_interval(a.matched_threshold, f"{field}.argmax.matched_threshold")
         _unit_interval(a.unmatched_threshold, f"{field}.argmax.unmatched_threshold")
         if a.unmatched_threshold > a.matched_threshold:
-            raise ConfigError(f"{field}.argmax: unmatched_threshold ({a.unmatched_threshold}) "
-                              f"exceeds matched_threshold ({a.matched_threshold})")
+            raise ConfigError(
+                f"{field}.argmax: unmatched_threshold ({a.unmatched_threshold}) "
+                f"exceeds matched_threshold ({a.matched_threshold})"
+            )
 
 
 def _check_nms(post, field):
@@ -53,8 +56,9 @@ def _check_nms(post, field):
     _unit_interval(n.score_threshold, f"{field}.batch_non_max_suppression.score_threshold")
     _unit_interval(n.iou_threshold, f"{field}.batch_non_max_suppression.iou_threshold")
     _positive(n.max_total_detections, f"{field}.batch_non_max_suppression.max_total_detections")
-    _positive(n.max_detections_per_class,
-              f"{field}.batch_non_max_suppression.max_detections_per_class")
+    _positive(
+        n.max_detections_per_class, f"{field}.batch_non_max_suppression.max_detections_per_class"
+    )
 
 
 # Sides a model input may have: below, no feature map survives the strides; above,
@@ -65,13 +69,16 @@ MIN_SIDE, MAX_SIDE = 16, 4096
 def _check_sides(arch, field):
     r = arch.image_resizer
     kind = r.WhichOneof("image_resizer")
-    sides = {"fixed_shape": ("height", "width"),
-             "keep_aspect_ratio": ("min_dimension", "max_dimension")}.get(kind, ())
+    sides = {
+        "fixed_shape": ("height", "width"),
+        "keep_aspect_ratio": ("min_dimension", "max_dimension"),
+    }.get(kind, ())
     for name in sides:
         value = getattr(getattr(r, kind), name)
         if not MIN_SIDE <= value <= MAX_SIDE:
-            raise ConfigError(f"{field}.image_resizer.{kind}.{name}: {value} px is outside "
-                              f"{MIN_SIDE}..{MAX_SIDE}")
+            raise ConfigError(
+                f"{field}.image_resizer.{kind}.{name}: {value} px is outside {MIN_SIDE}..{MAX_SIDE}"
+            )
 
 
 def min_resolution(arch):
@@ -92,18 +99,24 @@ def _check_extractor(name, arch, field, check_registry):
     if fe.depth_multiplier <= 0:
         raise ConfigError(f"{field}.feature_extractor.depth_multiplier: must be positive")
     if fe.HasField("fpn") and fe.fpn.min_level >= fe.fpn.max_level:
-        raise ConfigError(f"{field}.feature_extractor.fpn: min_level ({fe.fpn.min_level}) must be "
-                          f"below max_level ({fe.fpn.max_level})")
+        raise ConfigError(
+            f"{field}.feature_extractor.fpn: min_level ({fe.fpn.min_level}) must be "
+            f"below max_level ({fe.fpn.max_level})"
+        )
     if name == "ssd" and fe.HasField("output_stride") and not fe.HasField("fpn"):
-        raise ConfigError(f"{field}.feature_extractor.output_stride: SSD uses the backbone's own "
-                          "strides; output_stride applies to two-stage models only")
+        raise ConfigError(
+            f"{field}.feature_extractor.output_stride: SSD uses the backbone's own "
+            "strides; output_stride applies to two-stage models only"
+        )
     if not check_registry:
         return
     import detbench.feature_extractors  # noqa: F401  (registers the families)
     from detbench.feature_extractors.base import FEATURE_EXTRACTORS
+
     if fe.type not in FEATURE_EXTRACTORS:
-        raise ConfigError(f"{field}.feature_extractor.type: "
-                          f"{FEATURE_EXTRACTORS.unknown_message(fe.type)}")
+        raise ConfigError(
+            f"{field}.feature_extractor.type: {FEATURE_EXTRACTORS.unknown_message(fe.type)}"
+        )
     cls = FEATURE_EXTRACTORS.get(fe.type)
     try:
         cls.check_config(fe, meta_arch=name)
@@ -112,8 +125,10 @@ def _check_extractor(name, arch, field, check_registry):
     side, side_field = min_resolution(arch)
     needed = cls.max_stride
     if side is not None and side < needed:
-        raise ConfigError(f"{field}.{side_field}: {side} px is smaller than the network's total "
-                          f"stride ({needed}) for {fe.type}")
+        raise ConfigError(
+            f"{field}.{side_field}: {side} px is smaller than the network's total "
+            f"stride ({needed}) for {fe.type}"
+        )
 
 
 def _check_rpn(rpn, field):
@@ -121,18 +136,26 @@ def _check_rpn(rpn, field):
     _positive(rpn.max_proposals, f"{field}.rpn.max_proposals")
     _positive(rpn.max_proposals_train, f"{field}.rpn.max_proposals_train")
     if rpn.pre_nms_top_k and rpn.max_proposals > rpn.pre_nms_top_k:
-        raise ConfigError(f"{field}.rpn.max_proposals: {rpn.max_proposals} test proposals exceed "
-                          f"the {rpn.pre_nms_top_k} the RPN keeps before NMS (rpn.pre_nms_top_k)")
+        raise ConfigError(
+            f"{field}.rpn.max_proposals: {rpn.max_proposals} test proposals exceed "
+            f"the {rpn.pre_nms_top_k} the RPN keeps before NMS (rpn.pre_nms_top_k)"
+        )
     if rpn.pre_nms_top_k and rpn.max_proposals_train > rpn.pre_nms_top_k:
-        raise ConfigError(f"{field}.rpn.max_proposals_train: {rpn.max_proposals_train} exceeds "
-                          f"rpn.pre_nms_top_k ({rpn.pre_nms_top_k})")
+        raise ConfigError(
+            f"{field}.rpn.max_proposals_train: {rpn.max_proposals_train} exceeds "
+            f"rpn.pre_nms_top_k ({rpn.pre_nms_top_k})"
+        )
     if rpn.HasField("sampler"):
         _positive(rpn.sampler.batch_size, f"{field}.rpn.sampler.batch_size")
-        _unit_interval(rpn.sampler.positive_fraction, f"{field}.rpn.sampler.positive_fraction", False)
+        _unit_interval(
+            rpn.sampler.positive_fraction, f"{field}.rpn.sampler.positive_fraction", False
+        )
     _unit_interval(rpn.positive_iou_threshold, f"{field}.rpn.positive_iou_threshold")
     if rpn.negative_iou_threshold > rpn.positive_iou_threshold:
-        raise ConfigError(f"{field}.rpn.negative_iou_threshold: {rpn.negative_iou_threshold} "
-                          f"exceeds positive_iou_threshold ({rpn.positive_iou_threshold})")
+        raise ConfigError(
+            f"{field}.rpn.negative_iou_threshold: {rpn.negative_iou_threshold} "
+            f"exceeds positive_iou_threshold ({rpn.positive_iou_threshold})"
+        )
 
 
 def check_model(pipeline, check_registry=True):
@@ -147,11 +170,15 @@ def check_model(pipeline, check_registry=True):
         if side is not None and side <= 0:
             raise ConfigError(f"{field}.{side_field}: must be positive, got {side}")
         r = arch.image_resizer
-        if (r.WhichOneof("image_resizer") == "keep_aspect_ratio"
-                and r.keep_aspect_ratio.max_dimension < r.keep_aspect_ratio.min_dimension):
-            raise ConfigError(f"{field}.image_resizer.keep_aspect_ratio.max_dimension: "
-                              f"{r.keep_aspect_ratio.max_dimension} is below min_dimension "
-                              f"{r.keep_aspect_ratio.min_dimension}")
+        if (
+            r.WhichOneof("image_resizer") == "keep_aspect_ratio"
+            and r.keep_aspect_ratio.max_dimension < r.keep_aspect_ratio.min_dimension
+        ):
+            raise ConfigError(
+                f"{field}.image_resizer.keep_aspect_ratio.max_dimension: "
+                f"{r.keep_aspect_ratio.max_dimension} is below min_dimension "
+                f"{r.keep_aspect_ratio.min_dimension}"
+            )
         _check_sides(arch, field)
     _check_extractor(name, arch, field, check_registry)
     if name in TWO_STAGE:
@@ -159,12 +186,17 @@ def check_model(pipeline, check_registry=True):
         if arch.HasField("second_stage_sampler"):
             s = arch.second_stage_sampler
             _positive(s.batch_size, f"{field}.second_stage_sampler.batch_size")
-            _unit_interval(s.positive_fraction, f"{field}.second_stage_sampler.positive_fraction", False)
+            _unit_interval(
+                s.positive_fraction, f"{field}.second_stage_sampler.positive_fraction", False
+            )
             if s.batch_size > arch.rpn.max_proposals_train:
-                raise ConfigError(f"{field}.second_stage_sampler.batch_size: {s.batch_size} exceeds "
-                                  f"rpn.max_proposals_train ({arch.rpn.max_proposals_train})")
+                raise ConfigError(
+                    f"{field}.second_stage_sampler.batch_size: {s.batch_size} exceeds "
+                    f"rpn.max_proposals_train ({arch.rpn.max_proposals_train})"
+                )
         if "second_stage_matcher" in arch.DESCRIPTOR.fields_by_name and arch.HasField(
-                "second_stage_matcher"):
+            "second_stage_matcher"
+        ):
             _check_matcher(arch.second_stage_matcher, f"{field}.second_stage_matcher")
         if arch.HasField("second_stage_post_processing"):
             _check_nms(arch.second_stage_post_processing, f"{field}.second_stage_post_processing")
@@ -177,8 +209,10 @@ def check_model(pipeline, check_registry=True):
         for i, st in enumerate(arch.stage):
             _unit_interval(st.iou_threshold, f"{field}.stage[{i}].iou_threshold")
             if st.box_coder_stddev and len(st.box_coder_stddev) != 4:
-                raise ConfigError(f"{field}.stage[{i}].box_coder_stddev: needs 4 values, "
-                                  f"got {len(st.box_coder_stddev)}")
+                raise ConfigError(
+                    f"{field}.stage[{i}].box_coder_stddev: needs 4 values, "
+                    f"got {len(st.box_coder_stddev)}"
+                )
 
 
 def check_input(reader, field):
@@ -192,8 +226,10 @@ def check_input(reader, field):
         raise ConfigError(f"{field}.tfrecord.input_path: empty")
     a = reader.augmentation
     if a.scale_jitter_min <= 0 or a.scale_jitter_max < a.scale_jitter_min:
-        raise ConfigError(f"{field}.augmentation: scale_jitter_min/max must satisfy "
-                          f"0 < min <= max, got {a.scale_jitter_min}, {a.scale_jitter_max}")
+        raise ConfigError(
+            f"{field}.augmentation: scale_jitter_min/max must satisfy "
+            f"0 < min <= max, got {a.scale_jitter_min}, {a.scale_jitter_max}"
+        )
 
 
 def check_pipeline(pipeline, check_registry=True):
@@ -202,8 +238,10 @@ def check_pipeline(pipeline, check_registry=True):
     tc = pipeline.train_config
     check_train_config(tc)
     if tc.fine_tune_checkpoint_type not in ("classification", "detection"):
-        raise ConfigError("train_config.fine_tune_checkpoint_type: "
-                          f"{tc.fine_tune_checkpoint_type!r} is not classification or detection")
+        raise ConfigError(
+            "train_config.fine_tune_checkpoint_type: "
+            f"{tc.fine_tune_checkpoint_type!r} is not classification or detection"
+        )
     if pipeline.HasField("train_input_reader"):
         check_input(pipeline.train_input_reader, "train_input_reader")
     if pipeline.HasField("eval_input_reader"):
@@ -211,6 +249,7 @@ def check_pipeline(pipeline, check_registry=True):
     known_metrics = ("coco_detection_metrics", "pascal_voc_detection_metrics")
     for i, m in enumerate(pipeline.eval_config.metrics_set):
         if m not in known_metrics:
-            raise ConfigError(f"eval_config.metrics_set[{i}]: unknown {m!r}; known: "
-                              f"{', '.join(known_metrics)}")
+            raise ConfigError(
+                f"eval_config.metrics_set[{i}]: unknown {m!r}; known: {', '.join(known_metrics)}"
+            )
     return pipeline

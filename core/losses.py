@@ -10,6 +10,7 @@ size); classification losses take logits [B, N, C] and targets one-hot
 [B, N, C] (or integer class ids [B, N], one-hot encoded here).  ``weights`` is
 [B, N]; the sigmoid losses also accept per-class weights [B, N, C].
 """
+
 import tensorflow as tf
 
 
@@ -119,6 +120,9 @@ def build_classification_loss(config):
 def build_loss(config):
     """Loss proto -> (classification_loss, localization_loss,
     classification_weight, localization_weight)."""
-    return (build_classification_loss(config.classification_loss),
-            build_localization_loss(config.localization_loss),
-            config.classification_weight, config.localization_weight)
+    return (
+        build_classification_loss(config.classification_loss),
+        build_localization_loss(config.localization_loss),
+        config.classification_weight,
+        config.localization_weight,
+    )

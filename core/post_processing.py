@@ -12,6 +12,7 @@ the score threshold: ``tf.math.top_k`` is slow on CPU (about 20 ms for 90
 classes x 1917 anchors at k = 1000, more than the NMS kernel itself), so it
 pays only for very many anchors (RetinaNet-size N) at low thresholds.
 """
+
 import functools
 
 import tensorflow as tf
@@ -41,8 +42,9 @@ def _keep_pre_nms_top_k(scores, k, score_threshold):
 
     def mask_below_kth():
         per_class = tf.transpose(scores, [0, 2, 1])  # [B, C, N]
-        kth = tf.math.top_k(per_class, k=tf.minimum(k, tf.shape(per_class)[-1]),
-                            sorted=False).values
+        kth = tf.math.top_k(
+            per_class, k=tf.minimum(k, tf.shape(per_class)[-1]), sorted=False
+        ).values
         kth = tf.reduce_min(kth, -1)  # [B, C]
         return tf.where(scores >= kth[:, None, :], scores, -float("inf"))
 
@@ -64,29 +66,46 @@ def _class_agnostic_nms(boxes, scores, score_threshold, iou_threshold, max_total
         # The kernel itself: tf.image.non_max_suppression_padded wraps it in
         # a batched Python implementation that takes seconds to trace.
         idx, num = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=img_boxes, scores=img_scores, max_output_size=max_total,
-            iou_threshold=iou_threshold, score_threshold=score_threshold,
-            pad_to_max_output_size=True)
+            boxes=img_boxes,
+            scores=img_scores,
+            max_output_size=max_total,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            pad_to_max_output_size=True,
+        )
         valid = tf.range(max_total) < num
         validf = tf.cast(valid, tf.float32)
-        return (tf.gather(img_boxes, idx) * validf[:, None],
-                tf.gather(img_scores, idx) * validf,
-                tf.cast(tf.gather(img_classes, idx) + 1, tf.float32) * validf,
-                num)
+        return (
+            tf.gather(img_boxes, idx) * validf[:, None],
+            tf.gather(img_scores, idx) * validf,
+            tf.cast(tf.gather(img_classes, idx) + 1, tf.float32) * validf,
+            num,
+        )
 
     out_boxes, out_scores, out_classes, num = tf.map_fn(
-        one_image, (boxes, best, classes),
-        fn_output_signature=(tf.TensorSpec([max_total, 4], tf.float32),
-                             tf.TensorSpec([max_total], tf.float32),
-                             tf.TensorSpec([max_total], tf.float32),
-                             tf.TensorSpec([], tf.int32)))
+        one_image,
+        (boxes, best, classes),
+        fn_output_signature=(
+            tf.TensorSpec([max_total, 4], tf.float32),
+            tf.TensorSpec([max_total], tf.float32),
+            tf.TensorSpec([max_total], tf.float32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
     return out_boxes, out_scores, out_classes, num
 
 
-def batch_multiclass_nms(boxes, scores, score_threshold, iou_threshold,
-                         max_detections_per_class, max_total_detections,
-                         use_class_agnostic_nms=False, pre_nms_top_k=None,
-                         clip_window=None):
+def batch_multiclass_nms(
+    boxes,
+    scores,
+    score_threshold,
+    iou_threshold,
+    max_detections_per_class,
+    max_total_detections,
+    use_class_agnostic_nms=False,
+    pre_nms_top_k=None,
+    clip_window=None,
+):
     """Per-class NMS over a batch.
 
     Args:
@@ -111,8 +130,10 @@ def batch_multiclass_nms(boxes, scores, score_threshold, iou_threshold,
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     scores = tf.convert_to_tensor(scores, tf.float32)
     if boxes.shape.rank != 4 or scores.shape.rank != 3:
-        raise ValueError("batch_multiclass_nms: boxes must be [B, N, q, 4] and scores "
-                         f"[B, N, num_classes], got {boxes.shape} and {scores.shape}")
+        raise ValueError(
+            "batch_multiclass_nms: boxes must be [B, N, q, 4] and scores "
+            f"[B, N, num_classes], got {boxes.shape} and {scores.shape}"
+        )
     if clip_window is not None:
         boxes = clip_to_window(boxes, clip_window)
     if pre_nms_top_k:
@@ -120,12 +141,19 @@ def batch_multiclass_nms(boxes, scores, score_threshold, iou_threshold,
 
     if use_class_agnostic_nms:
         out_boxes, out_scores, out_classes, num = _class_agnostic_nms(
-            boxes, scores, score_threshold, iou_threshold, max_total_detections)
+            boxes, scores, score_threshold, iou_threshold, max_total_detections
+        )
     else:
         out_boxes, out_scores, classes0, num = tf.image.combined_non_max_suppression(
-            boxes, scores, max_output_size_per_class=max_detections_per_class,
-            max_total_size=max_total_detections, iou_threshold=iou_threshold,
-            score_threshold=score_threshold, pad_per_class=False, clip_boxes=False)
+            boxes,
+            scores,
+            max_output_size_per_class=max_detections_per_class,
+            max_total_size=max_total_detections,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            pad_per_class=False,
+            clip_boxes=False,
+        )
         valid = tf.range(max_total_detections)[None, :] < num[:, None]
         out_classes = tf.where(valid, classes0 + 1.0, 0.0)
     return {
@@ -159,8 +187,10 @@ _SCORE_CONVERTERS = {
 def build_score_converter(converter):
     """PostProcessing.ScoreConverter enum value -> fn(logits) -> scores."""
     if converter not in _SCORE_CONVERTERS:
-        raise ValueError(f"PostProcessing.score_converter: unknown value {converter}; "
-                         "known: IDENTITY, SIGMOID, SOFTMAX")
+        raise ValueError(
+            f"PostProcessing.score_converter: unknown value {converter}; "
+            "known: IDENTITY, SIGMOID, SOFTMAX"
+        )
     return _SCORE_CONVERTERS[converter]
 
 
@@ -172,11 +202,13 @@ def build_post_processing(config):
     """
     nms = config.batch_non_max_suppression
     if not 0.0 <= nms.iou_threshold <= 1.0:
-        raise ValueError("BatchNonMaxSuppression.iou_threshold must be in [0, 1], "
-                         f"got {nms.iou_threshold}")
+        raise ValueError(
+            f"BatchNonMaxSuppression.iou_threshold must be in [0, 1], got {nms.iou_threshold}"
+        )
     if nms.max_detections_per_class <= 0 or nms.max_total_detections <= 0:
-        raise ValueError("BatchNonMaxSuppression.max_detections_per_class and "
-                         "max_total_detections must be > 0")
+        raise ValueError(
+            "BatchNonMaxSuppression.max_detections_per_class and max_total_detections must be > 0"
+        )
     nms_fn = functools.partial(
         batch_multiclass_nms,
         score_threshold=nms.score_threshold,
@@ -184,5 +216,6 @@ def build_post_processing(config):
         max_detections_per_class=nms.max_detections_per_class,
         max_total_detections=nms.max_total_detections,
         use_class_agnostic_nms=nms.use_class_agnostic_nms,
-        pre_nms_top_k=nms.pre_nms_top_k or None)
+        pre_nms_top_k=nms.pre_nms_top_k or None,
+    )
     return nms_fn, build_score_converter(config.score_converter)

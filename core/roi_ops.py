@@ -10,6 +10,7 @@
 Boxes are normalized [ymin, xmin, ymax, xmax]; ``crop_and_resize`` samples the
 box corners at the centres of the corner pixels (coordinate y * (H - 1)).
 """
+
 import math
 
 import tensorflow as tf
@@ -32,13 +33,11 @@ def _maxpool(crops, kernel_size, stride):
     return tf.nn.max_pool2d(crops, kernel_size, stride or kernel_size, padding="VALID")
 
 
-def crop_and_resize_rois(features, boxes, crop_size, maxpool_kernel_size=None,
-                         maxpool_stride=None):
+def crop_and_resize_rois(features, boxes, crop_size, maxpool_kernel_size=None, maxpool_stride=None):
     """features [B, H, W, C], boxes [B, N, 4] -> [B*N, crop', crop', C]
     (RoIs of image 0 first), optionally max-pooled (VALID padding)."""
     features = tf.convert_to_tensor(features)
-    flat_boxes, box_indices = _flat_box_indices(
-        tf.cast(tf.convert_to_tensor(boxes), tf.float32))
+    flat_boxes, box_indices = _flat_box_indices(tf.cast(tf.convert_to_tensor(boxes), tf.float32))
     crops = tf.image.crop_and_resize(features, flat_boxes, box_indices, _pair(crop_size))
     return _maxpool(crops, maxpool_kernel_size, maxpool_stride)
 
@@ -46,17 +45,21 @@ def crop_and_resize_rois(features, boxes, crop_size, maxpool_kernel_size=None,
 def build_roi_crop_fn(config):
     """RoiCrop proto -> fn(features, boxes) -> [B*N, c, c, C]."""
     if config.initial_crop_size <= 0:
-        raise ValueError("RoiCrop.initial_crop_size must be > 0, got "
-                         f"{config.initial_crop_size}")
+        raise ValueError(f"RoiCrop.initial_crop_size must be > 0, got {config.initial_crop_size}")
 
     def roi_crop(features, boxes):
-        return crop_and_resize_rois(features, boxes, config.initial_crop_size,
-                                    config.maxpool_kernel_size, config.maxpool_stride)
+        return crop_and_resize_rois(
+            features,
+            boxes,
+            config.initial_crop_size,
+            config.maxpool_kernel_size,
+            config.maxpool_stride,
+        )
+
     return roi_crop
 
 
-def position_sensitive_crop(features, boxes, crop_size, num_spatial_bins,
-                            global_pool=True):
+def position_sensitive_crop(features, boxes, crop_size, num_spatial_bins, global_pool=True):
     """R-FCN position-sensitive RoI pooling.
 
     features [B, H, W, k*k*D]: channel group (i*k + j) holds the score maps
@@ -75,33 +78,43 @@ def position_sensitive_crop(features, boxes, crop_size, num_spatial_bins,
     k = int(num_spatial_bins)
     crop_h, crop_w = _pair(crop_size)
     if crop_h % k or crop_w % k:
-        raise ValueError(f"position_sensitive_crop: crop_size {crop_size} must be a "
-                         f"multiple of num_spatial_bins {k}")
+        raise ValueError(
+            f"position_sensitive_crop: crop_size {crop_size} must be a "
+            f"multiple of num_spatial_bins {k}"
+        )
     features = tf.convert_to_tensor(features)
     depth = features.shape[-1]
     if depth is None or depth % (k * k):
-        raise ValueError(f"position_sensitive_crop: feature depth {depth} must be a "
-                         f"multiple of num_spatial_bins^2 = {k * k}")
+        raise ValueError(
+            f"position_sensitive_crop: feature depth {depth} must be a "
+            f"multiple of num_spatial_bins^2 = {k * k}"
+        )
     groups = tf.split(features, k * k, axis=-1)
-    flat_boxes, box_indices = _flat_box_indices(
-        tf.cast(tf.convert_to_tensor(boxes), tf.float32))
+    flat_boxes, box_indices = _flat_box_indices(tf.cast(tf.convert_to_tensor(boxes), tf.float32))
     ymin, xmin, ymax, xmax = tf.unstack(flat_boxes, axis=-1)
     step_y, step_x = (ymax - ymin) / k, (xmax - xmin) / k
     bin_means = []  # k*k x [B*N, D], bin g = i*k + j
     for i in range(k):
         for j in range(k):
-            sub_boxes = tf.stack([ymin + i * step_y, xmin + j * step_x,
-                                  ymin + (i + 1) * step_y, xmin + (j + 1) * step_x], -1)
-            crop = tf.image.crop_and_resize(groups[i * k + j], sub_boxes, box_indices,
-                                            (crop_h // k, crop_w // k))
+            sub_boxes = tf.stack(
+                [
+                    ymin + i * step_y,
+                    xmin + j * step_x,
+                    ymin + (i + 1) * step_y,
+                    xmin + (j + 1) * step_x,
+                ],
+                -1,
+            )
+            crop = tf.image.crop_and_resize(
+                groups[i * k + j], sub_boxes, box_indices, (crop_h // k, crop_w // k)
+            )
             bin_means.append(tf.reduce_mean(crop, [1, 2]))
     if global_pool:
         return (tf.add_n(bin_means) / (k * k))[:, None, None, :]
     return tf.reshape(tf.stack(bin_means, 1), [-1, k, k, depth // (k * k)])
 
 
-def fpn_levels_for_boxes(boxes, min_level, max_level, image_size=None, k0=4,
-                         canonical_size=224):
+def fpn_levels_for_boxes(boxes, min_level, max_level, image_size=None, k0=4, canonical_size=224):
     """FPN level of each RoI: floor(k0 + log2(sqrt(w h) / canonical_size)),
     clamped to [min_level, max_level].
 
@@ -121,10 +134,18 @@ def fpn_levels_for_boxes(boxes, min_level, max_level, image_size=None, k0=4,
     return tf.cast(levels, tf.int32)
 
 
-def multilevel_crop_and_resize(features, boxes, image_size, crop_size,
-                               min_level=None, max_level=None, k0=4,
-                               canonical_size=224, maxpool_kernel_size=None,
-                               maxpool_stride=None):
+def multilevel_crop_and_resize(
+    features,
+    boxes,
+    image_size,
+    crop_size,
+    min_level=None,
+    max_level=None,
+    k0=4,
+    canonical_size=224,
+    maxpool_kernel_size=None,
+    maxpool_stride=None,
+):
     """Crop each RoI from its FPN level.
 
     features: dict level -> [B, H_l, W_l, C]; boxes [B, N, 4] normalized;
@@ -140,26 +161,36 @@ def multilevel_crop_and_resize(features, boxes, image_size, crop_size,
     max_level = levels[-1] if max_level is None else max_level
     missing = [lvl for lvl in range(min_level, max_level + 1) if lvl not in features]
     if missing:
-        raise ValueError(f"multilevel_crop_and_resize: no features for levels {missing}; "
-                         f"have {levels}")
+        raise ValueError(
+            f"multilevel_crop_and_resize: no features for levels {missing}; have {levels}"
+        )
     boxes = tf.cast(tf.convert_to_tensor(boxes), tf.float32)
     flat_boxes, box_indices = _flat_box_indices(boxes)
-    assigned = tf.reshape(
-        fpn_levels_for_boxes(boxes, min_level, max_level, image_size, k0,
-                             canonical_size), [-1]) - min_level
+    assigned = (
+        tf.reshape(
+            fpn_levels_for_boxes(boxes, min_level, max_level, image_size, k0, canonical_size), [-1]
+        )
+        - min_level
+    )
     num_levels = max_level - min_level + 1
     order = tf.range(tf.shape(flat_boxes)[0])
     part_order = tf.dynamic_partition(order, assigned, num_levels)
     part_boxes = tf.dynamic_partition(flat_boxes, assigned, num_levels)
     part_images = tf.dynamic_partition(box_indices, assigned, num_levels)
-    crops = [tf.image.crop_and_resize(features[min_level + i], part_boxes[i],
-                                      part_images[i], _pair(crop_size))
-             for i in range(num_levels)]
+    crops = [
+        tf.image.crop_and_resize(
+            features[min_level + i], part_boxes[i], part_images[i], _pair(crop_size)
+        )
+        for i in range(num_levels)
+    ]
     out = tf.dynamic_stitch(part_order, crops)
     crop_h, crop_w = _pair(crop_size)
     # Keep the RoI count static when the boxes' is (dynamic_stitch loses it):
     # shape inference and FLOP counting downstream need it.
-    rois = (boxes.shape[0] * boxes.shape[1]
-            if boxes.shape[0] is not None and boxes.shape[1] is not None else -1)
+    rois = (
+        boxes.shape[0] * boxes.shape[1]
+        if boxes.shape[0] is not None and boxes.shape[1] is not None
+        else -1
+    )
     out = tf.reshape(out, [rois, crop_h, crop_w, features[min_level].shape[-1]])
     return _maxpool(out, maxpool_kernel_size, maxpool_stride)

@@ -10,6 +10,7 @@
 Everything returns masks with the input's shape (no dynamically shaped
 outputs), so it runs inside ``tf.function``.
 """
+
 import numpy as np
 import tensorflow as tf
 
@@ -46,8 +47,9 @@ class BalancedPositiveNegativeSampler:
         if batch_size <= 0:
             raise ValueError(f"BalancedSampler.batch_size must be > 0, got {batch_size}")
         if not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError("BalancedSampler.positive_fraction must be in [0, 1], "
-                             f"got {positive_fraction}")
+            raise ValueError(
+                f"BalancedSampler.positive_fraction must be in [0, 1], got {positive_fraction}"
+            )
         self.batch_size = int(batch_size)
         self.positive_fraction = float(positive_fraction)
 
@@ -73,8 +75,9 @@ class BalancedPositiveNegativeSampler:
 
     def subsample(self, indicator, labels, seed=None):
         """indicator, labels: bool [N] -> bool [N] (see ``batch_subsample``)."""
-        sampled = self.batch_subsample(tf.expand_dims(indicator, 0),
-                                       tf.expand_dims(labels, 0), seed)
+        sampled = self.batch_subsample(
+            tf.expand_dims(indicator, 0), tf.expand_dims(labels, 0), seed
+        )
         return sampled[0]
 
 
@@ -83,8 +86,12 @@ def _nms_select(boxes, scores, max_output, iou_threshold):
     visiting them by descending score; entries with score -inf are skipped."""
     num = tf.shape(scores)[0]
     selected = tf.image.non_max_suppression(
-        boxes, scores, max_output_size=max_output, iou_threshold=iou_threshold,
-        score_threshold=float(np.finfo(np.float32).min))
+        boxes,
+        scores,
+        max_output_size=max_output,
+        iou_threshold=iou_threshold,
+        score_threshold=float(np.finfo(np.float32).min),
+    )
     hits = tf.scatter_nd(selected[:, None], tf.ones_like(selected), [num])
     return hits > 0
 
@@ -101,21 +108,35 @@ class HardNegativeMiner:
     (NMS dedupe, one NMS kernel call per image).
     """
 
-    def __init__(self, max_negatives_per_positive=3, min_negatives_per_image=0,
-                 num_hard_examples=3000, iou_threshold=0.99):
+    def __init__(
+        self,
+        max_negatives_per_positive=3,
+        min_negatives_per_image=0,
+        num_hard_examples=3000,
+        iou_threshold=0.99,
+    ):
         if max_negatives_per_positive < 0 or min_negatives_per_image < 0:
-            raise ValueError("HardNegativeMiner: max_negatives_per_positive and "
-                             "min_negatives_per_image must be >= 0")
+            raise ValueError(
+                "HardNegativeMiner: max_negatives_per_positive and "
+                "min_negatives_per_image must be >= 0"
+            )
         if num_hard_examples < 0:
-            raise ValueError("HardNegativeMiner.num_hard_examples must be >= 0, "
-                             f"got {num_hard_examples}")
+            raise ValueError(
+                f"HardNegativeMiner.num_hard_examples must be >= 0, got {num_hard_examples}"
+            )
         self.max_negatives_per_positive = float(max_negatives_per_positive)
         self.min_negatives_per_image = int(min_negatives_per_image)
         self.num_hard_examples = int(num_hard_examples)
         self.iou_threshold = float(iou_threshold)
 
-    def __call__(self, classification_losses, positives, negatives=None,
-                 localization_losses=None, decoded_boxes=None):
+    def __call__(
+        self,
+        classification_losses,
+        positives,
+        negatives=None,
+        localization_losses=None,
+        decoded_boxes=None,
+    ):
         """classification_losses [B, N], positives bool [B, N], negatives bool
         [B, N] (default: not positive), localization_losses [B, N] (added to
         the ranking loss when given), decoded_boxes [B, N, 4] (for the NMS
@@ -126,8 +147,9 @@ class HardNegativeMiner:
         positives = tf.convert_to_tensor(positives, tf.bool)
         if negatives is None:
             negatives = tf.logical_not(positives)
-        negatives = tf.logical_and(tf.convert_to_tensor(negatives, tf.bool),
-                                   tf.logical_not(positives))
+        negatives = tf.logical_and(
+            tf.convert_to_tensor(negatives, tf.bool), tf.logical_not(positives)
+        )
 
         num_pos = tf.reduce_sum(tf.cast(positives, tf.float32), -1)
         num_neg = tf.cast(tf.floor(num_pos * self.max_negatives_per_positive), tf.int32)
@@ -141,7 +163,8 @@ class HardNegativeMiner:
             hard = tf.map_fn(
                 lambda args: _nms_select(args[0], args[1], args[2], self.iou_threshold),
                 (boxes, neg_scores, num_neg),
-                fn_output_signature=tf.TensorSpec(neg_scores.shape[1:], tf.bool))
+                fn_output_signature=tf.TensorSpec(neg_scores.shape[1:], tf.bool),
+            )
         else:
             hard = _selection_mask(neg_scores, num_neg)
         return tf.cast(tf.logical_or(positives, hard), tf.float32)
@@ -155,8 +178,9 @@ def ohem_select(losses, boxes, valid, batch_size, iou_threshold=0.7):
     losses = tf.convert_to_tensor(losses, tf.float32)
     scores = tf.where(tf.convert_to_tensor(valid, tf.bool), losses, -float("inf"))
     if iou_threshold < 1.0:
-        mask = _nms_select(tf.convert_to_tensor(boxes, tf.float32), scores,
-                           batch_size, iou_threshold)
+        mask = _nms_select(
+            tf.convert_to_tensor(boxes, tf.float32), scores, batch_size, iou_threshold
+        )
     else:
         mask = _selection_mask(scores[None], tf.constant([batch_size]))[0]
     return tf.cast(mask, tf.float32)
@@ -179,10 +203,12 @@ class OnlineHardExampleMiner:
             valid = tf.ones_like(losses, tf.bool)
         valid = tf.convert_to_tensor(valid, tf.bool)
         return tf.map_fn(
-            lambda args: ohem_select(args[0], args[1], args[2], self.batch_size,
-                                     self.iou_threshold),
+            lambda args: ohem_select(
+                args[0], args[1], args[2], self.batch_size, self.iou_threshold
+            ),
             (losses, boxes, valid),
-            fn_output_signature=tf.TensorSpec(losses.shape[1:], tf.float32))
+            fn_output_signature=tf.TensorSpec(losses.shape[1:], tf.float32),
+        )
 
 
 def build_sampler(config):
@@ -192,9 +218,12 @@ def build_sampler(config):
 
 def build_hard_negative_miner(config):
     """HardNegativeMiner proto -> HardNegativeMiner."""
-    return HardNegativeMiner(config.max_negatives_per_positive,
-                             config.min_negatives_per_image,
-                             config.num_hard_examples, config.iou_threshold)
+    return HardNegativeMiner(
+        config.max_negatives_per_positive,
+        config.min_negatives_per_image,
+        config.num_hard_examples,
+        config.iou_threshold,
+    )
 
 
 def build_ohem(config):

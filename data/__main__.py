@@ -1,4 +1,5 @@
 """``python -m detbench.data synthetic|to-tfrecord ...``: the same as ``detbench data ...``."""
+
 import sys
 
 from detbench.cli import main

@@ -7,6 +7,7 @@ int64 [2]), so a pipeline with a fixed seed is reproducible. Functions that can
 drop boxes return ``keep``, the int32 indices of the input boxes kept, so the
 caller can gather the classes and crowd flags that go with them.
 """
+
 import tensorflow as tf
 
 SSD_MIN_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -76,8 +77,9 @@ def ssd_random_crop(image, boxes, seed, num_trials=50):
     min_iou = tf.gather(tf.constant((0.0,) + SSD_MIN_IOUS + (0.0,)), option)
 
     area = tf.random.stateless_uniform([num_trials], seeds[1], 0.1, 1.0)
-    log_ratio = tf.random.stateless_uniform([num_trials], seeds[2], tf.math.log(0.5),
-                                            tf.math.log(2.0))
+    log_ratio = tf.random.stateless_uniform(
+        [num_trials], seeds[2], tf.math.log(0.5), tf.math.log(2.0)
+    )
     w = tf.sqrt(area * tf.exp(log_ratio))
     h = tf.sqrt(area / tf.exp(log_ratio))
     fits = (w <= 1.0) & (h <= 1.0)
@@ -95,8 +97,12 @@ def ssd_random_crop(image, boxes, seed, num_trials=50):
     best_iou = tf.reduce_max(tf.concat([iou, tf.fill([num_trials, 1], -1.0)], axis=1), axis=1)
     cy = (boxes[:, 0] + boxes[:, 2]) / 2.0
     cx = (boxes[:, 1] + boxes[:, 3]) / 2.0
-    centre_inside = ((cy[None] > windows[:, 0:1]) & (cy[None] < windows[:, 2:3])
-                     & (cx[None] > windows[:, 1:2]) & (cx[None] < windows[:, 3:4]))
+    centre_inside = (
+        (cy[None] > windows[:, 0:1])
+        & (cy[None] < windows[:, 2:3])
+        & (cx[None] > windows[:, 1:2])
+        & (cx[None] < windows[:, 3:4])
+    )
     any_centre = tf.reduce_any(centre_inside, axis=1) | tf.equal(num_boxes, 0)
     is_any = tf.equal(option, len(SSD_MIN_IOUS) + 1)
     ok = fits & any_centre & ((best_iou >= min_iou) | is_any)
@@ -152,18 +158,21 @@ def augment(example, config, seed):
     example = dict(example)
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
     if config.ssd_random_crop:
-        image, boxes, keep = ssd_random_crop(example["image"], example["groundtruth_boxes"],
-                                             seeds[0])
+        image, boxes, keep = ssd_random_crop(
+            example["image"], example["groundtruth_boxes"], seeds[0]
+        )
         example.update(image=image, groundtruth_boxes=boxes)
         example = _gather_fields(example, keep)
     if config.scale_jitter_min != config.scale_jitter_max:
         lo, hi = sorted((config.scale_jitter_min, config.scale_jitter_max))
-        image, boxes, keep = random_scale_jitter(example["image"], example["groundtruth_boxes"],
-                                                 lo, hi, seeds[1])
+        image, boxes, keep = random_scale_jitter(
+            example["image"], example["groundtruth_boxes"], lo, hi, seeds[1]
+        )
         example.update(image=image, groundtruth_boxes=boxes)
         example = _gather_fields(example, keep)
     if config.random_horizontal_flip:
-        image, boxes = random_horizontal_flip(example["image"], example["groundtruth_boxes"],
-                                              seeds[2])
+        image, boxes = random_horizontal_flip(
+            example["image"], example["groundtruth_boxes"], seeds[2]
+        )
         example.update(image=image, groundtruth_boxes=boxes)
     return example

@@ -11,6 +11,7 @@ and annotation ids, instead of failing later inside tf.data. With
 ``skip_bad_examples`` the image holding a bad item is dropped instead, and one
 warning at the end counts what was skipped and why.
 """
+
 import collections
 import dataclasses
 import functools
@@ -38,10 +39,10 @@ class Example:
     path: str
     height: int
     width: int
-    boxes: np.ndarray      # float32 [n, 4] normalized (ymin, xmin, ymax, xmax)
-    classes: np.ndarray    # int32 [n], contiguous 1..K
-    is_crowd: np.ndarray   # bool [n]
-    areas: np.ndarray      # float64 [n], the annotation's 'area' (box area when absent)
+    boxes: np.ndarray  # float32 [n, 4] normalized (ymin, xmin, ymax, xmax)
+    classes: np.ndarray  # int32 [n], contiguous 1..K
+    is_crowd: np.ndarray  # bool [n]
+    areas: np.ndarray  # float64 [n], the annotation's 'area' (box area when absent)
     annotation_ids: list
 
 
@@ -49,10 +50,10 @@ class Example:
 class CocoData:
     annotations_file: str
     image_dir: str
-    examples: list            # of Example, in file order
-    category_index: dict      # {label: {"id": original id, "name": name}}
+    examples: list  # of Example, in file order
+    category_index: dict  # {label: {"id": original id, "name": name}}
     num_images_in_file: int
-    skipped: collections.Counter   # reason -> number of images skipped
+    skipped: collections.Counter  # reason -> number of images skipped
     # False when some annotation lacks 'area' or 'iscrowd' (pycocotools needs both).
     eval_ready: bool = True
 
@@ -81,13 +82,17 @@ def inspect_image(source, name):
     except FileNotFoundError:
         raise BadItem("missing image", f"{name}: image file not found") from None
     except UnidentifiedImageError:
-        raise BadItem("corrupt image", f"{name}: cannot read image: not a known image "
-                                       f"format") from None
+        raise BadItem(
+            "corrupt image", f"{name}: cannot read image: not a known image format"
+        ) from None
     except Exception as e:  # PIL raises many types for corrupt data
         raise BadItem("corrupt image", f"{name}: cannot read image: {e}") from None
     if fmt not in SUPPORTED_FORMATS:
-        raise BadItem("corrupt image", f"{name}: cannot read image: {fmt} is not supported "
-                                       f"({', '.join(SUPPORTED_FORMATS)} are)")
+        raise BadItem(
+            "corrupt image",
+            f"{name}: cannot read image: {fmt} is not supported "
+            f"({', '.join(SUPPORTED_FORMATS)} are)",
+        )
     if fmt == "JPEG":
         if isinstance(source, (str, os.PathLike)):
             with open(source, "rb") as f:
@@ -98,8 +103,9 @@ def inspect_image(source, name):
             source.seek(max(0, source.tell() - 1024))
             tail = source.read()
         if b"\xff\xd9" not in tail:
-            raise BadItem("corrupt image", f"{name}: cannot read image: truncated JPEG "
-                                           f"(no end marker)")
+            raise BadItem(
+                "corrupt image", f"{name}: cannot read image: truncated JPEG (no end marker)"
+            )
     return width, height, fmt
 
 
@@ -131,12 +137,16 @@ def normalize_coco_box(bbox, width, height, where):
     if not all(math.isfinite(v) for v in (x, y, w, h)):
         raise BadItem("bad box", f"{where}: bbox {bbox!r} is not finite")
     if w <= 0 or h <= 0:
-        raise BadItem("bad box", f"{where}: bbox [x,y,w,h]={bbox!r} has zero or negative "
-                                 f"width/height (xmin >= xmax or ymin >= ymax)")
+        raise BadItem(
+            "bad box",
+            f"{where}: bbox [x,y,w,h]={bbox!r} has zero or negative "
+            f"width/height (xmin >= xmax or ymin >= ymax)",
+        )
     tol = BOX_TOLERANCE_PX
     if x < -tol or y < -tol or x + w > width + tol or y + h > height + tol:
-        raise BadItem("bad box", f"{where}: bbox [x,y,w,h]={bbox!r} lies outside the "
-                                 f"{width}x{height} image")
+        raise BadItem(
+            "bad box", f"{where}: bbox [x,y,w,h]={bbox!r} lies outside the {width}x{height} image"
+        )
     x0, y0 = max(x, 0.0), max(y, 0.0)
     x1, y1 = min(x + w, float(width)), min(y + h, float(height))
     return [y0 / height, x0 / width, y1 / height, x1 / width]
@@ -162,8 +172,10 @@ def _load_image_entry(entry, image_dir, annotations_file):
     image_id = entry.get("id")
     file_name = entry.get("file_name")
     if image_id is None or not file_name:
-        raise DataError(f"{annotations_file}: image entry without 'id' or 'file_name': "
-                        f"{json.dumps(entry)[:200]}")
+        raise DataError(
+            f"{annotations_file}: image entry without 'id' or 'file_name': "
+            f"{json.dumps(entry)[:200]}"
+        )
     path = os.path.join(image_dir, file_name)
     where = f"{annotations_file}: image id {image_id}"
     try:
@@ -172,8 +184,11 @@ def _load_image_entry(entry, image_dir, annotations_file):
         raise BadItem(e.reason, f"{where}: {e}") from None
     if "width" in entry and "height" in entry:
         if (int(entry["width"]), int(entry["height"])) != (width, height):
-            raise BadItem("size mismatch", f"{where}: {path} is {width}x{height} but the JSON "
-                                           f"says {entry['width']}x{entry['height']}")
+            raise BadItem(
+                "size mismatch",
+                f"{where}: {path} is {width}x{height} but the JSON "
+                f"says {entry['width']}x{entry['height']}",
+            )
     return int(image_id), path, width, height
 
 
@@ -184,8 +199,13 @@ def load_coco(annotations_file, image_dir, skip_bad_examples=False, num_examples
         key = (stat.st_mtime_ns, stat.st_size)
     except OSError:
         key = None
-    return _load_coco(os.path.abspath(annotations_file), os.path.abspath(image_dir),
-                      bool(skip_bad_examples), int(num_examples), key)
+    return _load_coco(
+        os.path.abspath(annotations_file),
+        os.path.abspath(image_dir),
+        bool(skip_bad_examples),
+        int(num_examples),
+        key,
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -204,8 +224,10 @@ def _load_coco(annotations_file, image_dir, skip_bad_examples, num_examples, _fi
         eval_ready = eval_ready and "area" in ann and "iscrowd" in ann
         image_id = ann.get("image_id")
         if image_id not in all_ids:
-            raise DataError(f"{annotations_file}: annotation id {ann.get('id')} refers to "
-                            f"image_id {image_id}, which is not in 'images'")
+            raise DataError(
+                f"{annotations_file}: annotation id {ann.get('id')} refers to "
+                f"image_id {image_id}, which is not in 'images'"
+            )
         if image_id in selected_ids:
             per_image[image_id].append(ann)
 
@@ -218,18 +240,23 @@ def _load_coco(annotations_file, image_dir, skip_bad_examples, num_examples, _fi
             seen.add(image_id)
             boxes, classes, crowd, areas, ann_ids = [], [], [], [], []
             for ann in per_image.get(image_id, []):
-                where = (f"{annotations_file}: annotation id {ann.get('id')} "
-                         f"(image id {image_id}, {path})")
+                where = (
+                    f"{annotations_file}: annotation id {ann.get('id')} "
+                    f"(image id {image_id}, {path})"
+                )
                 cid = ann.get("category_id")
                 if cid not in label_of:
-                    raise BadItem("unknown category", f"{where}: unknown category_id {cid}; "
-                                  f"known ids: {sorted(label_of)}")
+                    raise BadItem(
+                        "unknown category",
+                        f"{where}: unknown category_id {cid}; known ids: {sorted(label_of)}",
+                    )
                 box = normalize_coco_box(ann.get("bbox"), width, height, where)
                 try:
                     area = float(ann["area"] if "area" in ann else ann["bbox"][2] * ann["bbox"][3])
                 except (TypeError, ValueError):
-                    raise BadItem("bad box", f"{where}: area {ann.get('area')!r} is not a "
-                                             f"number") from None
+                    raise BadItem(
+                        "bad box", f"{where}: area {ann.get('area')!r} is not a number"
+                    ) from None
                 boxes.append(box)
                 classes.append(label_of[cid])
                 crowd.append(bool(ann.get("iscrowd", 0)))
@@ -240,35 +267,58 @@ def _load_coco(annotations_file, image_dir, skip_bad_examples, num_examples, _fi
                 raise DataError(str(e)) from None
             skipped[e.reason] += 1
             continue
-        examples.append(Example(
-            image_id=image_id, path=path, height=height, width=width,
-            boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-            classes=np.asarray(classes, dtype=np.int32),
-            is_crowd=np.asarray(crowd, dtype=bool), areas=np.asarray(areas, dtype=np.float64),
-            annotation_ids=ann_ids))
+        examples.append(
+            Example(
+                image_id=image_id,
+                path=path,
+                height=height,
+                width=width,
+                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                classes=np.asarray(classes, dtype=np.int32),
+                is_crowd=np.asarray(crowd, dtype=bool),
+                areas=np.asarray(areas, dtype=np.float64),
+                annotation_ids=ann_ids,
+            )
+        )
 
     if skipped:
         logger.warning("%s: %s", annotations_file, skip_summary(skipped, len(selected)))
     if not examples:
-        raise DataError(f"{annotations_file}: empty dataset: no usable images "
-                        f"({skip_summary(skipped, len(selected))})")
-    return CocoData(annotations_file=annotations_file, image_dir=image_dir, examples=examples,
-                    category_index=category_index, num_images_in_file=len(images),
-                    skipped=skipped, eval_ready=eval_ready)
+        raise DataError(
+            f"{annotations_file}: empty dataset: no usable images "
+            f"({skip_summary(skipped, len(selected))})"
+        )
+    return CocoData(
+        annotations_file=annotations_file,
+        image_dir=image_dir,
+        examples=examples,
+        category_index=category_index,
+        num_images_in_file=len(images),
+        skipped=skipped,
+        eval_ready=eval_ready,
+    )
 
 
 def skip_summary(skipped, total):
     """'skipped 3 of 200 images: 2 corrupt image, 1 bad box'."""
     reasons = ", ".join(f"{n} {reason}" for reason, n in skipped.most_common())
-    return f"skipped {sum(skipped.values())} of {total} images" + (f": {reasons}" if reasons else "")
+    return f"skipped {sum(skipped.values())} of {total} images" + (
+        f": {reasons}" if reasons else ""
+    )
 
 
 def write_coco_subset(data: CocoData, path):
     """Write a COCO JSON holding exactly ``data.examples`` (for pycocotools), atomically."""
     images, annotations = [], []
     for ex in data.examples:
-        images.append({"id": ex.image_id, "file_name": os.path.relpath(ex.path, data.image_dir),
-                       "width": ex.width, "height": ex.height})
+        images.append(
+            {
+                "id": ex.image_id,
+                "file_name": os.path.relpath(ex.path, data.image_dir),
+                "width": ex.width,
+                "height": ex.height,
+            }
+        )
     coco = _read_json(data.annotations_file)
     keep = {ex.image_id for ex in data.examples}
     for a in coco.get("annotations", []):

@@ -15,6 +15,7 @@ Batched elements (B = batch size, M = max_num_boxes):
   groundtruth_is_crowd   bool [B, M]
   num_groundtruth_boxes  int32 [B]
 """
+
 import dataclasses
 import hashlib
 import json
@@ -35,39 +36,46 @@ logger = logging.getLogger(__name__)
 @dataclasses.dataclass
 class DatasetInfo:
     num_classes: int
-    category_index: dict      # {label 1..K: {"id": original id, "name": name}}
+    category_index: dict  # {label 1..K: {"id": original id, "name": name}}
     num_examples: int
-    annotations_file: str     # COCO JSON of exactly these examples, for pycocotools
-    image_ids: list           # COCO image ids, in file order
+    annotations_file: str  # COCO JSON of exactly these examples, for pycocotools
+    image_ids: list  # COCO image ids, in file order
 
 
 @dataclasses.dataclass
 class _Source:
     """A validated source: its metadata and how to stream it."""
+
     category_index: dict
     image_ids: list
     box_counts: list
-    raw: tf.data.Dataset      # cheap per-example items, in file order
-    decode: callable          # raw item -> example dict (image decoded)
-    eval_json: callable       # () -> path of a COCO JSON for these examples
+    raw: tf.data.Dataset  # cheap per-example items, in file order
+    decode: callable  # raw item -> example dict (image decoded)
+    eval_json: callable  # () -> path of a COCO JSON for these examples
 
 
 def _coco_source(data: coco.CocoData):
     examples = data.examples
     boxes = tf.RaggedTensor.from_row_lengths(
-        np.concatenate([e.boxes for e in examples]).reshape(-1, 4),
-        [len(e.boxes) for e in examples])
+        np.concatenate([e.boxes for e in examples]).reshape(-1, 4), [len(e.boxes) for e in examples]
+    )
     classes = tf.RaggedTensor.from_row_lengths(
         np.concatenate([e.classes for e in examples]).astype(np.int32),
-        [len(e.classes) for e in examples])
+        [len(e.classes) for e in examples],
+    )
     crowd = tf.RaggedTensor.from_row_lengths(
         np.concatenate([e.is_crowd for e in examples]).astype(bool),
-        [len(e.is_crowd) for e in examples])
-    raw = tf.data.Dataset.from_tensor_slices({
-        "path": [e.path for e in examples],
-        "source_id": [str(e.image_id) for e in examples],
-        "groundtruth_boxes": boxes, "groundtruth_classes": classes,
-        "groundtruth_is_crowd": crowd})
+        [len(e.is_crowd) for e in examples],
+    )
+    raw = tf.data.Dataset.from_tensor_slices(
+        {
+            "path": [e.path for e in examples],
+            "source_id": [str(e.image_id) for e in examples],
+            "groundtruth_boxes": boxes,
+            "groundtruth_classes": classes,
+            "groundtruth_is_crowd": crowd,
+        }
+    )
 
     def decode(item):
         item = dict(item)
@@ -86,9 +94,14 @@ def _coco_source(data: coco.CocoData):
             coco.write_coco_subset(data, path)
         return path
 
-    return _Source(category_index=data.category_index, image_ids=[e.image_id for e in examples],
-                   box_counts=[len(e.boxes) for e in examples], raw=raw, decode=decode,
-                   eval_json=eval_json)
+    return _Source(
+        category_index=data.category_index,
+        image_ids=[e.image_id for e in examples],
+        box_counts=[len(e.boxes) for e in examples],
+        raw=raw,
+        decode=decode,
+        eval_json=eval_json,
+    )
 
 
 def _tfrecord_source(config, data: tfrecord.TfRecordData):
@@ -102,7 +115,8 @@ def _tfrecord_source(config, data: tfrecord.TfRecordData):
     original_ids = tf.constant(sorted(data.label_of), dtype=tf.int64)
     raw = tf.data.TFRecordDataset(data.files).take(data.num_scanned).enumerate()
     raw = raw.filter(lambda i, _: tf.gather(keep_t, i)).map(
-        lambda i, serialized: {"index": i, "serialized": serialized})
+        lambda i, serialized: {"index": i, "serialized": serialized}
+    )
 
     def decode(item):
         parsed = tfrecord.parse_example(item["serialized"])
@@ -124,10 +138,14 @@ def _tfrecord_source(config, data: tfrecord.TfRecordData):
             tfrecord.write_coco_json(data, path)
         return path
 
-    return _Source(category_index=data.category_index,
-                   image_ids=[r.image_id for r in data.records],
-                   box_counts=[len(r.boxes) for r in data.records], raw=raw, decode=decode,
-                   eval_json=eval_json)
+    return _Source(
+        category_index=data.category_index,
+        image_ids=[r.image_id for r in data.records],
+        box_counts=[len(r.boxes) for r in data.records],
+        raw=raw,
+        decode=decode,
+        eval_json=eval_json,
+    )
 
 
 def _digest(*parts):
@@ -138,8 +156,9 @@ def _open_source(config):
     kind = config.WhichOneof("source")
     skip, limit = config.skip_bad_examples, config.num_examples
     if kind is None:
-        raise DataError("input reader has no source: set one of synthetic_shapes, coco_json, "
-                        "tfrecord")
+        raise DataError(
+            "input reader has no source: set one of synthetic_shapes, coco_json, tfrecord"
+        )
     if kind == "synthetic_shapes":
         image_dir, annotations_file = ensure_synthetic(config.synthetic_shapes)
         return _coco_source(coco.load_coco(annotations_file, image_dir, skip, limit))
@@ -157,10 +176,13 @@ def _open_source(config):
 def load_dataset_info(config) -> DatasetInfo:
     """Classes, category index, example count, ids and an eval-ready COCO JSON."""
     source = _open_source(config)
-    return DatasetInfo(num_classes=len(source.category_index),
-                       category_index=source.category_index,
-                       num_examples=len(source.image_ids),
-                       annotations_file=source.eval_json(), image_ids=list(source.image_ids))
+    return DatasetInfo(
+        num_classes=len(source.category_index),
+        category_index=source.category_index,
+        num_examples=len(source.image_ids),
+        annotations_file=source.eval_json(),
+        image_ids=list(source.image_ids),
+    )
 
 
 def check_num_classes(num_classes, category_index, where):
@@ -168,16 +190,19 @@ def check_num_classes(num_classes, category_index, where):
     1..K): more yields classes no category has, fewer labels the model cannot output."""
     if num_classes is not None and num_classes != len(category_index):
         names = ", ".join(str(v.get("name", k)) for k, v in category_index.items())
-        raise DataError(f"{where}: num_classes is {num_classes} but the data has "
-                        f"{len(category_index)} categories ({names[:200]}); set num_classes: "
-                        f"{len(category_index)}")
+        raise DataError(
+            f"{where}: num_classes is {num_classes} but the data has "
+            f"{len(category_index)} categories ({names[:200]}); set num_classes: "
+            f"{len(category_index)}"
+        )
 
 
 _WARNED_MAX_BOXES = set()
 
 
-def build_dataset(config, batch_size, training, image_transform=None, repeat=None, seed=None,
-                  num_classes=None):
+def build_dataset(
+    config, batch_size, training, image_transform=None, repeat=None, seed=None, num_classes=None
+):
     """Batched tf.data.Dataset for an InputReader proto (see the module docstring).
 
     Training: shuffled (``config.shuffle``), repeated unless ``repeat=False``,
@@ -198,9 +223,15 @@ def build_dataset(config, batch_size, training, image_transform=None, repeat=Non
     warn_key = (config.SerializeToString(deterministic=True), tuple(source.image_ids))
     if over and warn_key not in _WARNED_MAX_BOXES:
         _WARNED_MAX_BOXES.add(warn_key)
-        logger.warning("%d of %d images have more than max_num_boxes=%d boxes (largest: %d); "
-                       "keeping the first %d", over, len(source.box_counts), max_boxes,
-                       max(source.box_counts), max_boxes)
+        logger.warning(
+            "%d of %d images have more than max_num_boxes=%d boxes (largest: %d); "
+            "keeping the first %d",
+            over,
+            len(source.box_counts),
+            max_boxes,
+            max(source.box_counts),
+            max_boxes,
+        )
     repeat = training if repeat is None else repeat
     parallel = config.num_parallel_calls if config.num_parallel_calls > 0 else tf.data.AUTOTUNE
     aug = config.augmentation if training and config.HasField("augmentation") else None
@@ -211,8 +242,9 @@ def build_dataset(config, batch_size, training, image_transform=None, repeat=Non
 
     ds = source.raw
     if training and config.shuffle:
-        ds = ds.shuffle(max(config.shuffle_buffer_size, 1), seed=seed,
-                        reshuffle_each_iteration=True)
+        ds = ds.shuffle(
+            max(config.shuffle_buffer_size, 1), seed=seed, reshuffle_each_iteration=True
+        )
     if repeat:
         ds = ds.repeat()
     ds = ds.enumerate()
@@ -221,7 +253,8 @@ def build_dataset(config, batch_size, training, image_transform=None, repeat=Non
         example = source.decode(item)
         if aug is not None:
             example = augmentation.augment(
-                example, aug, tf.stack([tf.constant(aug_seed, tf.int64), index]))
+                example, aug, tf.stack([tf.constant(aug_seed, tf.int64), index])
+            )
         n = tf.minimum(tf.shape(example["groundtruth_boxes"])[0], max_boxes)
         for key in ("groundtruth_boxes", "groundtruth_classes", "groundtruth_is_crowd"):
             example[key] = example[key][:n]

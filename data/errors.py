@@ -3,6 +3,7 @@
 Messages are one line and name the file, the image id and the annotation id
 (or TFRecord record) at fault.
 """
+
 from detbench.errors import DetbenchError
 
 

@@ -11,6 +11,7 @@ Two decoders, the same conversions:
   255 (a 0..65535 gradient becomes white), so 16- and 32-bit integer pixels are
   scaled by 255/65535 here; float pixels, whose range no file records, are refused.
 """
+
 import numpy as np
 
 from detbench.data.errors import DataError
@@ -29,9 +30,11 @@ def _converted(image, name):
 def _scaled_16bit(image, name):
     pixels = np.asarray(image).astype(np.int64)
     if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
-        raise DataError(f"{name}: {image.mode} pixels range {pixels.min()}..{pixels.max()}, "
-                        "outside the 16-bit 0..65535 this reader scales to 8 bits")
-    gray = ((pixels * 255 + 32767) // 65535).astype(np.uint8)   # round(x / 257)
+        raise DataError(
+            f"{name}: {image.mode} pixels range {pixels.min()}..{pixels.max()}, "
+            "outside the 16-bit 0..65535 this reader scales to 8 bits"
+        )
+    gray = ((pixels * 255 + 32767) // 65535).astype(np.uint8)  # round(x / 257)
     return np.repeat(gray[..., np.newaxis], 3, axis=-1)
 
 
@@ -43,14 +46,17 @@ def to_rgb(image, name):
     defined conversion (e.g. 'F', 32-bit float)."""
     convert = MODES.get(image.mode)
     if convert is None:
-        raise DataError(f"{name}: image mode {image.mode} is not supported (no defined range "
-                        f"or colour conversion); supported: {', '.join(MODES)}")
+        raise DataError(
+            f"{name}: image mode {image.mode} is not supported (no defined range "
+            f"or colour conversion); supported: {', '.join(MODES)}"
+        )
     return convert(image, name)
 
 
 def read_rgb(path, name=None):
     """The image file at ``path`` as uint8 [H, W, 3]; DataError naming it if unreadable."""
     from PIL import Image, UnidentifiedImageError
+
     name = name or str(path)
     try:
         with Image.open(path) as image:
@@ -64,6 +70,7 @@ def read_rgb(path, name=None):
 def decode_image(encoded):
     """Encoded bytes (JPEG, PNG, BMP, GIF; a string tensor) -> uint8 [H, W, 3] tensor."""
     import tensorflow as tf
+
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image

@@ -21,6 +21,7 @@ disjoint seed streams.
     python -m detbench.data.synthetic --out DIR --num_images N \
         [--image_size S --num_classes K --seed X --split train|val]
 """
+
 import argparse
 import hashlib
 import io
@@ -37,8 +38,18 @@ from tqdm import tqdm
 from detbench.data.errors import DataError
 
 # Class k+1 is SHAPES[k]; sets with fewer classes use the first ones.
-SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "crescent",
-          "diamond", "frame", "hexagon")
+SHAPES = (
+    "circle",
+    "square",
+    "triangle",
+    "star",
+    "cross",
+    "ring",
+    "crescent",
+    "diamond",
+    "frame",
+    "hexagon",
+)
 # "pretrain": the stream of the extractors' classification pretraining (train/pretrain.py).
 SPLITS = {"train": 0, "val": 1, "test": 2, "pretrain": 3}
 # Bump when the generator's output changes, so cached sets are regenerated.
@@ -73,8 +84,23 @@ def _star(points=5, inner=0.42):
 
 def _cross(arm=0.36):
     t = arm
-    return np.array([(-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t), (t, 1),
-                     (-t, 1), (-t, t), (-1, t), (-1, -t), (-t, -t)], dtype=float)
+    return np.array(
+        [
+            (-t, -1),
+            (t, -1),
+            (t, -t),
+            (1, -t),
+            (1, t),
+            (t, t),
+            (t, 1),
+            (-t, 1),
+            (-t, t),
+            (-1, t),
+            (-1, -t),
+            (-t, -t),
+        ],
+        dtype=float,
+    )
 
 
 def _circle(n=48):
@@ -142,8 +168,11 @@ def _background(rng, size):
     c2 = np.clip(c1 + rng.uniform(-BACKGROUND_CONTRAST, BACKGROUND_CONTRAST, size=3), 0, 255)
     if kind == "noise":
         grid = int(rng.integers(3, 17))
-        small = np.clip(c1 + rng.uniform(-BACKGROUND_CONTRAST, BACKGROUND_CONTRAST,
-                                         size=(grid, grid, 3)), 0, 255).astype(np.uint8)
+        small = np.clip(
+            c1 + rng.uniform(-BACKGROUND_CONTRAST, BACKGROUND_CONTRAST, size=(grid, grid, 3)),
+            0,
+            255,
+        ).astype(np.uint8)
         image = np.asarray(Image.fromarray(small).resize((size, size), Image.BILINEAR), np.float32)
     else:
         yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -238,18 +267,20 @@ def generate_image(seed, split, index, image_size=320, num_classes=6, max_object
         for _attempt in range(8):
             x0 = int(rng.integers(0, size - w + 1))
             y0 = int(rng.integers(0, size - h + 1))
-            under = owner[y0:y0 + h, x0:x0 + w][mask]
+            under = owner[y0 : y0 + h, x0 : x0 + w][mask]
             hidden = np.bincount(under, minlength=len(objects) + 1)[1:]
             if all(hidden[k] <= 0.35 * objects[k][1] for k in range(len(objects))):
                 break
-        region = image[y0:y0 + h, x0:x0 + w]
+        region = image[y0 : y0 + h, x0 : x0 + w]
         colour = _object_colour(rng, region[mask].mean(axis=0))
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         a = rng.uniform(0, 2 * np.pi)
-        shade = 1.0 + rng.uniform(0, 0.15) * ((xx / w - 0.5) * np.cos(a) + (yy / h - 0.5) * np.sin(a))
+        shade = 1.0 + rng.uniform(0, 0.15) * (
+            (xx / w - 0.5) * np.cos(a) + (yy / h - 0.5) * np.sin(a)
+        )
         paint = np.clip(colour * shade[..., None], 0, 255)
         region[...] = alpha[..., None] * paint + (1 - alpha[..., None]) * region
-        owner[y0:y0 + h, x0:x0 + w][mask] = len(objects) + 1
+        owner[y0 : y0 + h, x0 : x0 + w][mask] = len(objects) + 1
         objects.append((cls, full, x0, y0, w, h))
     owner[_draw_clutter(image, rng, size, foreground=True)] = 0
     image += rng.uniform(4, 14) * (rng.random(image.shape, dtype=np.float32) - 0.5)
@@ -257,16 +288,18 @@ def generate_image(seed, split, index, image_size=320, num_classes=6, max_object
 
     annotations = []
     for k, (cls, full, x0, y0, w, h) in enumerate(objects):
-        ys, xs = np.nonzero(owner[y0:y0 + h, x0:x0 + w] == k + 1)
+        ys, xs = np.nonzero(owner[y0 : y0 + h, x0 : x0 + w] == k + 1)
         xs, ys = xs + x0, ys + y0
         if len(ys) < MIN_VISIBLE_FRACTION * full or len(ys) == 0:
             continue  # mostly hidden: drawn, not labelled
         x_min, x_max, y_min, y_max = int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
-        annotations.append({
-            "category_id": cls + 1,
-            "bbox": [x_min, y_min, x_max - x_min + 1, y_max - y_min + 1],
-            "area": int(len(ys)),
-        })
+        annotations.append(
+            {
+                "category_id": cls + 1,
+                "bbox": [x_min, y_min, x_max - x_min + 1, y_max - y_min + 1],
+                "area": int(len(ys)),
+            }
+        )
     return pixels, annotations
 
 
@@ -274,8 +307,16 @@ def categories(num_classes):
     return [{"id": i + 1, "name": SHAPES[i], "supercategory": "shape"} for i in range(num_classes)]
 
 
-def write_dataset(out_dir, num_images, image_size=320, num_classes=6, seed=0, split="train",
-                  max_objects=8, progress=True):
+def write_dataset(
+    out_dir,
+    num_images,
+    image_size=320,
+    num_classes=6,
+    seed=0,
+    split="train",
+    max_objects=8,
+    progress=True,
+):
     """Writes ``out_dir/images/*.jpg`` and ``out_dir/instances_<split>.json``."""
     if num_images < 1:
         raise DataError(f"synthetic num_images must be >= 1, got {num_images}")
@@ -290,15 +331,23 @@ def write_dataset(out_dir, num_images, image_size=320, num_classes=6, seed=0, sp
         with open(os.path.join(image_dir, file_name), "wb") as f:
             f.write(buffer.getvalue())
         image_id = i + 1
-        images.append({"id": image_id, "file_name": file_name, "width": image_size,
-                       "height": image_size})
+        images.append(
+            {"id": image_id, "file_name": file_name, "width": image_size, "height": image_size}
+        )
         for obj in objects:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0,
-                                **obj})
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0, **obj}
+            )
     coco = {
-        "info": {"description": "detbench synthetic shapes", "version": GENERATOR_VERSION,
-                 "seed": seed, "split": split},
-        "images": images, "annotations": annotations, "categories": categories(num_classes),
+        "info": {
+            "description": "detbench synthetic shapes",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "split": split,
+        },
+        "images": images,
+        "annotations": annotations,
+        "categories": categories(num_classes),
     }
     annotations_file = os.path.join(out_dir, f"instances_{split}.json")
     with open(annotations_file, "w") as f:
@@ -315,9 +364,15 @@ def cache_root():
 
 
 def _config_key(config):
-    fields = {"version": GENERATOR_VERSION, "num_images": config.num_images,
-              "image_size": config.image_size, "num_classes": config.num_classes,
-              "seed": config.seed, "max_objects": config.max_objects, "split": config.split}
+    fields = {
+        "version": GENERATOR_VERSION,
+        "num_images": config.num_images,
+        "image_size": config.image_size,
+        "num_classes": config.num_classes,
+        "seed": config.seed,
+        "max_objects": config.max_objects,
+        "split": config.split,
+    }
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
     return f"{config.split}-{config.num_images}x{config.image_size}-{digest}", fields
 
@@ -340,9 +395,16 @@ def ensure_synthetic(config):
     os.makedirs(root, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=root)
     try:
-        write_dataset(tmp, config.num_images, config.image_size, config.num_classes,
-                      config.seed, config.split, config.max_objects,
-                      progress=config.num_images >= 200)
+        write_dataset(
+            tmp,
+            config.num_images,
+            config.image_size,
+            config.num_classes,
+            config.seed,
+            config.split,
+            config.max_objects,
+            progress=config.num_images >= 200,
+        )
         with open(os.path.join(tmp, "manifest.json"), "w") as f:
             json.dump(fields, f, sort_keys=True)
         try:
@@ -358,8 +420,10 @@ def ensure_synthetic(config):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  detbench data synthetic --out /tmp/shapes --num_images 64 --image_size 160")
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench data synthetic --out /tmp/shapes --num_images 64 --image_size 160",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--num_images", type=int, required=True)
     parser.add_argument("--image_size", type=int, default=320)
@@ -369,11 +433,18 @@ def main(argv=None):
     parser.add_argument("--split", default="train", choices=sorted(SPLITS))
     args = parser.parse_args(argv)
     image_dir, annotations_file = write_dataset(
-        args.out, args.num_images, args.image_size, args.num_classes, args.seed, args.split,
-        args.max_objects)
+        args.out,
+        args.num_images,
+        args.image_size,
+        args.num_classes,
+        args.seed,
+        args.split,
+        args.max_objects,
+    )
     print(f"images: {image_dir}\nannotations: {annotations_file}")
 
 
 if __name__ == "__main__":
     from detbench.errors import run_cli
+
     raise SystemExit(run_cli(main))

@@ -15,6 +15,7 @@ each image is checked and each box validated, so a bad record fails with a
 message naming the file, the record number and the source id; the scan also
 gives the example count and the COCO JSON that evaluation needs.
 """
+
 import collections
 import dataclasses
 import functools
@@ -63,8 +64,9 @@ def _ints(values):
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def make_tf_example(encoded, image_format, height, width, source_id, filename, boxes, labels,
-                    texts, is_crowd, areas):
+def make_tf_example(
+    encoded, image_format, height, width, source_id, filename, boxes, labels, texts, is_crowd, areas
+):
     """One tf.train.Example; ``boxes`` normalized [n, 4] (ymin, xmin, ymax, xmax)."""
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     feature = {
@@ -89,10 +91,19 @@ def make_tf_example(encoded, image_format, height, width, source_id, filename, b
 def parse_example(serialized):
     """Serialized tf.Example -> dict of dense tensors (image still encoded)."""
     f = tf.io.parse_single_example(serialized, FEATURES)
-    dense = {k: tf.sparse.to_dense(v) if isinstance(v, tf.sparse.SparseTensor) else v
-             for k, v in f.items()}
-    boxes = tf.stack([dense["image/object/bbox/ymin"], dense["image/object/bbox/xmin"],
-                      dense["image/object/bbox/ymax"], dense["image/object/bbox/xmax"]], axis=1)
+    dense = {
+        k: tf.sparse.to_dense(v) if isinstance(v, tf.sparse.SparseTensor) else v
+        for k, v in f.items()
+    }
+    boxes = tf.stack(
+        [
+            dense["image/object/bbox/ymin"],
+            dense["image/object/bbox/xmin"],
+            dense["image/object/bbox/ymax"],
+            dense["image/object/bbox/xmax"],
+        ],
+        axis=1,
+    )
     num = tf.shape(boxes)[0]
     crowd = dense["image/object/is_crowd"]
     crowd = tf.cond(tf.size(crowd) == num, lambda: crowd, lambda: tf.zeros([num], tf.int64))
@@ -132,8 +143,9 @@ def read_label_map(path):
     names = {}
     for block in re.findall(r"item\s*\{(.*?)\}", text, flags=re.S):
         id_match = re.search(r"\bid\s*:\s*(-?\d+)", block)
-        name = (re.search(r"display_name\s*:\s*[\"'](.*?)[\"']", block)
-                or re.search(r"\bname\s*:\s*[\"'](.*?)[\"']", block))
+        name = re.search(r"display_name\s*:\s*[\"'](.*?)[\"']", block) or re.search(
+            r"\bname\s*:\s*[\"'](.*?)[\"']", block
+        )
         if not id_match:
             raise DataError(f"label map {path}: item without an id: {block.strip()[:100]}")
         cid = int(id_match.group(1))
@@ -145,24 +157,24 @@ def read_label_map(path):
 
 @dataclasses.dataclass
 class Record:
-    index: int          # position in the concatenated record stream
+    index: int  # position in the concatenated record stream
     image_id: int
     filename: str
     width: int
     height: int
-    boxes: np.ndarray   # float32 [n, 4] normalized
+    boxes: np.ndarray  # float32 [n, 4] normalized
     labels: np.ndarray  # int64 [n], original ids
     is_crowd: np.ndarray
-    areas: np.ndarray   # pixels
+    areas: np.ndarray  # pixels
 
 
 @dataclasses.dataclass
 class TfRecordData:
     files: list
-    records: list                 # kept records, in stream order
-    num_scanned: int              # records read (num_examples caps it)
+    records: list  # kept records, in stream order
+    num_scanned: int  # records read (num_examples caps it)
     category_index: dict
-    label_of: dict                # original id -> contiguous label
+    label_of: dict  # original id -> contiguous label
     skipped: collections.Counter
 
 
@@ -180,25 +192,39 @@ def _check_record(example, where):
     width, height, _ = inspect_image(io.BytesIO(encoded[0]), where)
     claimed = (values("image/width", "int64_list"), values("image/height", "int64_list"))
     if claimed[0] and claimed[1] and (claimed[0][0], claimed[1][0]) != (width, height):
-        raise BadItem("size mismatch", f"{where}: the image is {width}x{height} but the "
-                                       f"record says {claimed[0][0]}x{claimed[1][0]}")
-    coords = [values(f"image/object/bbox/{k}", "float_list") for k in ("ymin", "xmin", "ymax", "xmax")]
+        raise BadItem(
+            "size mismatch",
+            f"{where}: the image is {width}x{height} but the "
+            f"record says {claimed[0][0]}x{claimed[1][0]}",
+        )
+    coords = [
+        values(f"image/object/bbox/{k}", "float_list") for k in ("ymin", "xmin", "ymax", "xmax")
+    ]
     labels = values("image/object/class/label", "int64_list")
     n = len(coords[0])
     if any(len(c) != n for c in coords) or len(labels) != n:
-        raise BadItem("bad box", f"{where}: {n} ymin but {[len(c) for c in coords]} "
-                                 f"(ymin,xmin,ymax,xmax) and {len(labels)} labels")
+        raise BadItem(
+            "bad box",
+            f"{where}: {n} ymin but {[len(c) for c in coords]} "
+            f"(ymin,xmin,ymax,xmax) and {len(labels)} labels",
+        )
     boxes = np.asarray(coords, dtype=np.float32).T.reshape(-1, 4)
     for i, (y0, x0, y1, x1) in enumerate(boxes):
         if not all(math.isfinite(v) for v in (y0, x0, y1, x1)):
             raise BadItem("bad box", f"{where}: box {i} is not finite")
         if x0 >= x1 or y0 >= y1:
-            raise BadItem("bad box", f"{where}: box {i} (ymin,xmin,ymax,xmax)="
-                                     f"{[float(v) for v in (y0, x0, y1, x1)]} has xmin >= xmax "
-                                     f"or ymin >= ymax")
+            raise BadItem(
+                "bad box",
+                f"{where}: box {i} (ymin,xmin,ymax,xmax)="
+                f"{[float(v) for v in (y0, x0, y1, x1)]} has xmin >= xmax "
+                f"or ymin >= ymax",
+            )
         if min(y0, x0) < -BOX_TOLERANCE or max(y1, x1) > 1 + BOX_TOLERANCE:
-            raise BadItem("bad box", f"{where}: box {i} (ymin,xmin,ymax,xmax)="
-                                     f"{[float(v) for v in (y0, x0, y1, x1)]} lies outside [0, 1]")
+            raise BadItem(
+                "bad box",
+                f"{where}: box {i} (ymin,xmin,ymax,xmax)="
+                f"{[float(v) for v in (y0, x0, y1, x1)]} lies outside [0, 1]",
+            )
     crowd = values("image/object/is_crowd", "int64_list")
     crowd = np.asarray(crowd if len(crowd) == n else [0] * n, dtype=bool)
     areas = values("image/object/area", "float_list")
@@ -207,12 +233,17 @@ def _check_record(example, where):
     texts = [t.decode("utf-8", "replace") for t in values("image/object/class/text", "bytes_list")]
     source = values("image/source_id", "bytes_list")
     filename = values("image/filename", "bytes_list")
-    return dict(width=width, height=height, boxes=np.clip(boxes, 0.0, 1.0),
-                labels=np.asarray(labels, dtype=np.int64), is_crowd=crowd,
-                areas=np.asarray(areas, dtype=np.float64),
-                texts=texts if len(texts) == n else [],
-                source_id=source[0].decode() if source else "",
-                filename=filename[0].decode() if filename else "")
+    return dict(
+        width=width,
+        height=height,
+        boxes=np.clip(boxes, 0.0, 1.0),
+        labels=np.asarray(labels, dtype=np.int64),
+        is_crowd=crowd,
+        areas=np.asarray(areas, dtype=np.float64),
+        texts=texts if len(texts) == n else [],
+        source_id=source[0].decode() if source else "",
+        filename=filename[0].decode() if filename else "",
+    )
 
 
 def scan(input_paths, label_map_path="", skip_bad_examples=False, num_examples=0):
@@ -240,13 +271,21 @@ def _scan(stats, label_map_path, skip_bad_examples, num_examples):
                     if source:
                         where += f" (source_id {source[0].decode('utf-8', 'replace')})"
                     item = _check_record(example, where)
-                    for label, text in zip(item["labels"], item["texts"] or [None] * len(item["labels"])):
+                    for label, text in zip(
+                        item["labels"], item["texts"] or [None] * len(item["labels"])
+                    ):
                         if names is not None and int(label) not in names:
-                            raise BadItem("unknown category", f"{where}: label {int(label)} is not "
-                                          f"in the label map {label_map_path} (ids {sorted(names)})")
+                            raise BadItem(
+                                "unknown category",
+                                f"{where}: label {int(label)} is not "
+                                f"in the label map {label_map_path} (ids {sorted(names)})",
+                            )
                         if names is None and label < 1:
-                            raise BadItem("unknown category", f"{where}: label {int(label)} < 1 "
-                                          f"(labels are 1-based; 0 is background)")
+                            raise BadItem(
+                                "unknown category",
+                                f"{where}: label {int(label)} < 1 "
+                                f"(labels are 1-based; 0 is background)",
+                            )
                         if text:
                             seen_names.setdefault(int(label), text)
                 except BadItem as e:
@@ -261,43 +300,75 @@ def _scan(stats, label_map_path, skip_bad_examples, num_examples):
     if index == 0:
         raise DataError(f"empty dataset: no records in {', '.join(files)}")
     if not parsed:
-        raise DataError(f"empty dataset: no usable records in {', '.join(files)} "
-                        f"({skip_summary(skipped, index)})")
+        raise DataError(
+            f"empty dataset: no usable records in {', '.join(files)} "
+            f"({skip_summary(skipped, index)})"
+        )
     if names is None:
         ids = sorted({int(v) for _, item in parsed for v in item["labels"]})
         names = {cid: seen_names.get(cid, str(cid)) for cid in ids}
         if not names:
-            raise DataError(f"{', '.join(files)}: no boxes and no label_map_path: cannot tell "
-                            f"the categories")
+            raise DataError(
+                f"{', '.join(files)}: no boxes and no label_map_path: cannot tell the categories"
+            )
     category_index, label_of = category_mapping(
-        [{"id": cid, "name": name} for cid, name in names.items()], label_map_path or files[0])
+        [{"id": cid, "name": name} for cid, name in names.items()], label_map_path or files[0]
+    )
 
     source_ids = [item["source_id"] for _, item in parsed]
     numeric = all(s.isdigit() for s in source_ids) and len(set(source_ids)) == len(source_ids)
     records = []
     for k, (index_, item) in enumerate(parsed):
-        records.append(Record(
-            index=index_, image_id=int(item["source_id"]) if numeric else k + 1,
-            filename=item["filename"] or item["source_id"] or f"record_{index_}",
-            width=item["width"], height=item["height"], boxes=item["boxes"],
-            labels=item["labels"], is_crowd=item["is_crowd"], areas=item["areas"]))
-    return TfRecordData(files=files, records=records, num_scanned=index,
-                        category_index=category_index, label_of=label_of, skipped=skipped)
+        records.append(
+            Record(
+                index=index_,
+                image_id=int(item["source_id"]) if numeric else k + 1,
+                filename=item["filename"] or item["source_id"] or f"record_{index_}",
+                width=item["width"],
+                height=item["height"],
+                boxes=item["boxes"],
+                labels=item["labels"],
+                is_crowd=item["is_crowd"],
+                areas=item["areas"],
+            )
+        )
+    return TfRecordData(
+        files=files,
+        records=records,
+        num_scanned=index,
+        category_index=category_index,
+        label_of=label_of,
+        skipped=skipped,
+    )
 
 
 def write_coco_json(data: TfRecordData, path):
     """COCO instances JSON of the scanned records (for pycocotools), written atomically."""
     images, annotations = [], []
     for r in data.records:
-        images.append({"id": r.image_id, "file_name": r.filename, "width": r.width,
-                       "height": r.height})
+        images.append(
+            {"id": r.image_id, "file_name": r.filename, "width": r.width, "height": r.height}
+        )
         for box, label, crowd, area in zip(r.boxes, r.labels, r.is_crowd, r.areas):
             y0, x0, y1, x1 = (float(v) for v in box)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": r.image_id, "category_id": int(label),
-                "bbox": [x0 * r.width, y0 * r.height, (x1 - x0) * r.width, (y1 - y0) * r.height],
-                "area": float(area), "iscrowd": int(bool(crowd))})
-    categories = [{"id": c["id"], "name": c["name"]} for _, c in sorted(data.category_index.items())]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": r.image_id,
+                    "category_id": int(label),
+                    "bbox": [
+                        x0 * r.width,
+                        y0 * r.height,
+                        (x1 - x0) * r.width,
+                        (y1 - y0) * r.height,
+                    ],
+                    "area": float(area),
+                    "iscrowd": int(bool(crowd)),
+                }
+            )
+    categories = [
+        {"id": c["id"], "name": c["name"]} for _, c in sorted(data.category_index.items())
+    ]
     tmp = f"{path}.tmp{os.getpid()}"
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(tmp, "w") as f:

@@ -1,4 +1,5 @@
 """COCO and PASCAL VOC evaluation of detections (pycocotools for COCO)."""
+
 from detbench.evaluation.coco import (
     CocoEvaluator,
     EvaluationError,
@@ -15,6 +16,16 @@ from detbench.evaluation.runner import (
 )
 from detbench.evaluation.voc import PascalVocEvaluator
 
-__all__ = ["CocoEvaluator", "PascalVocEvaluator", "EvaluationError", "EVALUATORS",
-           "build_evaluators", "evaluate_model", "restore_model", "write_outputs",
-           "normalized_to_coco_boxes", "coco_to_normalized_boxes", "label_to_category"]
+__all__ = [
+    "CocoEvaluator",
+    "PascalVocEvaluator",
+    "EvaluationError",
+    "EVALUATORS",
+    "build_evaluators",
+    "evaluate_model",
+    "restore_model",
+    "write_outputs",
+    "normalized_to_coco_boxes",
+    "coco_to_normalized_boxes",
+    "label_to_category",
+]

@@ -15,6 +15,7 @@ Metric names (``-1`` of pycocotools, "no groundtruth in this range", is NaN)::
     AR@1  AR@10  AR@100  AR@100 (small)  AR@100 (medium)  AR@100 (large)
     AP/<category name>  (per category, mAP@[.5:.95])
 """
+
 import contextlib
 import copy
 import io
@@ -42,8 +43,9 @@ def normalized_to_coco_boxes(boxes, width, height):
     """[N,4] normalized (ymin, xmin, ymax, xmax) -> [N,4] absolute (x, y, w, h)."""
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     ymin, xmin, ymax, xmax = boxes.T
-    return np.stack([xmin * width, ymin * height, (xmax - xmin) * width,
-                     (ymax - ymin) * height], axis=1)
+    return np.stack(
+        [xmin * width, ymin * height, (xmax - xmin) * width, (ymax - ymin) * height], axis=1
+    )
 
 
 def coco_to_normalized_boxes(boxes, width, height):
@@ -81,8 +83,9 @@ def load_groundtruth(annotations_file):
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(annotations_file)
     except (ValueError, KeyError, TypeError) as e:
-        raise EvaluationError(f"annotations file {annotations_file!r}: not a COCO instances "
-                              f"json ({e})") from None
+        raise EvaluationError(
+            f"annotations file {annotations_file!r}: not a COCO instances json ({e})"
+        ) from None
 
 
 class DetectionCollector:
@@ -94,8 +97,8 @@ class DetectionCollector:
         self.labels = label_to_category(category_index)
         self.category_names = {cid: name for cid, name in self.labels.values()}
         self.max_detections = int(max_detections)
-        self.results = []          # COCO results dicts
-        self.image_ids = []        # in the order added
+        self.results = []  # COCO results dicts
+        self.image_ids = []  # in the order added
         self._seen = set()
 
     def add_detections(self, source_ids, detections):
@@ -106,8 +109,11 @@ class DetectionCollector:
         scores = np.asarray(detections["detection_scores"])
         classes = np.asarray(detections["detection_classes"])
         counts = detections.get("num_detections")
-        counts = (np.full(len(boxes), boxes.shape[1]) if counts is None
-                  else np.asarray(counts).astype(int).reshape(-1))
+        counts = (
+            np.full(len(boxes), boxes.shape[1])
+            if counts is None
+            else np.asarray(counts).astype(int).reshape(-1)
+        )
         for b, source_id in enumerate(np.asarray(source_ids).reshape(-1)):
             image_id = _image_id(source_id)
             if image_id not in self.gt.imgs:
@@ -124,10 +130,18 @@ class DetectionCollector:
             for box, score, label in zip(coco_boxes, scores[b, order], classes[b, order]):
                 label = int(round(float(label)))
                 if label not in self.labels:
-                    raise EvaluationError(f"image {image_id}: detection class {label} is not in "
-                                          f"the category index (labels {sorted(self.labels)})")
-                self.results.append({"image_id": image_id, "category_id": self.labels[label][0],
-                                     "bbox": [float(v) for v in box], "score": float(score)})
+                    raise EvaluationError(
+                        f"image {image_id}: detection class {label} is not in "
+                        f"the category index (labels {sorted(self.labels)})"
+                    )
+                self.results.append(
+                    {
+                        "image_id": image_id,
+                        "category_id": self.labels[label][0],
+                        "bbox": [float(v) for v in box],
+                        "score": float(score),
+                    }
+                )
 
     def write_results(self, path):
         """The detections as a COCO results json (written atomically)."""
@@ -140,8 +154,20 @@ class DetectionCollector:
         return path
 
 
-_STAT_NAMES = ("mAP", "mAP@.50", "mAP@.75", "mAP (small)", "mAP (medium)", "mAP (large)",
-               "AR@1", "AR@10", "AR@{m}", "AR@{m} (small)", "AR@{m} (medium)", "AR@{m} (large)")
+_STAT_NAMES = (
+    "mAP",
+    "mAP@.50",
+    "mAP@.75",
+    "mAP (small)",
+    "mAP (medium)",
+    "mAP (large)",
+    "AR@1",
+    "AR@10",
+    "AR@{m}",
+    "AR@{m} (small)",
+    "AR@{m} (medium)",
+    "AR@{m} (large)",
+)
 
 
 def _nan_if_missing(value):
@@ -152,11 +178,17 @@ def _nan_if_missing(value):
 class CocoEvaluator(DetectionCollector):
     """COCO box metrics of the added detections over the images they were added for."""
 
-    def __init__(self, annotations_file, category_index, max_detections=100,
-                 include_per_category=True, groundtruth=None):
+    def __init__(
+        self,
+        annotations_file,
+        category_index,
+        max_detections=100,
+        include_per_category=True,
+        groundtruth=None,
+    ):
         super().__init__(annotations_file, category_index, max_detections, groundtruth)
         self.include_per_category = include_per_category
-        self.per_category = None     # pandas DataFrame after evaluate()
+        self.per_category = None  # pandas DataFrame after evaluate()
         self.summary_text = ""
 
     def _results_coco(self):
@@ -164,9 +196,11 @@ class CocoEvaluator(DetectionCollector):
             with contextlib.redirect_stdout(io.StringIO()):
                 return self.gt.loadRes(copy.deepcopy(self.results))
         empty = COCO()
-        empty.dataset = {"images": list(self.gt.dataset["images"]),
-                         "categories": copy.deepcopy(self.gt.dataset.get("categories", [])),
-                         "annotations": []}
+        empty.dataset = {
+            "images": list(self.gt.dataset["images"]),
+            "categories": copy.deepcopy(self.gt.dataset.get("categories", [])),
+            "annotations": [],
+        }
         with contextlib.redirect_stdout(io.StringIO()):
             empty.createIndex()
         return empty
@@ -184,8 +218,9 @@ class CocoEvaluator(DetectionCollector):
             coco_eval.accumulate()
             coco_eval.summarize()
         self.summary_text = buffer.getvalue()
-        metrics = {name.format(m=m): _nan_if_missing(v)
-                   for name, v in zip(_STAT_NAMES, coco_eval.stats)}
+        metrics = {
+            name.format(m=m): _nan_if_missing(v) for name, v in zip(_STAT_NAMES, coco_eval.stats)
+        }
         self.per_category = self._per_category_table(coco_eval)
         if self.include_per_category:
             for row in self.per_category.itertuples():
@@ -203,18 +238,24 @@ class CocoEvaluator(DetectionCollector):
                 values = values[values > -1]
                 return float(values.mean()) if values.size else float("nan")
 
-            num_gt = len(self.gt.getAnnIds(imgIds=coco_eval.params.imgIds, catIds=[cat_id],
-                                           iscrowd=False))
-            rows.append({"category_id": cat_id,
-                         "name": self.category_names.get(cat_id,
-                                                         self.gt.cats.get(cat_id, {}).get("name",
-                                                                                          cat_id)),
-                         "AP": mean(p),
-                         "AP@.50": mean(p[np.isclose(iou_thresholds, 0.5)]),
-                         "AP@.75": mean(p[np.isclose(iou_thresholds, 0.75)]),
-                         "num_groundtruth": num_gt})
-        return pd.DataFrame(rows, columns=["category_id", "name", "AP", "AP@.50", "AP@.75",
-                                           "num_groundtruth"])
+            num_gt = len(
+                self.gt.getAnnIds(imgIds=coco_eval.params.imgIds, catIds=[cat_id], iscrowd=False)
+            )
+            rows.append(
+                {
+                    "category_id": cat_id,
+                    "name": self.category_names.get(
+                        cat_id, self.gt.cats.get(cat_id, {}).get("name", cat_id)
+                    ),
+                    "AP": mean(p),
+                    "AP@.50": mean(p[np.isclose(iou_thresholds, 0.5)]),
+                    "AP@.75": mean(p[np.isclose(iou_thresholds, 0.75)]),
+                    "num_groundtruth": num_gt,
+                }
+            )
+        return pd.DataFrame(
+            rows, columns=["category_id", "name", "AP", "AP@.50", "AP@.75", "num_groundtruth"]
+        )
 
     def per_category_markdown(self, floatfmt=".3f"):
         if self.per_category is None:

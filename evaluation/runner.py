@@ -3,6 +3,7 @@
 ``eval_config.metrics_set``: ``coco_detection_metrics`` (default when empty)
 and/or ``pascal_voc_detection_metrics``.
 """
+
 import json
 import logging
 import math
@@ -32,21 +33,28 @@ def build_evaluators(eval_config, annotations_file, category_index):
     names = list(eval_config.metrics_set) or list(DEFAULT_METRICS_SET)
     for name in names:
         if name not in EVALUATORS:
-            raise ConfigError(f"eval_config.metrics_set: unknown {name!r}; known: "
-                              + ", ".join(EVALUATORS))
+            raise ConfigError(
+                f"eval_config.metrics_set: unknown {name!r}; known: " + ", ".join(EVALUATORS)
+            )
     groundtruth = load_groundtruth(annotations_file)
     max_detections = eval_config.max_detections if eval_config.max_detections > 0 else 100
-    return {name: EVALUATORS[name](annotations_file, category_index,
-                                   max_detections=max_detections,
-                                   include_per_category=eval_config.include_per_category_metrics,
-                                   groundtruth=groundtruth)
-            for name in dict.fromkeys(names)}
+    return {
+        name: EVALUATORS[name](
+            annotations_file,
+            category_index,
+            max_detections=max_detections,
+            include_per_category=eval_config.include_per_category_metrics,
+            groundtruth=groundtruth,
+        )
+        for name in dict.fromkeys(names)
+    }
 
 
 def _detect_function(model):
     def detect(inputs, true_shapes):
         predictions = model.predict(inputs, true_shapes, training=False)
         return model.postprocess(predictions, true_shapes)
+
     return tf.function(detect, reduce_retracing=True)
 
 
@@ -66,16 +74,22 @@ def write_outputs(out_dir, metrics, evaluators):
     any_evaluator.write_results(os.path.join(out_dir, "detections.json"))
     coco = evaluators.get("coco_detection_metrics")
     if coco is not None and coco.per_category is not None:
-        text = ("# Per-category AP (COCO, mAP@[.5:.95])\n\n" + coco.per_category_markdown()
-                + "\n")
+        text = "# Per-category AP (COCO, mAP@[.5:.95])\n\n" + coco.per_category_markdown() + "\n"
         fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-")
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, os.path.join(out_dir, "per_category.md"))
 
 
-def evaluate_model(model, pipeline, num_examples=None, progress=True, out_dir=None,
-                   return_evaluators=False, detector=None):
+def evaluate_model(
+    model,
+    pipeline,
+    num_examples=None,
+    progress=True,
+    out_dir=None,
+    return_evaluators=False,
+    detector=None,
+):
     """Detect over ``pipeline.eval_input_reader`` and return the metrics dict.
 
     ``detector``: ``(image_transform, detect)`` of another way to run the model
@@ -88,6 +102,7 @@ def evaluate_model(model, pipeline, num_examples=None, progress=True, out_dir=No
     metrics.json, detections.json and per_category.md there.
     """
     from detbench import data
+
     eval_config = pipeline.eval_config
     info = data.load_dataset_info(pipeline.eval_input_reader)
     num_classes, where = model_num_classes(pipeline, "eval")
@@ -99,8 +114,9 @@ def evaluate_model(model, pipeline, num_examples=None, progress=True, out_dir=No
         batch_size = max(1, eval_config.batch_size)
     else:
         (transform, detect), batch_size = detector, 1
-    dataset = data.build_dataset(pipeline.eval_input_reader, batch_size, training=False,
-                                 image_transform=transform)
+    dataset = data.build_dataset(
+        pipeline.eval_input_reader, batch_size, training=False, image_transform=transform
+    )
     total = info.num_examples if not limit else min(limit, info.num_examples or limit)
     if limit:
         dataset = dataset.take(math.ceil(limit / batch_size))
@@ -148,6 +164,7 @@ def restore_model(model, checkpoint_path, sample_batch):
     checkpoint (``tf.train.Checkpoint(model=...)``); fails if any variable is missing."""
     checkpoint_path = resolve_checkpoint(checkpoint_path)
     from detbench.train.fine_tune import check_shapes_match
+
     _detect_function(model)(sample_batch["image"], sample_batch["true_shape"])
     checkpoint = tf.train.Checkpoint(model=model)
     check_shapes_match(checkpoint, checkpoint_path)
@@ -155,7 +172,8 @@ def restore_model(model, checkpoint_path, sample_batch):
     try:
         status.assert_existing_objects_matched()
     except AssertionError as e:
-        raise EvaluationError(f"checkpoint {checkpoint_path} does not match the pipeline's model "
-                              f"({str(e).splitlines()[0][:200]})") from None
+        raise EvaluationError(
+            f"checkpoint {checkpoint_path} does not match the pipeline's model "
+            f"({str(e).splitlines()[0][:200]})"
+        ) from None
     return checkpoint_path
-

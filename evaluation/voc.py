@@ -10,6 +10,7 @@ counted as positives. IoU is on continuous coordinates (no +1 pixel).
 
 Names: ``VOC mAP@.50`` and ``VOC AP@.50/<category name>``.
 """
+
 import numpy as np
 
 from detbench.evaluation.coco import DetectionCollector, EvaluationError
@@ -42,8 +43,14 @@ def average_precision(recall, precision):
 class PascalVocEvaluator(DetectionCollector):
     """VOC mAP@0.5 of the added detections over the images they were added for."""
 
-    def __init__(self, annotations_file, category_index, max_detections=100,
-                 include_per_category=True, groundtruth=None):
+    def __init__(
+        self,
+        annotations_file,
+        category_index,
+        max_detections=100,
+        include_per_category=True,
+        groundtruth=None,
+    ):
         super().__init__(annotations_file, category_index, max_detections, groundtruth)
         self.include_per_category = include_per_category
         self.per_class = {}

@@ -32,6 +32,7 @@ Only the model's variables are saved (no Keras metadata, no Python objects), so
 the SavedModel loads with plain ``tf.saved_model.load`` and serves with
 TensorFlow Serving without detbench installed.
 """
+
 import hashlib
 import json
 import logging
@@ -51,8 +52,8 @@ log = logging.getLogger("detbench.export")
 
 INPUT_TYPES = ("image_tensor", "encoded_image_string_tensor", "tf_example")
 FORMATS = ("saved_model", "tflite")
-SERVING_VERSION = "1"          # out_dir/saved_model/<version>/, as TF Serving expects
-INPUT_NAME = "input_tensor"    # the TF OD API's signature input name, for every input type
+SERVING_VERSION = "1"  # out_dir/saved_model/<version>/, as TF Serving expects
+INPUT_NAME = "input_tensor"  # the TF OD API's signature input name, for every input type
 
 
 class ExportError(DetbenchError):
@@ -62,6 +63,7 @@ class ExportError(DetbenchError):
 # -- model --------------------------------------------------------------------
 def copy_pipeline(pipeline):
     from detbench.protos import pipeline_pb2
+
     copy = pipeline_pb2.Pipeline()
     copy.CopyFrom(pipeline)
     return copy
@@ -80,8 +82,10 @@ def _apply_num_proposals(pipeline, num_proposals):
         return pipeline
     name, arch = _arch(pipeline)
     if name not in TWO_STAGE:
-        raise ExportError(f"--num_proposals applies to two-stage models "
-                          f"({', '.join(TWO_STAGE)}); this pipeline's model is {name}")
+        raise ExportError(
+            f"--num_proposals applies to two-stage models "
+            f"({', '.join(TWO_STAGE)}); this pipeline's model is {name}"
+        )
     if int(num_proposals) <= 0:
         raise ExportError(f"--num_proposals must be positive, got {num_proposals}")
     arch.rpn.max_proposals = int(num_proposals)
@@ -93,6 +97,7 @@ def load_model(pipeline, checkpoint):
     restored from ``checkpoint`` (a prefix, or a folder: its latest checkpoint)."""
     from detbench.builders.model_builder import build_model
     from detbench.evaluation.runner import resolve_checkpoint, restore_model
+
     checkpoint = resolve_checkpoint(checkpoint)
     model = build_model(pipeline.model, is_training=False)
     # any size builds the variables: preprocess resizes to the model's resolution
@@ -108,6 +113,7 @@ def category_index_for(pipeline, num_classes):
     neither can be read (exporting needs no dataset)."""
     from detbench import data
     from detbench.data.errors import DataError
+
     for field in ("eval_input_reader", "train_input_reader"):
         reader = getattr(pipeline, field)
         if reader.WhichOneof("source") is None:
@@ -118,8 +124,10 @@ def category_index_for(pipeline, num_classes):
             log.warning("label map: cannot read %s (%s); using numbered class names", field, e)
             break
         if len(index) != num_classes:
-            raise ExportError(f"{field}: the dataset has {len(index)} categories but the model "
-                              f"has num_classes {num_classes}")
+            raise ExportError(
+                f"{field}: the dataset has {len(index)} categories but the model "
+                f"has num_classes {num_classes}"
+            )
         return {int(k): dict(v) for k, v in index.items()}, field
     numbered = {i: {"id": i, "name": f"class_{i}"} for i in range(1, num_classes + 1)}
     return numbered, "numbered (no readable input reader)"
@@ -134,22 +142,37 @@ def label_map_pbtxt(category_index):
     lines = []
     for label in sorted(category_index):
         name = category_index[label]["name"]
-        lines.append(f"item {{\n  id: {label}\n  name: {_quote(name)}\n"
-                     f"  display_name: {_quote(name)}\n}}\n")
+        lines.append(
+            f"item {{\n  id: {label}\n  name: {_quote(name)}\n  display_name: {_quote(name)}\n}}\n"
+        )
     return "".join(lines)
 
 
 def label_map_json(category_index):
-    return json.dumps({"categories": [
-        {"id": label, "name": category_index[label]["name"],
-         "original_id": int(category_index[label]["id"])}
-        for label in sorted(category_index)]}, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "categories": [
+                    {
+                        "id": label,
+                        "name": category_index[label]["name"],
+                        "original_id": int(category_index[label]["id"]),
+                    }
+                    for label in sorted(category_index)
+                ]
+            },
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 def write_label_maps(folder, category_index):
     paths = {}
-    for name, text in (("label_map.pbtxt", label_map_pbtxt(category_index)),
-                       ("label_map.json", label_map_json(category_index))):
+    for name, text in (
+        ("label_map.pbtxt", label_map_pbtxt(category_index)),
+        ("label_map.json", label_map_json(category_index)),
+    ):
         paths[name] = os.path.join(folder, name)
         with open(paths[name], "w") as f:
             f.write(text)
@@ -174,9 +197,12 @@ def _per_image(model, decode):
     detect_one = detect.get_concrete_function(tf.TensorSpec([None, None, 3], tf.uint8))
     # static per-image output shapes (N is the model's max detections), so that
     # an empty batch stacks to [0, N, ...] too
-    signature = tuple(tf.TensorSpec(detect_one.structured_outputs[k].shape[1:],
-                                    detect_one.structured_outputs[k].dtype)
-                      for k in DETECTION_KEYS)
+    signature = tuple(
+        tf.TensorSpec(
+            detect_one.structured_outputs[k].shape[1:], detect_one.structured_outputs[k].dtype
+        )
+        for k in DETECTION_KEYS
+    )
 
     def one(item):
         detections = detect_one(decode(item))
@@ -185,6 +211,7 @@ def _per_image(model, decode):
     def serve(strings):
         outputs = tf.map_fn(one, _checked(strings, [None]), fn_output_signature=signature)
         return dict(zip(DETECTION_KEYS, outputs))
+
     return serve
 
 
@@ -197,11 +224,18 @@ def _parse_tf_example(serialized):
     quote the raw bytes, which TensorFlow's Python client cannot decode (a
     UnicodeDecodeError instead of the InvalidArgumentError)."""
     from detbench.data import tfrecord
-    looks_like_example = tf.logical_or(tf.equal(tf.strings.length(serialized), 0),
-                                       tf.equal(tf.strings.substr(serialized, 0, 1), "\n"))
-    check = tf.debugging.Assert(looks_like_example, [
-        f"{INPUT_NAME}: an element is not a serialized tf.Example (tf_example input; send "
-        f"image bytes to an encoded_image_string_tensor export)"])
+
+    looks_like_example = tf.logical_or(
+        tf.equal(tf.strings.length(serialized), 0),
+        tf.equal(tf.strings.substr(serialized, 0, 1), "\n"),
+    )
+    check = tf.debugging.Assert(
+        looks_like_example,
+        [
+            f"{INPUT_NAME}: an element is not a serialized tf.Example (tf_example input; send "
+            f"image bytes to an encoded_image_string_tensor export)"
+        ],
+    )
     with tf.control_dependencies([check]):
         serialized = tf.identity(serialized)
     return decode_image(tfrecord.parse_example(serialized)["encoded"])
@@ -210,10 +244,13 @@ def _parse_tf_example(serialized):
 def serving_function(model, input_type):
     """The ``serving_default`` tf.function for ``input_type`` (see the module docstring)."""
     if input_type == "image_tensor":
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)]
+        )
         def serve_images(input_tensor):
             return _outputs(model.detect(_checked(input_tensor, [None, None, None, 3])))
+
         return serve_images
     if input_type == "encoded_image_string_tensor":
         per_image = _per_image(model, decode_image)
@@ -225,6 +262,7 @@ def serving_function(model, input_type):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def serve_strings(input_tensor):
         return per_image(input_tensor)
+
     return serve_strings
 
 
@@ -244,22 +282,33 @@ def _resolution(arch):
     resizer = arch.image_resizer
     kind = resizer.WhichOneof("image_resizer")
     if kind == "fixed_shape":
-        return {"fixed_shape": {"height": resizer.fixed_shape.height,
-                                "width": resizer.fixed_shape.width}}
+        return {
+            "fixed_shape": {
+                "height": resizer.fixed_shape.height,
+                "width": resizer.fixed_shape.width,
+            }
+        }
     from detbench.protos import image_resizer_pb2
+
     k = resizer.keep_aspect_ratio if kind else image_resizer_pb2.KeepAspectRatioResizer()
-    return {"keep_aspect_ratio": {"min_dimension": k.min_dimension,
-                                  "max_dimension": k.max_dimension,
-                                  "pad_to_max_dimension": k.pad_to_max_dimension}}
+    return {
+        "keep_aspect_ratio": {
+            "min_dimension": k.min_dimension,
+            "max_dimension": k.max_dimension,
+            "pad_to_max_dimension": k.pad_to_max_dimension,
+        }
+    }
 
 
 def _post_processing(name, arch):
     post = arch.post_processing if name == "ssd" else arch.second_stage_post_processing
     nms = post.batch_non_max_suppression
-    return {"score_threshold": float(f"{nms.score_threshold:.6g}"),
-            "iou_threshold": float(f"{nms.iou_threshold:.6g}"),
-            "max_detections_per_class": nms.max_detections_per_class,
-            "max_total_detections": nms.max_total_detections}
+    return {
+        "score_threshold": float(f"{nms.score_threshold:.6g}"),
+        "iou_threshold": float(f"{nms.iou_threshold:.6g}"),
+        "max_detections_per_class": nms.max_detections_per_class,
+        "max_total_detections": nms.max_total_detections,
+    }
 
 
 def export_info(pipeline, checkpoint, category_index, label_source):
@@ -274,7 +323,8 @@ def export_info(pipeline, checkpoint, category_index, label_source):
         "post_processing": _post_processing(name, arch),
         "checkpoint": os.path.abspath(checkpoint),
         "pipeline_sha256": hashlib.sha256(
-            text_format.MessageToString(pipeline).encode()).hexdigest(),
+            text_format.MessageToString(pipeline).encode()
+        ).hexdigest(),
         "tensorflow_version": tf.__version__,
         "outputs": list(DETECTION_KEYS),
         "label_map": {str(k): v["name"] for k, v in sorted(category_index.items())},
@@ -292,13 +342,18 @@ def merged_info(out_dir, common, fmt, section):
             old = json.load(f)
     except (OSError, ValueError):
         old = {}
-    others = {k: v for k, v in (old.get("exports") or {}).items() if k != fmt} \
-        if isinstance(old, dict) else {}
+    others = (
+        {k: v for k, v in (old.get("exports") or {}).items() if k != fmt}
+        if isinstance(old, dict)
+        else {}
+    )
     if others:
         if {k: v for k, v in old.items() if k != "exports"} != common:
-            raise ExportError(f"--out {out_dir!r} holds a {', '.join(sorted(others))} export of "
-                              f"another pipeline or checkpoint (see its export_info.json); "
-                              f"export to another folder or remove it")
+            raise ExportError(
+                f"--out {out_dir!r} holds a {', '.join(sorted(others))} export of "
+                f"another pipeline or checkpoint (see its export_info.json); "
+                f"export to another folder or remove it"
+            )
         exports = {**others, fmt: section}
     return {**common, "exports": exports}
 
@@ -332,20 +387,25 @@ def check_request(pipeline, input_type, fmt):
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt!r}: unknown; known: {', '.join(FORMATS)}")
     if fmt == "tflite" and input_type != "image_tensor":
-        raise ExportError(f"--format tflite takes a float32 image tensor; --input_type "
-                          f"{input_type!r} applies to saved_model exports only")
+        raise ExportError(
+            f"--format tflite takes a float32 image tensor; --input_type "
+            f"{input_type!r} applies to saved_model exports only"
+        )
     if pipeline is None:
         return
     name, _ = _arch(pipeline)
     if fmt == "tflite" and name != "ssd":
-        raise ExportError(f"--format tflite: only SSD models export to TFLite; this pipeline's "
-                          f"model is {name} (export it as a saved_model)")
+        raise ExportError(
+            f"--format tflite: only SSD models export to TFLite; this pipeline's "
+            f"model is {name} (export it as a saved_model)"
+        )
 
 
 def prepare(pipeline, checkpoint, out_dir, fmt):
     """(model restored from the checkpoint, category index, shared export info);
     the cheap checks (checkpoint, label map, out_dir) run before the model is built."""
     from detbench.evaluation.runner import resolve_checkpoint
+
     checkpoint = resolve_checkpoint(checkpoint)
     _, arch = _arch(pipeline)
     category_index, label_source = category_index_for(pipeline, arch.num_classes)
@@ -377,13 +437,13 @@ def save_serving_model(model, category_index, path, input_type="image_tensor", l
     labels = write_label_maps(label_dir, category_index)
     serve = serving_function(model, input_type)
     module = _ServingModule(model, serve, labels)
-    tf.saved_model.save(module, path,
-                        signatures={"serving_default": serve.get_concrete_function()})
+    tf.saved_model.save(module, path, signatures={"serving_default": serve.get_concrete_function()})
     return path
 
 
-def export_saved_model(pipeline, checkpoint, out_dir, input_type="image_tensor",
-                       num_proposals=None):
+def export_saved_model(
+    pipeline, checkpoint, out_dir, input_type="image_tensor", num_proposals=None
+):
     """Write ``out_dir/saved_model/1`` (+ pipeline.pbtxt, export_info.json); returns
     the SavedModel folder. ``checkpoint``: a prefix, or a folder (its latest);
     ``num_proposals``: two-stage models' ``rpn.max_proposals`` for this export."""
@@ -391,13 +451,27 @@ def export_saved_model(pipeline, checkpoint, out_dir, input_type="image_tensor",
     pipeline = _apply_num_proposals(copy_pipeline(pipeline), num_proposals)
     model, category_index, common = prepare(pipeline, checkpoint, out_dir, "saved_model")
     version_dir = os.path.join("saved_model", SERVING_VERSION)
-    info = merged_info(out_dir, common, "saved_model", {
-        "path": version_dir, "input_type": input_type, "signature": "serving_default",
-        "input": INPUT_NAME, "label_map": ["assets/label_map.pbtxt", "assets/label_map.json"]})
+    info = merged_info(
+        out_dir,
+        common,
+        "saved_model",
+        {
+            "path": version_dir,
+            "input_type": input_type,
+            "signature": "serving_default",
+            "input": INPUT_NAME,
+            "label_map": ["assets/label_map.pbtxt", "assets/label_map.json"],
+        },
+    )
 
     def write(staging):
-        save_serving_model(model, category_index, os.path.join(staging, version_dir),
-                           input_type, tempfile.mkdtemp(dir=staging))
+        save_serving_model(
+            model,
+            category_index,
+            os.path.join(staging, version_dir),
+            input_type,
+            tempfile.mkdtemp(dir=staging),
+        )
 
     write_export(out_dir, pipeline, info, write, [version_dir])
     return os.path.join(out_dir, version_dir)

@@ -23,6 +23,7 @@ pre-NMS top-k, one NON_MAX_SUPPRESSION_V5 per class, then the top
 does the converter fall back to SELECT_TF_OPS; export_info.json lists any flex
 ops under ``exports.tflite.select_tf_ops`` (empty for the shipped SSDs).
 """
+
 import logging
 import os
 import re
@@ -38,26 +39,42 @@ log = logging.getLogger("detbench.export")
 
 def _nms_settings(pipeline):
     nms = pipeline.model.ssd.post_processing.batch_non_max_suppression
-    return dict(score_threshold=float(nms.score_threshold),
-                iou_threshold=float(nms.iou_threshold),
-                max_per_class=int(nms.max_detections_per_class),
-                max_total=int(nms.max_total_detections),
-                class_agnostic=bool(nms.use_class_agnostic_nms),
-                pre_nms_top_k=int(nms.pre_nms_top_k))
+    return dict(
+        score_threshold=float(nms.score_threshold),
+        iou_threshold=float(nms.iou_threshold),
+        max_per_class=int(nms.max_detections_per_class),
+        max_total=int(nms.max_total_detections),
+        class_agnostic=bool(nms.use_class_agnostic_nms),
+        pre_nms_top_k=int(nms.pre_nms_top_k),
+    )
 
 
 def _nms_one_class(boxes, scores, max_output, iou_threshold, score_threshold):
     """boxes [N, 4], scores [N] -> (boxes [max_output, 4], scores [max_output] with
     -1 in the unused slots); one NON_MAX_SUPPRESSION_V5."""
     indices, _, num = tf.raw_ops.NonMaxSuppressionV5(
-        boxes=boxes, scores=scores, max_output_size=max_output, iou_threshold=iou_threshold,
-        score_threshold=score_threshold, soft_nms_sigma=0.0, pad_to_max_output_size=True)
+        boxes=boxes,
+        scores=scores,
+        max_output_size=max_output,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        soft_nms_sigma=0.0,
+        pad_to_max_output_size=True,
+    )
     valid = tf.range(max_output) < num
     return tf.gather(boxes, indices), tf.where(valid, tf.gather(scores, indices), -1.0)
 
 
-def builtin_nms(boxes, scores, score_threshold, iou_threshold, max_per_class, max_total,
-                class_agnostic=False, pre_nms_top_k=0):
+def builtin_nms(
+    boxes,
+    scores,
+    score_threshold,
+    iou_threshold,
+    max_per_class,
+    max_total,
+    class_agnostic=False,
+    pre_nms_top_k=0,
+):
     """Batch-1 multi-class NMS from TFLite builtins, with the semantics of
     ``core.post_processing.batch_multiclass_nms``: boxes [1, N, 4] (shared by the
     classes), scores [1, N, C] -> detections dict, T = max_total rows, sorted by
@@ -69,8 +86,14 @@ def builtin_nms(boxes, scores, score_threshold, iou_threshold, max_per_class, ma
         best = tf.reduce_max(scores, axis=1)
         classes = tf.cast(tf.argmax(scores, axis=1), tf.float32) + 1.0
         indices, _, num = tf.raw_ops.NonMaxSuppressionV5(
-            boxes=boxes, scores=best, max_output_size=max_total, iou_threshold=iou_threshold,
-            score_threshold=score_threshold, soft_nms_sigma=0.0, pad_to_max_output_size=True)
+            boxes=boxes,
+            scores=best,
+            max_output_size=max_total,
+            iou_threshold=iou_threshold,
+            score_threshold=score_threshold,
+            soft_nms_sigma=0.0,
+            pad_to_max_output_size=True,
+        )
         valid = tf.range(max_total) < num
         kept_boxes.append(tf.gather(boxes, indices))
         kept_scores.append(tf.where(valid, tf.gather(best, indices), -1.0))
@@ -81,8 +104,13 @@ def builtin_nms(boxes, scores, score_threshold, iou_threshold, max_per_class, ma
             if pre_nms_top_k and pre_nms_top_k < num_anchors:
                 class_scores, top = tf.math.top_k(class_scores, k=pre_nms_top_k)
                 class_boxes = tf.gather(boxes, top)
-            b, s = _nms_one_class(class_boxes, class_scores, min(max_per_class,
-                                  class_boxes.shape[0]), iou_threshold, score_threshold)
+            b, s = _nms_one_class(
+                class_boxes,
+                class_scores,
+                min(max_per_class, class_boxes.shape[0]),
+                iou_threshold,
+                score_threshold,
+            )
             kept_boxes.append(b)
             kept_scores.append(s)
             kept_classes.append(tf.fill(tf.shape(s), float(c + 1)))
@@ -143,11 +171,14 @@ def calibration_images(pipeline, count, height, width):
     """The first ``count`` images of train_input_reader (file order, no augmentation),
     resized to the model's input: float32 [1, height, width, 3] arrays."""
     from detbench import data
+
     if count < 1:
         raise exporter.ExportError(f"calibration_images: must be positive, got {count}")
     ds = data.build_dataset(pipeline.train_input_reader, 1, training=False)
-    images = [tf.image.resize(tf.cast(b["image"], tf.float32), [height, width]).numpy()
-              for b in ds.take(count)]
+    images = [
+        tf.image.resize(tf.cast(b["image"], tf.float32), [height, width]).numpy()
+        for b in ds.take(count)
+    ]
     if not images:
         raise exporter.ExportError("int8 calibration: train_input_reader has no images")
     return images
@@ -162,11 +193,16 @@ def _convert(function, module, configure=_fp32, calibration=None):
     try:
         return converter.convert(), []
     except Exception as e:  # ConverterError: some op has no builtin
-        log.warning("TFLite builtins do not cover the graph; allowing SELECT_TF_OPS (the model "
-                    "then needs the flex delegate): %s", str(e).splitlines()[0][:200])
+        log.warning(
+            "TFLite builtins do not cover the graph; allowing SELECT_TF_OPS (the model "
+            "then needs the flex delegate): %s",
+            str(e).splitlines()[0][:200],
+        )
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS,
-                                           tf.lite.OpsSet.SELECT_TF_OPS]
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.TFLITE_BUILTINS,
+        tf.lite.OpsSet.SELECT_TF_OPS,
+    ]
     configure(converter, calibration)
     flatbuffer = converter.convert()
     return flatbuffer, sorted({m.decode() for m in re.findall(rb"Flex([A-Z]\w+)", flatbuffer)})
@@ -179,8 +215,9 @@ def convert(model, pipeline, precision="fp32", num_calibration=32):
     height, width = model.image_size
     settings = _nms_settings(pipeline)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([1, height, width, 3], tf.float32, name=exporter.INPUT_NAME)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([1, height, width, 3], tf.float32, name=exporter.INPUT_NAME)]
+    )
     def serve(input_tensor):
         detections = tflite_detect(model, settings, input_tensor)
         return {k: detections[k] for k in DETECTION_KEYS}
@@ -192,8 +229,7 @@ def convert(model, pipeline, precision="fp32", num_calibration=32):
     if precision == "int8":
         calibration = calibration_images(pipeline, num_calibration, height, width)
         info["calibration_images"] = len(calibration)
-    flatbuffer, flex_ops = _convert(serve.get_concrete_function(), module, configure,
-                                    calibration)
+    flatbuffer, flex_ops = _convert(serve.get_concrete_function(), module, configure, calibration)
     return flatbuffer, flex_ops, info
 
 
@@ -202,20 +238,30 @@ def export_tflite(pipeline, checkpoint, out_dir, precision="fp32", num_calibrati
     with label_map.pbtxt / .json, pipeline.pbtxt and export_info.json beside it;
     returns the .tflite path."""
     exporter.check_request(pipeline, "image_tensor", "tflite")
-    PRECISIONS.get(precision)   # an unknown precision fails before the model is built
+    PRECISIONS.get(precision)  # an unknown precision fails before the model is built
     pipeline = exporter.copy_pipeline(pipeline)
     model, category_index, common = exporter.prepare(pipeline, checkpoint, out_dir, "tflite")
     flatbuffer, flex_ops, converted = convert(model, pipeline, precision, num_calibration)
-    info = exporter.merged_info(out_dir, common, "tflite", {
-        "path": "model.tflite", "input_type": "float32 image tensor [0, 255]",
-        "input": exporter.INPUT_NAME, **converted,
-        "select_tf_ops": flex_ops, "label_map": ["label_map.pbtxt", "label_map.json"]})
+    info = exporter.merged_info(
+        out_dir,
+        common,
+        "tflite",
+        {
+            "path": "model.tflite",
+            "input_type": "float32 image tensor [0, 255]",
+            "input": exporter.INPUT_NAME,
+            **converted,
+            "select_tf_ops": flex_ops,
+            "label_map": ["label_map.pbtxt", "label_map.json"],
+        },
+    )
 
     def write(staging):
         exporter.write_label_maps(staging, category_index)
         with open(os.path.join(staging, "model.tflite"), "wb") as f:
             f.write(flatbuffer)
 
-    exporter.write_export(out_dir, pipeline, info, write,
-                           ["model.tflite", "label_map.pbtxt", "label_map.json"])
+    exporter.write_export(
+        out_dir, pipeline, info, write, ["model.tflite", "label_map.pbtxt", "label_map.json"]
+    )
     return os.path.join(out_dir, "model.tflite")

@@ -15,6 +15,7 @@ keeps them as attributes so their variables are tracked and checkpointed.
 Inputs are float32 images in [0, 255]; ``preprocess`` applies the backbone's
 own normalization.
 """
+
 import abc
 
 import tensorflow as tf
@@ -60,11 +61,13 @@ class FeatureExtractor(abc.ABC):
         if meta_arch is not None and meta_arch not in cls.meta_architectures:
             raise ConfigError(
                 f"feature_extractor.type: {name} cannot serve {meta_arch}; "
-                f"it serves {', '.join(cls.meta_architectures)}")
+                f"it serves {', '.join(cls.meta_architectures)}"
+            )
         if meta_arch in TWO_STAGE and config.output_stride not in cls.supported_output_strides:
             raise ConfigError(
                 f"feature_extractor.output_stride: {name} supports output strides "
-                f"{', '.join(map(str, cls.supported_output_strides))}, not {config.output_stride}")
+                f"{', '.join(map(str, cls.supported_output_strides))}, not {config.output_stride}"
+            )
         if config.HasField("fpn") and not cls.supports_fpn:
             raise ConfigError(f"feature_extractor.fpn: {name} does not support FPN")
 
@@ -96,7 +99,8 @@ class FeatureExtractor(abc.ABC):
             name = getattr(self, "registered_name", type(self).__name__)
             raise ConfigError(
                 "feature_extractor.fpn: with FPN the box classifier is the meta-architecture's "
-                f"fc head (fpn_head), not {name}'s later layers")
+                f"fc head (fpn_head), not {name}'s later layers"
+            )
 
     # -- single-stage ---------------------------------------------------------
     @abc.abstractmethod
@@ -108,7 +112,8 @@ class FeatureExtractor(abc.ABC):
         """tf_keras.Model: preprocessed [B,H,W,3] -> dict {str(level): [B,H/2^l,W/2^l,depth]}."""
         raise ConfigError(
             f"feature_extractor.fpn: {getattr(self, 'registered_name', type(self).__name__)} "
-            "does not support FPN")
+            "does not support FPN"
+        )
 
     # -- helpers --------------------------------------------------------------
     def load_weights(self):
@@ -123,23 +128,27 @@ class FeatureExtractor(abc.ABC):
             return 0
         path = self.weights_path
         from detbench.train import pretrain
+
         if path.startswith(pretrain.REFERENCE_PREFIX):
             path = pretrain.resolve_reference(path)
             if path is None:
                 if not self.is_training:
-                    return 0   # evaluation and export restore every variable from a checkpoint
+                    return 0  # evaluation and export restore every variable from a checkpoint
                 raise ConfigError(
                     f"feature_extractor.weights_path: {self.weights_path}: no such pretrained "
                     f"weights in {pretrain.cache_dir()} or {pretrain.SHIPPED_DIR}; a sweep "
                     "pretrains them first, or run `detbench pretrain --extractor "
-                    f"{self.config.type} --depth_multiplier {self.config.depth_multiplier:g}`")
+                    f"{self.config.type} --depth_multiplier {self.config.depth_multiplier:g}`"
+                )
         from detbench.feature_extractors.weights import load_backbone_weights
+
         return load_backbone_weights(self.build_backbone(), path, self)
 
     @staticmethod
     def _image_input():
         """The image input of a sub-network: [B, H, W, 3], any size."""
         import tf_keras
+
         return tf_keras.Input((None, None, 3), name="image")
 
     @staticmethod
@@ -151,9 +160,11 @@ class FeatureExtractor(abc.ABC):
 def build_feature_extractor(config, is_training=True, meta_arch=None):
     """Proto -> FeatureExtractor through the registry."""
     import detbench.feature_extractors  # noqa: F401  (registers every family)
+
     if not config.type:
-        raise ConfigError("feature_extractor.type is empty; known: "
-                          + ", ".join(FEATURE_EXTRACTORS.names()))
+        raise ConfigError(
+            "feature_extractor.type is empty; known: " + ", ".join(FEATURE_EXTRACTORS.names())
+        )
     try:
         cls = FEATURE_EXTRACTORS.get(config.type)
     except KeyError as e:

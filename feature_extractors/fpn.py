@@ -15,6 +15,7 @@
   fc head, ``meta_arch.two_stage.fc_box_head``, not the backbone's conv5).
 * small helpers: regularizer, batch-norm freezing, a per-extractor cache.
 """
+
 import tf_keras
 from official.vision.modeling import decoders
 
@@ -36,16 +37,20 @@ def freeze_batchnorm(model):
 
 def batch_norm(config, name=None):
     return tf_keras.layers.BatchNormalization(
-        momentum=config.batch_norm_momentum, epsilon=config.batch_norm_epsilon, name=name)
+        momentum=config.batch_norm_momentum, epsilon=config.batch_norm_epsilon, name=name
+    )
 
 
 def check_fpn_levels(name, min_level, max_level, depth, backbone_min=2, backbone_max=5):
     if not backbone_min <= min_level <= backbone_max:
-        raise ConfigError(f"feature_extractor.fpn.min_level: {name} has levels "
-                          f"{backbone_min}-{backbone_max}; min_level {min_level} is outside")
+        raise ConfigError(
+            f"feature_extractor.fpn.min_level: {name} has levels "
+            f"{backbone_min}-{backbone_max}; min_level {min_level} is outside"
+        )
     if max_level < min_level or max_level > 9:
-        raise ConfigError(f"feature_extractor.fpn.max_level: {max_level} must be in "
-                          f"[min_level={min_level}, 9]")
+        raise ConfigError(
+            f"feature_extractor.fpn.max_level: {max_level} must be in [min_level={min_level}, 9]"
+        )
     if depth <= 0:
         raise ConfigError(f"feature_extractor.fpn.depth: must be positive, not {depth}")
 
@@ -62,8 +67,13 @@ def pyramid_model(name, config, decoder_cache, inputs, endpoints, min_level, max
     key = (min_level, max_level, depth)
     if key not in decoder_cache:
         decoder_cache[key] = build_fpn_model(
-            config, {k: v.shape for k, v in endpoints.items()},
-            min_level, max_level, depth, name=f"fpn_{min_level}_{max_level}_{depth}")
+            config,
+            {k: v.shape for k, v in endpoints.items()},
+            min_level,
+            max_level,
+            depth,
+            name=f"fpn_{min_level}_{max_level}_{depth}",
+        )
     levels = decoder_cache[key]({k: v for k, v in endpoints.items() if int(k) >= min_level})
     return tf_keras.Model(inputs, levels, name=f"{name}_fpn")
 
@@ -72,10 +82,16 @@ def build_fpn_model(config, endpoint_shapes, min_level, max_level, depth, name="
     """The Model Garden FPN decoder over backbone endpoints {str(level): shape}."""
     specs = {k: v for k, v in endpoint_shapes.items() if int(k) >= min_level}
     return decoders.FPN(
-        input_specs=specs, min_level=min_level, max_level=max_level, num_filters=depth,
-        use_keras_layer=True, norm_momentum=config.batch_norm_momentum,
+        input_specs=specs,
+        min_level=min_level,
+        max_level=max_level,
+        num_filters=depth,
+        use_keras_layer=True,
+        norm_momentum=config.batch_norm_momentum,
         norm_epsilon=config.batch_norm_epsilon,
-        kernel_regularizer=l2_regularizer(config.weight_decay), name=name)
+        kernel_regularizer=l2_regularizer(config.weight_decay),
+        name=name,
+    )
 
 
 class SSDExtraLayers:
@@ -86,22 +102,40 @@ class SSDExtraLayers:
         self.blocks = []
         for i, depth in enumerate(depths):
             p = f"{prefix}_{i + 1}"
-            block = [tf_keras.layers.Conv2D(max(depth // 2, 1), 1, use_bias=False,
-                                            kernel_regularizer=reg, name=f"{p}_1x1"),
-                     batch_norm(config, f"{p}_1x1_bn"),
-                     tf_keras.layers.Activation(activation, name=f"{p}_1x1_act")]
+            block = [
+                tf_keras.layers.Conv2D(
+                    max(depth // 2, 1), 1, use_bias=False, kernel_regularizer=reg, name=f"{p}_1x1"
+                ),
+                batch_norm(config, f"{p}_1x1_bn"),
+                tf_keras.layers.Activation(activation, name=f"{p}_1x1_act"),
+            ]
             if config.use_depthwise:
-                block += [tf_keras.layers.DepthwiseConv2D(3, 2, padding="same", use_bias=False,
-                                                          name=f"{p}_3x3_dw"),
-                          batch_norm(config, f"{p}_3x3_dw_bn"),
-                          tf_keras.layers.Activation(activation, name=f"{p}_3x3_dw_act"),
-                          tf_keras.layers.Conv2D(depth, 1, use_bias=False,
-                                                 kernel_regularizer=reg, name=f"{p}_pw")]
+                block += [
+                    tf_keras.layers.DepthwiseConv2D(
+                        3, 2, padding="same", use_bias=False, name=f"{p}_3x3_dw"
+                    ),
+                    batch_norm(config, f"{p}_3x3_dw_bn"),
+                    tf_keras.layers.Activation(activation, name=f"{p}_3x3_dw_act"),
+                    tf_keras.layers.Conv2D(
+                        depth, 1, use_bias=False, kernel_regularizer=reg, name=f"{p}_pw"
+                    ),
+                ]
             else:
-                block.append(tf_keras.layers.Conv2D(depth, 3, 2, padding="same", use_bias=False,
-                                                    kernel_regularizer=reg, name=f"{p}_3x3"))
-            block += [batch_norm(config, f"{p}_bn"),
-                      tf_keras.layers.Activation(activation, name=f"{p}_act")]
+                block.append(
+                    tf_keras.layers.Conv2D(
+                        depth,
+                        3,
+                        2,
+                        padding="same",
+                        use_bias=False,
+                        kernel_regularizer=reg,
+                        name=f"{p}_3x3",
+                    )
+                )
+            block += [
+                batch_norm(config, f"{p}_bn"),
+                tf_keras.layers.Activation(activation, name=f"{p}_act"),
+            ]
             self.blocks.append(block)
 
     def __call__(self, x):

@@ -22,6 +22,7 @@ With ``v(n) = (n - 3) // 2 + 1``: stride-8 side ``v(v(v(H) - 2) - 2)``, then
 ``v`` per further stride 2. Smallest input: 75 px for the full network, 43 px
 for the first stage.
 """
+
 import tf_keras
 
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS
@@ -88,8 +89,11 @@ class InceptionResNetV2(LayerBankExtractor):
             b0 = b.conv_bn(x, 384, 3, strides=2, padding="valid", run_as=run_as)
             b1 = b.conv_bn(b.conv_bn(x, 256, 1), 256, 3)
             b1 = b.conv_bn(b1, 384, 3, strides=2, padding="valid", run_as=run_as)
-            pool = (L.MaxPooling2D(3, strides=1, padding="same") if atrous
-                    else L.MaxPooling2D(3, strides=2, padding="valid"))
+            pool = (
+                L.MaxPooling2D(3, strides=1, padding="same")
+                if atrous
+                else L.MaxPooling2D(3, strides=2, padding="valid")
+            )
             return concat([b0, b1, pool(x)], "Mixed_6a")
 
     def _mixed_7a(self, x):

@@ -11,6 +11,7 @@ scale (slim's ``inception_arg_scope``) after every convolution, ReLU.
 * SSD: ``Mixed_4c`` (stride 16), ``Mixed_5c`` (stride 32) and extra maps of
   depth 512/256/256/128 (6 maps, as the TF OD API's SSD Inception v2).
 """
+
 import tf_keras
 
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS
@@ -45,8 +46,7 @@ class InceptionV2(LayerBankExtractor):
     def _stem(self, x):
         b = self.bank
         with b.scope("stem"):
-            x = b.conv_bn(x, 64, 7, strides=2, separable_depth_multiplier=8,
-                          name="Conv2d_1a_7x7")
+            x = b.conv_bn(x, 64, 7, strides=2, separable_depth_multiplier=8, name="Conv2d_1a_7x7")
             x = tf_keras.layers.MaxPooling2D(3, strides=2, padding="same")(x)
             x = b.conv_bn(x, 64, 1, name="Conv2d_2b_1x1")
             x = b.conv_bn(x, 192, 3, name="Conv2d_2c_3x3")
@@ -62,8 +62,9 @@ class InceptionV2(LayerBankExtractor):
             y = b.conv_bn(x, b2[0], 1)
             y = b.conv_bn(y, b2[1], 3)
             branches.append(b.conv_bn(y, b2[1], 3, strides=stride))
-            pool_layer = (tf_keras.layers.AveragePooling2D if pool == "avg"
-                          else tf_keras.layers.MaxPooling2D)
+            pool_layer = (
+                tf_keras.layers.AveragePooling2D if pool == "avg" else tf_keras.layers.MaxPooling2D
+            )
             y = pool_layer(3, strides=stride, padding="same")(x)
             branches.append(y if proj is None else b.conv_bn(y, proj, 1))
             return concat(branches, name)
@@ -71,7 +72,7 @@ class InceptionV2(LayerBankExtractor):
     def _modules(self, x, first, last, collect=()):
         """Run modules ``first`` .. ``last``; returns the output and the ``collect`` maps."""
         found = []
-        for module in MODULES[_INDEX[first]:_INDEX[last] + 1]:
+        for module in MODULES[_INDEX[first] : _INDEX[last] + 1]:
             x = self._module(x, *module)
             if module[0] in collect:
                 found.append(x)
@@ -87,5 +88,6 @@ class InceptionV2(LayerBankExtractor):
         return self._modules(x, "Mixed_5a", "Mixed_5c")[0]
 
     def _ssd_backbone_maps(self, x):
-        return self._modules(self._stem(x), "Mixed_3b", "Mixed_5c",
-                             collect=("Mixed_4c", "Mixed_5c"))[1]
+        return self._modules(
+            self._stem(x), "Mixed_3b", "Mixed_5c", collect=("Mixed_4c", "Mixed_5c")
+        )[1]

@@ -17,6 +17,7 @@ The VALID stem makes maps slightly smaller than H/stride: with
 stride-16 side ``v`` of that and the stride-32 side ``v`` again. The smallest
 input is 75 px for the full network (and SSD), 43 px for the first stage.
 """
+
 import tf_keras
 
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS

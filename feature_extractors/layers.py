@@ -10,6 +10,7 @@ them shares its variables with ``build_backbone()``.
 ``LayerBankExtractor`` is the common skeleton: cached sub-models, the Inception
 preprocessing, the pooled box classifier and the SSD extra layers.
 """
+
 import contextlib
 
 import tensorflow as tf
@@ -35,8 +36,13 @@ class ConvView(tf_keras.layers.Layer):
         self.view_dilation = dilation_rate
 
     def call(self, inputs):
-        y = tf.nn.convolution(inputs, self.conv.kernel, strides=self.view_strides,
-                              padding=self.view_padding, dilations=self.view_dilation)
+        y = tf.nn.convolution(
+            inputs,
+            self.conv.kernel,
+            strides=self.view_strides,
+            padding=self.view_padding,
+            dilations=self.view_dilation,
+        )
         if self.conv.use_bias:
             y = tf.nn.bias_add(y, self.conv.bias)
         if self.conv.activation is not None:
@@ -125,15 +131,36 @@ class LayerBank:
         return layer
 
     # -- layers ---------------------------------------------------------------
-    def conv(self, x, filters, kernel_size, strides=1, padding="same", use_bias=False,
-             activation=None, dilation_rate=1, name=None, run_as=None):
+    def conv(
+        self,
+        x,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="same",
+        use_bias=False,
+        activation=None,
+        dilation_rate=1,
+        name=None,
+        run_as=None,
+    ):
         """Conv2D; ``run_as`` (strides, padding, dilation_rate) runs it through a ConvView."""
         name = self._name("conv", name)
-        layer = self.get(name, lambda n: tf_keras.layers.Conv2D(
-            filters, kernel_size, strides=strides, padding=padding, use_bias=use_bias,
-            activation=activation, dilation_rate=dilation_rate,
-            kernel_initializer=self.kernel_initializer, kernel_regularizer=self.regularizer,
-            name=n))
+        layer = self.get(
+            name,
+            lambda n: tf_keras.layers.Conv2D(
+                filters,
+                kernel_size,
+                strides=strides,
+                padding=padding,
+                use_bias=use_bias,
+                activation=activation,
+                dilation_rate=dilation_rate,
+                kernel_initializer=self.kernel_initializer,
+                kernel_regularizer=self.regularizer,
+                name=n,
+            ),
+        )
         if run_as:
             if not layer.built:
                 layer(x)  # build the variables under the layer's own name
@@ -141,36 +168,65 @@ class LayerBank:
             layer = self.get(f"{name}_view_{key}", lambda n: ConvView(layer, name=n, **run_as))
         return layer(x)
 
-    def separable_conv(self, x, filters, kernel_size, strides=1, depth_multiplier=1,
-                       padding="same", name=None):
+    def separable_conv(
+        self, x, filters, kernel_size, strides=1, depth_multiplier=1, padding="same", name=None
+    ):
         name = self._name("sepconv", name)
-        return self.get(name, lambda n: tf_keras.layers.SeparableConv2D(
-            filters, kernel_size, strides=strides, padding=padding,
-            depth_multiplier=depth_multiplier, use_bias=False,
-            depthwise_initializer=self.kernel_initializer,
-            pointwise_initializer=self.kernel_initializer,
-            depthwise_regularizer=self.regularizer, pointwise_regularizer=self.regularizer,
-            name=n))(x)
+        return self.get(
+            name,
+            lambda n: tf_keras.layers.SeparableConv2D(
+                filters,
+                kernel_size,
+                strides=strides,
+                padding=padding,
+                depth_multiplier=depth_multiplier,
+                use_bias=False,
+                depthwise_initializer=self.kernel_initializer,
+                pointwise_initializer=self.kernel_initializer,
+                depthwise_regularizer=self.regularizer,
+                pointwise_regularizer=self.regularizer,
+                name=n,
+            ),
+        )(x)
 
     def batch_norm(self, x, name=None, scale=None):
         """BatchNormalization; with ``freeze_batchnorm`` non-trainable, hence in inference mode."""
         name = self._name("bn", name)
-        return self.get(name, lambda n: tf_keras.layers.BatchNormalization(
-            axis=-1, momentum=self.momentum, epsilon=self.epsilon,
-            scale=self.bn_scale if scale is None else scale,
-            trainable=not self.freeze_batchnorm, name=n))(x)
+        return self.get(
+            name,
+            lambda n: tf_keras.layers.BatchNormalization(
+                axis=-1,
+                momentum=self.momentum,
+                epsilon=self.epsilon,
+                scale=self.bn_scale if scale is None else scale,
+                trainable=not self.freeze_batchnorm,
+                name=n,
+            ),
+        )(x)
 
     def activation(self, x, fn="relu", name=None):
         name = self._name("act", name)
         return self.get(name, lambda n: tf_keras.layers.Activation(fn, name=n))(x)
 
-    def conv_bn(self, x, filters, kernel_size, strides=1, padding="same", activation="relu",
-                name=None, run_as=None, separable_depth_multiplier=None, bn_scale=None):
+    def conv_bn(
+        self,
+        x,
+        filters,
+        kernel_size,
+        strides=1,
+        padding="same",
+        activation="relu",
+        name=None,
+        run_as=None,
+        separable_depth_multiplier=None,
+        bn_scale=None,
+    ):
         """Conv (no bias) -> BatchNorm -> activation, as keras.applications' ``conv2d_bn``."""
         names = (name, name and name + "_bn", name and name + "_act")
         if separable_depth_multiplier:
-            x = self.separable_conv(x, filters, kernel_size, strides, separable_depth_multiplier,
-                                    padding, name=names[0])
+            x = self.separable_conv(
+                x, filters, kernel_size, strides, separable_depth_multiplier, padding, name=names[0]
+            )
         else:
             x = self.conv(x, filters, kernel_size, strides, padding, name=names[0], run_as=run_as)
         x = self.batch_norm(x, name=names[1], scale=bn_scale)
@@ -189,8 +245,14 @@ def ssd_extra_layers(bank, x, depths, use_depthwise=False):
     for i, depth in enumerate(depths, start=1):
         with bank.scope(f"ssd_extra{i}"):
             x = bank.conv_bn(x, depth // 2, 1, bn_scale=True)
-            x = bank.conv_bn(x, depth, 3, strides=2, bn_scale=True,
-                             separable_depth_multiplier=1 if use_depthwise else None)
+            x = bank.conv_bn(
+                x,
+                depth,
+                3,
+                strides=2,
+                bn_scale=True,
+                separable_depth_multiplier=1 if use_depthwise else None,
+            )
         maps.append(x)
     return maps
 
@@ -219,6 +281,7 @@ class LayerBankExtractor(FeatureExtractor):
     network as functions of a tensor: ``_backbone(x)``, ``_first_stage(x)``,
     ``_box_classifier_features(x)`` (before pooling) and ``_ssd_backbone_maps(x)``.
     """
+
     first_stage_depth = None
     ssd_extra_depths = ()
     kernel_initializer = "glorot_uniform"
@@ -234,8 +297,10 @@ class LayerBankExtractor(FeatureExtractor):
         super().check_config(config, meta_arch)
         if config.depth_multiplier != 1.0:
             name = getattr(cls, "registered_name", cls.__name__)
-            raise ConfigError(f"feature_extractor.depth_multiplier: {name} supports only 1.0, "
-                              f"not {config.depth_multiplier:g}")
+            raise ConfigError(
+                f"feature_extractor.depth_multiplier: {name} supports only 1.0, "
+                f"not {config.depth_multiplier:g}"
+            )
 
     def preprocess(self, images):
         """Inception style: [0, 255] -> [-1, 1]."""
@@ -258,13 +323,16 @@ class LayerBankExtractor(FeatureExtractor):
         def head(x):
             x = self._box_classifier_features(x)
             return tf_keras.layers.GlobalAveragePooling2D(name="box_classifier_pool")(x)
+
         return self._model("box_classifier", (None, None, self.first_stage_depth), head)
 
     def build_ssd_feature_maps(self):
         def maps(x):
             backbone_maps = list(self._ssd_backbone_maps(x))
-            return backbone_maps + ssd_extra_layers(self.bank, backbone_maps[-1],
-                                                    self.ssd_extra_depths, self.use_depthwise)
+            return backbone_maps + ssd_extra_layers(
+                self.bank, backbone_maps[-1], self.ssd_extra_depths, self.use_depthwise
+            )
+
         return self._model("ssd_feature_maps", (None, None, 3), maps)
 
     # -- the network, written once --------------------------------------------

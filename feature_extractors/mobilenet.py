@@ -29,6 +29,7 @@ Layers are numbered as the specs (index 0 = the first 3x3/2 conv, v1's
   depth_multiplier, at least min_depth), ReLU6: 6 maps.
 * FPN (v2 only): C2-C5 = specs 3, 6, 13 and 18 (strides 4, 8, 16, 32).
 """
+
 import tensorflow as tf
 import tf_keras
 from official.vision.modeling.backbones import mobilenet as mg_mobilenet
@@ -47,9 +48,9 @@ class MobileNet(FeatureExtractor):
     supported_output_strides = (8, 16, 32)
     rfcn_bins_and_crop = (3, 12)
     max_stride = 32
-    first_stage_index = None   # spec index of the first-stage layer (stride 16)
-    stride16_index = None      # spec index of the layer that reaches stride 16
-    fpn_indices = None         # spec indices of C2..C5
+    first_stage_index = None  # spec index of the first-stage layer (stride 16)
+    stride16_index = None  # spec index of the layer that reaches stride 16
+    fpn_indices = None  # spec indices of C2..C5
 
     def __init__(self, config, is_training=True):
         super().__init__(config, is_training)
@@ -62,11 +63,15 @@ class MobileNet(FeatureExtractor):
     def check_config(cls, config, meta_arch=None):
         super().check_config(config, meta_arch)
         if config.depth_multiplier <= 0:
-            raise ConfigError("feature_extractor.depth_multiplier: must be positive, "
-                              f"not {config.depth_multiplier}")
+            raise ConfigError(
+                "feature_extractor.depth_multiplier: must be positive, "
+                f"not {config.depth_multiplier}"
+            )
         if config.HasField("fpn") and config.output_stride != 16:
-            raise ConfigError("feature_extractor.output_stride: FPN uses the backbone's own "
-                              f"strides (4..32); set 16, not {config.output_stride}")
+            raise ConfigError(
+                "feature_extractor.output_stride: FPN uses the backbone's own "
+                f"strides (4..32); set 16, not {config.output_stride}"
+            )
 
     @property
     def name(self):
@@ -105,25 +110,49 @@ class MobileNet(FeatureExtractor):
             return
         c = self.config
         reg = l2_regularizer(c.weight_decay)
-        common = dict(kernel_regularizer=reg, norm_momentum=c.batch_norm_momentum,
-                      norm_epsilon=c.batch_norm_epsilon)
+        common = dict(
+            kernel_regularizer=reg,
+            norm_momentum=c.batch_norm_momentum,
+            norm_epsilon=c.batch_norm_epsilon,
+        )
         self._blocks = []
         in_filters = 3
-        for i, ((stride, rate), decoded) in enumerate(zip(self._strides_and_rates(), self._decoded())):
+        for i, ((stride, rate), decoded) in enumerate(
+            zip(self._strides_and_rates(), self._decoded())
+        ):
             filters = self.depth(decoded.filters, i)
             if decoded.block_fn == "convbn":
                 block = mg_mobilenet.Conv2DBNBlock(
-                    filters=filters, kernel_size=decoded.kernel_size, strides=stride,
-                    activation="relu6", name=f"layer_{i}", **common)
+                    filters=filters,
+                    kernel_size=decoded.kernel_size,
+                    strides=stride,
+                    activation="relu6",
+                    name=f"layer_{i}",
+                    **common,
+                )
             elif decoded.block_fn == "depsepconv":
                 block = nn_blocks.DepthwiseSeparableConvBlock(
-                    filters=filters, kernel_size=decoded.kernel_size, strides=stride,
-                    dilation_rate=rate, activation="relu6", name=f"layer_{i}", **common)
+                    filters=filters,
+                    kernel_size=decoded.kernel_size,
+                    strides=stride,
+                    dilation_rate=rate,
+                    activation="relu6",
+                    name=f"layer_{i}",
+                    **common,
+                )
             else:
                 block = nn_blocks.InvertedBottleneckBlock(
-                    in_filters=in_filters, out_filters=filters, expand_ratio=decoded.expand_ratio,
-                    strides=stride, kernel_size=decoded.kernel_size, dilation_rate=rate,
-                    activation="relu6", divisible_by=8, name=f"layer_{i}", **common)
+                    in_filters=in_filters,
+                    out_filters=filters,
+                    expand_ratio=decoded.expand_ratio,
+                    strides=stride,
+                    kernel_size=decoded.kernel_size,
+                    dilation_rate=rate,
+                    activation="relu6",
+                    divisible_by=8,
+                    name=f"layer_{i}",
+                    **common,
+                )
             self._blocks.append(block)
             in_filters = filters
 
@@ -146,6 +175,7 @@ class MobileNet(FeatureExtractor):
             inputs = self._image_input()
             x, _ = self._run(inputs, len(self.specs["block_specs"]) - 1)
             return tf_keras.Model(inputs, x, name=self.name)
+
         return self._cache.get("backbone", build)
 
     def build_first_stage(self):
@@ -153,6 +183,7 @@ class MobileNet(FeatureExtractor):
             inputs = self._image_input()
             x, _ = self._run(inputs, self.first_stage_index)
             return tf_keras.Model(inputs, x, name=f"{self.name}_first_stage")
+
         return self._cache.get("first_stage", build)
 
     def build_box_classifier(self):
@@ -160,25 +191,30 @@ class MobileNet(FeatureExtractor):
 
         def build():
             self._layers()
-            depth = self.depth(self._decoded()[self.first_stage_index].filters, self.first_stage_index)
+            depth = self.depth(
+                self._decoded()[self.first_stage_index].filters, self.first_stage_index
+            )
             inputs = tf_keras.Input((None, None, depth), name="crops")
             x = inputs
-            for block in self._blocks[self.first_stage_index + 1:]:
+            for block in self._blocks[self.first_stage_index + 1 :]:
                 x = block(x)
             x = tf_keras.layers.GlobalAveragePooling2D(name="box_classifier_pool")(x)
             return tf_keras.Model(inputs, x, name=f"{self.name}_box_classifier")
+
         return self._cache.get("box_classifier", build)
 
     def build_ssd_feature_maps(self):
         def build():
             if self._ssd_extras is None:
-                depths = [max(int(d * self.depth_multiplier), self.min_depth)
-                          for d in SSD_EXTRA_DEPTHS]
+                depths = [
+                    max(int(d * self.depth_multiplier), self.min_depth) for d in SSD_EXTRA_DEPTHS
+                ]
                 self._ssd_extras = fpn_lib.SSDExtraLayers(self.config, depths, "relu6")
             inputs = self._image_input()
             top, stride16 = self._ssd_stride16_and_top(inputs)
             maps = [stride16, top] + self._ssd_extras(top)
             return tf_keras.Model(inputs, maps, name=f"{self.name}_ssd_feature_maps")
+
         return self._cache.get("ssd", build)
 
 
@@ -206,9 +242,10 @@ class MobileNetV2(MobileNet):
 
     def depth(self, d, index=None):
         if index == len(self.specs["block_specs"]) - 1 and self.depth_multiplier < 1:
-            return int(d)   # finegrain classification mode: the 1280 conv keeps its width
-        return nn_layers.round_filters(d, self.depth_multiplier, divisor=8,
-                                       min_depth=self.min_depth)
+            return int(d)  # finegrain classification mode: the 1280 conv keeps its width
+        return nn_layers.round_filters(
+            d, self.depth_multiplier, divisor=8, min_depth=self.min_depth
+        )
 
     def _ssd_stride16_and_top(self, inputs):
         top, tapped = self._run(inputs, 18, taps=(13,))
@@ -228,6 +265,15 @@ class MobileNetV2(MobileNet):
             inputs = self._image_input()
             _, tapped = self._run(inputs, self.fpn_indices[-1], taps=self.fpn_indices)
             endpoints = {str(level): tapped[i] for level, i in zip(range(2, 6), self.fpn_indices)}
-            return fpn_lib.pyramid_model(self.name, self.config, self._fpn_decoders, inputs,
-                                         endpoints, min_level, max_level, depth)
+            return fpn_lib.pyramid_model(
+                self.name,
+                self.config,
+                self._fpn_decoders,
+                inputs,
+                endpoints,
+                min_level,
+                max_level,
+                depth,
+            )
+
         return self._cache.get(("fpn", min_level, max_level, depth), build)

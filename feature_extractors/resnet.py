@@ -29,6 +29,7 @@ them.
 * FPN: C2-C5 = the outputs of conv2..conv5 (strides 4..32) into the Model
   Garden FPN decoder (needs ``output_stride`` 16).
 """
+
 import tensorflow as tf
 import tf_keras
 from official.vision.modeling.layers import nn_blocks
@@ -69,8 +70,10 @@ class ResNetV1(FeatureExtractor):
     def check_config(cls, config, meta_arch=None):
         super().check_config(config, meta_arch)
         if config.HasField("fpn") and config.output_stride != 16:
-            raise ConfigError("feature_extractor.output_stride: FPN uses the backbone's own "
-                              f"strides (4..32); set 16, not {config.output_stride}")
+            raise ConfigError(
+                "feature_extractor.output_stride: FPN uses the backbone's own "
+                f"strides (4..32); set 16, not {config.output_stride}"
+            )
 
     @property
     def name(self):
@@ -86,24 +89,43 @@ class ResNetV1(FeatureExtractor):
         c = self.config
         reg = l2_regularizer(c.weight_decay)
         self._stem = [
-            tf_keras.layers.Conv2D(64, 7, 2, padding="same", use_bias=False,
-                                   kernel_initializer="VarianceScaling",
-                                   kernel_regularizer=reg, name="conv1"),
+            tf_keras.layers.Conv2D(
+                64,
+                7,
+                2,
+                padding="same",
+                use_bias=False,
+                kernel_initializer="VarianceScaling",
+                kernel_regularizer=reg,
+                name="conv1",
+            ),
             fpn_lib.batch_norm(c, "conv1_bn"),
             tf_keras.layers.Activation("relu", name="conv1_relu"),
             tf_keras.layers.MaxPool2D(3, 2, padding="same", name="pool1"),
         ]
         self._groups = []
         for g, (filters, units) in enumerate(zip(FILTERS, UNITS[self.model_id])):
-            stride, dilation = {0: (1, 1), 1: (2, 1), 2: CONV4_STRIDE_DILATION[self.output_stride],
-                                3: (2, 1)}[g]
-            self._groups.append([
-                nn_blocks.BottleneckBlock(
-                    filters=filters, strides=stride if u == 0 else 1, dilation_rate=dilation,
-                    use_projection=(u == 0), kernel_regularizer=reg,
-                    norm_momentum=c.batch_norm_momentum, norm_epsilon=c.batch_norm_epsilon,
-                    name=f"conv{g + 2}_unit{u + 1}")
-                for u in range(units)])
+            stride, dilation = {
+                0: (1, 1),
+                1: (2, 1),
+                2: CONV4_STRIDE_DILATION[self.output_stride],
+                3: (2, 1),
+            }[g]
+            self._groups.append(
+                [
+                    nn_blocks.BottleneckBlock(
+                        filters=filters,
+                        strides=stride if u == 0 else 1,
+                        dilation_rate=dilation,
+                        use_projection=(u == 0),
+                        kernel_regularizer=reg,
+                        norm_momentum=c.batch_norm_momentum,
+                        norm_epsilon=c.batch_norm_epsilon,
+                        name=f"conv{g + 2}_unit{u + 1}",
+                    )
+                    for u in range(units)
+                ]
+            )
 
     def _run(self, x, last_group):
         """Image -> {str(level): output of conv<level>} for conv2..conv<last_group>."""
@@ -122,12 +144,16 @@ class ResNetV1(FeatureExtractor):
         def build():
             inputs = self._image_input()
             return tf_keras.Model(inputs, self._run(inputs, 5), name=self.name)
+
         return self._cache.get("backbone", build)
 
     def build_first_stage(self):
         def build():
             inputs = self._image_input()
-            return tf_keras.Model(inputs, self._run(inputs, 4)["4"], name=f"{self.name}_first_stage")
+            return tf_keras.Model(
+                inputs, self._run(inputs, 4)["4"], name=f"{self.name}_first_stage"
+            )
+
         return self._cache.get("first_stage", build)
 
     def build_box_classifier(self):
@@ -141,6 +167,7 @@ class ResNetV1(FeatureExtractor):
                 x = unit(x)
             x = tf_keras.layers.GlobalAveragePooling2D(name="box_classifier_pool")(x)
             return tf_keras.Model(inputs, x, name=f"{self.name}_box_classifier")
+
         return self._cache.get("box_classifier", build)
 
     def build_ssd_feature_maps(self):
@@ -151,6 +178,7 @@ class ResNetV1(FeatureExtractor):
             conv4 = self._run(inputs, 4)["4"]
             maps = [conv4] + self._ssd_extras(conv4)
             return tf_keras.Model(inputs, maps, name=f"{self.name}_ssd_feature_maps")
+
         return self._cache.get("ssd", build)
 
     def build_fpn(self, min_level, max_level, depth):
@@ -159,8 +187,17 @@ class ResNetV1(FeatureExtractor):
 
         def build():
             inputs = self._image_input()
-            return fpn_lib.pyramid_model(self.name, self.config, self._fpn_decoders, inputs,
-                                         self._run(inputs, 5), min_level, max_level, depth)
+            return fpn_lib.pyramid_model(
+                self.name,
+                self.config,
+                self._fpn_decoders,
+                inputs,
+                self._run(inputs, 5),
+                min_level,
+                max_level,
+                depth,
+            )
+
         return self._cache.get(("fpn", min_level, max_level, depth), build)
 
 

@@ -19,6 +19,7 @@ initialisation (the network has no batch norm and trains from scratch here).
   maps, 38/19/10/5/3/2/1 at 300 px (SSD300 has 6 with VALID last layers; the
   5th extra map brings SAME-padded maps down to 1x1).
 """
+
 import tensorflow as tf
 import tf_keras
 
@@ -43,8 +44,11 @@ class L2Normalization(tf_keras.layers.Layer):
 
     def build(self, input_shape):
         self.scale = self.add_weight(
-            "scale", shape=(input_shape[-1],),
-            initializer=tf_keras.initializers.Constant(self.scale_init), trainable=True)
+            "scale",
+            shape=(input_shape[-1],),
+            initializer=tf_keras.initializers.Constant(self.scale_init),
+            trainable=True,
+        )
         super().build(input_shape)
 
     def call(self, inputs):
@@ -66,8 +70,9 @@ class VGG16(LayerBankExtractor):
 
     def _block(self, x, block):
         for i, filters in enumerate(BLOCKS[block - 1], start=1):
-            x = self.bank.conv(x, filters, 3, use_bias=True, activation="relu",
-                               name=f"block{block}_conv{i}")
+            x = self.bank.conv(
+                x, filters, 3, use_bias=True, activation="relu", name=f"block{block}_conv{i}"
+            )
         return x
 
     @staticmethod
@@ -87,8 +92,9 @@ class VGG16(LayerBankExtractor):
     def _box_classifier_features(self, x):
         b = self.bank
         x = PadToMinSize(7, name="box_classifier_pad")(x)
-        x = b.conv(x, 4096, 7, padding="valid", use_bias=True, activation="relu",
-                   name="box_classifier_fc6")
+        x = b.conv(
+            x, 4096, 7, padding="valid", use_bias=True, activation="relu", name="box_classifier_fc6"
+        )
         return b.conv(x, 4096, 1, use_bias=True, activation="relu", name="box_classifier_fc7")
 
     def _ssd_backbone_maps(self, x):

@@ -10,6 +10,7 @@ possibly with a bias folded into a batch norm's moving mean or a transform.
 every value of the file: loaded, folded, skipped as a classification head
 (the map's ``skip`` patterns), or refused as belonging to another network.
 """
+
 import dataclasses
 import logging
 import re
@@ -36,6 +37,7 @@ def format_registry(fmt):
 class NameMap:
     """``entries(extractor, backbone, source) -> [Entry]``; ``skip``: regexes of the file's
     names that ours lacks on purpose (heads, auxiliary logits, counters)."""
+
     entries: object
     skip: tuple = ()
     note: str = ""
@@ -46,10 +48,10 @@ class NameMap:
 
 @dataclasses.dataclass
 class Entry:
-    var: object            # our tf.Variable
-    key: str               # the file's name of its value
-    fold: str = None       # a conv bias folded exactly into this moving mean: mean - bias
-    transform: object = None   # array -> array (exact re-layout, e.g. input channel order)
+    var: object  # our tf.Variable
+    key: str  # the file's name of its value
+    fold: str = None  # a conv bias folded exactly into this moving mean: mean - bias
+    transform: object = None  # array -> array (exact re-layout, e.g. input channel order)
 
 
 @dataclasses.dataclass
@@ -67,9 +69,11 @@ class WeightsReport:
         skipped = f"skipped {self.skipped} of the file's"
         if self.skipped_examples:
             skipped += f" ({', '.join(self.skipped_examples)}{', ...' if self.skipped > 3 else ''})"
-        return (f"feature_extractor.weights_path: {self.path} ({self.format}) into {self.model}: "
-                f"loaded {self.loaded} variables, folded {self.folded} conv biases into batch "
-                f"norm, {skipped}, left {self.left_at_init} of ours at their initial values")
+        return (
+            f"feature_extractor.weights_path: {self.path} ({self.format}) into {self.model}: "
+            f"loaded {self.loaded} variables, folded {self.folded} conv biases into batch "
+            f"norm, {skipped}, left {self.left_at_init} of ours at their initial values"
+        )
 
 
 def short(name):
@@ -92,11 +96,12 @@ class H5Source:
 
     def __init__(self, path):
         import h5py
+
         self.path = path
         self._file = h5py.File(path, "r")
         group = self._file["model_weights"] if "model_weights" in self._file else self._file
         self._keys = {}
-        self.layers = []   # [(layer name, [key, ...])]
+        self.layers = []  # [(layer name, [key, ...])]
         for layer in group.attrs["layer_names"]:
             layer = layer.decode() if isinstance(layer, bytes) else layer
             keys = []
@@ -135,6 +140,7 @@ class CheckpointSource:
 
     def __init__(self, path, listed):
         import tensorflow as tf
+
         self.path = path
         self._shapes = {k: tuple(s) for k, s in listed}
         self._reader = tf.train.load_checkpoint(path)
@@ -170,22 +176,31 @@ def apply_map(fmt, name_map, entries, backbone, source, path):
     for e in entries:
         theirs = e.key if e.key in source else None
         if theirs is None:
-            raise error(path, f"does not match {backbone.name} as a {fmt} file: it lacks "
-                              f"{e.key} for our {short(e.var.name)} {tuple(e.var.shape)}")
+            raise error(
+                path,
+                f"does not match {backbone.name} as a {fmt} file: it lacks "
+                f"{e.key} for our {short(e.var.name)} {tuple(e.var.shape)}",
+            )
         shape = source.shape(e.key)
         value_shape = shape if e.transform is None else e.transform(np.zeros(shape)).shape
         if tuple(value_shape) != tuple(e.var.shape):
-            raise error(path, f"does not match {backbone.name}: our {short(e.var.name)} "
-                              f"{tuple(e.var.shape)} vs the file's {e.key} {tuple(shape)}"
-                              + _channel_hint(tuple(e.var.shape), tuple(shape)))
+            raise error(
+                path,
+                f"does not match {backbone.name}: our {short(e.var.name)} "
+                f"{tuple(e.var.shape)} vs the file's {e.key} {tuple(shape)}"
+                + _channel_hint(tuple(e.var.shape), tuple(shape)),
+            )
         value = source.value(e.key)
         if e.transform is not None:
             value = e.transform(value)
         if e.fold is not None:
             if e.fold not in source or source.shape(e.fold) != shape:
-                raise error(path, f"does not match {backbone.name}: the bias {e.fold} to fold "
-                                  f"into our {short(e.var.name)} {tuple(e.var.shape)} is missing "
-                                  "or of another shape")
+                raise error(
+                    path,
+                    f"does not match {backbone.name}: the bias {e.fold} to fold "
+                    f"into our {short(e.var.name)} {tuple(e.var.shape)} is missing "
+                    "or of another shape",
+                )
             value = value - source.value(e.fold)
             used.add(e.fold)
         used.add(e.key)
@@ -195,25 +210,35 @@ def apply_map(fmt, name_map, entries, backbone, source, path):
         if key in used:
             continue
         if not key.startswith(OUTSIDE) and not name_map.skips(key):
-            raise error(path, f"does not match {backbone.name}: the file's {key} "
-                              f"{tuple(source.shape(key))} has no place in it (a file of another "
-                              "network?)")
+            raise error(
+                path,
+                f"does not match {backbone.name}: the file's {key} "
+                f"{tuple(source.shape(key))} has no place in it (a file of another "
+                "network?)",
+            )
         skipped.append(key)
     ours = {id(v) for v in backbone.variables}
     assigned = {id(v) for v, _ in assignments}
     tf_keras.backend.batch_set_value(assignments)
-    report = WeightsReport(path, fmt, backbone.name, loaded=len(assignments),
-                           folded=sum(e.fold is not None for e in entries), skipped=len(skipped),
-                           left_at_init=len(ours - assigned),
-                           skipped_examples=tuple(
-                               sorted(k.replace(OUTSIDE, "") for k in skipped)[:3]))
+    report = WeightsReport(
+        path,
+        fmt,
+        backbone.name,
+        loaded=len(assignments),
+        folded=sum(e.fold is not None for e in entries),
+        skipped=len(skipped),
+        left_at_init=len(ours - assigned),
+        skipped_examples=tuple(sorted(k.replace(OUTSIDE, "") for k in skipped)[:3]),
+    )
     return report
 
 
 # -- helpers the maps share ----------------------------------------------------
 
-def batch_norm_entries(norm, prefix, names=("gamma", "beta", "moving_mean", "moving_variance"),
-                       fold=None):
+
+def batch_norm_entries(
+    norm, prefix, names=("gamma", "beta", "moving_mean", "moving_variance"), fold=None
+):
     """Entries for a BatchNormalization layer from ``prefix + name`` (slim: ``.../BatchNorm/``)."""
     out = []
     for attr in names:

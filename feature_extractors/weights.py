@@ -24,6 +24,7 @@ Every load ends in one ``WeightsReport`` line (loaded, folded, skipped, left
 at init); every misfit in one ConfigError line naming the first variable that
 does not fit, with both names and shapes.
 """
+
 import logging
 import os
 import re
@@ -48,8 +49,16 @@ from detbench.feature_extractors.weight_maps import (
 
 log = logging.getLogger("detbench.weights")
 
-_VAR_RANK = {"kernel": 0, "depthwise_kernel": 0, "pointwise_kernel": 1, "bias": 2,
-             "gamma": 3, "beta": 4, "moving_mean": 5, "moving_variance": 6}
+_VAR_RANK = {
+    "kernel": 0,
+    "depthwise_kernel": 0,
+    "pointwise_kernel": 1,
+    "bias": 2,
+    "gamma": 3,
+    "beta": 4,
+    "moving_mean": 5,
+    "moving_variance": 6,
+}
 
 
 def load_backbone_weights(backbone_model, path, extractor=None):
@@ -70,14 +79,17 @@ def detect_format(model, path, extractor=None):
     """(format name, loader) for ``path``, from its HDF5 layout or checkpoint variable names."""
     if os.path.isfile(path):
         import h5py
+
         if not h5py.is_hdf5(path):
             raise _error(path, "not an HDF5 weights file (nor a TF checkpoint prefix)")
         try:
             with h5py.File(path, "r") as f:
                 g = f["model_weights"] if "model_weights" in f else f
                 legacy = "layer_names" in g.attrs
-                names = [n.decode() if isinstance(n, bytes) else n
-                         for n in g.attrs.get("layer_names", [])]
+                names = [
+                    n.decode() if isinstance(n, bytes) else n
+                    for n in g.attrs.get("layer_names", [])
+                ]
                 weighted = [n for n in names if len(g[n].attrs.get("weight_names", [])) > 0]
         except Exception as e:  # noqa: BLE001  (a truncated or damaged file)
             raise _error(path, f"unreadable HDF5 file: {_first_line(e)}") from None
@@ -102,8 +114,10 @@ def detect_format(model, path, extractor=None):
 
 def _own(load):
     """A loader of detbench's own formats (``save_weights`` of the backbone itself)."""
+
     def loader(model, path, extractor):
         return WeightsReport(path, "detbench", model.name, loaded=load(model, path))
+
     return loader
 
 
@@ -115,18 +129,23 @@ def _name_map(fmt, extractor):
 
 def _mapped(fmt, listed=None):
     """A loader through the extractor's name map for ``fmt`` (Keras .h5 or TF-slim)."""
+
     def loader(model, path, extractor):
         name_map = _name_map(fmt, extractor)
         if name_map is None:
-            raise _error(path, f"a {fmt}; {model.name} has no name map for it (see docs/weights.md)")
+            raise _error(
+                path, f"a {fmt}; {model.name} has no name map for it (see docs/weights.md)"
+            )
         source = H5Source(path) if listed is None else CheckpointSource(path, listed)
         try:
             if listed is not None:
                 source = _rebase(source, name_map, name_map.entries(extractor, model, source), path)
-            return apply_map(fmt, name_map, name_map.entries(extractor, model, source), model,
-                             source, path)
+            return apply_map(
+                fmt, name_map, name_map.entries(extractor, model, source), model, source, path
+            )
         finally:
             source.close()
+
     return loader
 
 
@@ -136,9 +155,9 @@ def _rebase(source, name_map, probe, path):
     first = probe[0].key
     if first in source:
         return source
-    outer = sorted(k[:-len(first)] for k in source if k.endswith("/" + first))
+    outer = sorted(k[: -len(first)] for k in source if k.endswith("/" + first))
     if not outer:
-        return source     # apply_map names what is missing
+        return source  # apply_map names what is missing
     return RebasedSource(source, outer[0])
 
 
@@ -149,8 +168,10 @@ class RebasedSource:
         self._source, self._outer = source, outer
 
     def __iter__(self):
-        return (k[len(self._outer):] if k.startswith(self._outer) else f"{OUTSIDE}{k}"
-                for k in self._source)
+        return (
+            k[len(self._outer) :] if k.startswith(self._outer) else f"{OUTSIDE}{k}"
+            for k in self._source
+        )
 
     def __contains__(self, key):
         return self._outer + key in self._source
@@ -162,7 +183,7 @@ class RebasedSource:
         return self._source.value(self._real(key))
 
     def _real(self, key):
-        return key[len(OUTSIDE):] if key.startswith(OUTSIDE) else self._outer + key
+        return key[len(OUTSIDE) :] if key.startswith(OUTSIDE) else self._outer + key
 
     def close(self):
         self._source.close()
@@ -176,6 +197,7 @@ _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 def _object_paths(model):
     from detbench.train.fine_tune import variable_paths
+
     return variable_paths(model)
 
 
@@ -184,19 +206,28 @@ def _garden_prefix(model, listed):
     network laid out as ours; None for detbench's own (no prefix) or no match."""
     first = next(iter(_object_paths(model)))
     tail = f"/{first}{_VALUE_SUFFIX}"
-    prefixes = [k[:-len(tail)] for k, _ in listed if k.endswith(tail)]
+    prefixes = [k[: -len(tail)] for k, _ in listed if k.endswith(tail)]
     return min(prefixes, key=len) if prefixes else None
 
 
 def _load_garden(listed):
     def loader(model, path, extractor):
         prefix = _garden_prefix(model, listed)
-        entries = [Entry(var, f"{prefix}/{p}{_VALUE_SUFFIX}")
-                   for p, var in _object_paths(model).items()]
-        skip = NameMap(None, (r"^(?!" + re.escape(prefix) + "/)", r"\.OPTIMIZER_SLOT",
-                              r"^_CHECKPOINTABLE_OBJECT_GRAPH$", r"/\.ATTRIBUTES/(?!VARIABLE_VALUE)"))
+        entries = [
+            Entry(var, f"{prefix}/{p}{_VALUE_SUFFIX}") for p, var in _object_paths(model).items()
+        ]
+        skip = NameMap(
+            None,
+            (
+                r"^(?!" + re.escape(prefix) + "/)",
+                r"\.OPTIMIZER_SLOT",
+                r"^_CHECKPOINTABLE_OBJECT_GRAPH$",
+                r"/\.ATTRIBUTES/(?!VARIABLE_VALUE)",
+            ),
+        )
         source = CheckpointSource(path, listed)
         return apply_map(GARDEN, skip, entries, model, source, path)
+
     return loader
 
 
@@ -219,12 +250,14 @@ def _load_checkpoint(model, path):
         status.assert_existing_objects_matched()
     except Exception as e:  # noqa: BLE001
         if status is not None:
-            status.expect_partial()   # no per-value warnings at exit: the error says it
+            status.expect_partial()  # no per-value warnings at exit: the error says it
         message = _first_line(e)
         if isinstance(e, AssertionError):
             missing = re.search(r"Unresolved object in checkpoint.*|Some Python objects.*", str(e))
-            message = (f"{len(model.variables)} backbone variables expected, the checkpoint "
-                       f"holds {len(expected) - 1} values; {missing.group(0)[:200] if missing else message}")
+            message = (
+                f"{len(model.variables)} backbone variables expected, the checkpoint "
+                f"holds {len(expected) - 1} values; {missing.group(0)[:200] if missing else message}"
+            )
         raise _error(path, f"does not match {model.name}: {message}") from None
     return len(model.variables)
 
@@ -242,6 +275,7 @@ def _canonical(name):
 
 def _load_legacy_h5(model, path):
     import h5py
+
     layers = [layer for layer in model.layers if layer.weights]
     assignments = []
     with h5py.File(path, "r") as f:
@@ -249,30 +283,45 @@ def _load_legacy_h5(model, path):
         names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["layer_names"]]
         saved = []
         for n in names:
-            weight_names = [w.decode() if isinstance(w, bytes) else w
-                            for w in group[n].attrs["weight_names"]]
+            weight_names = [
+                w.decode() if isinstance(w, bytes) else w for w in group[n].attrs["weight_names"]
+            ]
             if weight_names:
                 saved.append((n, weight_names))
         for i, layer in enumerate(layers):
             if i >= len(saved):
-                raise _error(path, f"does not match {model.name}: it holds {len(saved)} layers "
-                                   f"with weights, the model needs {len(layers)} (first missing: "
-                                   f"{layer.name})")
+                raise _error(
+                    path,
+                    f"does not match {model.name}: it holds {len(saved)} layers "
+                    f"with weights, the model needs {len(layers)} (first missing: "
+                    f"{layer.name})",
+                )
             file_layer, weight_names = saved[i]
             ours = sorted(layer.weights, key=lambda w: _canonical(w.name))
             theirs = sorted(weight_names, key=_canonical)
             if len(ours) != len(theirs):
-                raise _error(path, f"does not match {model.name}: layer #{i} {layer.name} has "
-                                   f"{len(ours)} variables, the file's {file_layer} {len(theirs)}")
+                raise _error(
+                    path,
+                    f"does not match {model.name}: layer #{i} {layer.name} has "
+                    f"{len(ours)} variables, the file's {file_layer} {len(theirs)}",
+                )
             for var, wname in zip(ours, theirs):
                 value = np.asarray(group[file_layer][wname])
-                if _canonical(var.name)[1:] != _canonical(wname)[1:] or value.shape != tuple(var.shape):
-                    raise _error(path, f"does not match {model.name}: {var.name} "
-                                       f"{tuple(var.shape)} vs the file's {wname} {value.shape}")
+                if _canonical(var.name)[1:] != _canonical(wname)[1:] or value.shape != tuple(
+                    var.shape
+                ):
+                    raise _error(
+                        path,
+                        f"does not match {model.name}: {var.name} "
+                        f"{tuple(var.shape)} vs the file's {wname} {value.shape}",
+                    )
                 assignments.append((var, value))
         if len(saved) != len(layers):
-            raise _error(path, f"does not match {model.name}: it holds {len(saved)} layers with "
-                               f"weights, the model has {len(layers)} (first extra: "
-                               f"{saved[len(layers)][0]})")
+            raise _error(
+                path,
+                f"does not match {model.name}: it holds {len(saved)} layers with "
+                f"weights, the model has {len(layers)} (first extra: "
+                f"{saved[len(layers)][0]})",
+            )
     tf_keras.backend.batch_set_value(assignments)
     return len(assignments)

@@ -15,6 +15,7 @@ against slim's, ordered by branch then by layer name (``Conv2d_0a`` <
 ``Conv2d_0b`` < ``Conv2d_1a``), the branchless residual projection last; every
 shape is checked, so a misordering cannot load silently.
 """
+
 import re
 
 import tf_keras
@@ -28,11 +29,18 @@ from detbench.feature_extractors.weight_maps import (
 
 FORMAT = "TF-slim checkpoint"
 SLIM = format_registry(FORMAT)
-HEADS = (r"(^|/)(logits|Logits|AuxLogits|fc6|fc7|fc8|Predictions)/", r"(^|/)global_step$",
-         r"(^|/)mean_rgb$",
-         r"_\d+_Conv2d_\d+_\d+x\d+")   # a TF OD API SSD's extra feature-map layers
-_KERNELS = {"kernel": "weights", "depthwise_kernel": "depthwise_weights",
-            "pointwise_kernel": "pointwise_weights", "bias": "biases"}
+HEADS = (
+    r"(^|/)(logits|Logits|AuxLogits|fc6|fc7|fc8|Predictions)/",
+    r"(^|/)global_step$",
+    r"(^|/)mean_rgb$",
+    r"_\d+_Conv2d_\d+_\d+x\d+",
+)  # a TF OD API SSD's extra feature-map layers
+_KERNELS = {
+    "kernel": "weights",
+    "depthwise_kernel": "depthwise_weights",
+    "pointwise_kernel": "pointwise_weights",
+    "bias": "biases",
+}
 
 
 def conv_entries(conv, norm, unit, transform=None):
@@ -41,8 +49,9 @@ def conv_entries(conv, norm, unit, transform=None):
     for attr, theirs in _KERNELS.items():
         var = getattr(conv, attr, None)
         if var is not None:
-            out.append(Entry(var, f"{unit}/{theirs}",
-                             transform=transform if attr == "kernel" else None))
+            out.append(
+                Entry(var, f"{unit}/{theirs}", transform=transform if attr == "kernel" else None)
+            )
     if norm is not None:
         out += batch_norm_entries(norm, f"{unit}/BatchNorm/")
     return out
@@ -57,8 +66,9 @@ def _resnet(extractor, backbone, source):
             if block._use_projection:
                 entries += conv_entries(block._shortcut, block._norm0, f"{unit}/shortcut")
             for i in (1, 2, 3):
-                entries += conv_entries(getattr(block, f"_conv{i}"), getattr(block, f"_norm{i}"),
-                                        f"{unit}/conv{i}")
+                entries += conv_entries(
+                    getattr(block, f"_conv{i}"), getattr(block, f"_norm{i}"), f"{unit}/conv{i}"
+                )
     return entries
 
 
@@ -94,12 +104,17 @@ def _vgg16(extractor, backbone, source):
     for b, filters in enumerate((2, 2, 3, 3, 3), start=1):
         for i in range(1, filters + 1):
             conv = extractor.bank.layers[f"block{b}_conv{i}"]
-            entries += conv_entries(conv, None, f"vgg_16/conv{b}/conv{b}_{i}",
-                                    transform=_bgr_first_input if (b, i) == (1, 1) else None)
+            entries += conv_entries(
+                conv,
+                None,
+                f"vgg_16/conv{b}/conv{b}_{i}",
+                transform=_bgr_first_input if (b, i) == (1, 1) else None,
+            )
     return entries
 
 
 # -- Inception family: per module, in order ------------------------------------
+
 
 def _unit_order(rel):
     m = re.fullmatch(r"Branch_(\d+)/(.*)", rel)
@@ -108,30 +123,35 @@ def _unit_order(rel):
 
 def _slim_units(source, scope):
     """slim's convolution layers under ``scope``, in our creation order."""
-    units = {k[len(scope) + 1:].rsplit("/", 1)[0] for k in source
-             if k.startswith(scope + "/") and re.search(r"/(depthwise_)?weights$", k)}
+    units = {
+        k[len(scope) + 1 :].rsplit("/", 1)[0]
+        for k in source
+        if k.startswith(scope + "/") and re.search(r"/(depthwise_)?weights$", k)
+    }
     return [f"{scope}/{u}" for u in sorted(units, key=_unit_order)]
 
 
 def inception_map(net, module_scope=lambda module: module):
     """A map for a LayerBank Inception network under slim scope ``net``;
     ``module_scope``: our module name -> slim's scope inside ``net``."""
+
     def entries(extractor, backbone, source):
         ours = {id(v) for v in backbone.variables}
         layers = extractor.bank.layers
         modules, out = {}, []
         for name, layer in layers.items():
             if not isinstance(layer, tf_keras.layers.Conv2D) and not isinstance(
-                    layer, tf_keras.layers.SeparableConv2D):
+                layer, tf_keras.layers.SeparableConv2D
+            ):
                 continue
             if not layer.weights or id(layer.weights[0]) not in ours:
                 continue
             m = re.fullmatch(r"(.*)_conv(\d*)", name)
-            if m and f"{name}_bn" not in layers:    # inside a module
-                index = int(m.group(2)) if m.group(2) else 1 << 30   # the projection last
+            if m and f"{name}_bn" not in layers:  # inside a module
+                index = int(m.group(2)) if m.group(2) else 1 << 30  # the projection last
                 norm = layers.get(f"{m.group(1)}_bn{m.group(2)}") if m.group(2) else None
                 modules.setdefault(m.group(1), []).append((index, layer, norm))
-            else:                                   # a named layer: slim's own name
+            else:  # a named layer: slim's own name
                 out += conv_entries(layer, layers.get(f"{name}_bn"), f"{net}/{name}")
         for module, convs in modules.items():
             scope = f"{net}/{module_scope(module)}"
@@ -141,6 +161,7 @@ def inception_map(net, module_scope=lambda module: module):
                 unit = units[i] if i < len(units) else f"{scope}/<layer #{i + 1}>"
                 out += conv_entries(conv, norm, unit)
         return out
+
     return entries
 
 
@@ -160,5 +181,6 @@ SLIM.register("mobilenet_v2")(NameMap(_mobilenet_v2, HEADS))
 SLIM.register("vgg16")(NameMap(_vgg16, HEADS))
 SLIM.register("inception_v2")(NameMap(inception_map("InceptionV2"), HEADS))
 SLIM.register("inception_v3")(NameMap(inception_map("InceptionV3"), HEADS))
-SLIM.register("inception_resnet_v2")(NameMap(inception_map("InceptionResnetV2", _irv2_scope),
-                                             HEADS))
+SLIM.register("inception_resnet_v2")(
+    NameMap(inception_map("InceptionResnetV2", _irv2_scope), HEADS)
+)

@@ -22,6 +22,7 @@ Groundtruth dicts use the data pipeline's keys: ``groundtruth_boxes``
 [B,M,4], ``groundtruth_classes`` [B,M] int32, ``num_groundtruth_boxes`` [B],
 optionally ``groundtruth_is_crowd`` [B,M].
 """
+
 import abc
 
 import tensorflow as tf
@@ -122,9 +123,11 @@ class DetectionModel(tf_keras.Model, abc.ABC):
 
     def _prefix(self, fn):
         """fn(inputs, true_shapes) -> a function of raw images (preprocess first)."""
+
         def run(images):
             inputs, true_shapes = self.preprocess(tf.cast(images, tf.float32))
             return fn(inputs, true_shapes)
+
         return run
 
     def backbone_models(self):

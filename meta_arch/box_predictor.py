@@ -20,6 +20,7 @@ gets -log((1 - p) / p) (sigmoid: every class starts at probability p) or, with
 a background column (softmax), column 0 gets log((1 - p) / p) and the rest 0,
 so the foreground classes start small.
 """
+
 import math
 
 import tensorflow as tf
@@ -38,10 +39,21 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
     """feature maps [B, h_k, w_k, d_k] -> (box_encodings [B, N, code_size],
     class_logits [B, N, num_class_columns]), N = sum_k h_k * w_k * A_k."""
 
-    def __init__(self, num_class_columns, num_anchors_per_location, kernel_size=3,
-                 num_layers_before_predictor=0, depth=256, share_weights_across_levels=False,
-                 class_prior_probability=0.0, background_column=False, code_size=4,
-                 weight_decay=0.0, separate_class_and_box_towers=False, **kwargs):
+    def __init__(
+        self,
+        num_class_columns,
+        num_anchors_per_location,
+        kernel_size=3,
+        num_layers_before_predictor=0,
+        depth=256,
+        share_weights_across_levels=False,
+        class_prior_probability=0.0,
+        background_column=False,
+        code_size=4,
+        weight_decay=0.0,
+        separate_class_and_box_towers=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.num_class_columns = int(num_class_columns)
         self.num_anchors_per_location = [int(a) for a in num_anchors_per_location]
@@ -58,37 +70,65 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
             raise ConfigError(
                 "box_predictor: kernel_size and depth must be >= 1 and "
                 "num_layers_before_predictor >= 0, got "
-                f"{self.kernel_size}, {self.depth}, {self.num_layers_before_predictor}")
+                f"{self.kernel_size}, {self.depth}, {self.num_layers_before_predictor}"
+            )
         if not 0.0 <= self.class_prior_probability < 1.0:
-            raise ConfigError("box_predictor.class_prior_probability must be in [0, 1), "
-                              f"got {self.class_prior_probability}")
+            raise ConfigError(
+                "box_predictor.class_prior_probability must be in [0, 1), "
+                f"got {self.class_prior_probability}"
+            )
         if self.share_weights and len(set(self.num_anchors_per_location)) != 1:
             raise ConfigError(
                 "box_predictor.share_weights_across_levels needs the same number of anchors "
-                f"per location on every map, got {self.num_anchors_per_location}")
+                f"per location on every map, got {self.num_anchors_per_location}"
+            )
         self._regularizer = l2_regularizer(weight_decay)
         heads = 1 if self.share_weights else len(self.num_anchors_per_location)
-        self.towers = [[self._conv(self.depth, f"tower_{h}_{i}", "relu", kernel_initializer="he_normal")
-                        for i in range(self.num_layers_before_predictor)]
-                       for h in range(heads)]
+        self.towers = [
+            [
+                self._conv(self.depth, f"tower_{h}_{i}", "relu", kernel_initializer="he_normal")
+                for i in range(self.num_layers_before_predictor)
+            ]
+            for h in range(heads)
+        ]
         # With separate towers, self.towers feed the class logits and these the boxes.
-        self.box_towers = [[self._conv(self.depth, f"box_tower_{h}_{i}", "relu",
-                                       kernel_initializer="he_normal")
-                            for i in range(self.num_layers_before_predictor)]
-                           for h in range(heads)] if self.separate_towers else None
+        self.box_towers = (
+            [
+                [
+                    self._conv(
+                        self.depth, f"box_tower_{h}_{i}", "relu", kernel_initializer="he_normal"
+                    )
+                    for i in range(self.num_layers_before_predictor)
+                ]
+                for h in range(heads)
+            ]
+            if self.separate_towers
+            else None
+        )
         a = self.num_anchors_per_location
-        self.class_convs = [self._conv(a[h] * self.num_class_columns, f"class_{h}",
-                                       bias_initializer=self._class_bias(a[h]))
-                            for h in range(heads)]
+        self.class_convs = [
+            self._conv(
+                a[h] * self.num_class_columns, f"class_{h}", bias_initializer=self._class_bias(a[h])
+            )
+            for h in range(heads)
+        ]
         self.box_convs = [self._conv(a[h] * self.code_size, f"box_{h}") for h in range(heads)]
 
-    def _conv(self, filters, name, activation=None, bias_initializer="zeros",
-              kernel_initializer=None):
+    def _conv(
+        self, filters, name, activation=None, bias_initializer="zeros", kernel_initializer=None
+    ):
         return tf_keras.layers.Conv2D(
-            filters, self.kernel_size, padding="same", activation=activation, name=name,
-            kernel_initializer=(kernel_initializer
-                                or tf_keras.initializers.RandomNormal(stddev=0.01)),
-            bias_initializer=bias_initializer, kernel_regularizer=self._regularizer)
+            filters,
+            self.kernel_size,
+            padding="same",
+            activation=activation,
+            name=name,
+            kernel_initializer=(
+                kernel_initializer or tf_keras.initializers.RandomNormal(stddev=0.01)
+            ),
+            bias_initializer=bias_initializer,
+            kernel_regularizer=self._regularizer,
+        )
 
     def _class_bias(self, num_anchors):
         p = self.class_prior_probability
@@ -111,13 +151,17 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
     def call(self, feature_maps, training=False):
         feature_maps = list(feature_maps)
         if len(feature_maps) != len(self.num_anchors_per_location):
-            raise ValueError(f"box predictor built for {len(self.num_anchors_per_location)} "
-                             f"feature maps, got {len(feature_maps)}")
+            raise ValueError(
+                f"box predictor built for {len(self.num_anchors_per_location)} "
+                f"feature maps, got {len(feature_maps)}"
+            )
         if self.share_weights:
             depths = {int(f.shape[-1]) for f in feature_maps}
             if len(depths) != 1:
-                raise ConfigError("box_predictor.share_weights_across_levels needs feature "
-                                  f"maps of equal depth, got depths {sorted(depths)}")
+                raise ConfigError(
+                    "box_predictor.share_weights_across_levels needs feature "
+                    f"maps of equal depth, got depths {sorted(depths)}"
+                )
         boxes, classes = [], []
         for k, x in enumerate(feature_maps):
             h = 0 if self.share_weights else k
@@ -135,23 +179,29 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_class_columns=self.num_class_columns,
-                      num_anchors_per_location=self.num_anchors_per_location,
-                      kernel_size=self.kernel_size,
-                      num_layers_before_predictor=self.num_layers_before_predictor,
-                      depth=self.depth, share_weights_across_levels=self.share_weights,
-                      class_prior_probability=self.class_prior_probability,
-                      background_column=self.background_column, code_size=self.code_size,
-                      weight_decay=self.weight_decay,
-                      separate_class_and_box_towers=self.separate_towers)
+        config.update(
+            num_class_columns=self.num_class_columns,
+            num_anchors_per_location=self.num_anchors_per_location,
+            kernel_size=self.kernel_size,
+            num_layers_before_predictor=self.num_layers_before_predictor,
+            depth=self.depth,
+            share_weights_across_levels=self.share_weights,
+            class_prior_probability=self.class_prior_probability,
+            background_column=self.background_column,
+            code_size=self.code_size,
+            weight_decay=self.weight_decay,
+            separate_class_and_box_towers=self.separate_towers,
+        )
         return config
 
 
-def build_box_predictor(config, num_class_columns, num_anchors_per_location,
-                        background_column=False, weight_decay=0.0):
+def build_box_predictor(
+    config, num_class_columns, num_anchors_per_location, background_column=False, weight_decay=0.0
+):
     """ConvolutionalBoxPredictor proto -> ConvolutionalBoxPredictor layer."""
     return ConvolutionalBoxPredictor(
-        num_class_columns, num_anchors_per_location,
+        num_class_columns,
+        num_anchors_per_location,
         kernel_size=config.kernel_size,
         num_layers_before_predictor=config.num_layers_before_predictor,
         depth=config.depth,
@@ -160,4 +210,5 @@ def build_box_predictor(config, num_class_columns, num_anchors_per_location,
         background_column=background_column,
         weight_decay=weight_decay,
         separate_class_and_box_towers=config.separate_class_and_box_towers,
-        name="box_predictor")
+        name="box_predictor",
+    )

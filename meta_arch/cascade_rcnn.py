@@ -30,6 +30,7 @@ that stage's own input boxes.
 ``propose``, ``classify_boxes``, ``postprocess``) come from
 ``TwoStageDetectionModel``.
 """
+
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -69,14 +70,16 @@ def stage_settings(stages):
         elif i < len(DEFAULT_IOU_THRESHOLDS):
             iou = DEFAULT_IOU_THRESHOLDS[i]
         else:
-            raise ConfigError(f"{field}.iou_threshold: needed beyond {len(DEFAULT_IOU_THRESHOLDS)}"
-                              " stages")
+            raise ConfigError(
+                f"{field}.iou_threshold: needed beyond {len(DEFAULT_IOU_THRESHOLDS)} stages"
+            )
         if not 0.0 < iou < 1.0:
             raise ConfigError(f"{field}.iou_threshold: must be in (0, 1), got {iou}")
         stddev = tuple(stage.box_coder_stddev) or tuple(s / (i + 1) for s in BASE_STDDEV)
         if len(stddev) != 4 or min(stddev) <= 0:
-            raise ConfigError(f"{field}.box_coder_stddev: needs 4 positive values, got "
-                              f"{list(stddev)}")
+            raise ConfigError(
+                f"{field}.box_coder_stddev: needs 4 positive values, got {list(stddev)}"
+            )
         weight = stage.loss_weight if stage.HasField("loss_weight") else 1.0 / len(stages)
         if weight < 0:
             raise ConfigError(f"{field}.loss_weight: must be >= 0, got {weight}")
@@ -87,7 +90,8 @@ def stage_settings(stages):
 def _stage_target_assigner(settings):
     return target_assigner_lib.TargetAssigner(
         matchers.ArgMaxMatcher(settings.iou_threshold, settings.iou_threshold),
-        box_coders.MeanStddevBoxCoder(stddev=settings.box_coder_stddev))
+        box_coders.MeanStddevBoxCoder(stddev=settings.box_coder_stddev),
+    )
 
 
 def _nonempty(boxes):
@@ -98,8 +102,17 @@ def _nonempty(boxes):
 class CascadeRcnn(two_stage.TwoStageDetectionModel):
     """Two-stage detector with a cascade of box heads trained at rising IoU (0.5/0.6/0.7)."""
 
-    def __init__(self, num_classes, is_training, feature_extractor, rpn, stages=None,
-                 roi_crop=None, fpn_head=None, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        is_training,
+        feature_extractor,
+        rpn,
+        stages=None,
+        roi_crop=None,
+        fpn_head=None,
+        **kwargs,
+    ):
         """``stages``: list of ``CascadeStageSettings`` (default: three at IoU
         0.5 / 0.6 / 0.7); ``roi_crop``: a ``RoiCrop`` proto (14 -> 2x2
         max-pool when None); ``fpn_head``: an ``FcHead`` proto for FPN
@@ -109,8 +122,14 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
         assigners = [_stage_target_assigner(s) for s in stages]
         if "second_stage_target_assigner" in kwargs or kwargs.get("hard_example_miner"):
             raise ValueError("CascadeRcnn: the stages define the target assigners; no OHEM")
-        super().__init__(num_classes, is_training, feature_extractor, rpn,
-                         second_stage_target_assigner=assigners[0], **kwargs)
+        super().__init__(
+            num_classes,
+            is_training,
+            feature_extractor,
+            rpn,
+            second_stage_target_assigner=assigners[0],
+            **kwargs,
+        )
         self.stages = stages
         self.stage_target_assigners = assigners
         self.roi_crop = roi_crop or faster_rcnn_pb2.RoiCrop()
@@ -121,29 +140,44 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
             if self.fpn is not None:
                 head = fpn_head or faster_rcnn_pb2.FcHead()
                 feature_model = two_stage.fc_box_head_from_config(
-                    head, weight_decay, name=f"stage{t}_fc_head")
+                    head, weight_decay, name=f"stage{t}_fc_head"
+                )
             elif t == 1:
                 feature_model = feature_extractor.build_box_classifier()
             else:  # same architecture, own weights
                 first = self.box_classifier_models[0]
                 clone = tf_keras.models.clone_model(first)
-                feature_model = tf_keras.Model(clone.inputs, clone.outputs,
-                                               name=f"{first.name}_stage{t}")
+                feature_model = tf_keras.Model(
+                    clone.inputs, clone.outputs, name=f"{first.name}_stage{t}"
+                )
             self.box_classifier_models.append(feature_model)
-            self.stage_heads.append(two_stage.BoxClassifierHead(
-                feature_model, num_classes, class_specific=False, weight_decay=weight_decay,
-                name=f"stage{t}_box_classifier_head"))
+            self.stage_heads.append(
+                two_stage.BoxClassifierHead(
+                    feature_model,
+                    num_classes,
+                    class_specific=False,
+                    weight_decay=weight_decay,
+                    name=f"stage{t}_box_classifier_head",
+                )
+            )
 
     @classmethod
     def from_config(cls, config, is_training=True, benchmark_mode=False):
         """``CascadeRcnn`` proto -> model."""
         if config.num_classes <= 0:
-            raise ConfigError("model.cascade_rcnn.num_classes: must be positive, got "
-                              f"{config.num_classes}")
+            raise ConfigError(
+                f"model.cascade_rcnn.num_classes: must be positive, got {config.num_classes}"
+            )
         kwargs = two_stage.common_kwargs(config, "cascade_rcnn", is_training)
-        model = cls(config.num_classes, is_training, stages=stage_settings(config.stage),
-                    roi_crop=config.roi_crop, fpn_head=config.fpn_head,
-                    benchmark_mode=benchmark_mode, **kwargs)
+        model = cls(
+            config.num_classes,
+            is_training,
+            stages=stage_settings(config.stage),
+            roi_crop=config.roi_crop,
+            fpn_head=config.fpn_head,
+            benchmark_mode=benchmark_mode,
+            **kwargs,
+        )
         if kwargs["feature_extractor"].load_weights() and model.fpn is None:
             # Every stage's head starts from the pretrained box classifier.
             for clone in model.box_classifier_models[1:]:
@@ -181,9 +215,13 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
                 rois = post_processing.clip_to_window(coder.decode(codes, rois), window)
             crops = self.crop_rois(features, rois, self.roi_crop)
             logits, codes = head(crops, num_rois, training=training)
-            out.update({f"stage{t}_rois": rois,
-                        f"stage{t}_class_predictions_with_background": logits,
-                        f"stage{t}_refined_box_encodings": codes})
+            out.update(
+                {
+                    f"stage{t}_rois": rois,
+                    f"stage{t}_class_predictions_with_background": logits,
+                    f"stage{t}_refined_box_encodings": codes,
+                }
+            )
         out["class_predictions_with_background"] = logits
         out["refined_box_encodings"] = codes
         if not training:
@@ -196,11 +234,13 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
     # -- loss -------------------------------------------------------------------
     def loss(self, predictions, groundtruth):
         if "roi_targets" not in predictions:
-            raise ValueError("loss() needs predictions from predict(..., training=True, "
-                             "groundtruth=...)")
+            raise ValueError(
+                "loss() needs predictions from predict(..., training=True, groundtruth=...)"
+            )
         losses = self.rpn_loss(predictions, groundtruth)
-        gt = self.groundtruth_in_input_frame(groundtruth, predictions["true_shapes"],
-                                             tf.unstack(predictions["image_shape"]))
+        gt = self.groundtruth_in_input_frame(
+            groundtruth, predictions["true_shapes"], tf.unstack(predictions["image_shape"])
+        )
         for t, stage in enumerate(self.stages, 1):
             rois = predictions[f"stage{t}_rois"]
             if t == 1:
@@ -208,18 +248,24 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
                 mask = targets["weights"]
             else:
                 valid = predictions["roi_valid"] & _nonempty(rois)
-                targets = two_stage.assign_roi_targets(rois, valid, gt,
-                                                       self.stage_target_assigners[t - 1])
+                targets = two_stage.assign_roi_targets(
+                    rois, valid, gt, self.stage_target_assigners[t - 1]
+                )
                 mask = targets["eligible"]
             cls, loc = two_stage.per_roi_losses(
                 predictions[f"stage{t}_class_predictions_with_background"],
-                predictions[f"stage{t}_refined_box_encodings"], targets,
-                self.classification_loss, self.localization_loss)
+                predictions[f"stage{t}_refined_box_encodings"],
+                targets,
+                self.classification_loss,
+                self.localization_loss,
+            )
             w = stage.loss_weight
-            losses[f"stage{t}_localization_loss"] = w * self.localization_weight * (
-                two_stage.reduce_roi_losses(loc, mask))
-            losses[f"stage{t}_classification_loss"] = w * self.classification_weight * (
-                two_stage.reduce_roi_losses(cls, mask))
+            losses[f"stage{t}_localization_loss"] = (
+                w * self.localization_weight * (two_stage.reduce_roi_losses(loc, mask))
+            )
+            losses[f"stage{t}_classification_loss"] = (
+                w * self.classification_weight * (two_stage.reduce_roi_losses(cls, mask))
+            )
         return losses
 
     # -- post-processing --------------------------------------------------------
@@ -228,10 +274,12 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
         training predictions, the last stage's)."""
         rois = predictions[f"stage{len(self.stages)}_rois"]
         boxes = self.stage_target_assigners[-1].box_coder.decode(
-            predictions["refined_box_encodings"], rois[:, :, None, :])
+            predictions["refined_box_encodings"], rois[:, :, None, :]
+        )
         scores = predictions.get("ensemble_class_scores")
         if scores is None:
             scores = self._scores(predictions["class_predictions_with_background"])
         valid = predictions.get("roi_valid", predictions.get("proposal_valid"))
-        return self.detections_from_boxes(boxes, scores, valid, true_shapes,
-                                          tf.unstack(predictions["image_shape"]))
+        return self.detections_from_boxes(
+            boxes, scores, valid, true_shapes, tf.unstack(predictions["image_shape"])
+        )

@@ -16,6 +16,7 @@ per-stage methods a benchmark can time (``extract_features``, ``propose``,
 ``classify_boxes``, ``postprocess``) and ``benchmark_mode`` - lives in
 ``meta_arch/two_stage.py``.
 """
+
 import tensorflow as tf
 
 from detbench.meta_arch import two_stage
@@ -27,8 +28,16 @@ from detbench.protos import faster_rcnn_pb2
 class FasterRcnn(two_stage.TwoStageDetectionModel):
     """Two-stage detector: RPN proposals, per-RoI crops through the box classifier."""
 
-    def __init__(self, num_classes, is_training, feature_extractor, rpn,
-                 roi_crop=None, fpn_head=None, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        is_training,
+        feature_extractor,
+        rpn,
+        roi_crop=None,
+        fpn_head=None,
+        **kwargs,
+    ):
         """``roi_crop``: a ``RoiCrop`` proto (14 -> 2x2 max-pool when None);
         ``fpn_head``: an ``FcHead`` proto used with FPN extractors. Other
         keyword arguments: see ``TwoStageDetectionModel``."""
@@ -42,16 +51,26 @@ class FasterRcnn(two_stage.TwoStageDetectionModel):
             feature_model = feature_extractor.build_box_classifier()
         self.box_classifier_model = feature_model
         self.box_head = two_stage.BoxClassifierHead(
-            feature_model, num_classes, class_specific=True, weight_decay=weight_decay,
-            name="box_classifier_head")
+            feature_model,
+            num_classes,
+            class_specific=True,
+            weight_decay=weight_decay,
+            name="box_classifier_head",
+        )
 
     @classmethod
     def from_config(cls, config, is_training=True, benchmark_mode=False):
         """``FasterRcnn`` proto -> model (backbone initialised from the extractor's
         ``weights_path`` when set)."""
         kwargs = two_stage.common_kwargs(config, "faster_rcnn", is_training)
-        model = cls(config.num_classes, is_training, roi_crop=config.roi_crop,
-                    fpn_head=config.fpn_head, benchmark_mode=benchmark_mode, **kwargs)
+        model = cls(
+            config.num_classes,
+            is_training,
+            roi_crop=config.roi_crop,
+            fpn_head=config.fpn_head,
+            benchmark_mode=benchmark_mode,
+            **kwargs,
+        )
         kwargs["feature_extractor"].load_weights()
         return model
 
@@ -67,4 +86,3 @@ class FasterRcnn(two_stage.TwoStageDetectionModel):
         num_rois = rois.shape[1] if rois.shape[1] is not None else tf.shape(rois)[1]
         logits, codes = self.box_head(crops, num_rois, training=training)
         return {"class_predictions_with_background": logits, "refined_box_encodings": codes}
-

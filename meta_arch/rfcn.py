@@ -26,6 +26,7 @@ else the random balanced ``second_stage_sampler``; both, the losses
 per-stage methods (``extract_features``, ``propose``, ``classify_boxes``,
 ``postprocess``) come from ``TwoStageDetectionModel``.
 """
+
 import tensorflow as tf
 import tf_keras
 
@@ -45,8 +46,9 @@ def bins_and_crop(feature_extractor, num_spatial_bins=0, crop_size=0):
     if k <= 0:
         raise ConfigError(f"model.rfcn.num_spatial_bins: must be >= 0, got {num_spatial_bins}")
     if crop <= 0 or crop % k:
-        raise ConfigError(f"model.rfcn.crop_size: {crop} must be a positive multiple of "
-                          f"num_spatial_bins ({k})")
+        raise ConfigError(
+            f"model.rfcn.crop_size: {crop} must be a positive multiple of num_spatial_bins ({k})"
+        )
     return k, crop
 
 
@@ -54,33 +56,52 @@ def bins_and_crop(feature_extractor, num_spatial_bins=0, crop_size=0):
 class Rfcn(two_stage.TwoStageDetectionModel):
     """Two-stage detector: RPN proposals scored by position-sensitive crops of whole-map scores."""
 
-    def __init__(self, num_classes, is_training, feature_extractor, rpn,
-                 num_spatial_bins=0, crop_size=0, reduction_depth=1024, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        is_training,
+        feature_extractor,
+        rpn,
+        num_spatial_bins=0,
+        crop_size=0,
+        reduction_depth=1024,
+        **kwargs,
+    ):
         """``num_spatial_bins`` / ``crop_size``: k and the crop side (0: the
         extractor's defaults); ``reduction_depth``: the 1x1 reduction before
         the score maps. Other keyword arguments: see ``TwoStageDetectionModel``
         (``hard_example_miner`` set means OHEM)."""
         if feature_extractor.config.HasField("fpn"):
-            raise ConfigError("model.rfcn.feature_extractor.fpn: R-FCN pools from the single "
-                              "first-stage map; remove fpn (FPN is for faster_rcnn / "
-                              "cascade_rcnn)")
+            raise ConfigError(
+                "model.rfcn.feature_extractor.fpn: R-FCN pools from the single "
+                "first-stage map; remove fpn (FPN is for faster_rcnn / "
+                "cascade_rcnn)"
+            )
         if reduction_depth <= 0:
             raise ConfigError(f"model.rfcn.reduction_depth: must be > 0, got {reduction_depth}")
         super().__init__(num_classes, is_training, feature_extractor, rpn, **kwargs)
         self.num_spatial_bins, self.crop_size = bins_and_crop(
-            feature_extractor, num_spatial_bins, crop_size)
+            feature_extractor, num_spatial_bins, crop_size
+        )
         k = self.num_spatial_bins
         weight_decay = feature_extractor.config.weight_decay
         reg = l2_regularizer(weight_decay)
         self.reduction_conv = tf_keras.layers.Conv2D(
-            int(reduction_depth), 1, activation="relu", kernel_regularizer=reg,
-            name="rfcn_reduction")
+            int(reduction_depth),
+            1,
+            activation="relu",
+            kernel_regularizer=reg,
+            name="rfcn_reduction",
+        )
         # Per bin: C+1 class scores then 4 box codes (class-agnostic).
         self.bin_depth = num_classes + 1 + 4
         self.score_map_conv = tf_keras.layers.Conv2D(
-            k * k * self.bin_depth, 1,
+            k * k * self.bin_depth,
+            1,
             kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
-            kernel_regularizer=reg, name="rfcn_position_sensitive_maps")
+            kernel_regularizer=reg,
+            name="rfcn_position_sensitive_maps",
+        )
 
     @classmethod
     def from_config(cls, config, is_training=True, benchmark_mode=False):
@@ -89,9 +110,15 @@ class Rfcn(two_stage.TwoStageDetectionModel):
         if config.num_classes <= 0:
             raise ConfigError(f"model.rfcn.num_classes: must be positive, got {config.num_classes}")
         kwargs = two_stage.common_kwargs(config, "rfcn", is_training, use_ohem=config.use_ohem)
-        model = cls(config.num_classes, is_training, num_spatial_bins=config.num_spatial_bins,
-                    crop_size=config.crop_size, reduction_depth=config.reduction_depth,
-                    benchmark_mode=benchmark_mode, **kwargs)
+        model = cls(
+            config.num_classes,
+            is_training,
+            num_spatial_bins=config.num_spatial_bins,
+            crop_size=config.crop_size,
+            reduction_depth=config.reduction_depth,
+            benchmark_mode=benchmark_mode,
+            **kwargs,
+        )
         kwargs["feature_extractor"].load_weights()
         return model
 
@@ -101,9 +128,12 @@ class Rfcn(two_stage.TwoStageDetectionModel):
 
     def classify_boxes(self, features, rois, training=False):
         maps = self.position_sensitive_maps(features)
-        pooled = roi_ops.position_sensitive_crop(maps, rois, self.crop_size,
-                                                 self.num_spatial_bins)  # [B*N, 1, 1, C+5]
+        pooled = roi_ops.position_sensitive_crop(
+            maps, rois, self.crop_size, self.num_spatial_bins
+        )  # [B*N, 1, 1, C+5]
         num_rois = rois.shape[1] if rois.shape[1] is not None else tf.shape(rois)[1]
         pooled = tf.reshape(pooled, [-1, num_rois, self.bin_depth])
-        return {"class_predictions_with_background": pooled[..., :self.num_classes + 1],
-                "refined_box_encodings": pooled[..., None, self.num_classes + 1:]}
+        return {
+            "class_predictions_with_background": pooled[..., : self.num_classes + 1],
+            "refined_box_encodings": pooled[..., None, self.num_classes + 1 :],
+        }

@@ -25,6 +25,7 @@ One object owns the whole first stage after the feature extractor:
   best-scoring pre-NMS boxes and marks every slot valid, so later stages
   always see exactly ``max_proposals`` real-looking RoIs.
 """
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -58,17 +59,29 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
     ``MultilevelAnchorGenerator`` (``feature_maps`` is then a dict level -> map).
     """
 
-    def __init__(self, anchor_generator, box_coder=None, conv_depth=512,
-                 conv_kernel_size=3, positive_iou_threshold=0.7,
-                 negative_iou_threshold=0.3, force_match=True, batch_size=256,
-                 positive_fraction=0.5, nms_iou_threshold=0.7,
-                 max_proposals_train=2000, max_proposals=300, pre_nms_top_k=6000,
-                 localization_loss_weight=1.0, objectness_loss_weight=1.0,
-                 weight_decay=0.0, **kwargs):
+    def __init__(
+        self,
+        anchor_generator,
+        box_coder=None,
+        conv_depth=512,
+        conv_kernel_size=3,
+        positive_iou_threshold=0.7,
+        negative_iou_threshold=0.3,
+        force_match=True,
+        batch_size=256,
+        positive_fraction=0.5,
+        nms_iou_threshold=0.7,
+        max_proposals_train=2000,
+        max_proposals=300,
+        pre_nms_top_k=6000,
+        localization_loss_weight=1.0,
+        objectness_loss_weight=1.0,
+        weight_decay=0.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.anchor_generator = anchor_generator
-        self.multilevel = isinstance(anchor_generator,
-                                     anchor_generators.MultilevelAnchorGenerator)
+        self.multilevel = isinstance(anchor_generator, anchor_generators.MultilevelAnchorGenerator)
         self.box_coder = box_coder or box_coders.FasterRcnnBoxCoder()
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_proposals_train = int(max_proposals_train)
@@ -77,9 +90,11 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         self.localization_loss_weight = float(localization_loss_weight)
         self.objectness_loss_weight = float(objectness_loss_weight)
         self.target_assigner = target_assigner_lib.TargetAssigner(
-            matchers.ArgMaxMatcher(positive_iou_threshold, negative_iou_threshold,
-                                   force_match_for_each_row=force_match),
-            self.box_coder)
+            matchers.ArgMaxMatcher(
+                positive_iou_threshold, negative_iou_threshold, force_match_for_each_row=force_match
+            ),
+            self.box_coder,
+        )
         self.sampler = samplers.BalancedPositiveNegativeSampler(batch_size, positive_fraction)
         self.objectness_loss = losses_lib.WeightedSigmoidClassificationLoss()
         self.localization_loss = losses_lib.WeightedSmoothL1LocalizationLoss()
@@ -87,17 +102,25 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
 
         num_anchors = anchor_generator.num_anchors_per_location()
         reg = l2_regularizer(weight_decay)
+
         def init():
             return tf_keras.initializers.TruncatedNormal(stddev=0.01)
+
         self.conv = tf_keras.layers.Conv2D(
-            conv_depth, conv_kernel_size, padding="same", activation="relu",
-            kernel_initializer=init(), kernel_regularizer=reg, name="rpn_conv")
+            conv_depth,
+            conv_kernel_size,
+            padding="same",
+            activation="relu",
+            kernel_initializer=init(),
+            kernel_regularizer=reg,
+            name="rpn_conv",
+        )
         self.objectness_conv = tf_keras.layers.Conv2D(
-            num_anchors, 1, kernel_initializer=init(), kernel_regularizer=reg,
-            name="rpn_objectness")
+            num_anchors, 1, kernel_initializer=init(), kernel_regularizer=reg, name="rpn_objectness"
+        )
         self.box_conv = tf_keras.layers.Conv2D(
-            4 * num_anchors, 1, kernel_initializer=init(), kernel_regularizer=reg,
-            name="rpn_box")
+            4 * num_anchors, 1, kernel_initializer=init(), kernel_regularizer=reg, name="rpn_box"
+        )
 
     @classmethod
     def from_config(cls, config, output_stride=16, fpn=None, weight_decay=0.0):
@@ -113,10 +136,12 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
             generator = anchor_generators.build_anchor_generator(config.anchor_generator)
         elif fpn is not None:
             generator = anchor_generators.MultilevelAnchorGenerator(
-                fpn.min_level, fpn.max_level, 8.0, 1, DEFAULT_ASPECT_RATIOS)
+                fpn.min_level, fpn.max_level, 8.0, 1, DEFAULT_ASPECT_RATIOS
+            )
         else:
             generator = anchor_generators.GridAnchorGenerator(
-                DEFAULT_SCALES, DEFAULT_ASPECT_RATIOS, 256)
+                DEFAULT_SCALES, DEFAULT_ASPECT_RATIOS, 256
+            )
         if isinstance(generator, anchor_generators.GridAnchorGenerator):
             if fpn is not None:
                 raise ValueError("rpn.anchor_generator: an FPN extractor needs multilevel anchors")
@@ -124,32 +149,43 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
                 generator.stride = int(output_stride)
         elif isinstance(generator, anchor_generators.MultilevelAnchorGenerator):
             if fpn is None:
-                raise ValueError("rpn.anchor_generator: multilevel anchors need an FPN "
-                                 "extractor (feature_extractor.fpn)")
-            if (generator.min_level < fpn.min_level or generator.max_level > fpn.max_level):
+                raise ValueError(
+                    "rpn.anchor_generator: multilevel anchors need an FPN "
+                    "extractor (feature_extractor.fpn)"
+                )
+            if generator.min_level < fpn.min_level or generator.max_level > fpn.max_level:
                 raise ValueError(
                     f"rpn.anchor_generator.multilevel: levels {generator.min_level}.."
-                    f"{generator.max_level} outside the FPN's {fpn.min_level}..{fpn.max_level}")
+                    f"{generator.max_level} outside the FPN's {fpn.min_level}..{fpn.max_level}"
+                )
         else:
             raise ValueError("rpn.anchor_generator: use grid (or multilevel with FPN)")
         sampler = config.sampler
         # Lin et al.'s FPN RPN head keeps the pyramid depth unless told otherwise.
-        conv_depth = (fpn.depth if fpn is not None and not config.HasField("conv_depth")
-                      else config.conv_depth)
+        conv_depth = (
+            fpn.depth
+            if fpn is not None and not config.HasField("conv_depth")
+            else config.conv_depth
+        )
         return cls(
             generator,
             box_coder=box_coders.build_box_coder(config.box_coder),
-            conv_depth=conv_depth, conv_kernel_size=config.conv_kernel_size,
+            conv_depth=conv_depth,
+            conv_kernel_size=config.conv_kernel_size,
             positive_iou_threshold=config.positive_iou_threshold,
             negative_iou_threshold=config.negative_iou_threshold,
-            force_match=config.force_match, batch_size=sampler.batch_size,
+            force_match=config.force_match,
+            batch_size=sampler.batch_size,
             positive_fraction=sampler.positive_fraction,
             nms_iou_threshold=config.nms_iou_threshold,
             max_proposals_train=config.max_proposals_train,
-            max_proposals=config.max_proposals, pre_nms_top_k=config.pre_nms_top_k,
+            max_proposals=config.max_proposals,
+            pre_nms_top_k=config.pre_nms_top_k,
             localization_loss_weight=config.localization_loss_weight,
             objectness_loss_weight=config.objectness_loss_weight,
-            weight_decay=weight_decay, name="rpn")
+            weight_decay=weight_decay,
+            name="rpn",
+        )
 
     # -- anchors ----------------------------------------------------------
     def levels(self, feature_maps):
@@ -162,7 +198,8 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         if self.multilevel:
             shapes = dict(zip(self.anchor_generator.levels, map_shapes))
             return anchor_generators.concat_levels(
-                self.anchor_generator.generate(image_shape, shapes))
+                self.anchor_generator.generate(image_shape, shapes)
+            )
         return self.anchor_generator.generate(map_shapes[0], image_shape)
 
     @no_autograph
@@ -175,14 +212,18 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         """
         maps = self.levels(feature_maps)
         map_shapes = [_static_shape(m.shape[1:3]) for m in maps]
-        static_image = tuple(image_shape) if all(isinstance(v, (int, np.integer))
-                                                 for v in image_shape) else None
+        static_image = (
+            tuple(image_shape)
+            if all(isinstance(v, (int, np.integer)) for v in image_shape)
+            else None
+        )
         if static_image is not None and all(s is not None for s in map_shapes):
             key = (tuple(map_shapes), tuple(int(v) for v in static_image))
             if key not in self._anchor_cache:
                 with tf.init_scope():
                     self._anchor_cache[key] = np.asarray(
-                        self._generate(map_shapes, key[1]), np.float32)
+                        self._generate(map_shapes, key[1]), np.float32
+                    )
             return tf.constant(self._anchor_cache[key])
         dyn_shapes = [tf.unstack(tf.shape(m)[1:3]) for m in maps]
         return self._generate(dyn_shapes, list(image_shape))
@@ -190,7 +231,8 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
     def num_anchors(self, feature_maps):
         """Static anchor count (sum over maps of h * w * anchors per location)."""
         return sum(int(m.shape[1]) * int(m.shape[2]) for m in self.levels(feature_maps)) * (
-            self.anchor_generator.num_anchors_per_location())
+            self.anchor_generator.num_anchors_per_location()
+        )
 
     # -- head -------------------------------------------------------------
     def call(self, feature_maps):
@@ -217,17 +259,25 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         """
         labels = tf.ones(tf.shape(gt_boxes)[:2], tf.int32)
         assigned = self.target_assigner.batch_assign(
-            anchors, gt_boxes, labels, num_gt, gt_is_crowd=gt_is_crowd)
+            anchors, gt_boxes, labels, num_gt, gt_is_crowd=gt_is_crowd
+        )
         positive = assigned["match"] >= 0
         cy = 0.5 * (anchors[:, 0] + anchors[:, 2])
         cx = 0.5 * (anchors[:, 1] + anchors[:, 3])
         w = true_window[:, None, :]
-        inside = ((cy[None] >= w[..., 0]) & (cy[None] <= w[..., 2])
-                  & (cx[None] >= w[..., 1]) & (cx[None] <= w[..., 3]))
+        inside = (
+            (cy[None] >= w[..., 0])
+            & (cy[None] <= w[..., 2])
+            & (cx[None] >= w[..., 1])
+            & (cx[None] <= w[..., 3])
+        )
         eligible = (assigned["cls_weights"] > 0) & inside
         sampled = self.sampler.batch_subsample(eligible, positive & eligible, seed=seed)
-        return {"sampled": sampled, "positive": positive & sampled,
-                "reg_targets": assigned["reg_targets"]}
+        return {
+            "sampled": sampled,
+            "positive": positive & sampled,
+            "reg_targets": assigned["reg_targets"],
+        }
 
     @no_autograph
     def loss(self, objectness_logits, box_encodings, targets):
@@ -238,16 +288,23 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         obj = self.objectness_loss(objectness_logits[..., None], positive[..., None], sampled)
         loc = self.localization_loss(box_encodings, targets["reg_targets"], positive)
         return {
-            "rpn_localization_loss": self.localization_loss_weight * tf.reduce_mean(
-                tf.reduce_sum(loc, 1) / normalizer),
-            "rpn_objectness_loss": self.objectness_loss_weight * tf.reduce_mean(
-                tf.reduce_sum(obj, 1) / normalizer),
+            "rpn_localization_loss": self.localization_loss_weight
+            * tf.reduce_mean(tf.reduce_sum(loc, 1) / normalizer),
+            "rpn_objectness_loss": self.objectness_loss_weight
+            * tf.reduce_mean(tf.reduce_sum(obj, 1) / normalizer),
         }
 
     # -- proposals ----------------------------------------------------------
     @no_autograph
-    def proposals(self, anchors, objectness_logits, box_encodings, true_window,
-                  max_proposals, benchmark_mode=False):
+    def proposals(
+        self,
+        anchors,
+        objectness_logits,
+        box_encodings,
+        true_window,
+        max_proposals,
+        benchmark_mode=False,
+    ):
         """Decode + clip + NMS -> exactly ``max_proposals`` slots per image.
 
         Returns dict ``proposal_boxes`` [B, P, 4] (input frame, stop_gradient),
@@ -262,17 +319,23 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         else:
             k = tf.minimum(self.pre_nms_top_k or tf.shape(anchors)[0], tf.shape(anchors)[0])
         top_scores, top_idx = tf.math.top_k(scores, k=k, sorted=True)
-        boxes = self.box_coder.decode(tf.gather(codes, top_idx, batch_dims=1),
-                                      tf.gather(anchors, top_idx))
+        boxes = self.box_coder.decode(
+            tf.gather(codes, top_idx, batch_dims=1), tf.gather(anchors, top_idx)
+        )
         boxes = post_processing.clip_to_window(boxes, true_window)
         # Boxes clipped to nothing (anchors in the padding) never become proposals.
         area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
         top_scores = tf.where(area > 0.0, top_scores, -np.inf)
         nms = tf.image.combined_non_max_suppression(
-            boxes[:, :, None, :], top_scores[:, :, None],
-            max_output_size_per_class=max_proposals, max_total_size=max_proposals,
-            iou_threshold=self.nms_iou_threshold, score_threshold=-np.inf,
-            pad_per_class=False, clip_boxes=False)
+            boxes[:, :, None, :],
+            top_scores[:, :, None],
+            max_output_size_per_class=max_proposals,
+            max_total_size=max_proposals,
+            iou_threshold=self.nms_iou_threshold,
+            score_threshold=-np.inf,
+            pad_per_class=False,
+            clip_boxes=False,
+        )
         num = tf.cast(nms.valid_detections, tf.int32)
         valid = tf.range(max_proposals)[None, :] < num[:, None]
         out_boxes, out_scores = nms.nmsed_boxes, nms.nmsed_scores
@@ -287,6 +350,9 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
             out_scores = tf.where(valid, out_scores, fill_scores)
             valid = tf.ones_like(valid)
             num = tf.fill(tf.shape(num), max_proposals)
-        return {"proposal_boxes": tf.stop_gradient(out_boxes),
-                "proposal_scores": tf.stop_gradient(out_scores),
-                "num_proposals": num, "proposal_valid": valid}
+        return {
+            "proposal_boxes": tf.stop_gradient(out_boxes),
+            "proposal_scores": tf.stop_gradient(out_scores),
+            "num_proposals": num,
+            "proposal_valid": valid,
+        }

@@ -14,6 +14,7 @@ columns, column 0 being background; sigmoid and focal losses predict
 Anchors depend only on the input and feature-map shapes, so they are computed
 once per input shape, eagerly, and enter the graph as a constant.
 """
+
 import numpy as np
 import tensorflow as tf
 
@@ -56,7 +57,8 @@ class _AnchorCache:
     def _generate(self, image_shape, feature_shapes):
         if isinstance(self.generator, anchor_lib.MultilevelAnchorGenerator):
             by_level = self.generator.generate(
-                image_shape, dict(zip(self.generator.levels, feature_shapes)))
+                image_shape, dict(zip(self.generator.levels, feature_shapes))
+            )
             return anchor_lib.concat_levels(by_level)
         return self.generator.generate(feature_shapes, image_shape)
 
@@ -65,8 +67,10 @@ class _AnchorCache:
         feature_shapes = tuple(tuple(f.shape[1:3]) for f in feature_maps)
         static = None not in image_shape and all(None not in s for s in feature_shapes)
         if not static:  # shapes known only at run time: anchors in the graph
-            return self._generate(tuple(tf.unstack(tf.shape(inputs)[1:3])),
-                                  [tuple(tf.unstack(tf.shape(f)[1:3])) for f in feature_maps])
+            return self._generate(
+                tuple(tf.unstack(tf.shape(inputs)[1:3])),
+                [tuple(tf.unstack(tf.shape(f)[1:3])) for f in feature_maps],
+            )
         key = (image_shape, feature_shapes)
         if key not in self._cache:
             with tf.init_scope():
@@ -83,21 +87,29 @@ def _build_anchor_generator(config, num_maps, fpn):
     if which is None:
         if fpn is not None:  # RetinaNet: 3 scales per octave x 3 ratios, side 4 * stride
             return anchor_lib.MultilevelAnchorGenerator(
-                min_level=fpn.min_level, max_level=fpn.max_level, anchor_scale=4.0,
-                scales_per_octave=3, aspect_ratios=(0.5, 1.0, 2.0))
+                min_level=fpn.min_level,
+                max_level=fpn.max_level,
+                anchor_scale=4.0,
+                scales_per_octave=3,
+                aspect_ratios=(0.5, 1.0, 2.0),
+            )
         return anchor_lib.MultiscaleAnchorGenerator(num_layers=num_maps)
     if which == "grid":
-        raise ConfigError("model.ssd.anchor_generator: SSD uses multiscale (or, with FPN, "
-                          "multilevel) anchors, not grid")
+        raise ConfigError(
+            "model.ssd.anchor_generator: SSD uses multiscale (or, with FPN, "
+            "multilevel) anchors, not grid"
+        )
     if which == "multilevel":
         c = config.anchor_generator.multilevel
         if fpn is None:
-            raise ConfigError("model.ssd.anchor_generator.multilevel needs "
-                              "feature_extractor.fpn (pyramid levels)")
+            raise ConfigError(
+                "model.ssd.anchor_generator.multilevel needs feature_extractor.fpn (pyramid levels)"
+            )
         if (c.min_level, c.max_level) != (fpn.min_level, fpn.max_level):
             raise ConfigError(
                 f"model.ssd.anchor_generator.multilevel: levels {c.min_level}..{c.max_level} "
-                f"differ from feature_extractor.fpn levels {fpn.min_level}..{fpn.max_level}")
+                f"differ from feature_extractor.fpn levels {fpn.min_level}..{fpn.max_level}"
+            )
     return anchor_lib.build_anchor_generator(config.anchor_generator, num_layers=num_maps)
 
 
@@ -110,12 +122,29 @@ def _num_anchors_per_location(generator, num_maps):
 class SSDMetaArch(DetectionModel):
     """Single-shot detector over an extractor's SSD maps or FPN levels."""
 
-    def __init__(self, num_classes, is_training, feature_extractor, feature_maps,
-                 anchor_generator, box_predictor, box_coder, matcher,
-                 classification_loss, localization_loss, nms_fn, score_converter,
-                 image_size=DEFAULT_IMAGE_SIZE, background_column=True,
-                 hard_negative_miner=None, classification_weight=1.0, localization_weight=1.0,
-                 normalize_loss_by_num_matches=True, pad_multiple=1, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        is_training,
+        feature_extractor,
+        feature_maps,
+        anchor_generator,
+        box_predictor,
+        box_coder,
+        matcher,
+        classification_loss,
+        localization_loss,
+        nms_fn,
+        score_converter,
+        image_size=DEFAULT_IMAGE_SIZE,
+        background_column=True,
+        hard_negative_miner=None,
+        classification_weight=1.0,
+        localization_weight=1.0,
+        normalize_loss_by_num_matches=True,
+        pad_multiple=1,
+        **kwargs,
+    ):
         """
         feature_maps: tf_keras.Model, preprocessed images -> list of maps (finest
           first) or dict {str(level): map}; box_predictor: maps -> (box
@@ -182,26 +211,40 @@ class SSDMetaArch(DetectionModel):
             matcher = matchers.build_matcher(config.matcher)
         else:
             matcher = matchers.ArgMaxMatcher(0.5, 0.5, force_match_for_each_row=True)
-        miner = (samplers.build_hard_negative_miner(config.hard_negative_miner)
-                 if config.use_hard_negative_mining else None)
+        miner = (
+            samplers.build_hard_negative_miner(config.hard_negative_miner)
+            if config.use_hard_negative_mining
+            else None
+        )
         num_columns = config.num_classes + (1 if background_column else 0)
         box_predictor = build_box_predictor(
-            config.box_predictor, num_columns,
+            config.box_predictor,
+            num_columns,
             _num_anchors_per_location(anchor_generator, num_maps),
-            background_column=background_column, weight_decay=fe_config.weight_decay)
+            background_column=background_column,
+            weight_decay=fe_config.weight_decay,
+        )
         return cls(
-            num_classes=config.num_classes, is_training=is_training,
-            feature_extractor=extractor, feature_maps=feature_maps,
-            anchor_generator=anchor_generator, box_predictor=box_predictor,
-            box_coder=box_coders.build_box_coder(config.box_coder), matcher=matcher,
+            num_classes=config.num_classes,
+            is_training=is_training,
+            feature_extractor=extractor,
+            feature_maps=feature_maps,
+            anchor_generator=anchor_generator,
+            box_predictor=box_predictor,
+            box_coder=box_coders.build_box_coder(config.box_coder),
+            matcher=matcher,
             classification_loss=losses_lib.build_classification_loss(cls_proto),
             localization_loss=losses_lib.build_localization_loss(loc_proto),
-            nms_fn=nms_fn, score_converter=score_converter, image_size=image_size,
+            nms_fn=nms_fn,
+            score_converter=score_converter,
+            image_size=image_size,
             pad_multiple=int(extractor.max_stride) if fpn is not None else 1,
-            background_column=background_column, hard_negative_miner=miner,
+            background_column=background_column,
+            hard_negative_miner=miner,
             classification_weight=config.loss.classification_weight,
             localization_weight=config.loss.localization_weight,
-            normalize_loss_by_num_matches=config.normalize_loss_by_num_matches)
+            normalize_loss_by_num_matches=config.normalize_loss_by_num_matches,
+        )
 
     # -- DetectionModel -------------------------------------------------------
     def preprocess(self, images):
@@ -226,15 +269,22 @@ class SSDMetaArch(DetectionModel):
         features = _map_list(self.feature_maps(inputs, training=training))
         box_encodings, class_logits = self.box_predictor(features, training=training)
         anchors = self._anchors(inputs, features)
-        if box_encodings.shape[1] is not None and anchors.shape[0] is not None \
-                and box_encodings.shape[1] != anchors.shape[0]:
-            raise ValueError(f"SSD: the box predictor gives {box_encodings.shape[1]} anchors "
-                             f"but the anchor generator {anchors.shape[0]}")
-        return {"box_encodings": box_encodings,
-                "class_logits": class_logits,
-                "anchors": anchors,
-                "image_shape": tf.shape(inputs)[1:3],
-                "true_shapes": tf.cast(true_shapes, tf.int32)}
+        if (
+            box_encodings.shape[1] is not None
+            and anchors.shape[0] is not None
+            and box_encodings.shape[1] != anchors.shape[0]
+        ):
+            raise ValueError(
+                f"SSD: the box predictor gives {box_encodings.shape[1]} anchors "
+                f"but the anchor generator {anchors.shape[0]}"
+            )
+        return {
+            "box_encodings": box_encodings,
+            "class_logits": class_logits,
+            "anchors": anchors,
+            "image_shape": tf.shape(inputs)[1:3],
+            "true_shapes": tf.cast(true_shapes, tf.int32),
+        }
 
     @no_autograph
     def loss(self, predictions, groundtruth):
@@ -243,19 +293,26 @@ class SSDMetaArch(DetectionModel):
         anchors = predictions["anchors"]
         # groundtruth is relative to the true image; anchors to the (padded) input
         fraction = _true_fraction(predictions["true_shapes"], predictions["image_shape"])
-        gt_boxes = tf.cast(groundtruth["groundtruth_boxes"], tf.float32) * \
-            tf.tile(fraction, [1, 2])[:, None, :]
+        gt_boxes = (
+            tf.cast(groundtruth["groundtruth_boxes"], tf.float32)
+            * tf.tile(fraction, [1, 2])[:, None, :]
+        )
         gt_classes = tf.cast(groundtruth["groundtruth_classes"], tf.int32)
         num_gt = groundtruth.get("num_groundtruth_boxes")
         if num_gt is None:
             num_gt = tf.fill([tf.shape(gt_boxes)[0]], tf.shape(gt_boxes)[1])
         targets = self.target_assigner.batch_assign(
-            anchors, gt_boxes, gt_classes, num_gt,
-            gt_is_crowd=groundtruth.get("groundtruth_is_crowd"))
+            anchors,
+            gt_boxes,
+            gt_classes,
+            num_gt,
+            gt_is_crowd=groundtruth.get("groundtruth_is_crowd"),
+        )
 
         positives = targets["match"] >= 0
-        loc_losses = self.localization_loss(box_encodings, targets["reg_targets"],
-                                            targets["reg_weights"])
+        loc_losses = self.localization_loss(
+            box_encodings, targets["reg_targets"], targets["reg_weights"]
+        )
         one_hot = tf.one_hot(targets["cls_targets"], self.num_classes + 1, dtype=tf.float32)
         if not self.background_column:
             one_hot = one_hot[..., 1:]
@@ -265,9 +322,11 @@ class SSDMetaArch(DetectionModel):
             if self.hard_negative_miner.iou_threshold < 1.0:
                 decoded = tf.stop_gradient(self.box_coder.decode(box_encodings, anchors[None]))
             mask = self.hard_negative_miner(
-                tf.stop_gradient(cls_losses), positives,
+                tf.stop_gradient(cls_losses),
+                positives,
                 negatives=tf.equal(targets["match"], matchers.UNMATCHED),
-                decoded_boxes=decoded)
+                decoded_boxes=decoded,
+            )
             cls_losses *= mask
             loc_losses *= mask
 
@@ -277,8 +336,9 @@ class SSDMetaArch(DetectionModel):
             normalizer = tf.cast(tf.shape(box_encodings)[0], tf.float32)
         return {
             "localization_loss": self.localization_weight * tf.reduce_sum(loc_losses) / normalizer,
-            "classification_loss":
-                self.classification_weight * tf.reduce_sum(cls_losses) / normalizer,
+            "classification_loss": self.classification_weight
+            * tf.reduce_sum(cls_losses)
+            / normalizer,
         }
 
     @no_autograph
@@ -289,14 +349,17 @@ class SSDMetaArch(DetectionModel):
         window = tf.concat([tf.zeros_like(fraction), fraction], axis=1)
         detections = self.nms_fn(boxes[:, :, None, :], scores, clip_window=window)
         # input-relative -> true-image-relative (padding kept at zero)
-        detections["detection_boxes"] = detections["detection_boxes"] / \
-            tf.tile(fraction, [1, 2])[:, None, :]
+        detections["detection_boxes"] = (
+            detections["detection_boxes"] / tf.tile(fraction, [1, 2])[:, None, :]
+        )
         return detections
 
     def stage_functions(self):
         """feature extractor (preprocess included) -> box predictor; then NMS."""
-        return [("feature_extractor", self._prefix(lambda x, _: self.feature_maps(x))),
-                ("box_predictor", self._prefix(self.predict))]
+        return [
+            ("feature_extractor", self._prefix(lambda x, _: self.feature_maps(x))),
+            ("box_predictor", self._prefix(self.predict)),
+        ]
 
     def backbone_models(self):
         """The extractor's sub-network this model runs (SSD maps or FPN)."""
@@ -328,11 +391,15 @@ def _score_converter(pp_config, background_column):
         converter = pp_config.score_converter
     name = _PP.ScoreConverter.Name(converter)
     if background_column and converter == _PP.SIGMOID:
-        raise ConfigError("model.ssd.post_processing.score_converter: SIGMOID does not fit a "
-                          "softmax classification loss (use SOFTMAX)")
+        raise ConfigError(
+            "model.ssd.post_processing.score_converter: SIGMOID does not fit a "
+            "softmax classification loss (use SOFTMAX)"
+        )
     if not background_column and converter == _PP.SOFTMAX:
-        raise ConfigError("model.ssd.post_processing.score_converter: SOFTMAX needs a softmax "
-                          f"classification loss; with sigmoid or focal loss use SIGMOID, not {name}")
+        raise ConfigError(
+            "model.ssd.post_processing.score_converter: SOFTMAX needs a softmax "
+            f"classification loss; with sigmoid or focal loss use SIGMOID, not {name}"
+        )
     fn = post_processing.build_score_converter(converter)
     if background_column and converter == _PP.IDENTITY:
         return lambda logits: fn(logits)[..., 1:]

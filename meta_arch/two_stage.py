@@ -27,6 +27,7 @@ targets with any matcher / coder, e.g. one per cascade stage),
 codes), ``fc_box_head`` (FPN's fc head), ``per_roi_losses`` /
 ``reduce_roi_losses`` and ``detections_from_boxes`` (batched final NMS).
 """
+
 import math
 
 import numpy as np
@@ -63,15 +64,17 @@ def keep_aspect_ratio_size(height, width, min_dimension, max_dimension):
         scale = min_dimension / min(height, width)
         if round(max(height, width) * scale) > max_dimension:
             scale = max_dimension / max(height, width)
-        return (min(max(int(round(height * scale)), 1), max_dimension),
-                min(max(int(round(width * scale)), 1), max_dimension))
+        return (
+            min(max(int(round(height * scale)), 1), max_dimension),
+            min(max(int(round(width * scale)), 1), max_dimension),
+        )
     h = tf.cast(height, tf.float32)
     w = tf.cast(width, tf.float32)
     scale = min_dimension / tf.minimum(h, w)
-    scale = tf.where(tf.round(tf.maximum(h, w) * scale) > max_dimension,
-                     max_dimension / tf.maximum(h, w), scale)
-    size = tf.clip_by_value(tf.cast(tf.round(tf.stack([h, w]) * scale), tf.int32),
-                            1, max_dimension)
+    scale = tf.where(
+        tf.round(tf.maximum(h, w) * scale) > max_dimension, max_dimension / tf.maximum(h, w), scale
+    )
+    size = tf.clip_by_value(tf.cast(tf.round(tf.stack([h, w]) * scale), tf.int32), 1, max_dimension)
     return size[0], size[1]
 
 
@@ -99,10 +102,12 @@ def resize_and_pad(images, resizer, pad_multiple, normalize=None):
     if kind == "fixed_shape":
         new_h, new_w = resizer.fixed_shape.height, resizer.fixed_shape.width
     else:
-        cfg = (resizer.keep_aspect_ratio if kind == "keep_aspect_ratio"
-               else image_resizer_pb2.KeepAspectRatioResizer())
-        new_h, new_w = keep_aspect_ratio_size(height, width, cfg.min_dimension,
-                                              cfg.max_dimension)
+        cfg = (
+            resizer.keep_aspect_ratio
+            if kind == "keep_aspect_ratio"
+            else image_resizer_pb2.KeepAspectRatioResizer()
+        )
+        new_h, new_w = keep_aspect_ratio_size(height, width, cfg.min_dimension, cfg.max_dimension)
         if cfg.pad_to_max_dimension:
             pad_square = cfg.max_dimension
     resized = tf.image.resize(images, tf.stack([new_h, new_w]))
@@ -123,8 +128,7 @@ def resize_and_pad(images, resizer, pad_multiple, normalize=None):
 def input_hw(inputs):
     """(height, width) of a [B, H, W, C] tensor: Python ints where static."""
     dyn = tf.shape(inputs)
-    return tuple(int(inputs.shape[i]) if inputs.shape[i] is not None else dyn[i]
-                 for i in (1, 2))
+    return tuple(int(inputs.shape[i]) if inputs.shape[i] is not None else dyn[i] for i in (1, 2))
 
 
 def true_image_scale(true_shapes, image_shape):
@@ -150,11 +154,19 @@ def assign_roi_targets(rois, roi_valid, groundtruth, target_assigner):
     ``eligible`` bool [B, N] (valid and not ignored).
     """
     t = target_assigner.batch_assign(
-        rois, groundtruth["boxes"], groundtruth["classes"], groundtruth["num"],
-        gt_is_crowd=groundtruth.get("is_crowd"))
+        rois,
+        groundtruth["boxes"],
+        groundtruth["classes"],
+        groundtruth["num"],
+        gt_is_crowd=groundtruth.get("is_crowd"),
+    )
     eligible = roi_valid & (t["cls_weights"] > 0)
-    return {"cls_targets": t["cls_targets"], "reg_targets": t["reg_targets"],
-            "positive": (t["match"] >= 0) & eligible, "eligible": eligible}
+    return {
+        "cls_targets": t["cls_targets"],
+        "reg_targets": t["reg_targets"],
+        "positive": (t["match"] >= 0) & eligible,
+        "eligible": eligible,
+    }
 
 
 def sample_rois(rois, targets, sampler, num_samples, seed=None):
@@ -174,8 +186,7 @@ def sample_rois(rois, targets, sampler, num_samples, seed=None):
     return tf.gather(rois, idx, batch_dims=1), gathered
 
 
-def per_roi_losses(class_logits, box_encodings, targets, classification_loss,
-                   localization_loss):
+def per_roi_losses(class_logits, box_encodings, targets, classification_loss, localization_loss):
     """Unreduced second-stage losses per RoI: (classification [B, N],
     localization [B, N]); the box loss uses the encodings of the target class
     (or the single class-agnostic encoding) and counts positives only."""
@@ -198,30 +209,58 @@ def reduce_roi_losses(losses, mask):
 
 
 # -- second-stage heads ---------------------------------------------------------
-def fc_box_head(num_fc_layers=2, fc_depth=1024, weight_decay=0.0, name="fc_box_head",
-                num_conv_layers=0, conv_depth=256):
+def fc_box_head(
+    num_fc_layers=2,
+    fc_depth=1024,
+    weight_decay=0.0,
+    name="fc_box_head",
+    num_conv_layers=0,
+    conv_depth=256,
+):
     """FPN's box head: ``num_conv_layers`` 3x3 ReLU convs of ``conv_depth`` on
     the crops (0 by default; 4 with 1 fc is the Model Garden's / Mask R-CNN's
     "4conv1fc" head), flatten, then ``num_fc_layers`` ReLU fc layers."""
     reg = l2_regularizer(weight_decay)
-    layers = [tf_keras.layers.Conv2D(conv_depth, 3, padding="same", activation="relu",
-                                     kernel_regularizer=reg, name=f"head_conv{i + 1}")
-              for i in range(num_conv_layers)]
+    layers = [
+        tf_keras.layers.Conv2D(
+            conv_depth,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_regularizer=reg,
+            name=f"head_conv{i + 1}",
+        )
+        for i in range(num_conv_layers)
+    ]
     layers.append(tf_keras.layers.Flatten())
-    layers += [tf_keras.layers.Dense(fc_depth, activation="relu", kernel_regularizer=reg,
-                                     name=f"fc{i + 6}") for i in range(num_fc_layers)]
+    layers += [
+        tf_keras.layers.Dense(
+            fc_depth, activation="relu", kernel_regularizer=reg, name=f"fc{i + 6}"
+        )
+        for i in range(num_fc_layers)
+    ]
     return tf_keras.Sequential(layers, name=name)
 
 
 def fc_box_head_from_config(head, weight_decay=0.0, name="fc_box_head"):
     """``FcHead`` proto -> ``fc_box_head``."""
-    if min(head.num_fc_layers, head.num_conv_layers) < 0 or min(head.fc_depth,
-                                                                 head.conv_depth) <= 0:
-        raise ValueError("fpn_head: layer counts must be >= 0 and depths > 0, got "
-                         f"{head.num_conv_layers} convs x {head.conv_depth}, "
-                         f"{head.num_fc_layers} fc x {head.fc_depth}")
-    return fc_box_head(head.num_fc_layers, head.fc_depth, weight_decay, name=name,
-                       num_conv_layers=head.num_conv_layers, conv_depth=head.conv_depth)
+    if (
+        min(head.num_fc_layers, head.num_conv_layers) < 0
+        or min(head.fc_depth, head.conv_depth) <= 0
+    ):
+        raise ValueError(
+            "fpn_head: layer counts must be >= 0 and depths > 0, got "
+            f"{head.num_conv_layers} convs x {head.conv_depth}, "
+            f"{head.num_fc_layers} fc x {head.fc_depth}"
+        )
+    return fc_box_head(
+        head.num_fc_layers,
+        head.fc_depth,
+        weight_decay,
+        name=name,
+        num_conv_layers=head.num_conv_layers,
+        conv_depth=head.conv_depth,
+    )
 
 
 class BoxClassifierHead(tf_keras.layers.Layer):
@@ -230,20 +269,24 @@ class BoxClassifierHead(tf_keras.layers.Layer):
     through ``feature_model`` (the extractor's box classifier or an fc head,
     [B*N, ...] -> [B*N, D])."""
 
-    def __init__(self, feature_model, num_classes, class_specific=True,
-                 weight_decay=0.0, **kwargs):
+    def __init__(self, feature_model, num_classes, class_specific=True, weight_decay=0.0, **kwargs):
         super().__init__(**kwargs)
         self.feature_model = feature_model
         self.num_classes = num_classes
         self.num_box_classes = num_classes if class_specific else 1
         reg = l2_regularizer(weight_decay)
         self.class_layer = tf_keras.layers.Dense(
-            num_classes + 1, kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
-            kernel_regularizer=reg, name="class_logits")
+            num_classes + 1,
+            kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.01),
+            kernel_regularizer=reg,
+            name="class_logits",
+        )
         self.box_layer = tf_keras.layers.Dense(
             4 * self.num_box_classes,
             kernel_initializer=tf_keras.initializers.RandomNormal(stddev=0.001),
-            kernel_regularizer=reg, name="box_encodings")
+            kernel_regularizer=reg,
+            name="box_encodings",
+        )
 
     def call(self, crops, num_rois, training=False):
         x = self.feature_model(crops, training=training)
@@ -263,9 +306,12 @@ def build_second_stage_loss(config):
     loc_cfg = config.localization_loss
     if loc_cfg.WhichOneof("localization_loss") is None:
         loc_cfg = losses_pb2.LocalizationLoss(smooth_l1=losses_pb2.WeightedSmoothL1Loss())
-    return (losses_lib.build_classification_loss(cls_cfg),
-            losses_lib.build_localization_loss(loc_cfg),
-            config.classification_weight, config.localization_weight)
+    return (
+        losses_lib.build_classification_loss(cls_cfg),
+        losses_lib.build_localization_loss(loc_cfg),
+        config.classification_weight,
+        config.localization_weight,
+    )
 
 
 def build_second_stage_post_processing(config, has_field):
@@ -273,14 +319,16 @@ def build_second_stage_post_processing(config, has_field):
     if not has_field:
         config = post_processing_pb2.PostProcessing(
             batch_non_max_suppression=post_processing_pb2.BatchNonMaxSuppression(),
-            score_converter=post_processing_pb2.PostProcessing.SOFTMAX)
+            score_converter=post_processing_pb2.PostProcessing.SOFTMAX,
+        )
     return post_processing.build_post_processing(config)
 
 
 def build_second_stage_target_assigner(matcher_config, has_matcher, box_coder):
     """Second-stage assigner: argmax 0.5 / 0.5 unless a matcher is configured."""
-    matcher = (matchers.build_matcher(matcher_config) if has_matcher
-               else matchers.ArgMaxMatcher(0.5, 0.5))
+    matcher = (
+        matchers.build_matcher(matcher_config) if has_matcher else matchers.ArgMaxMatcher(0.5, 0.5)
+    )
     return target_assigner_lib.TargetAssigner(matcher, box_coder)
 
 
@@ -296,26 +344,36 @@ def common_kwargs(config, meta_arch, is_training=True, use_ohem=None):
     ``second_stage_sampler``, ``second_stage_loss``, ``post_processing_fns``,
     ``hard_example_miner`` (when ``hard_example_miner`` is set, or
     ``use_ohem`` forces it on / off with the proto's or default settings)."""
-    extractor = build_feature_extractor(config.feature_extractor, is_training,
-                                        meta_arch=meta_arch)
+    extractor = build_feature_extractor(config.feature_extractor, is_training, meta_arch=meta_arch)
     fe = config.feature_extractor
     rpn = RegionProposalNetwork.from_config(
-        config.rpn, output_stride=fe.output_stride,
-        fpn=fe.fpn if fe.HasField("fpn") else None, weight_decay=fe.weight_decay)
+        config.rpn,
+        output_stride=fe.output_stride,
+        fpn=fe.fpn if fe.HasField("fpn") else None,
+        weight_decay=fe.weight_decay,
+    )
     sampler = config.second_stage_sampler
     kwargs = dict(
-        feature_extractor=extractor, rpn=rpn, image_resizer=config.image_resizer,
+        feature_extractor=extractor,
+        rpn=rpn,
+        image_resizer=config.image_resizer,
         second_stage_sampler=samplers.BalancedPositiveNegativeSampler(
-            sampler.batch_size, sampler.positive_fraction),
+            sampler.batch_size, sampler.positive_fraction
+        ),
         second_stage_loss=build_second_stage_loss(config.second_stage_loss),
         post_processing_fns=build_second_stage_post_processing(
-            config.second_stage_post_processing, _has(config, "second_stage_post_processing")))
+            config.second_stage_post_processing, _has(config, "second_stage_post_processing")
+        ),
+    )
     if "second_stage_matcher" in config.DESCRIPTOR.fields_by_name:
-        coder = (box_coders.build_box_coder(config.second_stage_box_coder)
-                 if "second_stage_box_coder" in config.DESCRIPTOR.fields_by_name
-                 else box_coders.FasterRcnnBoxCoder())
+        coder = (
+            box_coders.build_box_coder(config.second_stage_box_coder)
+            if "second_stage_box_coder" in config.DESCRIPTOR.fields_by_name
+            else box_coders.FasterRcnnBoxCoder()
+        )
         kwargs["second_stage_target_assigner"] = build_second_stage_target_assigner(
-            config.second_stage_matcher, _has(config, "second_stage_matcher"), coder)
+            config.second_stage_matcher, _has(config, "second_stage_matcher"), coder
+        )
     has_miner = _has(config, "hard_example_miner")
     if use_ohem if use_ohem is not None else has_miner:
         kwargs["hard_example_miner"] = samplers.build_ohem(config.hard_example_miner)
@@ -337,36 +395,60 @@ class TwoStageDetectionModel(DetectionModel):
     ``true_shapes`` [B, 3].
     """
 
-    def __init__(self, num_classes, is_training, feature_extractor, rpn,
-                 image_resizer=None, second_stage_target_assigner=None,
-                 second_stage_sampler=None, second_stage_loss=None,
-                 post_processing_fns=None, hard_example_miner=None,
-                 benchmark_mode=False, **kwargs):
+    def __init__(
+        self,
+        num_classes,
+        is_training,
+        feature_extractor,
+        rpn,
+        image_resizer=None,
+        second_stage_target_assigner=None,
+        second_stage_sampler=None,
+        second_stage_loss=None,
+        post_processing_fns=None,
+        hard_example_miner=None,
+        benchmark_mode=False,
+        **kwargs,
+    ):
         super().__init__(num_classes, is_training, **kwargs)
         self.feature_extractor = feature_extractor
         self.rpn = rpn
         self.image_resizer = image_resizer or image_resizer_pb2.ImageResizer()
-        self.fpn = (feature_extractor.config.fpn
-                    if feature_extractor.config.HasField("fpn") else None)
-        self.pad_multiple = max(int(feature_extractor.max_stride),
-                                int(feature_extractor.output_stride))
+        self.fpn = (
+            feature_extractor.config.fpn if feature_extractor.config.HasField("fpn") else None
+        )
+        self.pad_multiple = max(
+            int(feature_extractor.max_stride), int(feature_extractor.output_stride)
+        )
         self.second_stage_target_assigner = second_stage_target_assigner or (
-            target_assigner_lib.TargetAssigner(matchers.ArgMaxMatcher(0.5, 0.5),
-                                               box_coders.FasterRcnnBoxCoder()))
+            target_assigner_lib.TargetAssigner(
+                matchers.ArgMaxMatcher(0.5, 0.5), box_coders.FasterRcnnBoxCoder()
+            )
+        )
         self.second_stage_box_coder = self.second_stage_target_assigner.box_coder
         self.second_stage_sampler = second_stage_sampler or (
-            samplers.BalancedPositiveNegativeSampler(64, 0.25))
-        (self.classification_loss, self.localization_loss, self.classification_weight,
-         self.localization_weight) = second_stage_loss or (
-             losses_lib.WeightedSoftmaxClassificationLoss(),
-             losses_lib.WeightedSmoothL1LocalizationLoss(), 1.0, 1.0)
+            samplers.BalancedPositiveNegativeSampler(64, 0.25)
+        )
+        (
+            self.classification_loss,
+            self.localization_loss,
+            self.classification_weight,
+            self.localization_weight,
+        ) = second_stage_loss or (
+            losses_lib.WeightedSoftmaxClassificationLoss(),
+            losses_lib.WeightedSmoothL1LocalizationLoss(),
+            1.0,
+            1.0,
+        )
         self.nms_fn, self.score_converter = post_processing_fns or (
-            build_second_stage_post_processing(None, False))
+            build_second_stage_post_processing(None, False)
+        )
         self.hard_example_miner = hard_example_miner
         self.benchmark_mode = bool(benchmark_mode)
         if self.fpn is not None:
             self.fpn_model = feature_extractor.build_fpn(
-                self.fpn.min_level, self.fpn.max_level, self.fpn.depth)
+                self.fpn.min_level, self.fpn.max_level, self.fpn.depth
+            )
         else:
             self.first_stage_model = feature_extractor.build_first_stage()
 
@@ -386,8 +468,12 @@ class TwoStageDetectionModel(DetectionModel):
     # -- stage 0: preprocessing ----------------------------------------------
     @no_autograph
     def preprocess(self, images):
-        return resize_and_pad(tf.cast(images, tf.float32), self.image_resizer,
-                              self.pad_multiple, self.feature_extractor.preprocess)
+        return resize_and_pad(
+            tf.cast(images, tf.float32),
+            self.image_resizer,
+            self.pad_multiple,
+            self.feature_extractor.preprocess,
+        )
 
     # -- stage 1: features ------------------------------------------------------
     @no_autograph
@@ -404,15 +490,19 @@ class TwoStageDetectionModel(DetectionModel):
         if self.fpn is not None:
             pyramid = {int(level): fmap for level, fmap in backbone_out.items()}
             roi_levels = range(self.fpn.min_level, min(self.fpn.max_level, FPN_MAX_ROI_LEVEL) + 1)
-            return {"rpn_maps": pyramid, "roi_maps": {l: pyramid[l] for l in roi_levels},
-                    "image_shape": image_shape}
+            return {
+                "rpn_maps": pyramid,
+                "roi_maps": {l: pyramid[l] for l in roi_levels},
+                "image_shape": image_shape,
+            }
         return {"rpn_maps": backbone_out, "roi_maps": backbone_out, "image_shape": image_shape}
 
     def _build_heads(self):
         """The RPN and the box classifier on 2x2 zero maps of the backbone's
         depths, with one whole-image RoI."""
-        maps = tf.nest.map_structure(lambda t: tf.zeros([1, 2, 2, t.shape[-1]]),
-                                     self._backbone().output)
+        maps = tf.nest.map_structure(
+            lambda t: tf.zeros([1, 2, 2, t.shape[-1]]), self._backbone().output
+        )
         features = self._features(maps, (self.pad_multiple, self.pad_multiple))
         self.rpn(features["rpn_maps"])
         self.classify_boxes(features, tf.constant([[[0.0, 0.0, 1.0, 1.0]]]))
@@ -429,10 +519,20 @@ class TwoStageDetectionModel(DetectionModel):
         # refine boxes (Cascade) clip them to it.
         features["true_window"] = window
         max_proposals = self.rpn.max_proposals_train if training else self.rpn.max_proposals
-        out = self.rpn.proposals(anchors, logits, codes, window, max_proposals,
-                                 benchmark_mode=self.benchmark_mode and not training)
-        out.update(anchors=anchors, rpn_objectness_logits=logits, rpn_box_encodings=codes,
-                   image_shape=tf.stack(list(features["image_shape"])))
+        out = self.rpn.proposals(
+            anchors,
+            logits,
+            codes,
+            window,
+            max_proposals,
+            benchmark_mode=self.benchmark_mode and not training,
+        )
+        out.update(
+            anchors=anchors,
+            rpn_objectness_logits=logits,
+            rpn_box_encodings=codes,
+            image_shape=tf.stack(list(features["image_shape"])),
+        )
         return out
 
     # -- stage 3: box classifier ----------------------------------------------
@@ -444,12 +544,20 @@ class TwoStageDetectionModel(DetectionModel):
         maps = features["roi_maps"]
         if isinstance(maps, dict):
             return roi_ops.multilevel_crop_and_resize(
-                maps, rois, features["image_shape"], crop_config.initial_crop_size,
+                maps,
+                rois,
+                features["image_shape"],
+                crop_config.initial_crop_size,
                 maxpool_kernel_size=crop_config.maxpool_kernel_size,
-                maxpool_stride=crop_config.maxpool_stride)
+                maxpool_stride=crop_config.maxpool_stride,
+            )
         return roi_ops.crop_and_resize_rois(
-            maps, rois, crop_config.initial_crop_size, crop_config.maxpool_kernel_size,
-            crop_config.maxpool_stride)
+            maps,
+            rois,
+            crop_config.initial_crop_size,
+            crop_config.maxpool_kernel_size,
+            crop_config.maxpool_stride,
+        )
 
     def classify_boxes(self, features, rois, training=False):
         """rois [B, N, 4] -> {"class_predictions_with_background" [B, N, C+1],
@@ -461,9 +569,11 @@ class TwoStageDetectionModel(DetectionModel):
         """Groundtruth dict (data keys) -> {"boxes", "classes", "num", "is_crowd"?}
         with boxes normalized to the network input."""
         scale = true_image_scale(true_shapes, image_shape)
-        gt = {"boxes": tf.cast(groundtruth["groundtruth_boxes"], tf.float32) * scale[:, None],
-              "classes": tf.cast(groundtruth["groundtruth_classes"], tf.int32),
-              "num": tf.cast(groundtruth["num_groundtruth_boxes"], tf.int32)}
+        gt = {
+            "boxes": tf.cast(groundtruth["groundtruth_boxes"], tf.float32) * scale[:, None],
+            "classes": tf.cast(groundtruth["groundtruth_classes"], tf.int32),
+            "num": tf.cast(groundtruth["num_groundtruth_boxes"], tf.int32),
+        }
         if "groundtruth_is_crowd" in groundtruth:
             gt["is_crowd"] = tf.cast(groundtruth["groundtruth_is_crowd"], tf.bool)
         return gt
@@ -482,8 +592,9 @@ class TwoStageDetectionModel(DetectionModel):
         if self.hard_example_miner is not None:
             targets["weights"] = tf.cast(targets["eligible"], tf.float32)
             return rois, targets["eligible"], targets
-        rois, targets = sample_rois(rois, targets, self.second_stage_sampler,
-                                    self.second_stage_sampler.batch_size)
+        rois, targets = sample_rois(
+            rois, targets, self.second_stage_sampler, self.second_stage_sampler.batch_size
+        )
         return rois, targets["weights"] > 0, targets
 
     @no_autograph
@@ -492,8 +603,7 @@ class TwoStageDetectionModel(DetectionModel):
         out = self.propose(features, true_shapes, training=training)
         out["true_shapes"] = true_shapes
         if training and groundtruth is not None:
-            gt = self.groundtruth_in_input_frame(groundtruth, true_shapes,
-                                                 features["image_shape"])
+            gt = self.groundtruth_in_input_frame(groundtruth, true_shapes, features["image_shape"])
             rois, roi_valid, targets = self.select_rois(out, gt)
             out["roi_targets"] = targets
         else:
@@ -505,11 +615,15 @@ class TwoStageDetectionModel(DetectionModel):
     def stage_functions(self):
         """feature extractor (preprocess included) -> proposals (RPN head,
         decoding, NMS) -> box classifier (crops + head); then post-processing."""
+
         def proposals(inputs, true_shapes):
             return self.propose(self.extract_features(inputs), true_shapes)
-        return [("feature_extractor", self._prefix(lambda x, _: self.extract_features(x))),
-                ("proposals", self._prefix(proposals)),
-                ("box_classifier", self._prefix(self.predict))]
+
+        return [
+            ("feature_extractor", self._prefix(lambda x, _: self.extract_features(x))),
+            ("proposals", self._prefix(proposals)),
+            ("box_classifier", self._prefix(self.predict)),
+        ]
 
     # -- loss -------------------------------------------------------------------
     @no_autograph
@@ -517,34 +631,44 @@ class TwoStageDetectionModel(DetectionModel):
         image_shape = tf.unstack(predictions["image_shape"])
         gt = self.groundtruth_in_input_frame(groundtruth, predictions["true_shapes"], image_shape)
         window = true_window(predictions["true_shapes"], image_shape)
-        targets = self.rpn.targets(predictions["anchors"], gt["boxes"], gt["num"], window,
-                                   gt_is_crowd=gt.get("is_crowd"))
-        return self.rpn.loss(predictions["rpn_objectness_logits"],
-                             predictions["rpn_box_encodings"], targets)
+        targets = self.rpn.targets(
+            predictions["anchors"], gt["boxes"], gt["num"], window, gt_is_crowd=gt.get("is_crowd")
+        )
+        return self.rpn.loss(
+            predictions["rpn_objectness_logits"], predictions["rpn_box_encodings"], targets
+        )
 
     @no_autograph
     def box_classifier_loss(self, class_logits, box_encodings, rois, targets):
         """Second-stage losses over the sampled RoIs (``targets["weights"]``),
         or over the OHEM-selected ones when a hard example miner is set."""
-        cls, loc = per_roi_losses(class_logits, box_encodings, targets,
-                                  self.classification_loss, self.localization_loss)
+        cls, loc = per_roi_losses(
+            class_logits, box_encodings, targets, self.classification_loss, self.localization_loss
+        )
         cls, loc = self.classification_weight * cls, self.localization_weight * loc
         mask = targets["weights"]
         if self.hard_example_miner is not None:
             mask = self.hard_example_miner(tf.stop_gradient(cls + loc), rois, mask > 0)
-        return {"box_classifier_localization_loss": reduce_roi_losses(loc, mask),
-                "box_classifier_classification_loss": reduce_roi_losses(cls, mask)}
+        return {
+            "box_classifier_localization_loss": reduce_roi_losses(loc, mask),
+            "box_classifier_classification_loss": reduce_roi_losses(cls, mask),
+        }
 
     @no_autograph
     def loss(self, predictions, groundtruth):
         if "roi_targets" not in predictions:
-            raise ValueError("loss() needs predictions from predict(..., training=True, "
-                             "groundtruth=...)")
+            raise ValueError(
+                "loss() needs predictions from predict(..., training=True, groundtruth=...)"
+            )
         losses = self.rpn_loss(predictions, groundtruth)
-        losses.update(self.box_classifier_loss(
-            predictions["class_predictions_with_background"],
-            predictions["refined_box_encodings"], predictions["rois"],
-            predictions["roi_targets"]))
+        losses.update(
+            self.box_classifier_loss(
+                predictions["class_predictions_with_background"],
+                predictions["refined_box_encodings"],
+                predictions["rois"],
+                predictions["roi_targets"],
+            )
+        )
         return losses
 
     # -- stage 4: post-processing -------------------------------------------
@@ -570,5 +694,6 @@ class TwoStageDetectionModel(DetectionModel):
         scores = self.score_converter(predictions["class_predictions_with_background"])
         if scores.shape[-1] == self.num_classes + 1:
             scores = scores[..., 1:]
-        return self.detections_from_boxes(boxes, scores, valid, true_shapes,
-                                          tf.unstack(predictions["image_shape"]))
+        return self.detections_from_boxes(
+            boxes, scores, valid, true_shapes, tf.unstack(predictions["image_shape"])
+        )

@@ -4,6 +4,7 @@ The ``*_pb2.py`` modules are generated (never edited).  They are compiled at
 install time; a checkout where any is missing or older than its ``.proto`` is
 compiled here, before the first import of a generated module.
 """
+
 import os as _os
 
 from detbench.protos import protoc_build as _protoc_build

@@ -4,6 +4,7 @@ Used by setup.py at install time and by ``detbench.protos`` at import time
 when a generated module is missing or older than its ``.proto``.  Imports
 nothing from detbench so setup.py can load it before the package exists.
 """
+
 import glob
 import os
 
@@ -43,10 +44,23 @@ def compile_protos(proto_dir, force=False):
         rel = [os.path.join("detbench", "protos", os.path.basename(s)) for s in sources]
         # protoc runs in its own process: grpc_tools' native module and a
         # TensorFlow already loaded in this one can crash each other.
-        proc = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{root}",
-                               f"-I{well_known}", f"--python_out={root}"] + rel,
-                              cwd=root, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "grpc_tools.protoc",
+                f"-I{root}",
+                f"-I{well_known}",
+                f"--python_out={root}",
+            ]
+            + rel,
+            cwd=root,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"protoc failed (exit {proc.returncode}) compiling "
-                               f"{proto_dir}/*.proto: {proc.stderr.strip()}")
+            raise RuntimeError(
+                f"protoc failed (exit {proc.returncode}) compiling "
+                f"{proto_dir}/*.proto: {proc.stderr.strip()}"
+            )
     return sources

@@ -19,6 +19,7 @@ objects below it learns them slowly or not at all. On the synthetic set at
 of the medium objects below IoU 0.5; configs/train_accuracy/ shows a layout
 that covers them.
 """
+
 import argparse
 import sys
 
@@ -26,13 +27,14 @@ import numpy as np
 
 from detbench.errors import ConfigError, run_cli
 
-SIZE_RANGES = (("small", 0, 32 ** 2), ("medium", 32 ** 2, 96 ** 2), ("large", 96 ** 2, np.inf))
+SIZE_RANGES = (("small", 0, 32**2), ("medium", 32**2, 96**2), ("large", 96**2, np.inf))
 
 
 def best_iou(boxes, anchors):
     """[G, 4] and [A, 4] boxes (ymin, xmin, ymax, xmax) -> [G] best IoU of each box,
     by ``core.box_ops.iou``, the IoU the matchers use."""
     from detbench.core import box_ops
+
     boxes, anchors = np.asarray(boxes, np.float32), np.asarray(anchors, np.float32)
     if len(boxes) == 0 or len(anchors) == 0:
         return np.zeros(len(boxes))
@@ -55,6 +57,7 @@ def measure(pipeline, split="eval", num_images=64):
     """-> (anchor counts, input sizes, best IoUs [G], COCO areas [G] in the original image)."""
     from detbench import data
     from detbench.builders.model_builder import build_model
+
     model = build_model(pipeline.model, is_training=False)
     reader = pipeline.eval_input_reader if split == "eval" else pipeline.train_input_reader
     dataset = data.build_dataset(reader, 1, training=False)  # original images
@@ -80,10 +83,13 @@ def measure(pipeline, split="eval", num_images=64):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python studies/anchor_coverage.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="example:\n  detbench anchor-coverage --pipeline "
-                                       "configs/train_accuracy/ssd_mobilenet_v2_fpn_160.pbtxt --num_images 128")
+    p = argparse.ArgumentParser(
+        prog="python studies/anchor_coverage.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench anchor-coverage --pipeline "
+        "configs/train_accuracy/ssd_mobilenet_v2_fpn_160.pbtxt --num_images 128",
+    )
     p.add_argument("--pipeline", required=True)
     p.add_argument("--set", action="append", default=[], help="pipeline override FIELD=VALUE")
     p.add_argument("--split", default="eval", choices=["eval", "train"])
@@ -97,17 +103,23 @@ def main(argv=None):
     if args.num_images < 1:
         raise ConfigError(f"--num_images must be >= 1, got {args.num_images}")
     from detbench.config import load_pipeline
+
     pipeline = load_pipeline(args.pipeline, args.set)
     counts, sizes, best, areas = measure(pipeline, args.split, args.num_images)
-    print(f"{args.pipeline} {' '.join(args.set)}: "
-          f"{'/'.join(str(c) for c in counts)} anchors at "
-          f"{', '.join(f'{h}x{w}' for h, w in sizes)}; {len(best)} objects in the first "
-          f"{args.num_images} {args.split} images\n")
-    print("| size | objects | " + " | ".join(f"best IoU >= {t:g}" for t in thresholds)
-          + " | median best IoU |\n|---|---|" + "---|" * (len(thresholds) + 1))
+    print(
+        f"{args.pipeline} {' '.join(args.set)}: "
+        f"{'/'.join(str(c) for c in counts)} anchors at "
+        f"{', '.join(f'{h}x{w}' for h, w in sizes)}; {len(best)} objects in the first "
+        f"{args.num_images} {args.split} images\n"
+    )
+    print(
+        "| size | objects | "
+        + " | ".join(f"best IoU >= {t:g}" for t in thresholds)
+        + " | median best IoU |\n|---|---|"
+        + "---|" * (len(thresholds) + 1)
+    )
     for name, n, shares, median in coverage_table(best, areas, thresholds):
-        print(f"| {name} | {n} | " + " | ".join(f"{s:.2f}" for s in shares)
-              + f" | {median:.2f} |")
+        print(f"| {name} | {n} | " + " | ".join(f"{s:.2f}" for s in shares) + f" | {median:.2f} |")
     return 0
 
 

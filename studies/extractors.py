@@ -10,6 +10,7 @@ in the same run the same way (1x64x64x512 -> 512, 3x3 Conv2D). Prints a
 markdown table. A first stage that fails to build or run gets a row with its
 error.
 """
+
 import argparse
 import os
 import platform
@@ -46,6 +47,7 @@ def conv_throughput(runs, warmup):
 def bench_extractor(name, sizes, runs, warmup):
     from detbench.feature_extractors.base import FEATURE_EXTRACTORS
     from detbench.protos import feature_extractor_pb2
+
     cls = FEATURE_EXTRACTORS.get(name)
     config = feature_extractor_pb2.FeatureExtractor(type=name)
     extractor = cls.from_config(config, is_training=False, meta_arch="faster_rcnn")
@@ -64,9 +66,13 @@ def bench_extractor(name, sizes, runs, warmup):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  detbench extractors --names mobilenet_v2,resnet50_v1 --sizes 300 --runs 5")
-    parser.add_argument("--names", default="", help="comma-separated extractor names (default: all)")
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench extractors --names mobilenet_v2,resnet50_v1 --sizes 300 --runs 5",
+    )
+    parser.add_argument(
+        "--names", default="", help="comma-separated extractor names (default: all)"
+    )
     parser.add_argument("--sizes", default="300,600", help="comma-separated input sides in pixels")
     parser.add_argument("--runs", type=int, default=10, help="timed runs (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
@@ -75,6 +81,7 @@ def main(argv=None):
     import detbench.feature_extractors  # noqa: F401  (registers whatever families exist)
     from detbench.feature_extractors import mobilenet, resnet  # noqa: F401
     from detbench.feature_extractors.base import FEATURE_EXTRACTORS
+
     names = [n for n in args.names.split(",") if n] or FEATURE_EXTRACTORS.names()
     for n in names:
         if n not in FEATURE_EXTRACTORS:
@@ -82,16 +89,20 @@ def main(argv=None):
             return 2
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
-    tf.get_logger().setLevel("ERROR")   # TF's v1 shape helper warns once per trace
+    tf.get_logger().setLevel("ERROR")  # TF's v1 shape helper warns once per trace
     peak, peak_flops = conv_throughput(args.runs, args.warmup)
-    print(f"TF {tf.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, intra-op threads "
-          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}; "
-          f"dense conv reference (1x64x64x512 -> 512, 3x3, {peak_flops / 1e9:.2f} GFLOP): "
-          f"{peak / 1e9:.1f} GFLOP/s (measured before the extractors; a machine shared with "
-          "other jobs lowers both)")
+    print(
+        f"TF {tf.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, intra-op threads "
+        f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}; "
+        f"dense conv reference (1x64x64x512 -> 512, 3x3, {peak_flops / 1e9:.2f} GFLOP): "
+        f"{peak / 1e9:.1f} GFLOP/s (measured before the extractors; a machine shared with "
+        "other jobs lowers both)"
+    )
     print()
-    print("| extractor | input | first-stage map | median ms | GFLOP | params (M) | GFLOP/s | of conv peak |")
+    print(
+        "| extractor | input | first-stage map | median ms | GFLOP | params (M) | GFLOP/s | of conv peak |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name in names:
         try:
@@ -101,13 +112,17 @@ def main(argv=None):
             continue
         for name_, size, shape, seconds, flops, params in rows:
             rate = flops / seconds
-            print(f"| {name_} | {size} | {'x'.join(map(str, shape[1:]))} | {seconds * 1e3:.1f} | "
-                  f"{flops / 1e9:.2f} | {params / 1e6:.2f} | {rate / 1e9:.1f} | {rate / peak:.2f} |",
-                  flush=True)
+            print(
+                f"| {name_} | {size} | {'x'.join(map(str, shape[1:]))} | {seconds * 1e3:.1f} | "
+                f"{flops / 1e9:.2f} | {params / 1e6:.2f} | {rate / 1e9:.1f} | {rate / peak:.2f} |",
+                flush=True,
+            )
     after, _ = conv_throughput(args.runs, args.warmup)
     print()
-    print(f"dense conv reference measured again after the extractors: {after / 1e9:.1f} GFLOP/s "
-          "(ratios above use the first measurement)")
+    print(
+        f"dense conv reference measured again after the extractors: {after / 1e9:.1f} GFLOP/s "
+        "(ratios above use the first measurement)"
+    )
     return 0
 
 

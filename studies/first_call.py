@@ -16,27 +16,35 @@ process (the settings are process-wide).
 ``stage_functions`` and ``detect``; theirs: backbone + FPN and the whole
 model), warm, and prints the ops and trace time of each: where a trace goes.
 """
+
 import argparse
 import sys
 import time
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python studies/first_call.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="example:\n  detbench first-call --side theirs --stages")
+    p = argparse.ArgumentParser(
+        prog="python studies/first_call.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench first-call --side theirs --stages",
+    )
     p.add_argument("--kind", default="faster_rcnn", choices=["faster_rcnn", "retinanet"])
     p.add_argument("--proposals", type=int, default=300)
     p.add_argument("--side", default="ours", choices=["ours", "theirs"])
     p.add_argument("--no-autograph", action="store_true")
     p.add_argument("--no-grappler", action="store_true")
-    p.add_argument("--stages", action="store_true",
-                   help="then trace each stage prefix (warm) and print its ops and trace time")
+    p.add_argument(
+        "--stages",
+        action="store_true",
+        help="then trace each stage prefix (warm) and print its ops and trace time",
+    )
     args = p.parse_args(argv)
     import tensorflow as tf
 
     from detbench.benchmark.timing import block
     from detbench.studies import peers
+
     if args.no_grappler:
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     images = peers.timing_images(peers.SIZE, 2)
@@ -53,10 +61,12 @@ def main(argv=None):
         start = time.perf_counter()
         block(fn(images[i % 2]))
         times.append(time.perf_counter() - start)
-    print(f"{args.side}: {args.kind} @{args.proposals} autograph {'off' if args.no_autograph else 'on'}, "
-          f"grappler {'off' if args.no_grappler else 'on'}: build {build:.2f} s | trace "
-          f"{trace:.2f} s | first execution {times[0]:.2f} s | next runs {times[1]:.2f}, "
-          f"{times[2]:.2f} s | first call (trace + first execution) {trace + times[0]:.2f} s")
+    print(
+        f"{args.side}: {args.kind} @{args.proposals} autograph {'off' if args.no_autograph else 'on'}, "
+        f"grappler {'off' if args.no_grappler else 'on'}: build {build:.2f} s | trace "
+        f"{trace:.2f} s | first execution {times[0]:.2f} s | next runs {times[1]:.2f}, "
+        f"{times[2]:.2f} s | first call (trace + first execution) {trace + times[0]:.2f} s"
+    )
     if args.stages:
         print_stage_traces(args.side, model, images[0], fn)
     return 0
@@ -71,6 +81,7 @@ def stage_prefixes(side, model, detect):
     def features(images):
         x = peers.their_inputs(images)
         return model.decoder(model.backbone(x, training=False), training=False)
+
     return [("backbone + FPN", features), ("detect (whole model)", detect.python_function)]
 
 
@@ -78,6 +89,7 @@ def print_stage_traces(side, model, image, detect):
     """Trace each stage prefix in a fresh tf.function (warm: after the first
     call) and print its op count and trace time, and the differences."""
     import tensorflow as tf
+
     spec = tf.TensorSpec(image.shape, image.dtype)
     print("| stage prefix | ops | trace (s) | ops added | trace added (s) |")
     print("|---|---|---|---|---|")

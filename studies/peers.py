@@ -79,6 +79,7 @@ What is measured, and how
   feature extractor's own FLOP/s (FLOPs / latency of the first stage alone,
   preprocessing included), with the per-stage breakdown of the worst three.
 """
+
 import argparse
 import gc
 import json
@@ -107,71 +108,90 @@ def their_inputs(images):
     import tensorflow as tf
 
     from detbench.feature_extractors.resnet import MEAN_RGB, STDDEV_RGB
+
     return (tf.cast(images, tf.float32) - MEAN_RGB) / STDDEV_RGB
 
+
 # the pairs' targets (issue 21): ours / theirs
-LATENCY_AT_EQUAL_FLOPS = 1.0      # every pair: (seconds / GFLOP) ours over theirs
+LATENCY_AT_EQUAL_FLOPS = 1.0  # every pair: (seconds / GFLOP) ours over theirs
 FIRST_CALL = {("faster_rcnn", 300): 0.5}
-MEMORY = 1.0                      # every pair: peak RSS
+MEMORY = 1.0  # every pair: peak RSS
 
 
 def pair_checks(kind, proposals, row):
     """[(target, met)] of one pair's row (latency_*_s, gflops_*, first_call_*_s,
     peak_rss_*_mb); adds the ratios it checks to ``row``."""
-    per_gflop = {side: row[f"latency_{side}_s"] / row[f"gflops_{side}"]
-                 for side in ("ours", "theirs")}
+    per_gflop = {
+        side: row[f"latency_{side}_s"] / row[f"gflops_{side}"] for side in ("ours", "theirs")
+    }
     row["latency_ratio"] = row["latency_ours_s"] / row["latency_theirs_s"]
     row["latency_flops_ratio"] = per_gflop["ours"] / per_gflop["theirs"]
     row["first_call_ratio"] = row["first_call_ours_s"] / row["first_call_theirs_s"]
     row["memory_ratio"] = row["peak_rss_ours_mb"] / row["peak_rss_theirs_mb"]
-    checks = [(f"latency at equal FLOPs <= {LATENCY_AT_EQUAL_FLOPS}x",
-               row["latency_flops_ratio"] <= LATENCY_AT_EQUAL_FLOPS)]
+    checks = [
+        (
+            f"latency at equal FLOPs <= {LATENCY_AT_EQUAL_FLOPS}x",
+            row["latency_flops_ratio"] <= LATENCY_AT_EQUAL_FLOPS,
+        )
+    ]
     limit = FIRST_CALL.get((kind, proposals))
     if limit is not None:
         checks.append((f"first call <= {limit}x", row["first_call_ratio"] <= limit))
     checks.append((f"memory <= {MEMORY}x", row["memory_ratio"] <= MEMORY))
     return checks
+
+
 OVERHEAD_MIN = 0.7
 PROPOSALS_FASTER_MAX, PROPOSALS_RFCN_MIN = 0.5, 0.85
 
-FINAL_NMS = (f"batch_non_max_suppression {{score_threshold: {SCORE_THRESHOLD} "
-             f"iou_threshold: {NMS_IOU} max_detections_per_class: {MAX_DETECTIONS:d} "
-             f"max_total_detections: {MAX_DETECTIONS:d} pre_nms_top_k: 0}}")
+FINAL_NMS = (
+    f"batch_non_max_suppression {{score_threshold: {SCORE_THRESHOLD} "
+    f"iou_threshold: {NMS_IOU} max_detections_per_class: {MAX_DETECTIONS:d} "
+    f"max_total_detections: {MAX_DETECTIONS:d} pre_nms_top_k: 0}}"
+)
 
 
 # -- building ------------------------------------------------------------------
-def rpn_candidates(size, min_level=2, max_level=6, anchors_per_location=3,
-                   per_level=RPN_PRE_NMS_PER_LEVEL):
+def rpn_candidates(
+    size, min_level=2, max_level=6, anchors_per_location=3, per_level=RPN_PRE_NMS_PER_LEVEL
+):
     """How many boxes enter the Model Garden's proposal NMS (top ``per_level`` per level)."""
-    return sum(min(per_level, math.ceil(size / 2 ** l) ** 2 * anchors_per_location)
-               for l in range(min_level, max_level + 1))
+    return sum(
+        min(per_level, math.ceil(size / 2**l) ** 2 * anchors_per_location)
+        for l in range(min_level, max_level + 1)
+    )
 
 
 def ours_overrides(kind, size=SIZE, proposals=300):
     """The ``--set`` overrides that make our pipeline match the Model Garden's."""
     if kind == "faster_rcnn":
         m = "model.faster_rcnn"
-        return [f"{m}.num_classes={MG_NUM_CLASSES - 1}",
-                f"{m}.image_resizer={{fixed_shape {{height: {size} width: {size}}}}}",
-                f"{m}.feature_extractor.batch_norm_epsilon=0.0001",
-                f"{m}.rpn.max_proposals={proposals}",
-                f"{m}.rpn.pre_nms_top_k={rpn_candidates(size)}",
-                f"{m}.rpn.nms_iou_threshold={RPN_NMS_IOU}",
-                f"{m}.roi_crop={{initial_crop_size: 7 maxpool_kernel_size: 0}}",
-                f"{m}.fpn_head={{num_conv_layers: 4 conv_depth: 256 num_fc_layers: 1 "
-                "fc_depth: 1024}",
-                f"{m}.second_stage_post_processing={{{FINAL_NMS} score_converter: SOFTMAX}}"]
+        return [
+            f"{m}.num_classes={MG_NUM_CLASSES - 1}",
+            f"{m}.image_resizer={{fixed_shape {{height: {size} width: {size}}}}}",
+            f"{m}.feature_extractor.batch_norm_epsilon=0.0001",
+            f"{m}.rpn.max_proposals={proposals}",
+            f"{m}.rpn.pre_nms_top_k={rpn_candidates(size)}",
+            f"{m}.rpn.nms_iou_threshold={RPN_NMS_IOU}",
+            f"{m}.roi_crop={{initial_crop_size: 7 maxpool_kernel_size: 0}}",
+            f"{m}.fpn_head={{num_conv_layers: 4 conv_depth: 256 num_fc_layers: 1 fc_depth: 1024}}",
+            f"{m}.second_stage_post_processing={{{FINAL_NMS} score_converter: SOFTMAX}}",
+        ]
     if kind == "retinanet":
         m = "model.ssd"
-        return [f"{m}.num_classes={MG_NUM_CLASSES - 1}",
-                f"{m}.image_resizer={{fixed_shape {{height: {size} width: {size}}}}}",
-                f"{m}.box_predictor.separate_class_and_box_towers=true",
-                f"{m}.post_processing={{{FINAL_NMS} score_converter: SIGMOID}}"]
+        return [
+            f"{m}.num_classes={MG_NUM_CLASSES - 1}",
+            f"{m}.image_resizer={{fixed_shape {{height: {size} width: {size}}}}}",
+            f"{m}.box_predictor.separate_class_and_box_towers=true",
+            f"{m}.post_processing={{{FINAL_NMS} score_converter: SIGMOID}}",
+        ]
     raise ValueError(kind)
 
 
-OUR_CONFIGS = {"faster_rcnn": "faster_rcnn_resnet50_fpn_640.pbtxt",
-               "retinanet": "ssd_resnet50_fpn_640.pbtxt"}
+OUR_CONFIGS = {
+    "faster_rcnn": "faster_rcnn_resnet50_fpn_640.pbtxt",
+    "retinanet": "ssd_resnet50_fpn_640.pbtxt",
+}
 
 
 def build_ours(kind, size=SIZE, proposals=300, config=None, overrides=None):
@@ -180,6 +200,7 @@ def build_ours(kind, size=SIZE, proposals=300, config=None, overrides=None):
 
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
+
     tf_keras.utils.set_random_seed(0)
     if config is None:
         config, overrides = OUR_CONFIGS[kind], ours_overrides(kind, size, proposals)
@@ -194,6 +215,7 @@ def theirs_config(kind, size=SIZE, proposals=300):
     import official.vision.configs.maskrcnn  # noqa: F401  (registers the experiments)
     import official.vision.configs.retinanet  # noqa: F401
     from official.core import exp_factory
+
     if kind == "faster_rcnn":
         c = exp_factory.get_exp_config("fasterrcnn_resnetfpn_coco").task.model
         c.include_mask = False
@@ -215,6 +237,7 @@ def theirs_config(kind, size=SIZE, proposals=300):
 def build_theirs(kind, size=SIZE, proposals=300):
     import tf_keras
     from official.vision.modeling import factory
+
     tf_keras.utils.set_random_seed(0)
     c = theirs_config(kind, size, proposals)
     spec = tf_keras.layers.InputSpec(shape=[None, size, size, 3])
@@ -234,40 +257,60 @@ def detect_fn(side, model, xla=False, xla_scope="detect", autograph=False):
     and 2.2 s. Steady-state latency is the same either way. (``autograph``:
     with XLA off only.)"""
     import tensorflow as tf
+
     if side == "theirs":
+
         def run(images):
             x = their_inputs(images)
-            shape = tf.cast(tf.tile(tf.shape(images)[1:3][None], [tf.shape(images)[0], 1]),
-                            tf.float32)
+            shape = tf.cast(
+                tf.tile(tf.shape(images)[1:3][None], [tf.shape(images)[0], 1]), tf.float32
+            )
             out = model(x, image_shape=shape, training=False)
-            return {k: out[k] for k in ("detection_boxes", "detection_scores",
-                                        "detection_classes", "num_detections")}
+            return {
+                k: out[k]
+                for k in (
+                    "detection_boxes",
+                    "detection_scores",
+                    "detection_classes",
+                    "num_detections",
+                )
+            }
+
         return tf.function(run, jit_compile=xla, autograph=autograph)
     if not xla or xla_scope == "detect":
         return tf.function(model.detect, jit_compile=xla, autograph=autograph)
     if not hasattr(model, "extract_features"):  # SSD: XLA on preprocess + predict
+
         def network(images):
             inputs, true_shapes = model.preprocess(tf.cast(images, tf.float32))
             return model.predict(inputs, true_shapes, training=False), true_shapes
+
         jitted = tf.function(network, jit_compile=True)
 
         def run(images):
             predictions, true_shapes = jitted(images)
             return model.postprocess(predictions, true_shapes)
+
         return tf.function(run)
     # two-stage: the RPN's proposal NMS has no XLA kernel; XLA on the feature extractor
     from detbench.meta_arch.two_stage import input_hw
+
     extract = model.extract_features
-    jitted = tf.function(lambda inputs: {k: v for k, v in extract(inputs).items()
-                                         if k != "image_shape"}, jit_compile=True)
+    jitted = tf.function(
+        lambda inputs: {k: v for k, v in extract(inputs).items() if k != "image_shape"},
+        jit_compile=True,
+    )
 
     def run(images):
         model.extract_features = lambda inputs, training=False: {
-            **jitted(inputs), "image_shape": input_hw(inputs)}
+            **jitted(inputs),
+            "image_shape": input_hw(inputs),
+        }
         try:
             return model.detect(images)
         finally:
             del model.extract_features
+
     return tf.function(run)
 
 
@@ -279,6 +322,7 @@ def detect_fn(side, model, xla=False, xla_scope="detect", autograph=False):
 # threshold on our side as on theirs, on the first timing image.
 def _sigmoid(x):
     import numpy as np
+
     return np.exp(-np.logaddexp(0.0, -x))  # 1 / (1 + e^-x) without overflow
 
 
@@ -286,6 +330,7 @@ def candidates_theirs(kind, model, image):
     """Number of (box, class) scores above the threshold entering their final NMS."""
     import numpy as np
     import tensorflow as tf
+
     x = their_inputs(image)
     out = model(x, image_shape=tf.constant([list(image.shape[1:3])], tf.float32), training=False)
     if kind == "faster_rcnn":
@@ -293,20 +338,26 @@ def candidates_theirs(kind, model, image):
         e = np.exp(logits - logits.max(-1, keepdims=True))
         scores = (e / e.sum(-1, keepdims=True))[..., 1:]
     else:
-        scores = np.concatenate([
-            _sigmoid(np.asarray(v, np.float64)).reshape(-1, MG_NUM_CLASSES)[:, 1:]
-            for _, v in sorted(out["cls_outputs"].items(), key=lambda kv: int(kv[0]))])
+        scores = np.concatenate(
+            [
+                _sigmoid(np.asarray(v, np.float64)).reshape(-1, MG_NUM_CLASSES)[:, 1:]
+                for _, v in sorted(out["cls_outputs"].items(), key=lambda kv: int(kv[0]))
+            ]
+        )
     return int((scores > SCORE_THRESHOLD).sum())
 
 
 def _our_class_layer(kind, model):
-    return model.box_head.class_layer if kind == "faster_rcnn" else model.box_predictor.class_convs[0]
+    return (
+        model.box_head.class_layer if kind == "faster_rcnn" else model.box_predictor.class_convs[0]
+    )
 
 
 def equalize_candidates(kind, model, image, target):
     """Scale our class-logit kernel so ~``target`` scores pass the threshold; -> (s, count)."""
     import numpy as np
     import tensorflow as tf
+
     inputs, shapes = model.preprocess(tf.cast(image, tf.float32))
     pred = model.predict(inputs, shapes, training=False)
     layer = _our_class_layer(kind, model)
@@ -315,8 +366,10 @@ def equalize_candidates(kind, model, image, target):
         bias = np.asarray(layer.bias, np.float64)
     else:
         logits = np.asarray(pred["class_logits"], np.float64)[0]
-        bias = np.tile(np.asarray(layer.bias, np.float64).reshape(-1, logits.shape[-1]),
-                       (logits.shape[0] // (layer.bias.shape[0] // logits.shape[-1]), 1))
+        bias = np.tile(
+            np.asarray(layer.bias, np.float64).reshape(-1, logits.shape[-1]),
+            (logits.shape[0] // (layer.bias.shape[0] // logits.shape[-1]), 1),
+        )
 
     def count(scale):
         z = scale * (logits - bias) + bias
@@ -333,8 +386,9 @@ def equalize_candidates(kind, model, image, target):
         centre = best[1]
         grid = np.arange(-4.0, 4.0001, step) if step == 0.25 else centre + step * np.arange(-5, 6)
         for e in grid:
-            best = min(best, (abs(count(10.0 ** e) - target), float(e)),
-                       key=lambda b: (b[0], abs(b[1])))
+            best = min(
+                best, (abs(count(10.0**e) - target), float(e)), key=lambda b: (b[0], abs(b[1]))
+            )
         if best[0] == 0:
             break
     scale = 10.0 ** best[1]
@@ -344,6 +398,7 @@ def equalize_candidates(kind, model, image, target):
 
 def parameter_count(model):
     import numpy as np
+
     return int(sum(np.prod(v.shape) for v in model.variables))
 
 
@@ -352,8 +407,11 @@ def timing_images(size=SIZE, count=4):
     import tensorflow as tf
 
     from detbench.data.synthetic import generate_image
-    return [tf.constant(generate_image(0, "val", i, image_size=size)[0][None].astype(np.uint8))
-            for i in range(count)]
+
+    return [
+        tf.constant(generate_image(0, "val", i, image_size=size)[0][None].astype(np.uint8))
+        for i in range(count)
+    ]
 
 
 # -- child process: first call and peak memory of one side -----------------------
@@ -363,6 +421,7 @@ def run_child(spec):
     import tensorflow as tf  # noqa: F401  (both sides' modules are imported alike)
 
     import detbench.meta_arch  # noqa: F401
+
     images = timing_images(spec["size"], 2)
     start = time.perf_counter()
     if spec["side"] == "ours":
@@ -382,16 +441,30 @@ def run_child(spec):
         start = time.perf_counter()
         block(fn(images[i % len(images)]))
         runs.append(time.perf_counter() - start)
-    return {"build_s": build_s, "first_call_s": first, "child_median_s": statistics.median(runs),
-            "peak_rss_mb": peak_rss_mb(), "params": parameter_count(model),
-            "num_detections": int(out["num_detections"][0])}
+    return {
+        "build_s": build_s,
+        "first_call_s": first,
+        "child_median_s": statistics.median(runs),
+        "peak_rss_mb": peak_rss_mb(),
+        "params": parameter_count(model),
+        "num_detections": int(out["num_detections"][0]),
+    }
 
 
 def child(side, kind, size, proposals, runs=3, class_logit_scale=1.0):
-    spec = {"side": side, "kind": kind, "size": size, "proposals": proposals, "runs": runs,
-            "class_logit_scale": class_logit_scale}
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
-                          capture_output=True, text=True)
+    spec = {
+        "side": side,
+        "kind": kind,
+        "size": size,
+        "proposals": proposals,
+        "runs": runs,
+        "class_logit_scale": class_logit_scale,
+    }
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+    )
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode or not lines:
         raise RuntimeError(f"child {spec} failed:\n{proc.stderr[-3000:]}")
@@ -425,6 +498,7 @@ def interleaved(fns, images, runs, warmup):
 
 def _free():
     import tf_keras
+
     tf_keras.backend.clear_session()
     gc.collect()
 
@@ -432,15 +506,29 @@ def _free():
 def same_detections(a, b, box_tol=1e-3, score_tol=1e-4):
     """-> (bool, short note) comparing two detections dicts."""
     import numpy as np
+
     na, nb = int(a["num_detections"][0]), int(b["num_detections"][0])
     if na != nb:
         return False, f"num {na} vs {nb}"
     ca = np.asarray(a["detection_classes"])[0, :na]
     cb = np.asarray(b["detection_classes"])[0, :na]
-    db = float(np.max(np.abs(np.asarray(a["detection_boxes"])[0, :na]
-                             - np.asarray(b["detection_boxes"])[0, :na]), initial=0.0))
-    ds = float(np.max(np.abs(np.asarray(a["detection_scores"])[0, :na]
-                             - np.asarray(b["detection_scores"])[0, :na]), initial=0.0))
+    db = float(
+        np.max(
+            np.abs(
+                np.asarray(a["detection_boxes"])[0, :na] - np.asarray(b["detection_boxes"])[0, :na]
+            ),
+            initial=0.0,
+        )
+    )
+    ds = float(
+        np.max(
+            np.abs(
+                np.asarray(a["detection_scores"])[0, :na]
+                - np.asarray(b["detection_scores"])[0, :na]
+            ),
+            initial=0.0,
+        )
+    )
     ok = bool(np.array_equal(ca, cb)) and db <= box_tol and ds <= score_tol
     return ok, f"n={na} max|dbox|={db:.1e} max|dscore|={ds:.1e}"
 
@@ -452,29 +540,47 @@ def section_pairs(kind, proposal_counts, args, rows, failures):
         import tensorflow as tf
 
         from detbench.benchmark.flops import count_flops
+
         images = timing_images(SIZE)
         ours = build_ours(kind, SIZE, proposals)
         theirs = build_theirs(kind, SIZE, proposals)
         target = candidates_theirs(kind, theirs, images[0])
         scale, got = equalize_candidates(kind, ours, images[0], target)
-        print(f"[peers] {label}: NMS candidates theirs {target}, ours {got} (class logits "
-              f"x {scale:.3g}); first call + memory in child processes ...", file=sys.stderr)
+        print(
+            f"[peers] {label}: NMS candidates theirs {target}, ours {got} (class logits "
+            f"x {scale:.3g}); first call + memory in child processes ...",
+            file=sys.stderr,
+        )
         children = {"ours": [], "theirs": []}
         for _ in range(args.first_call_repeats):
             for side in ("ours", "theirs"):
-                children[side].append(child(side, kind, SIZE, proposals,
-                                            class_logit_scale=scale if side == "ours" else 1.0))
+                children[side].append(
+                    child(
+                        side,
+                        kind,
+                        SIZE,
+                        proposals,
+                        class_logit_scale=scale if side == "ours" else 1.0,
+                    )
+                )
         print(f"[peers] {label}: interleaved latency ...", file=sys.stderr)
         fns = {"ours": detect_fn("ours", ours), "theirs": detect_fn("theirs", theirs)}
         stats = interleaved(fns, images, args.runs, args.warmup)
         spec = tf.TensorSpec(images[0].shape, images[0].dtype)
         key = proposals if kind == "faster_rcnn" else None
-        row = {"section": "peers", "pair": label, "kind": kind, "proposals": proposals,
-               "params_ours": parameter_count(ours), "params_theirs": parameter_count(theirs),
-               "nms_candidates_theirs": target, "nms_candidates_ours": got,
-               "class_logit_scale": scale,
-               "gflops_ours": count_flops(fns["ours"], [spec]) / 1e9,
-               "gflops_theirs": count_flops(fns["theirs"], [spec]) / 1e9}
+        row = {
+            "section": "peers",
+            "pair": label,
+            "kind": kind,
+            "proposals": proposals,
+            "params_ours": parameter_count(ours),
+            "params_theirs": parameter_count(theirs),
+            "nms_candidates_theirs": target,
+            "nms_candidates_ours": got,
+            "class_logit_scale": scale,
+            "gflops_ours": count_flops(fns["ours"], [spec]) / 1e9,
+            "gflops_theirs": count_flops(fns["theirs"], [spec]) / 1e9,
+        }
         for side in ("ours", "theirs"):
             row[f"latency_{side}_s"] = stats[side]["median_s"]
             row[f"latency_p90_{side}_s"] = stats[side]["p90_s"]
@@ -491,46 +597,66 @@ def section_pairs(kind, proposal_counts, args, rows, failures):
 
 
 def print_pairs(rows):
-    print("| pair | params ours / theirs (M) | GFLOP ours / theirs | latency ours / theirs (s) "
-          "| ratio (at equal FLOPs) | build ours / theirs (s) | first call ours / theirs (s) | ratio "
-          "| peak RSS ours / theirs (MB) | ratio | "
-          "NMS candidates / detections, ours; theirs | targets |")
+    print(
+        "| pair | params ours / theirs (M) | GFLOP ours / theirs | latency ours / theirs (s) "
+        "| ratio (at equal FLOPs) | build ours / theirs (s) | first call ours / theirs (s) | ratio "
+        "| peak RSS ours / theirs (MB) | ratio | "
+        "NMS candidates / detections, ours; theirs | targets |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         targets = ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in r["checks"])
-        print(f"| {r['pair']} | {r['params_ours'] / 1e6:.2f} / {r['params_theirs'] / 1e6:.2f} "
-              f"| {r['gflops_ours']:.0f} / {r['gflops_theirs']:.0f} "
-              f"| {r['latency_ours_s']:.3f} / {r['latency_theirs_s']:.3f} | "
-              f"{r['latency_ratio']:.2f} ({r['latency_flops_ratio']:.2f}) | "
-              f"{r['build_ours_s']:.1f} / {r['build_theirs_s']:.1f} | "
-              f"{r['first_call_ours_s']:.1f} / "
-              f"{r['first_call_theirs_s']:.1f} | {r['first_call_ratio']:.2f} | "
-              f"{r['peak_rss_ours_mb']:.0f} / {r['peak_rss_theirs_mb']:.0f} | "
-              f"{r['memory_ratio']:.2f} | {r['nms_candidates_ours']} / "
-              f"{r['num_detections_ours']}; {r['nms_candidates_theirs']} / "
-              f"{r['num_detections_theirs']} | {targets} |")
+        print(
+            f"| {r['pair']} | {r['params_ours'] / 1e6:.2f} / {r['params_theirs'] / 1e6:.2f} "
+            f"| {r['gflops_ours']:.0f} / {r['gflops_theirs']:.0f} "
+            f"| {r['latency_ours_s']:.3f} / {r['latency_theirs_s']:.3f} | "
+            f"{r['latency_ratio']:.2f} ({r['latency_flops_ratio']:.2f}) | "
+            f"{r['build_ours_s']:.1f} / {r['build_theirs_s']:.1f} | "
+            f"{r['first_call_ours_s']:.1f} / "
+            f"{r['first_call_theirs_s']:.1f} | {r['first_call_ratio']:.2f} | "
+            f"{r['peak_rss_ours_mb']:.0f} / {r['peak_rss_theirs_mb']:.0f} | "
+            f"{r['memory_ratio']:.2f} | {r['nms_candidates_ours']} / "
+            f"{r['num_detections_ours']}; {r['nms_candidates_theirs']} / "
+            f"{r['num_detections_theirs']} | {targets} |"
+        )
 
 
-PROPOSAL_MODELS = (("faster_rcnn_resnet101_600", "faster_rcnn_resnet101_600.pbtxt", "faster_rcnn",
-                    "<=", PROPOSALS_FASTER_MAX),
-                   ("rfcn_resnet101_600", "rfcn_resnet101_600.pbtxt", "rfcn",
-                    ">=", PROPOSALS_RFCN_MIN))
+PROPOSAL_MODELS = (
+    (
+        "faster_rcnn_resnet101_600",
+        "faster_rcnn_resnet101_600.pbtxt",
+        "faster_rcnn",
+        "<=",
+        PROPOSALS_FASTER_MAX,
+    ),
+    ("rfcn_resnet101_600", "rfcn_resnet101_600.pbtxt", "rfcn", ">=", PROPOSALS_RFCN_MIN),
+)
 
 
 def section_proposals(args, rows, failures):
     images = timing_images(600)
     for name, config, meta, op, limit in PROPOSAL_MODELS:
         print(f"[peers] {name}: 10 vs 300 proposals ...", file=sys.stderr)
-        models = {p: build_ours(None, config=config,
-                                overrides=[f"model.{meta}.rpn.max_proposals={p}"])
-                  for p in (10, 300)}
-        stats = interleaved({p: detect_fn("ours", m) for p, m in models.items()},
-                            images, args.runs, args.warmup)
+        models = {
+            p: build_ours(None, config=config, overrides=[f"model.{meta}.rpn.max_proposals={p}"])
+            for p in (10, 300)
+        }
+        stats = interleaved(
+            {p: detect_fn("ours", m) for p, m in models.items()}, images, args.runs, args.warmup
+        )
         ratio = stats[10]["median_s"] / stats[300]["median_s"]
         ok = ratio <= limit if op == "<=" else ratio >= limit
-        rows.append({"section": "proposals", "model": name, "latency_10_s": stats[10]["median_s"],
-                     "latency_300_s": stats[300]["median_s"], "ratio": ratio,
-                     "target": f"{op} {limit}", "pass": ok})
+        rows.append(
+            {
+                "section": "proposals",
+                "model": name,
+                "latency_10_s": stats[10]["median_s"],
+                "latency_300_s": stats[300]["median_s"],
+                "ratio": ratio,
+                "target": f"{op} {limit}",
+                "pass": ok,
+            }
+        )
         if not ok:
             failures.append(f"{name}: latency(10)/latency(300) {op} {limit}")
         del models, stats
@@ -541,18 +667,28 @@ def print_proposals(rows):
     print("| model | latency @10 (s) | latency @300 (s) | ratio 10/300 | target |")
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['latency_10_s']:.3f} | {r['latency_300_s']:.3f} | "
-              f"{r['ratio']:.2f} | {r['target']} {'PASS' if r['pass'] else 'FAIL'} |")
+        print(
+            f"| {r['model']} | {r['latency_10_s']:.3f} | {r['latency_300_s']:.3f} | "
+            f"{r['ratio']:.2f} | {r['target']} {'PASS' if r['pass'] else 'FAIL'} |"
+        )
 
 
 # the default grid's models (issue 9's "detection overhead" list) at our configs
 GRID_MODELS = (
     ("ssd_mobilenet_v2_300", "ssd_mobilenet_v2_300.pbtxt", []),
-    ("faster_rcnn_resnet50_600@300", "faster_rcnn_resnet101_600.pbtxt",
-     ["model.faster_rcnn.feature_extractor.type=resnet50_v1",
-      "model.faster_rcnn.rpn.max_proposals=300"]),
-    ("rfcn_resnet50_600", "rfcn_resnet101_600.pbtxt",
-     ["model.rfcn.feature_extractor.type=resnet50_v1"]),
+    (
+        "faster_rcnn_resnet50_600@300",
+        "faster_rcnn_resnet101_600.pbtxt",
+        [
+            "model.faster_rcnn.feature_extractor.type=resnet50_v1",
+            "model.faster_rcnn.rpn.max_proposals=300",
+        ],
+    ),
+    (
+        "rfcn_resnet50_600",
+        "rfcn_resnet101_600.pbtxt",
+        ["model.rfcn.feature_extractor.type=resnet50_v1"],
+    ),
     ("cascade_rcnn_resnet50_fpn_640", "cascade_rcnn_resnet50_fpn_640.pbtxt", []),
 )
 
@@ -562,20 +698,27 @@ def _grid_image_size(model):
     if resizer:
         return resizer[0]
     kind = model.image_resizer.WhichOneof("image_resizer")
-    return (model.image_resizer.fixed_shape.height if kind == "fixed_shape"
-            else model.image_resizer.keep_aspect_ratio.min_dimension)
+    return (
+        model.image_resizer.fixed_shape.height
+        if kind == "fixed_shape"
+        else model.image_resizer.keep_aspect_ratio.min_dimension
+    )
 
 
 def section_xla(args, rows, failures):
     """Each of our models with jit_compile on and off; detections compared."""
     import tensorflow as tf
-    models = [("faster_rcnn_resnet50_fpn_640@300 (peer)", None, "faster_rcnn"),
-              ("ssd_resnet50_fpn_640 (peer)", None, "retinanet")]
+
+    models = [
+        ("faster_rcnn_resnet50_fpn_640@300 (peer)", None, "faster_rcnn"),
+        ("ssd_resnet50_fpn_640 (peer)", None, "retinanet"),
+    ]
     models += [(name, (config, overrides), None) for name, config, overrides in GRID_MODELS]
     for name, config, kind in models:
         print(f"[peers] {name}: XLA on / off ...", file=sys.stderr)
-        model = (build_ours(kind) if kind else
-                 build_ours(None, config=config[0], overrides=config[1]))
+        model = (
+            build_ours(kind) if kind else build_ours(None, config=config[0], overrides=config[1])
+        )
         size = SIZE if kind else _grid_image_size(model)
         images = timing_images(size, 2)
         fns = {"off": detect_fn("ours", model)}
@@ -584,12 +727,16 @@ def section_xla(args, rows, failures):
         try:
             on = detect_fn("ours", model, xla=True)
             block(on(images[0]))
-        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
-                tf.errors.InternalError) as e:
+        except (
+            tf.errors.InvalidArgumentError,
+            tf.errors.UnimplementedError,
+            tf.errors.InternalError,
+        ) as e:
             scope = "features" if hasattr(model, "extract_features") else "predict"
             note = str(e).splitlines()[0][:120]
-            print(f"[peers]   whole detect does not compile ({note}); XLA on {scope}",
-                  file=sys.stderr)
+            print(
+                f"[peers]   whole detect does not compile ({note}); XLA on {scope}", file=sys.stderr
+            )
             start = time.perf_counter()
             on = detect_fn("ours", model, xla=True, xla_scope=scope)
             block(on(images[0]))
@@ -598,29 +745,44 @@ def section_xla(args, rows, failures):
         stats = interleaved(fns, images, max(args.runs // 2, 3), args.warmup)
         same, note = same_detections(stats["off"]["out"], stats["on"]["out"])
         faster = "on" if stats["on"]["median_s"] < stats["off"]["median_s"] else "off"
-        rows.append({"section": "xla", "model": name, "latency_off_s": stats["off"]["median_s"],
-                     "latency_on_s": stats["on"]["median_s"], "xla_scope": scope,
-                     "first_call_on_s": compile_s, "first_call_off_s": stats["off"]["trace_s"],
-                     "same_detections": same, "note": note, "faster": faster})
+        rows.append(
+            {
+                "section": "xla",
+                "model": name,
+                "latency_off_s": stats["off"]["median_s"],
+                "latency_on_s": stats["on"]["median_s"],
+                "xla_scope": scope,
+                "first_call_on_s": compile_s,
+                "first_call_off_s": stats["off"]["trace_s"],
+                "same_detections": same,
+                "note": note,
+                "faster": faster,
+            }
+        )
         del model, fns, stats
         _free()
 
 
 def print_xla(rows):
-    print("| model | XLA off (s) | XLA on (s) | on/off | XLA scope | first call off / on (s) "
-          "| same detections | faster |")
+    print(
+        "| model | XLA off (s) | XLA on (s) | on/off | XLA scope | first call off / on (s) "
+        "| same detections | faster |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['latency_off_s']:.3f} | {r['latency_on_s']:.3f} | "
-              f"{r['latency_on_s'] / r['latency_off_s']:.2f} | {r['xla_scope']} | "
-              f"{r['first_call_off_s']:.1f} / {r['first_call_on_s']:.1f} | "
-              f"{'yes' if r['same_detections'] else 'NO'} ({r['note']}) | {r['faster']} |")
+        print(
+            f"| {r['model']} | {r['latency_off_s']:.3f} | {r['latency_on_s']:.3f} | "
+            f"{r['latency_on_s'] / r['latency_off_s']:.2f} | {r['xla_scope']} | "
+            f"{r['first_call_off_s']:.1f} / {r['first_call_on_s']:.1f} | "
+            f"{'yes' if r['same_detections'] else 'NO'} ({r['note']}) | {r['faster']} |"
+        )
 
 
 def section_overhead(args, rows, failures):
     import tensorflow as tf
 
     from detbench.benchmark.flops import count_flops
+
     for name, config, overrides in GRID_MODELS:
         print(f"[peers] {name}: detection overhead ...", file=sys.stderr)
         model = build_ours(None, config=config, overrides=overrides)
@@ -643,11 +805,21 @@ def section_overhead(args, rows, failures):
         breakdown["postprocess"] = max(stats["detect"]["median_s"] - previous, 0.0)
         ratio = rate_model / rate_fe
         ok = ratio >= OVERHEAD_MIN
-        rows.append({"section": "overhead", "model": name, "gflops_model": flops_model / 1e9,
-                     "gflops_extractor": flops_fe / 1e9, "latency_s": stats["detect"]["median_s"],
-                     "latency_extractor_s": stats[first]["median_s"],
-                     "gflops_per_s_model": rate_model / 1e9, "gflops_per_s_extractor": rate_fe / 1e9,
-                     "ratio": ratio, "pass": ok, "stages_s": breakdown})
+        rows.append(
+            {
+                "section": "overhead",
+                "model": name,
+                "gflops_model": flops_model / 1e9,
+                "gflops_extractor": flops_fe / 1e9,
+                "latency_s": stats["detect"]["median_s"],
+                "latency_extractor_s": stats[first]["median_s"],
+                "gflops_per_s_model": rate_model / 1e9,
+                "gflops_per_s_extractor": rate_fe / 1e9,
+                "ratio": ratio,
+                "pass": ok,
+                "stages_s": breakdown,
+            }
+        )
         if not ok:
             failures.append(f"{name}: model FLOP/s >= {OVERHEAD_MIN}x extractor's")
         del model, fns, stats
@@ -655,19 +827,25 @@ def section_overhead(args, rows, failures):
 
 
 def print_overhead(rows):
-    print("| model | GFLOP model / extractor | latency model / extractor (s) | "
-          "GFLOP/s model / extractor | ratio | target |")
+    print(
+        "| model | GFLOP model / extractor | latency model / extractor (s) | "
+        "GFLOP/s model / extractor | ratio | target |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['gflops_model']:.1f} / {r['gflops_extractor']:.1f} | "
-              f"{r['latency_s']:.3f} / {r['latency_extractor_s']:.3f} | "
-              f"{r['gflops_per_s_model']:.0f} / {r['gflops_per_s_extractor']:.0f} | "
-              f"{r['ratio']:.2f} | >= {OVERHEAD_MIN} {'PASS' if r['pass'] else 'FAIL'} |")
+        print(
+            f"| {r['model']} | {r['gflops_model']:.1f} / {r['gflops_extractor']:.1f} | "
+            f"{r['latency_s']:.3f} / {r['latency_extractor_s']:.3f} | "
+            f"{r['gflops_per_s_model']:.0f} / {r['gflops_per_s_extractor']:.0f} | "
+            f"{r['ratio']:.2f} | >= {OVERHEAD_MIN} {'PASS' if r['pass'] else 'FAIL'} |"
+        )
     worst = sorted(rows, key=lambda r: r["ratio"])[:3]
     if worst:
         print()
-        print("Per-stage breakdown of the worst three (ms, medians of the cumulative "
-              "stage functions, differenced):")
+        print(
+            "Per-stage breakdown of the worst three (ms, medians of the cumulative "
+            "stage functions, differenced):"
+        )
         print()
         for r in worst:
             parts = ", ".join(f"{k} {v * 1e3:.0f}" for k, v in r["stages_s"].items())
@@ -679,18 +857,30 @@ SECTIONS = ("faster_rcnn", "retinanet", "proposals", "xla", "overhead")
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  detbench peers --pairs faster_rcnn,retinanet --runs 6")
-    parser.add_argument("--pairs", default=",".join(SECTIONS),
-                        help=f"comma-separated sections: {', '.join(SECTIONS)}")
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench peers --pairs faster_rcnn,retinanet --runs 6",
+    )
+    parser.add_argument(
+        "--pairs",
+        default=",".join(SECTIONS),
+        help=f"comma-separated sections: {', '.join(SECTIONS)}",
+    )
     parser.add_argument("--runs", type=int, default=10, help="timed runs per model")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs after the first call")
-    parser.add_argument("--xla", choices=("both", "on", "off"), default="both",
-                        help="xla section: measure both (default), or skip it with off")
-    parser.add_argument("--first-call-repeats", type=int, default=1,
-                        help="child processes per side (first call: min, memory: max)")
-    parser.add_argument("--proposals", default="300,1000",
-                        help="faster_rcnn pair: proposal counts")
+    parser.add_argument(
+        "--xla",
+        choices=("both", "on", "off"),
+        default="both",
+        help="xla section: measure both (default), or skip it with off",
+    )
+    parser.add_argument(
+        "--first-call-repeats",
+        type=int,
+        default=1,
+        help="child processes per side (first call: min, memory: max)",
+    )
+    parser.add_argument("--proposals", default="300,1000", help="faster_rcnn pair: proposal counts")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -705,12 +895,14 @@ def main(argv=None):
         sections.remove("xla")
 
     import tensorflow as tf
+
     rows, failures = [], []
     started = time.time()
     load_before = os.getloadavg()
     if "faster_rcnn" in sections:
-        section_pairs("faster_rcnn", [int(p) for p in args.proposals.split(",")], args, rows,
-                      failures)
+        section_pairs(
+            "faster_rcnn", [int(p) for p in args.proposals.split(",")], args, rows, failures
+        )
     if "retinanet" in sections:
         section_pairs("retinanet", [None], args, rows, failures)
     if "proposals" in sections:
@@ -721,29 +913,42 @@ def main(argv=None):
         section_overhead(args, rows, failures)
     load_after = os.getloadavg()
 
-    print(f"# Ours vs the TF Model Garden ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, TF {tf.__version__}, batch 1, random weights; "
-          f"median of {args.runs} interleaved runs after {args.warmup} warm-up; "
-          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-          f"{(time.time() - started) / 60:.1f} min)")
-    by = {s: [r for r in rows if r["section"] == s] for s in ("peers", "proposals", "xla",
-                                                                "overhead")}
-    for title, key, printer in (("Side by side", "peers", print_pairs),
-                                ("Proposals (ours, benchmark mode)", "proposals", print_proposals),
-                                ("XLA (jit_compile) on / off (ours)", "xla", print_xla),
-                                ("Detection overhead (ours)", "overhead", print_overhead)):
+    print(
+        f"# Ours vs the TF Model Garden ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, TF {tf.__version__}, batch 1, random weights; "
+        f"median of {args.runs} interleaved runs after {args.warmup} warm-up; "
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+        f"{(time.time() - started) / 60:.1f} min)"
+    )
+    by = {
+        s: [r for r in rows if r["section"] == s] for s in ("peers", "proposals", "xla", "overhead")
+    }
+    for title, key, printer in (
+        ("Side by side", "peers", print_pairs),
+        ("Proposals (ours, benchmark mode)", "proposals", print_proposals),
+        ("XLA (jit_compile) on / off (ours)", "xla", print_xla),
+        ("Detection overhead (ours)", "overhead", print_overhead),
+    ):
         if by[key]:
             print(f"\n## {title}\n")
             printer(by[key])
     print()
-    print("All targets met." if not failures else
-          "Targets missed:\n" + "\n".join(f"- {f}" for f in failures))
+    print(
+        "All targets met."
+        if not failures
+        else "Targets missed:\n" + "\n".join(f"- {f}" for f in failures)
+    )
     if args.json:
         from detbench.benchmark.results import atomic_write
-        atomic_write(args.json, json.dumps({"rows": rows, "failures": failures,
-                                            "load_average": [load_before, load_after]},
-                                           default=lambda o: o.tolist() if hasattr(o, "tolist")
-                                           else str(o), indent=1))
+
+        atomic_write(
+            args.json,
+            json.dumps(
+                {"rows": rows, "failures": failures, "load_average": [load_before, load_after]},
+                default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o),
+                indent=1,
+            ),
+        )
     return 1 if failures else 0
 
 

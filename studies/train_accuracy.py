@@ -14,6 +14,7 @@ budget (training time, evaluations excluded) is spent. Prints mAP@.5 / mAP
 against training minutes and a final table; exits 1 when a model misses
 --target mAP@.5 within --minutes.
 """
+
 import argparse
 import os
 import sys
@@ -32,32 +33,41 @@ MODELS = {
     "ssd_default": "configs/speed_accuracy/ssd.pbtxt",
     "faster_rcnn_default": "configs/speed_accuracy/faster_rcnn.pbtxt",
 }
-STARTS = {"scratch": ("scratch",), "pretrained": ("pretrained",),
-          "both": ("pretrained", "scratch")}
+STARTS = {"scratch": ("scratch",), "pretrained": ("pretrained",), "both": ("pretrained", "scratch")}
 
 
 def plot_curves(curves, path):
     """mAP@.5 against training minutes, one line per (model, start)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from detbench.benchmark.results import atomic_write
+
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for i, (label, points) in enumerate(curves.items()):
         minutes = [0.0] + [t / 60 for _, t, _ in points]
         ap50 = [0.0] + [m["mAP@.50"] for *_, m in points]
-        ax.plot(minutes, ap50, marker="o", ls="-" if "pretrained" in label else "--",
-                color=f"C{i // 2}", label=label)
+        ax.plot(
+            minutes,
+            ap50,
+            marker="o",
+            ls="-" if "pretrained" in label else "--",
+            color=f"C{i // 2}",
+            label=label,
+        )
     ax.set_xlabel("training minutes (evaluations excluded)")
     ax.set_ylabel("mAP@.5 (synthetic validation split)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("Fine-tuning from pretrained weights (solid) against from scratch (dashed)",
-                 fontsize=10)
+    ax.set_title(
+        "Fine-tuning from pretrained weights (solid) against from scratch (dashed)", fontsize=10
+    )
     fig.tight_layout()
     import io
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
@@ -65,28 +75,47 @@ def plot_curves(curves, path):
 
 
 def _print_point(step, trained_s, m):
-    print(f"  step {step:5d}  {trained_s / 60:5.1f} min  mAP@.5 {m['mAP@.50']:.3f}  mAP "
-          f"{m['mAP']:.3f}  small {m['mAP (small)']:.3f}  large {m['mAP (large)']:.3f}",
-          flush=True)
+    print(
+        f"  step {step:5d}  {trained_s / 60:5.1f} min  mAP@.5 {m['mAP@.50']:.3f}  mAP "
+        f"{m['mAP']:.3f}  small {m['mAP (small)']:.3f}  large {m['mAP (large)']:.3f}",
+        flush=True,
+    )
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python studies/train_accuracy.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="example:\n  detbench train-accuracy --models ssd_mobilenet_v2 --minutes 5")
+    p = argparse.ArgumentParser(
+        prog="python studies/train_accuracy.py",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  detbench train-accuracy --models ssd_mobilenet_v2 --minutes 5",
+    )
     p.add_argument("--minutes", type=float, default=15.0, help="training budget per model")
-    p.add_argument("--models", default=",".join(MODELS),
-                   help="comma-separated names (%(default)s) or pipeline files")
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help="comma-separated names (%(default)s) or pipeline files",
+    )
     p.add_argument("--chunk_steps", type=int, default=200, help="steps between evaluations")
     p.add_argument("--out", help="model folders (default: a temporary folder)")
     p.add_argument("--set", action="append", default=[], help="extra override for every model")
-    p.add_argument("--resolution", type=int,
-                   help="input size (default: the recipe's, 160 px), as the sweep's resolution axis")
-    p.add_argument("--target", type=float, default=0.6,
-                   help="mAP@.5 each model must reach within --minutes (exit 1 otherwise)")
-    p.add_argument("--start", choices=sorted(STARTS), default="scratch",
-                   help="where the extractor's weights start: scratch, the pretrained weights "
-                        "(the default sweep's recipe), or both, one after the other")
+    p.add_argument(
+        "--resolution",
+        type=int,
+        help="input size (default: the recipe's, 160 px), as the sweep's resolution axis",
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        default=0.6,
+        help="mAP@.5 each model must reach within --minutes (exit 1 otherwise)",
+    )
+    p.add_argument(
+        "--start",
+        choices=sorted(STARTS),
+        default="scratch",
+        help="where the extractor's weights start: scratch, the pretrained weights "
+        "(the default sweep's recipe), or both, one after the other",
+    )
     p.add_argument("--plot", help="write mAP@.5 against training minutes to this PNG")
     args = p.parse_args(argv)
     if args.plot and not args.plot.endswith(".png"):
@@ -95,6 +124,7 @@ def main(argv=None):
     from detbench.config.grid import set_resolution
     from detbench.evaluation.runner import evaluate_model
     from detbench.train.trainer import train
+
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = args.out or tempfile.mkdtemp(prefix="detbench-train-accuracy-")
     table, curves = [], {}
@@ -102,14 +132,17 @@ def main(argv=None):
     for name, start in runs:
         path = os.path.join(root, MODELS[name]) if name in MODELS else name
         if not os.path.isfile(path):
-            raise ConfigError(f"--models: {name!r} is neither a known model ({', '.join(MODELS)}) "
-                              f"nor a pipeline file")
+            raise ConfigError(
+                f"--models: {name!r} is neither a known model ({', '.join(MODELS)}) "
+                f"nor a pipeline file"
+            )
         pipeline = load_pipeline(path, args.set)
         if args.resolution:
             set_resolution(pipeline, args.resolution)
         if start == "pretrained":
             from detbench.config.validate import meta_arch_config
             from detbench.train.pretrain import Recipe, ensure_pretrained, start_from_pretrained
+
             start_from_pretrained(pipeline, Recipe())
             ensure_pretrained(meta_arch_config(pipeline)[1].feature_extractor, Recipe())
         label = name if name in MODELS else os.path.splitext(os.path.basename(name))[0]
@@ -119,35 +152,59 @@ def main(argv=None):
         tc = pipeline.train_config
         tc.eval_every_n_steps = args.chunk_steps
         size = f" at {args.resolution} px" if args.resolution else ""
-        print(f"== {label}{size}: {os.path.relpath(path, root)} {' '.join(args.set)} "
-              f"({tc.num_steps} steps, {args.minutes:g} min budget, evaluation every "
-              f"{args.chunk_steps} steps)", flush=True)
+        print(
+            f"== {label}{size}: {os.path.relpath(path, root)} {' '.join(args.set)} "
+            f"({tc.num_steps} steps, {args.minutes:g} min budget, evaluation every "
+            f"{args.chunk_steps} steps)",
+            flush=True,
+        )
         start = time.time()
-        result = train(pipeline, model_dir, progress=False, time_budget_s=args.minutes * 60,
-                       eval_callback=_print_point)
+        result = train(
+            pipeline,
+            model_dir,
+            progress=False,
+            time_budget_s=args.minutes * 60,
+            eval_callback=_print_point,
+        )
         trained_s = result.wall_time - result.eval_seconds
         history = result.eval_history
         if not history or history[-1][0] != result.step:  # evaluate the final weights
-            history.append((result.step, trained_s,
-                            evaluate_model(result.model, pipeline, progress=False)))
+            history.append(
+                (result.step, trained_s, evaluate_model(result.model, pipeline, progress=False))
+            )
             _print_point(*history[-1])
         curves[label] = history
         metrics = history[-1][2]
-        print(f"  {result.step} steps in {trained_s / 60:.1f} min of training "
-              f"({time.time() - start:.0f} s with evaluations)", flush=True)
-        table.append((label, result.step, trained_s / 60, metrics["mAP@.50"], metrics["mAP"],
-                      metrics["mAP (small)"]))
+        print(
+            f"  {result.step} steps in {trained_s / 60:.1f} min of training "
+            f"({time.time() - start:.0f} s with evaluations)",
+            flush=True,
+        )
+        table.append(
+            (
+                label,
+                result.step,
+                trained_s / 60,
+                metrics["mAP@.50"],
+                metrics["mAP"],
+                metrics["mAP (small)"],
+            )
+        )
     if args.plot:
         plot_curves(curves, args.plot)
         print(f"curves: {args.plot}")
-    print("\n| model | steps | training min | mAP@.5 | mAP | mAP small | target |\n"
-          "|---|---|---|---|---|---|---|")
+    print(
+        "\n| model | steps | training min | mAP@.5 | mAP | mAP small | target |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     missed = 0
     for name, step, minutes, ap50, ap, small in table:
         ok = ap50 >= args.target and minutes <= args.minutes
         missed += not ok
-        print(f"| {name} | {step} | {minutes:.1f} | {ap50:.3f} | {ap:.3f} | {small:.3f} | "
-              f"{'PASS' if ok else 'MISS'} (mAP@.5 >= {args.target:g} in {args.minutes:g} min) |")
+        print(
+            f"| {name} | {step} | {minutes:.1f} | {ap50:.3f} | {ap:.3f} | {small:.3f} | "
+            f"{'PASS' if ok else 'MISS'} (mAP@.5 >= {args.target:g} in {args.minutes:g} min) |"
+        )
     return 1 if missed else 0
 
 

@@ -1,4 +1,5 @@
 """Numpy references that tests check detbench against, written independently of it."""
+
 import numpy as np
 
 

@@ -1,4 +1,5 @@
 """``python -m detbench.infer`` draws detections; bad images fail with one line."""
+
 import os
 import subprocess
 import sys
@@ -9,13 +10,21 @@ from PIL import Image
 from tests.conftest import REPO_ROOT
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "ssd_mobilenet_v2_300.pbtxt")
-SMALL = ["--set", "model.ssd.image_resizer={fixed_shape {height: 96 width: 96}}",
-         "--set", "model.ssd.feature_extractor.depth_multiplier=0.25"]
+SMALL = [
+    "--set",
+    "model.ssd.image_resizer={fixed_shape {height: 96 width: 96}}",
+    "--set",
+    "model.ssd.feature_extractor.depth_multiplier=0.25",
+]
 
 
 def run(args):
-    return subprocess.run([sys.executable, "-m", "detbench.infer"] + args, capture_output=True,
-                          text=True, cwd=REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "detbench.infer"] + args,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
 
 
 def test_infer_draws_on_the_image(tmp_path):
@@ -23,14 +32,25 @@ def test_infer_draws_on_the_image(tmp_path):
     img = rng.integers(0, 255, size=(120, 160, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "in.png")
     out = tmp_path / "out.png"
-    res = run(["--pipeline", CONFIG, "--image", str(tmp_path / "in.png"), "--out", str(out),
-               "--score_threshold", "0.0"] + SMALL)
+    res = run(
+        [
+            "--pipeline",
+            CONFIG,
+            "--image",
+            str(tmp_path / "in.png"),
+            "--out",
+            str(out),
+            "--score_threshold",
+            "0.0",
+        ]
+        + SMALL
+    )
     assert res.returncode == 0, res.stderr
     drawn = np.asarray(Image.open(out).convert("RGB"))
     assert drawn.shape == img.shape
     n = int(res.stdout.split()[0])
-    assert n > 0                       # score threshold 0: every detection is drawn
-    assert (drawn != img).any()        # and boxes changed pixels
+    assert n > 0  # score threshold 0: every detection is drawn
+    assert (drawn != img).any()  # and boxes changed pixels
 
 
 def test_infer_bad_image_is_one_line(tmp_path):

@@ -1,4 +1,5 @@
 """Training: ``train(pipeline, model_dir, ...)`` and ``python -m detbench.train``."""
+
 from detbench.train.fine_tune import FineTuneError, FineTuneReport, restore_matching_variables
 from detbench.train.optimizers import build_learning_rate, build_optimizer, learning_rate_at
 from detbench.train.trainer import (
@@ -10,7 +11,17 @@ from detbench.train.trainer import (
     train,
 )
 
-__all__ = ["train", "TrainResult", "TrainError", "NonFiniteLossError", "make_strategy",
-           "make_train_step",
-           "build_optimizer", "build_learning_rate", "learning_rate_at",
-           "restore_matching_variables", "FineTuneReport", "FineTuneError"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "TrainError",
+    "NonFiniteLossError",
+    "make_strategy",
+    "make_train_step",
+    "build_optimizer",
+    "build_learning_rate",
+    "learning_rate_at",
+    "restore_matching_variables",
+    "FineTuneReport",
+    "FineTuneError",
+]

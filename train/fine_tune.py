@@ -9,6 +9,7 @@ for ``save_weights``): for each model (``detection``) or backbone network
 variable is restored only when ``prefix/name`` exists with the same shape.
 Optimizer slots and counters are never restored.
 """
+
 import collections
 import dataclasses
 import logging
@@ -30,15 +31,17 @@ class FineTuneError(DetbenchError):
 class FineTuneReport:
     checkpoint: str
     checkpoint_type: str
-    restored: list           # model variable names restored
-    not_restored: list       # (name, reason) for model variables left as initialised
+    restored: list  # model variable names restored
+    not_restored: list  # (name, reason) for model variables left as initialised
     num_checkpoint_variables: int
 
     def summary(self):
         total = len(self.restored) + len(self.not_restored)
-        return (f"fine-tune ({self.checkpoint_type}) from {self.checkpoint}: restored "
-                f"{len(self.restored)} of {total} variables "
-                f"({self.num_checkpoint_variables} in the checkpoint)")
+        return (
+            f"fine-tune ({self.checkpoint_type}) from {self.checkpoint}: restored "
+            f"{len(self.restored)} of {total} variables "
+            f"({self.num_checkpoint_variables} in the checkpoint)"
+        )
 
 
 def variable_paths(root):
@@ -78,7 +81,8 @@ def check_shapes_match(root, checkpoint_path, where="checkpoint"):
             raise CheckpointMismatch(
                 f"{where} {checkpoint_path}: does not match this config's model: {path} has "
                 f"shape {list(entry[1])} in the checkpoint and {list(variable.shape)} in the "
-                "model (was the config changed after the checkpoint was written?)")
+                "model (was the config changed after the checkpoint was written?)"
+            )
 
 
 def _checkpoint_entries(checkpoint_path, field="fine_tune_checkpoint"):
@@ -86,8 +90,9 @@ def _checkpoint_entries(checkpoint_path, field="fine_tune_checkpoint"):
     try:
         listed = tf.train.list_variables(checkpoint_path)
     except (tf.errors.OpError, ValueError) as e:
-        raise FineTuneError(f"{field} {checkpoint_path!r}: cannot be read "
-                            f"({str(e).splitlines()[0]})") from None
+        raise FineTuneError(
+            f"{field} {checkpoint_path!r}: cannot be read ({str(e).splitlines()[0]})"
+        ) from None
     object_based = any(k.endswith(_VALUE_SUFFIX) for k, _ in listed)
     entries = {}
     for key, shape in listed:
@@ -140,11 +145,15 @@ def restore_matching_variables(model, checkpoint_path, checkpoint_type="detectio
     elif checkpoint_type == "classification":
         roots = list(model.backbone_models())
         if not roots:
-            raise ConfigError("train_config.fine_tune_checkpoint_type: 'classification' needs a "
-                              "model whose backbone_models() is not empty")
+            raise ConfigError(
+                "train_config.fine_tune_checkpoint_type: 'classification' needs a "
+                "model whose backbone_models() is not empty"
+            )
     else:
-        raise ConfigError("train_config.fine_tune_checkpoint_type must be 'detection' or "
-                          f"'classification', got {checkpoint_type!r}")
+        raise ConfigError(
+            "train_config.fine_tune_checkpoint_type must be 'detection' or "
+            f"'classification', got {checkpoint_type!r}"
+        )
     checkpoint_path = resolve_checkpoint(checkpoint_path)
     entries, object_based = _checkpoint_entries(checkpoint_path)
     reader = tf.train.load_checkpoint(checkpoint_path)
@@ -165,17 +174,17 @@ def restore_matching_variables(model, checkpoint_path, checkpoint_type="detectio
                 continue
             ckpt_key, shape = entries[key]
             if tuple(var.shape) != shape:
-                not_restored.append(
-                    (name, f"shape {list(var.shape)} != checkpoint {list(shape)}"))
+                not_restored.append((name, f"shape {list(var.shape)} != checkpoint {list(shape)}"))
                 continue
             var.assign(tf.cast(reader.get_tensor(ckpt_key), var.dtype))
             restored.append(name)
-    report = FineTuneReport(checkpoint_path, checkpoint_type, restored, not_restored,
-                            len(entries))
+    report = FineTuneReport(checkpoint_path, checkpoint_type, restored, not_restored, len(entries))
     if not restored:
-        raise FineTuneError(f"train_config.fine_tune_checkpoint {checkpoint_path!r}: no variable "
-                            f"of the model matches by name and shape ({len(entries)} in the "
-                            f"checkpoint, {len(not_restored)} in the model)")
+        raise FineTuneError(
+            f"train_config.fine_tune_checkpoint {checkpoint_path!r}: no variable "
+            f"of the model matches by name and shape ({len(entries)} in the "
+            f"checkpoint, {len(not_restored)} in the model)"
+        )
     log.info(report.summary())
     for name, reason in not_restored:
         log.info("fine-tune: not restored %s (%s)", name, reason)

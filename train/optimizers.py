@@ -27,6 +27,7 @@ gradients, SGD without momentum, centered RMSprop or RMSprop without
 momentum, and AMSGrad take tf_keras's own path. Slots, checkpoints and
 ``build`` are tf_keras's.
 """
+
 import logging
 
 import tensorflow as tf
@@ -57,13 +58,17 @@ class StepSchedule(tf_keras.optimizers.schedules.LearningRateSchedule):
         rates = tf.constant([self.learning_rate] + self.values, tf.float32)
         if not self.boundaries:
             return rates[0]
-        passed = tf.reduce_sum(tf.cast(
-            tf.cast(step, tf.int64) >= tf.constant(self.boundaries, tf.int64), tf.int32))
+        passed = tf.reduce_sum(
+            tf.cast(tf.cast(step, tf.int64) >= tf.constant(self.boundaries, tf.int64), tf.int32)
+        )
         return tf.gather(rates, passed)
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate, "boundaries": self.boundaries,
-                "values": self.values}
+        return {
+            "learning_rate": self.learning_rate,
+            "boundaries": self.boundaries,
+            "values": self.values,
+        }
 
 
 def build_learning_rate(lr_proto, num_steps, field=_FIELD + ".learning_rate"):
@@ -86,19 +91,32 @@ def build_learning_rate(lr_proto, num_steps, field=_FIELD + ".learning_rate"):
             # A short run of a long recipe (a smoke test, --num_steps 3): the cosine
             # that ends at num_steps keeps a warm-up of half the run instead.
             shortened = total // 2
-            log.warning("%s.warmup_steps %d >= train_config.num_steps %d: warm-up shortened to "
-                        "%d steps for this run", field, warmup, total, shortened)
+            log.warning(
+                "%s.warmup_steps %d >= train_config.num_steps %d: warm-up shortened to "
+                "%d steps for this run",
+                field,
+                warmup,
+                total,
+                shortened,
+            )
             warmup = shortened
         if total is None:
-            raise ConfigError(f"{field}.cosine.total_steps: 0 means train_config.num_steps, "
-                              "which is not known here")
+            raise ConfigError(
+                f"{field}.cosine.total_steps: 0 means train_config.num_steps, "
+                "which is not known here"
+            )
         schedule = lr_schedule.CosineDecayWithOffset(
-            offset=warmup, initial_learning_rate=float(base_lr),
-            decay_steps=int(total - warmup), alpha=float(cfg.alpha))
+            offset=warmup,
+            initial_learning_rate=float(base_lr),
+            decay_steps=int(total - warmup),
+            alpha=float(cfg.alpha),
+        )
     if warmup > 0:
         schedule = lr_schedule.LinearWarmup(
-            after_warmup_lr_sched=schedule, warmup_steps=warmup,
-            warmup_learning_rate=float(lr_proto.warmup_learning_rate))
+            after_warmup_lr_sched=schedule,
+            warmup_steps=warmup,
+            warmup_learning_rate=float(lr_proto.warmup_learning_rate),
+        )
     return schedule
 
 
@@ -117,9 +135,13 @@ class SGD(tf_keras.optimizers.SGD):
             return super().update_step(gradient, variable)
         m = self.momentums[self._index_dict[self._var_key(variable)]]
         return tf.raw_ops.ResourceApplyKerasMomentum(
-            var=variable.handle, accum=m.handle,
-            lr=tf.cast(self.learning_rate, variable.dtype), grad=gradient,
-            momentum=tf.cast(self.momentum, variable.dtype), use_nesterov=bool(self.nesterov))
+            var=variable.handle,
+            accum=m.handle,
+            lr=tf.cast(self.learning_rate, variable.dtype),
+            grad=gradient,
+            momentum=tf.cast(self.momentum, variable.dtype),
+            use_nesterov=bool(self.nesterov),
+        )
 
 
 class RMSprop(tf_keras.optimizers.RMSprop):
@@ -132,28 +154,43 @@ class RMSprop(tf_keras.optimizers.RMSprop):
         key = self._index_dict[self._var_key(variable)]
         dtype = variable.dtype
         return tf.raw_ops.ResourceApplyRMSProp(
-            var=variable.handle, ms=self._velocities[key].handle,
-            mom=self._momentums[key].handle, lr=tf.cast(self.learning_rate, dtype),
-            rho=tf.cast(self.rho, dtype), momentum=tf.cast(self.momentum, dtype),
-            epsilon=tf.cast(self.epsilon, dtype), grad=gradient)
+            var=variable.handle,
+            ms=self._velocities[key].handle,
+            mom=self._momentums[key].handle,
+            lr=tf.cast(self.learning_rate, dtype),
+            rho=tf.cast(self.rho, dtype),
+            momentum=tf.cast(self.momentum, dtype),
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=gradient,
+        )
 
 
 class Adam(tf_keras.optimizers.Adam):
     """tf_keras Adam; a dense update (no AMSGrad) is one ResourceApplyAdam."""
 
     def update_step(self, gradient, variable):
-        if (isinstance(gradient, tf.IndexedSlices) or self.amsgrad
-                or getattr(self, "adaptive_epsilon", False)):
+        if (
+            isinstance(gradient, tf.IndexedSlices)
+            or self.amsgrad
+            or getattr(self, "adaptive_epsilon", False)
+        ):
             return super().update_step(gradient, variable)
         key = self._index_dict[self._var_key(variable)]
         dtype = variable.dtype
         local_step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         return tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle, m=self._momentums[key].handle,
-            v=self._velocities[key].handle, beta1_power=tf.pow(beta_1, local_step),
-            beta2_power=tf.pow(beta_2, local_step), lr=tf.cast(self.learning_rate, dtype),
-            beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype), grad=gradient)
+            var=variable.handle,
+            m=self._momentums[key].handle,
+            v=self._velocities[key].handle,
+            beta1_power=tf.pow(beta_1, local_step),
+            beta2_power=tf.pow(beta_2, local_step),
+            lr=tf.cast(self.learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, dtype),
+            grad=gradient,
+        )
 
 
 def build_optimizer(optimizer_proto, num_steps, gradient_clipping_by_norm=None):
@@ -165,16 +202,16 @@ def build_optimizer(optimizer_proto, num_steps, gradient_clipping_by_norm=None):
     check_optimizer(optimizer_proto, num_steps)
     which = optimizer_proto.WhichOneof("optimizer") or "momentum"
     cfg = getattr(optimizer_proto, which)
-    schedule = build_learning_rate(cfg.learning_rate, num_steps,
-                                   field=f"{_FIELD}.{which}.learning_rate")
+    schedule = build_learning_rate(
+        cfg.learning_rate, num_steps, field=f"{_FIELD}.{which}.learning_rate"
+    )
     kwargs = {"learning_rate": schedule}
     if gradient_clipping_by_norm is not None and gradient_clipping_by_norm > 0:
         kwargs["global_clipnorm"] = float(gradient_clipping_by_norm)
     if which == "momentum":
         optimizer = SGD(momentum=cfg.momentum, **kwargs)
     elif which == "rms_prop":
-        optimizer = RMSprop(rho=cfg.decay, momentum=cfg.momentum, epsilon=cfg.epsilon,
-                            **kwargs)
+        optimizer = RMSprop(rho=cfg.decay, momentum=cfg.momentum, epsilon=cfg.epsilon, **kwargs)
     else:  # adam
         optimizer = Adam(epsilon=cfg.epsilon, **kwargs)
     return optimizer, schedule

@@ -18,6 +18,7 @@ loads. A pretraining is identified by (extractor config, recipe):
 shipped in ``pretrained/``; a killed pretraining resumes from its last
 checkpoint (``<out>.partial/``).
 """
+
 import dataclasses
 import hashlib
 import json
@@ -36,8 +37,9 @@ log = logging.getLogger("detbench.pretrain")
 # Bump when the task (crops, labels) changes, so cached weights are not reused.
 TASK_VERSION = 1
 NUM_SHAPES = 10
-SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "pretrained")
+SHIPPED_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained"
+)
 # What the extractor's weights depend on (output stride and FPN do not change them).
 EXTRACTOR_FIELDS = ("type", "depth_multiplier", "min_depth")
 
@@ -45,31 +47,37 @@ EXTRACTOR_FIELDS = ("type", "depth_multiplier", "min_depth")
 @dataclasses.dataclass
 class Recipe:
     """How an extractor is pretrained. Every field is part of the cache key."""
+
     resolution: int = 96
     steps: int = 500
     batch_size: int = 32
-    learning_rate: float = 0.002      # Adam, cosine decay to 0 after a linear warm-up
+    learning_rate: float = 0.002  # Adam, cosine decay to 0 after a linear warm-up
     warmup_steps: int = 30
     weight_decay: float = 4e-5
     batch_norm_momentum: float = 0.9
-    num_train_images: int = 2400      # generator images; each gives one crop per object
+    num_train_images: int = 2400  # generator images; each gives one crop per object
     num_val_images: int = 300
     seed: int = 0
 
     def key_fields(self):
         # Floats at 6 significant digits: a proto's float32 0.002 is the recipe's 0.002.
-        fields = {k: float(f"{v:.6g}") if isinstance(v, float) else v
-                  for k, v in dataclasses.asdict(self).items()}
+        fields = {
+            k: float(f"{v:.6g}") if isinstance(v, float) else v
+            for k, v in dataclasses.asdict(self).items()
+        }
         return {**fields, "task_version": TASK_VERSION}
 
 
 def recipe_from_proto(message):
     """A ``sweep_pb2.Pretraining`` -> Recipe (fields it does not set keep their defaults)."""
-    return Recipe(resolution=message.resolution, steps=message.steps,
-                  batch_size=message.batch_size,
-                  learning_rate=float(f"{message.learning_rate:.6g}"),
-                  num_train_images=message.num_images,
-                  num_val_images=max(1, message.num_images // 8))
+    return Recipe(
+        resolution=message.resolution,
+        steps=message.steps,
+        batch_size=message.batch_size,
+        learning_rate=float(f"{message.learning_rate:.6g}"),
+        num_train_images=message.num_images,
+        num_val_images=max(1, message.num_images // 8),
+    )
 
 
 REFERENCE_PREFIX = "pretrained:"
@@ -81,6 +89,7 @@ def start_from_pretrained(pipeline, recipe):
     already starts from a file (weights_path) or a checkpoint
     (fine_tune_checkpoint). Returns the key or None."""
     from detbench.config.validate import meta_arch_config
+
     arch = meta_arch_config(pipeline)[1]
     if arch is None or pipeline.train_config.fine_tune_checkpoint:
         return None
@@ -94,7 +103,7 @@ def start_from_pretrained(pipeline, recipe):
 
 def resolve_reference(weights_path):
     """``pretrained:<key>`` -> the weights file (cache, then shipped), or None."""
-    key = weights_path[len(REFERENCE_PREFIX):]
+    key = weights_path[len(REFERENCE_PREFIX) :]
     for root in (cache_dir(), SHIPPED_DIR):
         path = os.path.join(root, key + ".h5")
         if os.path.exists(path) and os.path.exists(os.path.join(root, key + ".json")):
@@ -113,40 +122,48 @@ def reference_report(weights_path):
 
 @dataclasses.dataclass
 class PretrainReport:
-    path: str                # the weights file
-    extractor: dict          # EXTRACTOR_FIELDS of the extractor
+    path: str  # the weights file
+    extractor: dict  # EXTRACTOR_FIELDS of the extractor
     recipe: dict
     steps: int
     train_seconds: float
-    val_accuracy: float      # top-1 on held-out crops (chance: 1 / NUM_SHAPES)
-    train_accuracy: float    # top-1 on the last 10 training batches
+    val_accuracy: float  # top-1 on held-out crops (chance: 1 / NUM_SHAPES)
+    train_accuracy: float  # top-1 on the last 10 training batches
     num_train_crops: int
     num_val_crops: int
-    resumed_from: int = 0    # the step a killed run's checkpoint restored (0: a fresh run)
-    source: str = "pretrained"   # "pretrained" now, "cache" or "shipped" when found
+    resumed_from: int = 0  # the step a killed run's checkpoint restored (0: a fresh run)
+    source: str = "pretrained"  # "pretrained" now, "cache" or "shipped" when found
 
     def summary(self):
-        return (f"{self.extractor['type']} x{self.extractor['depth_multiplier']:g} pretrained "
-                f"{self.steps} steps at {self.recipe['resolution']} px in "
-                f"{self.train_seconds / 60:.1f} min: val accuracy {self.val_accuracy:.3f} "
-                f"(chance {1 / NUM_SHAPES:.2f}) -> {self.path}")
+        return (
+            f"{self.extractor['type']} x{self.extractor['depth_multiplier']:g} pretrained "
+            f"{self.steps} steps at {self.recipe['resolution']} px in "
+            f"{self.train_seconds / 60:.1f} min: val accuracy {self.val_accuracy:.3f} "
+            f"(chance {1 / NUM_SHAPES:.2f}) -> {self.path}"
+        )
 
 
 def extractor_fields(config):
-    return {"type": config.type, "depth_multiplier": round(float(config.depth_multiplier), 4),
-            "min_depth": int(config.min_depth)}
+    return {
+        "type": config.type,
+        "depth_multiplier": round(float(config.depth_multiplier), 4),
+        "min_depth": int(config.min_depth),
+    }
 
 
 def cache_key(extractor_config, recipe):
     """``<type>-x<multiplier>-<hash>``: a stable name for (extractor, recipe)."""
     fields = {"extractor": extractor_fields(extractor_config), "recipe": recipe.key_fields()}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
-    return (f"{extractor_config.type}-x{float(extractor_config.depth_multiplier):g}-"
-            f"r{recipe.resolution}-{digest}")
+    return (
+        f"{extractor_config.type}-x{float(extractor_config.depth_multiplier):g}-"
+        f"r{recipe.resolution}-{digest}"
+    )
 
 
 def cache_dir():
     from detbench.data.synthetic import cache_root
+
     return os.path.join(cache_root(), "pretrained")
 
 
@@ -170,11 +187,18 @@ def _crops(split_offset, num_images, resolution, seed, rng):
     from PIL import Image
 
     from detbench.data.synthetic import generate_image
+
     size = 2 * resolution
     images, labels = [], []
     for i in range(num_images):
-        pixels, objects = generate_image(seed, "pretrain", split_offset + i, image_size=size,
-                                         num_classes=NUM_SHAPES, max_objects=4)
+        pixels, objects = generate_image(
+            seed,
+            "pretrain",
+            split_offset + i,
+            image_size=size,
+            num_classes=NUM_SHAPES,
+            max_objects=4,
+        )
         padded = np.pad(pixels, ((size, size), (size, size), (0, 0)), mode="reflect")
         for obj in objects:
             x, y, w, h = obj["bbox"]
@@ -184,10 +208,15 @@ def _crops(split_offset, num_images, resolution, seed, rng):
             crop_side = side * rng.uniform(1.2, 1.8)
             cx = x + w / 2 + rng.uniform(-0.1, 0.1) * side + size
             cy = y + h / 2 + rng.uniform(-0.1, 0.1) * side + size
-            box = (int(round(cx - crop_side / 2)), int(round(cy - crop_side / 2)),
-                   int(round(cx + crop_side / 2)), int(round(cy + crop_side / 2)))
-            crop = Image.fromarray(padded).crop(box).resize((resolution, resolution),
-                                                            Image.BILINEAR)
+            box = (
+                int(round(cx - crop_side / 2)),
+                int(round(cy - crop_side / 2)),
+                int(round(cx + crop_side / 2)),
+                int(round(cy + crop_side / 2)),
+            )
+            crop = (
+                Image.fromarray(padded).crop(box).resize((resolution, resolution), Image.BILINEAR)
+            )
             images.append(np.asarray(crop, np.uint8))
             labels.append(obj["category_id"] - 1)
     return np.stack(images), np.asarray(labels, np.int32)
@@ -208,6 +237,7 @@ def build_classifier(extractor_config, recipe):
     import tf_keras
 
     from detbench.feature_extractors.base import build_feature_extractor
+
     config = type(extractor_config)()
     config.CopyFrom(extractor_config)
     config.ClearField("fpn")
@@ -246,6 +276,7 @@ def refresh_batch_norm(model, batches, momentum=0.9):
     (forward passes in training mode, no weight update), as Detectron2's PreciseBN:
     the statistics accumulated while the weights still moved fast do not fit them."""
     import tensorflow as tf
+
     layers = [m for m in model.submodules if hasattr(m, "moving_mean") and hasattr(m, "momentum")]
     saved = [m.momentum for m in layers]
     for m in layers:
@@ -262,23 +293,34 @@ def refresh_batch_norm(model, batches, momentum=0.9):
 def _accuracy(classifier, images, labels, batch_size=128):
     correct = 0
     for i in range(0, len(images), batch_size):
-        logits = classifier(images[i:i + batch_size].astype(np.float32), training=False)
-        correct += int(np.sum(np.argmax(logits.numpy(), axis=1) == labels[i:i + batch_size]))
+        logits = classifier(images[i : i + batch_size].astype(np.float32), training=False)
+        correct += int(np.sum(np.argmax(logits.numpy(), axis=1) == labels[i : i + batch_size]))
     return correct / max(1, len(images))
 
 
 def check_recipe(recipe):
     for field in ("resolution", "steps", "batch_size", "num_train_images", "num_val_images"):
         if getattr(recipe, field) <= 0:
-            raise ConfigError(f"pretraining {field}: must be positive, got {getattr(recipe, field)}")
+            raise ConfigError(
+                f"pretraining {field}: must be positive, got {getattr(recipe, field)}"
+            )
     if recipe.resolution < 32:
         raise ConfigError(f"pretraining resolution: must be >= 32, got {recipe.resolution}")
     if not recipe.learning_rate > 0:
-        raise ConfigError(f"pretraining learning_rate: must be positive, got {recipe.learning_rate}")
+        raise ConfigError(
+            f"pretraining learning_rate: must be positive, got {recipe.learning_rate}"
+        )
 
 
-def pretrain(extractor_config, recipe, out_path, time_budget_s=None, progress=True,
-             checkpoint_every=50, progress_file=None):
+def pretrain(
+    extractor_config,
+    recipe,
+    out_path,
+    time_budget_s=None,
+    progress=True,
+    checkpoint_every=50,
+    progress_file=None,
+):
     """Train ``extractor_config``'s backbone on synthetic shape classification and write
     its weights to ``out_path`` (+ ``.json`` report beside it). Resumes from
     ``out_path + '.partial'`` when a killed run left a checkpoint there.
@@ -289,6 +331,7 @@ def pretrain(extractor_config, recipe, out_path, time_budget_s=None, progress=Tr
 
     from detbench.benchmark.results import atomic_write
     from detbench.train.trainer import report_progress
+
     check_recipe(recipe)
     out_path = os.path.abspath(out_path)
     if not out_path.endswith(".h5"):
@@ -319,8 +362,9 @@ def pretrain(extractor_config, recipe, out_path, time_budget_s=None, progress=Tr
             total = loss + reg
         grads = tape.gradient(total, classifier.trainable_variables)
         optimizer.apply_gradients(zip(grads, classifier.trainable_variables))
-        hits = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32),
-                                               labels), tf.float32))
+        hits = tf.reduce_mean(
+            tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), labels), tf.float32)
+        )
         return loss, hits
 
     rng = np.random.default_rng(recipe.seed + int(step_var.numpy()))
@@ -328,40 +372,65 @@ def pretrain(extractor_config, recipe, out_path, time_budget_s=None, progress=Tr
     seconds_before = _seconds_so_far(partial)
     loop_start = time.time()
     recent = []
-    bar = tqdm(total=recipe.steps, initial=first, disable=not progress, dynamic_ncols=True,
-               desc=f"pretraining {extractor_config.type}", unit="step")
+    bar = tqdm(
+        total=recipe.steps,
+        initial=first,
+        disable=not progress,
+        dynamic_ncols=True,
+        desc=f"pretraining {extractor_config.type}",
+        unit="step",
+    )
     step = first
     for step in range(first, recipe.steps):
         if time_budget_s is not None and seconds_before + time.time() - loop_start > time_budget_s:
             break
         idx = rng.integers(0, len(x_train), recipe.batch_size)
-        loss, hits = train_step(_augment(x_train[idx], rng), y_train[idx],
-                                tf.constant(_learning_rate(recipe, step), tf.float32))
+        loss, hits = train_step(
+            _augment(x_train[idx], rng),
+            y_train[idx],
+            tf.constant(_learning_rate(recipe, step), tf.float32),
+        )
         recent = (recent + [float(hits)])[-10:]
         step_var.assign(step + 1)
         bar.set_postfix_str(f"loss {float(loss):.3f} acc {np.mean(recent):.2f}")
         bar.update(1)
         if progress_file:
-            report_progress(progress_file, step + 1, recipe.steps, {"loss": float(loss)},
-                            seconds_before + time.time() - loop_start, first_step=first,
-                            accuracy=float(np.mean(recent)))
+            report_progress(
+                progress_file,
+                step + 1,
+                recipe.steps,
+                {"loss": float(loss)},
+                seconds_before + time.time() - loop_start,
+                first_step=first,
+                accuracy=float(np.mean(recent)),
+            )
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < recipe.steps:
             manager.save()
             _write_seconds(partial, seconds_before + time.time() - loop_start)
     else:
         step = recipe.steps
     bar.close()
-    refresh_batch_norm(classifier, [x_train[i:i + recipe.batch_size].astype(np.float32)
-                                    for i in range(0, min(len(x_train), 30 * recipe.batch_size),
-                                                   recipe.batch_size)])
+    refresh_batch_norm(
+        classifier,
+        [
+            x_train[i : i + recipe.batch_size].astype(np.float32)
+            for i in range(0, min(len(x_train), 30 * recipe.batch_size), recipe.batch_size)
+        ],
+    )
     steps_done = int(step_var.numpy())
     train_seconds = seconds_before + time.time() - loop_start
     report = PretrainReport(
-        path=out_path, extractor=extractor_fields(extractor_config),
-        recipe=recipe.key_fields(), steps=steps_done, train_seconds=round(train_seconds, 1),
+        path=out_path,
+        extractor=extractor_fields(extractor_config),
+        recipe=recipe.key_fields(),
+        steps=steps_done,
+        train_seconds=round(train_seconds, 1),
         val_accuracy=round(_accuracy(classifier, x_val, y_val), 4),
         train_accuracy=round(float(np.mean(recent)) if recent else math.nan, 4),
-        num_train_crops=len(x_train), num_val_crops=len(x_val), resumed_from=first)
+        num_train_crops=len(x_train),
+        num_val_crops=len(x_val),
+        resumed_from=first,
+    )
     tmp = out_path + ".tmp.h5"
     backbone.save_weights(tmp)
     os.replace(tmp, out_path)
@@ -383,6 +452,7 @@ def _seconds_so_far(partial):
 
 def _write_seconds(partial, seconds):
     from detbench.benchmark.results import atomic_write
+
     atomic_write(os.path.join(partial, "seconds.json"), json.dumps({"seconds": seconds}))
 
 
@@ -393,6 +463,5 @@ def ensure_pretrained(extractor_config, recipe, progress=True, progress_file=Non
     if path:
         return path, report
     out = os.path.join(cache_dir(), cache_key(extractor_config, recipe) + ".h5")
-    result = pretrain(extractor_config, recipe, out, progress=progress,
-                      progress_file=progress_file)
+    result = pretrain(extractor_config, recipe, out, progress=progress, progress_file=progress_file)
     return out, dataclasses.asdict(result)

@@ -18,6 +18,7 @@
   and, with ``eval_every_n_steps``, evaluation metrics in ``model_dir/eval``.
 - A non-finite loss stops training with ``NonFiniteLossError`` (nothing is saved).
 """
+
 import dataclasses
 import json
 import logging
@@ -39,8 +40,12 @@ from detbench.train.optimizers import build_optimizer, learning_rate_at
 
 log = logging.getLogger("detbench.train")
 
-GROUNDTRUTH_KEYS = ("groundtruth_boxes", "groundtruth_classes", "groundtruth_is_crowd",
-                    "num_groundtruth_boxes")
+GROUNDTRUTH_KEYS = (
+    "groundtruth_boxes",
+    "groundtruth_classes",
+    "groundtruth_is_crowd",
+    "num_groundtruth_boxes",
+)
 
 
 class TrainError(DetbenchError):
@@ -61,9 +66,9 @@ class NonFiniteLossError(TrainError):
 @dataclasses.dataclass
 class TrainResult:
     model: object
-    step: int                 # the step counter at the end (continues across resumes)
-    losses: dict              # the last step's losses (floats); empty if no step ran
-    wall_time: float          # seconds spent in this call
+    step: int  # the step counter at the end (continues across resumes)
+    losses: dict  # the last step's losses (floats); empty if no step ran
+    wall_time: float  # seconds spent in this call
     fine_tune: object = None  # FineTuneReport when a fine-tune checkpoint was restored
     eval_metrics: dict = None  # the last periodic evaluation, if any
     # every periodic evaluation of this call: (step, training seconds so far, metrics)
@@ -107,19 +112,22 @@ def batch_norm_warning(pipeline, num_steps):
     that is any run under ~770 steps: its evaluation then sees nearly
     untrained statistics and gives ~0 mAP however well the model learned."""
     from detbench.config.validate import meta_arch_config
+
     arch = meta_arch_config(pipeline)[1]
     if arch is None or pipeline.train_config.fine_tune_checkpoint:
         return None
     fe = arch.feature_extractor
     if fe.freeze_batchnorm:
         return None
-    left = fe.batch_norm_momentum ** num_steps
+    left = fe.batch_norm_momentum**num_steps
     if left <= 0.1:
         return None
-    return (f"feature_extractor.batch_norm_momentum {fe.batch_norm_momentum:g}: after "
-            f"{num_steps} steps the moving statistics used at evaluation still hold "
-            f"{100 * left:.0f}% of their initial values; for short runs from scratch set "
-            f"it to 0.9 (configs/speed_accuracy/ do)")
+    return (
+        f"feature_extractor.batch_norm_momentum {fe.batch_norm_momentum:g}: after "
+        f"{num_steps} steps the moving statistics used at evaluation still hold "
+        f"{100 * left:.0f}% of their initial values; for short runs from scratch set "
+        f"it to 0.9 (configs/speed_accuracy/ do)"
+    )
 
 
 def _variables_built(model):
@@ -139,8 +147,9 @@ def build_training_variables(model, optimizer, strategy):
         optimizer.build(model.trainable_variables)
 
 
-def make_train_step(model, optimizer, strategy=None, add_regularization_loss=True,
-                    jit_compile=False):
+def make_train_step(
+    model, optimizer, strategy=None, add_regularization_loss=True, jit_compile=False
+):
     """The training step as one ``tf.function``: batch -> {loss name: value}.
 
     Forward, ``model.loss`` (+ ``model.regularization_loss()`` when
@@ -156,8 +165,9 @@ def make_train_step(model, optimizer, strategy=None, add_regularization_loss=Tru
     def replica_step(batch):
         gt = {k: batch[k] for k in GROUNDTRUTH_KEYS if k in batch}
         with tf.GradientTape() as tape:
-            predictions = model.predict(batch["image"], batch["true_shape"], training=True,
-                                        groundtruth=gt)
+            predictions = model.predict(
+                batch["image"], batch["true_shape"], training=True, groundtruth=gt
+            )
             losses = dict(model.loss(predictions, gt))
             if add_regularization_loss:
                 losses["regularization_loss"] = model.regularization_loss()
@@ -176,15 +186,27 @@ def make_train_step(model, optimizer, strategy=None, add_regularization_loss=Tru
     @tf.function(jit_compile=jit_compile)
     def step_fn(batch):
         per_replica = strategy.run(replica_step, args=(batch,))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                for k, v in per_replica.items()}
+        return {
+            k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+            for k, v in per_replica.items()
+        }
 
     return step_fn
 
 
 class _Trainer:
-    def __init__(self, pipeline, model_dir, num_steps, model, dataset, progress,
-                 time_budget_s=None, eval_callback=None, progress_file=None):
+    def __init__(
+        self,
+        pipeline,
+        model_dir,
+        num_steps,
+        model,
+        dataset,
+        progress,
+        time_budget_s=None,
+        eval_callback=None,
+        progress_file=None,
+    ):
         tc = pipeline.train_config
         if time_budget_s is not None and time_budget_s <= 0:
             raise ConfigError(f"time_budget_s must be > 0, got {time_budget_s}")
@@ -202,26 +224,37 @@ class _Trainer:
         self.strategy = make_strategy(tc.distribution)
         self.replicas = self.strategy.num_replicas_in_sync
         if tc.batch_size % self.replicas:
-            raise ConfigError(f"train_config.batch_size {tc.batch_size} is not divisible by the "
-                              f"{self.replicas} replicas")
+            raise ConfigError(
+                f"train_config.batch_size {tc.batch_size} is not divisible by the "
+                f"{self.replicas} replicas"
+            )
         self.is_chief = _is_chief(self.strategy)
         with self.strategy.scope():
             if model is None:
                 from detbench.builders.model_builder import build_model
+
                 model = build_model(pipeline.model, is_training=True)
             elif self.replicas > 1 and _variables_built(model):
                 if not all(isinstance(v, tf.distribute.DistributedValues) for v in model.variables):
-                    raise TrainError("the model passed to train() was built outside the "
-                                     "distribution strategy's scope; pass an unbuilt model")
+                    raise TrainError(
+                        "the model passed to train() was built outside the "
+                        "distribution strategy's scope; pass an unbuilt model"
+                    )
             self.optimizer, self.schedule = build_optimizer(
-                tc.optimizer, self.num_steps, tc.gradient_clipping_by_norm)
+                tc.optimizer, self.num_steps, tc.gradient_clipping_by_norm
+            )
         self.model = model
         if dataset is None:
             from detbench import data
-            dataset = data.build_dataset(pipeline.train_input_reader, tc.batch_size,
-                                         training=True, image_transform=model.preprocess_single,
-                                         seed=tc.seed,
-                                         num_classes=model_num_classes(pipeline, "train"))
+
+            dataset = data.build_dataset(
+                pipeline.train_input_reader,
+                tc.batch_size,
+                training=True,
+                image_transform=model.preprocess_single,
+                seed=tc.seed,
+                num_classes=model_num_classes(pipeline, "train"),
+            )
         self.dataset = dataset
         self.dist_dataset = self.strategy.experimental_distribute_dataset(dataset)
 
@@ -237,8 +270,9 @@ class _Trainer:
                 raise TrainError("the training dataset is empty") from None
 
     def _make_step_fn(self):
-        return make_train_step(self.model, self.optimizer, self.strategy,
-                               self.tc.add_regularization_loss)
+        return make_train_step(
+            self.model, self.optimizer, self.strategy, self.tc.add_regularization_loss
+        )
 
     # -- the loop ------------------------------------------------------------
     def run(self):
@@ -249,9 +283,12 @@ class _Trainer:
         first = self._next_batch()
         build_training_variables(self.model, self.optimizer, self.strategy)
         checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer)
-        manager = tf.train.CheckpointManager(checkpoint, write_dir,
-                                             max_to_keep=max(1, tc.max_checkpoints_to_keep),
-                                             step_counter=self.optimizer.iterations)
+        manager = tf.train.CheckpointManager(
+            checkpoint,
+            write_dir,
+            max_to_keep=max(1, tc.max_checkpoints_to_keep),
+            step_counter=self.optimizer.iterations,
+        )
         fine_tune = None
         latest = tf.train.latest_checkpoint(self.model_dir)
         if latest:
@@ -260,12 +297,15 @@ class _Trainer:
             try:
                 status.assert_existing_objects_matched()
             except AssertionError as e:
-                raise TrainError(f"model_dir {self.model_dir!r}: checkpoint {latest} does not "
-                                 f"match this model ({str(e).splitlines()[0][:200]})") from None
+                raise TrainError(
+                    f"model_dir {self.model_dir!r}: checkpoint {latest} does not "
+                    f"match this model ({str(e).splitlines()[0][:200]})"
+                ) from None
             log.info("resumed from %s at step %d", latest, int(self.optimizer.iterations.numpy()))
         elif tc.fine_tune_checkpoint:
-            fine_tune = restore_matching_variables(self.model, tc.fine_tune_checkpoint,
-                                                   tc.fine_tune_checkpoint_type)
+            fine_tune = restore_matching_variables(
+                self.model, tc.fine_tune_checkpoint, tc.fine_tune_checkpoint_type
+            )
         step = int(self.optimizer.iterations.numpy())
         losses = {}
         eval_history, eval_seconds, stopped_early = [], 0.0, False
@@ -274,17 +314,30 @@ class _Trainer:
             return time.time() - start_time - eval_seconds
 
         if step >= self.num_steps:
-            log.info("model_dir %s is already at step %d >= num_steps %d", self.model_dir, step,
-                     self.num_steps)
+            log.info(
+                "model_dir %s is already at step %d >= num_steps %d",
+                self.model_dir,
+                step,
+                self.num_steps,
+            )
             return TrainResult(self.model, step, losses, time.time() - start_time, fine_tune)
 
-        writer = (tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
-                  if self.is_chief else tf.summary.create_noop_writer())
+        writer = (
+            tf.summary.create_file_writer(os.path.join(self.model_dir, "train"))
+            if self.is_chief
+            else tf.summary.create_noop_writer()
+        )
         step_fn = self._make_step_fn()
         log_every = tc.log_every_n_steps or 0
         saved_step = step
-        bar = tqdm(total=self.num_steps, initial=step, desc="train", unit="step",
-                   disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=self.num_steps,
+            initial=step,
+            desc="train",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
         interval_start, interval_steps = time.time(), 0
         batch = first
         try:
@@ -298,21 +351,30 @@ class _Trainer:
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise NonFiniteLossError(step, losses)
                 bar.update(1)
-                bar.set_postfix({k.replace("_loss", ""): f"{v:.4g}" for k, v in losses.items()},
-                                refresh=False)
+                bar.set_postfix(
+                    {k.replace("_loss", ""): f"{v:.4g}" for k, v in losses.items()}, refresh=False
+                )
                 if self.progress_file:
-                    report_progress(self.progress_file, step, self.num_steps, losses,
-                                    trained_s(), first_step=saved_step)
+                    report_progress(
+                        self.progress_file,
+                        step,
+                        self.num_steps,
+                        losses,
+                        trained_s(),
+                        first_step=saved_step,
+                    )
                 if log_every and (step % log_every == 0 or step == self.num_steps):
                     now = time.time()
                     with writer.as_default(step=step):
                         for name, value in losses.items():
                             tf.summary.scalar(f"loss/{name}", value)
                         # the rate the last update used (the optimizer's step before it)
-                        tf.summary.scalar("learning_rate",
-                                          learning_rate_at(self.schedule, step - 1))
-                        tf.summary.scalar("steps_per_sec",
-                                          interval_steps / max(now - interval_start, 1e-9))
+                        tf.summary.scalar(
+                            "learning_rate", learning_rate_at(self.schedule, step - 1)
+                        )
+                        tf.summary.scalar(
+                            "steps_per_sec", interval_steps / max(now - interval_start, 1e-9)
+                        )
                     interval_start, interval_steps = now, 0
                 if tc.checkpoint_every_n_steps and step % tc.checkpoint_every_n_steps == 0:
                     manager.save(checkpoint_number=step)
@@ -329,8 +391,9 @@ class _Trainer:
                     # last step's duration)
                     if trained_s() + step_s > self.time_budget_s:
                         stopped_early = True
-                        log.info("time budget of %.0f s reached at step %d", self.time_budget_s,
-                                 step)
+                        log.info(
+                            "time budget of %.0f s reached at step %d", self.time_budget_s, step
+                        )
                         break
                 if step < self.num_steps:
                     batch = self._next_batch()
@@ -341,17 +404,27 @@ class _Trainer:
             manager.save(checkpoint_number=step)
         if not self.is_chief:
             shutil.rmtree(write_dir, ignore_errors=True)
-        return TrainResult(self.model, step, losses, time.time() - start_time, fine_tune,
-                           eval_history[-1][2] if eval_history else None, eval_history,
-                           eval_seconds, stopped_early)
+        return TrainResult(
+            self.model,
+            step,
+            losses,
+            time.time() - start_time,
+            fine_tune,
+            eval_history[-1][2] if eval_history else None,
+            eval_history,
+            eval_seconds,
+            stopped_early,
+        )
 
     def _evaluate(self, step):
         from detbench.evaluation import evaluate_model
+
         metrics = evaluate_model(self.model, self.pipeline, progress=False)
         if self.is_chief:
             if self._eval_writer is None:
                 self._eval_writer = tf.summary.create_file_writer(
-                    os.path.join(self.model_dir, "eval"))
+                    os.path.join(self.model_dir, "eval")
+                )
             with self._eval_writer.as_default(step=step):
                 for name, value in metrics.items():
                     if isinstance(value, (int, float)) and math.isfinite(value):
@@ -365,8 +438,7 @@ class _Trainer:
 _last_report = {}
 
 
-def report_progress(path, step, num_steps, losses, seconds, first_step=0, every_s=2.0,
-                    **extra):
+def report_progress(path, step, num_steps, losses, seconds, first_step=0, every_s=2.0, **extra):
     """Write ``{step, num_steps, loss, seconds, eta_s}`` to ``path`` (atomically, at most
     every ``every_s`` seconds and at the last step): what a parent process shows of a
     training it runs in a child (the sweep's progress bar)."""
@@ -375,16 +447,35 @@ def report_progress(path, step, num_steps, losses, seconds, first_step=0, every_
         return
     _last_report[path] = now
     from detbench.benchmark.results import atomic_write
+
     done = max(step - first_step, 1)
     total = sum(losses.values()) if losses else None
-    atomic_write(path, json.dumps({"step": step, "num_steps": num_steps, "loss": total,
-                                   "seconds": round(seconds, 1),
-                                   "eta_s": round(seconds / done * (num_steps - step), 1),
-                                   **extra}))
+    atomic_write(
+        path,
+        json.dumps(
+            {
+                "step": step,
+                "num_steps": num_steps,
+                "loss": total,
+                "seconds": round(seconds, 1),
+                "eta_s": round(seconds / done * (num_steps - step), 1),
+                **extra,
+            }
+        ),
+    )
 
 
-def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progress=True,
-          time_budget_s=None, eval_callback=None, progress_file=None):
+def train(
+    pipeline,
+    model_dir,
+    num_steps=None,
+    model=None,
+    dataset=None,
+    progress=True,
+    time_budget_s=None,
+    eval_callback=None,
+    progress_file=None,
+):
     """Train ``pipeline``'s model in ``model_dir`` up to ``num_steps`` (default:
     ``train_config.num_steps``), resuming from the latest checkpoint there.
 
@@ -401,7 +492,17 @@ def train(pipeline, model_dir, num_steps=None, model=None, dataset=None, progres
     by default they are built from the pipeline. Returns a ``TrainResult``.
     """
     from detbench.paths import check_output_folder
+
     check_output_folder(model_dir, "model_dir")
     tf.io.gfile.makedirs(model_dir)
-    return _Trainer(pipeline, model_dir, num_steps, model, dataset, progress,
-                    time_budget_s, eval_callback, progress_file).run()
+    return _Trainer(
+        pipeline,
+        model_dir,
+        num_steps,
+        model,
+        dataset,
+        progress,
+        time_budget_s,
+        eval_callback,
+        progress_file,
+    ).run()

@@ -17,18 +17,48 @@ def make_rows():
         ("cascade_rcnn", "resnet50_v1", 300, 50, 16, 450.0, 0.46, 0.14),
     ]
     for i, (arch, ext, res, props, stride, ms, ap, small) in enumerate(spec):
-        rows.append({
-            "cell_id": f"c{i:02d}", "train_key": f"t{i // 2}", "meta_arch": arch,
-            "feature_extractor": ext, "fpn": False, "resolution": res, "train_resolution": res,
-            "num_proposals": props, "output_stride": stride,
-            "label": f"{arch} {ext} {res}px" + (f" p{props}" if props else "") + (f" s{stride}" if stride else ""),
-            "latency_ms": ms, "latency_p90_ms": ms * 1.1, "latency_nopost_ms": ms * 0.9,
-            "latency_nopost_p90_ms": ms, "first_call_s": 3.0, "peak_rss_mb": 800 + 10 * i,
-            "gflops": ms * 0.2, "params": 1e7 + i, "params_trainable": 1e7,
-            "mAP": ap, "mAP@.50": ap + 0.3, "mAP@.75": ap, "mAP (small)": small,
-            "mAP (medium)": ap, "mAP (large)": ap + 0.1, "AR@100": ap + 0.2,
-            "error": "", "env": {"cpu_model": "test cpu", "tf_version": "2.20.0"},
-        })
-    rows.append({"cell_id": "bad", "train_key": "tb", "meta_arch": "rfcn",
-                 "feature_extractor": "vgg16", "label": "rfcn vgg16 600px", "error": "OOM: killed"})
+        rows.append(
+            {
+                "cell_id": f"c{i:02d}",
+                "train_key": f"t{i // 2}",
+                "meta_arch": arch,
+                "feature_extractor": ext,
+                "fpn": False,
+                "resolution": res,
+                "train_resolution": res,
+                "num_proposals": props,
+                "output_stride": stride,
+                "label": f"{arch} {ext} {res}px"
+                + (f" p{props}" if props else "")
+                + (f" s{stride}" if stride else ""),
+                "latency_ms": ms,
+                "latency_p90_ms": ms * 1.1,
+                "latency_nopost_ms": ms * 0.9,
+                "latency_nopost_p90_ms": ms,
+                "first_call_s": 3.0,
+                "peak_rss_mb": 800 + 10 * i,
+                "gflops": ms * 0.2,
+                "params": 1e7 + i,
+                "params_trainable": 1e7,
+                "mAP": ap,
+                "mAP@.50": ap + 0.3,
+                "mAP@.75": ap,
+                "mAP (small)": small,
+                "mAP (medium)": ap,
+                "mAP (large)": ap + 0.1,
+                "AR@100": ap + 0.2,
+                "error": "",
+                "env": {"cpu_model": "test cpu", "tf_version": "2.20.0"},
+            }
+        )
+    rows.append(
+        {
+            "cell_id": "bad",
+            "train_key": "tb",
+            "meta_arch": "rfcn",
+            "feature_extractor": "vgg16",
+            "label": "rfcn vgg16 600px",
+            "error": "OOM: killed",
+        }
+    )
     return rows

@@ -1,24 +1,46 @@
 """The study's findings checked on hand-made results (benchmark/findings.py)."""
+
 import pytest
 
 from detbench.benchmark import findings, report, tables
 
 
-def _row(cid, meta_arch, latency_rel, latency_ms=None, num_proposals=None, output_stride=None,
-         resolution=300, fpn=False, variant="", **extra):
-    return {"cell_id": cid, "label": cid, "meta_arch": meta_arch, "variant": variant,
-            "feature_extractor": "mobilenet_v2", "fpn": fpn, "resolution": resolution,
-            "num_proposals": num_proposals, "output_stride": output_stride,
-            "latency_ms": latency_ms if latency_ms is not None else 10.0 * latency_rel,
-            "latency_rel": latency_rel, **extra}
+def _row(
+    cid,
+    meta_arch,
+    latency_rel,
+    latency_ms=None,
+    num_proposals=None,
+    output_stride=None,
+    resolution=300,
+    fpn=False,
+    variant="",
+    **extra,
+):
+    return {
+        "cell_id": cid,
+        "label": cid,
+        "meta_arch": meta_arch,
+        "variant": variant,
+        "feature_extractor": "mobilenet_v2",
+        "fpn": fpn,
+        "resolution": resolution,
+        "num_proposals": num_proposals,
+        "output_stride": output_stride,
+        "latency_ms": latency_ms if latency_ms is not None else 10.0 * latency_rel,
+        "latency_rel": latency_rel,
+        **extra,
+    }
 
 
 def _proposal_rows(rfcn_at_100=1.5):
-    return [_row("f10", "faster_rcnn", 2.0, num_proposals=10, output_stride=16),
-            _row("f30", "faster_rcnn", 2.5, num_proposals=30, output_stride=16),
-            _row("f100", "faster_rcnn", 4.0, num_proposals=100, output_stride=16),
-            _row("r10", "rfcn", 1.4, num_proposals=10, output_stride=16),
-            _row("r100", "rfcn", rfcn_at_100, num_proposals=100, output_stride=16)]
+    return [
+        _row("f10", "faster_rcnn", 2.0, num_proposals=10, output_stride=16),
+        _row("f30", "faster_rcnn", 2.5, num_proposals=30, output_stride=16),
+        _row("f100", "faster_rcnn", 4.0, num_proposals=100, output_stride=16),
+        _row("r10", "rfcn", 1.4, num_proposals=10, output_stride=16),
+        _row("r100", "rfcn", rfcn_at_100, num_proposals=100, output_stride=16),
+    ]
 
 
 def _check(rows, name):
@@ -34,7 +56,7 @@ def test_proposals_reproduced_with_hand_worked_speedups():
 
 
 def test_proposals_not_reproduced_when_rfcn_speeds_up_too():
-    f = _check(_proposal_rows(rfcn_at_100=2.1), "proposals")      # 2.1 / 1.4 = 1.50x
+    f = _check(_proposal_rows(rfcn_at_100=2.1), "proposals")  # 2.1 / 1.4 = 1.50x
     assert f.verdict == "not reproduced" and "1.50x" in f.measured
 
 
@@ -45,18 +67,20 @@ def test_proposals_not_measured_without_rfcn():
 
 def test_raw_latency_when_a_cell_lacks_the_drift_corrected_one():
     rows = _proposal_rows()
-    rows[0] = {**rows[0], "latency_rel": None, "latency_ms": 30.0}   # 40 / 30 = 1.33x
+    rows[0] = {**rows[0], "latency_rel": None, "latency_ms": 30.0}  # 40 / 30 = 1.33x
     f = _check(rows, "proposals")
     assert "1.33x faster (latency_ms)" in f.measured and f.verdict == "not reproduced"
 
 
 def test_stride_compares_only_otherwise_equal_cells():
-    rows = [_row("s16", "faster_rcnn", 4.6, num_proposals=100, output_stride=16),
-            _row("s8", "faster_rcnn", 5.9, num_proposals=100, output_stride=8),
-            _row("s16b", "faster_rcnn", 2.0, num_proposals=10, output_stride=16)]
+    rows = [
+        _row("s16", "faster_rcnn", 4.6, num_proposals=100, output_stride=16),
+        _row("s8", "faster_rcnn", 5.9, num_proposals=100, output_stride=8),
+        _row("s16b", "faster_rcnn", 2.0, num_proposals=10, output_stride=16),
+    ]
     f = _check(rows, "stride")
-    assert f.verdict == "reproduced" and "1.28x" in f.measured          # 5.9 / 4.6
-    rows[1]["latency_rel"] = 4.7                                        # 1.02x < 1.05
+    assert f.verdict == "reproduced" and "1.28x" in f.measured  # 5.9 / 4.6
+    rows[1]["latency_rel"] = 4.7  # 1.02x < 1.05
     assert _check(rows, "stride").verdict == "not reproduced"
     assert _check(rows[:1], "stride").verdict == "not measured"
 
@@ -64,12 +88,23 @@ def test_stride_compares_only_otherwise_equal_cells():
 def _resolution_rows(small_high=0.30):
     def acc(s, m, l):
         return {"mAP": (s + m + l) / 3, "mAP (small)": s, "mAP (medium)": m, "mAP (large)": l}
-    return [_row("hi", "ssd", 2.0, resolution=256, fpn=True, variant="fpn_lite",
-                 **acc(small_high, 0.50, 0.60)),
-            _row("lo", "ssd", 1.0, resolution=128, fpn=True, variant="fpn_lite",
-                 **acc(0.06, 0.40, 0.57)),
-            # another recipe at one resolution only: not compared
-            _row("other", "ssd", 1.0, resolution=128, **acc(0.0, 0.0, 0.0))]
+
+    return [
+        _row(
+            "hi",
+            "ssd",
+            2.0,
+            resolution=256,
+            fpn=True,
+            variant="fpn_lite",
+            **acc(small_high, 0.50, 0.60),
+        ),
+        _row(
+            "lo", "ssd", 1.0, resolution=128, fpn=True, variant="fpn_lite", **acc(0.06, 0.40, 0.57)
+        ),
+        # another recipe at one resolution only: not compared
+        _row("other", "ssd", 1.0, resolution=128, **acc(0.0, 0.0, 0.0)),
+    ]
 
 
 def test_resolution_relative_losses_by_hand():
@@ -82,8 +117,10 @@ def test_resolution_relative_losses_by_hand():
     assert "256 -> 128 px:" in f.measured and "[fpn_lite]" in f.measured
     # one model tested at two resolutions says so
     rows = [dict(r, train_resolution=256) for r in _resolution_rows()]
-    assert "256 -> 128 px (one model trained at 256 px, tested at both):" in \
-        _check(rows, "resolution").measured
+    assert (
+        "256 -> 128 px (one model trained at 256 px, tested at both):"
+        in _check(rows, "resolution").measured
+    )
 
 
 def test_resolution_inconclusive_when_small_objects_are_not_learnt():
@@ -92,12 +129,12 @@ def test_resolution_inconclusive_when_small_objects_are_not_learnt():
 
 
 def test_resolution_not_reproduced_when_another_size_loses_more():
-    rows = _resolution_rows(small_high=0.0625)   # small (0.0625 - 0.06) / 0.0625 = 4% < 20% - 10
+    rows = _resolution_rows(small_high=0.0625)  # small (0.0625 - 0.06) / 0.0625 = 4% < 20% - 10
     assert _check(rows, "resolution").verdict == "not reproduced"
 
 
 def test_resolution_inconclusive_inside_the_margin():
-    rows = _resolution_rows(small_high=0.07)     # small 14%, medium 20%: within 10 points
+    rows = _resolution_rows(small_high=0.07)  # small 14%, medium 20%: within 10 points
     f = _check(rows, "resolution")
     assert f.verdict == "inconclusive" and "(-14%)" in f.measured
 
@@ -127,8 +164,11 @@ def test_every_check_handles_an_empty_table(name):
 
 
 def test_drift_corrected_latency_column():
-    rows = [dict(_row("a", "ssd", 2.0), reference_ms=10.0), dict(_row("b", "ssd", 3.0), reference_ms=30.0),
-            dict(_row("c", "ssd", 1.0), reference_ms=20.0)]
+    rows = [
+        dict(_row("a", "ssd", 2.0), reference_ms=10.0),
+        dict(_row("b", "ssd", 3.0), reference_ms=30.0),
+        dict(_row("c", "ssd", 1.0), reference_ms=20.0),
+    ]
     df = tables.to_frame(rows)
     # latency_rel x the median reference (20 ms)
     assert list(df["latency_corrected_ms"]) == [40.0, 60.0, 20.0]
@@ -138,32 +178,70 @@ def test_drift_corrected_latency_column():
 
 
 # -- the accuracy and memory findings, on hand-made rows --------------------------
-def _acc_row(cid, meta_arch, mAP, small=None, medium=None, large=None, latency=10.0,
-             train_key=None, num_proposals=None, output_stride=None, resolution=256,
-             train_resolution=None, train_output_stride=None, peak_rss_mb=None, map50=None):
-    r = _row(cid, meta_arch, latency / 10.0, latency_ms=latency, num_proposals=num_proposals,
-             output_stride=output_stride, resolution=resolution)
-    r.update({"mAP": mAP, "mAP@.50": map50 if map50 is not None else 2 * mAP,
-              "mAP (small)": small, "mAP (medium)": medium, "mAP (large)": large,
-              "train_key": train_key or cid,
-              "train_resolution": train_resolution or resolution,
-              "train_output_stride": train_output_stride or output_stride,
-              "peak_rss_mb": peak_rss_mb})
+def _acc_row(
+    cid,
+    meta_arch,
+    mAP,
+    small=None,
+    medium=None,
+    large=None,
+    latency=10.0,
+    train_key=None,
+    num_proposals=None,
+    output_stride=None,
+    resolution=256,
+    train_resolution=None,
+    train_output_stride=None,
+    peak_rss_mb=None,
+    map50=None,
+):
+    r = _row(
+        cid,
+        meta_arch,
+        latency / 10.0,
+        latency_ms=latency,
+        num_proposals=num_proposals,
+        output_stride=output_stride,
+        resolution=resolution,
+    )
+    r.update(
+        {
+            "mAP": mAP,
+            "mAP@.50": map50 if map50 is not None else 2 * mAP,
+            "mAP (small)": small,
+            "mAP (medium)": medium,
+            "mAP (large)": large,
+            "train_key": train_key or cid,
+            "train_resolution": train_resolution or resolution,
+            "train_output_stride": train_output_stride or output_stride,
+            "peak_rss_mb": peak_rss_mb,
+        }
+    )
     return r
 
 
 def _frcnn(n, mAP, key="f", learnt=True):
-    return _acc_row(f"f{n}", "faster_rcnn", mAP, num_proposals=n, output_stride=16,
-                    train_key=key, map50=None if learnt else 0.05, latency=10 + n / 10)
+    return _acc_row(
+        f"f{n}",
+        "faster_rcnn",
+        mAP,
+        num_proposals=n,
+        output_stride=16,
+        train_key=key,
+        map50=None if learnt else 0.05,
+        latency=10 + n / 10,
+    )
 
 
 def test_proposals_accuracy_compares_the_fewest_within_a_sixth():
     # 10 < 100/6 is not compared; 30 keeps 0.28 / 0.30 = 93% >= 90%
     rows = [_frcnn(10, 0.10), _frcnn(30, 0.28), _frcnn(100, 0.30)]
     f = _check(rows, "proposals_accuracy")
-    assert f.verdict == "reproduced" and "0.300 at 100 -> 0.280 at 30 proposals (93% kept)" \
-        in f.measured
-    rows[1]["mAP"] = 0.25                     # 83%
+    assert (
+        f.verdict == "reproduced"
+        and "0.300 at 100 -> 0.280 at 30 proposals (93% kept)" in f.measured
+    )
+    rows[1]["mAP"] = 0.25  # 83%
     assert _check(rows, "proposals_accuracy").verdict == "not reproduced"
     unlearnt = [_frcnn(30, 0.02, learnt=False), _frcnn(100, 0.03, learnt=False)]
     assert _check(unlearnt, "proposals_accuracy").verdict == "inconclusive"
@@ -171,15 +249,38 @@ def test_proposals_accuracy_compares_the_fewest_within_a_sixth():
 
 
 def _stride_rows(a8, a16=0.300):
-    return [_acc_row("s16", "faster_rcnn", a16, num_proposals=100, output_stride=16,
-                     train_key="m", train_output_stride=16, latency=10),
-            _acc_row("s8", "faster_rcnn", a8, num_proposals=100, output_stride=8,
-                     train_key="m", train_output_stride=16, latency=16)]
+    return [
+        _acc_row(
+            "s16",
+            "faster_rcnn",
+            a16,
+            num_proposals=100,
+            output_stride=16,
+            train_key="m",
+            train_output_stride=16,
+            latency=10,
+        ),
+        _acc_row(
+            "s8",
+            "faster_rcnn",
+            a8,
+            num_proposals=100,
+            output_stride=8,
+            train_key="m",
+            train_output_stride=16,
+            latency=16,
+        ),
+    ]
 
 
-@pytest.mark.parametrize("a8, verdict", [(0.306, "reproduced"),      # +2.0% >= +1%
-                                         (0.302, "inconclusive"),    # +0.7%
-                                         (0.290, "not reproduced")])  # -3.3%
+@pytest.mark.parametrize(
+    "a8, verdict",
+    [
+        (0.306, "reproduced"),  # +2.0% >= +1%
+        (0.302, "inconclusive"),  # +0.7%
+        (0.290, "not reproduced"),
+    ],
+)  # -3.3%
 def test_stride_accuracy_margins(a8, verdict):
     f = _check(_stride_rows(a8), "stride_accuracy")
     assert f.verdict == verdict
@@ -193,23 +294,47 @@ def test_stride_accuracy_inconclusive_when_not_learnt():
 
 
 def _sizes_rows(ssd_small):
-    return [_acc_row("ssd", "ssd", 0.30, small=ssd_small, medium=0.34, large=0.50,
-                     resolution=160),
-            _acc_row("frcnn", "faster_rcnn", 0.35, small=0.20, medium=0.40, large=0.50,
-                     num_proposals=100, output_stride=16),
-            # a test variant (fewer proposals) is not the model at its training configuration
-            _acc_row("frcnn10", "faster_rcnn", 0.36, small=0.01, medium=0.01, large=0.01,
-                     num_proposals=10, output_stride=16, train_key="frcnn")]
+    return [
+        _acc_row("ssd", "ssd", 0.30, small=ssd_small, medium=0.34, large=0.50, resolution=160),
+        _acc_row(
+            "frcnn",
+            "faster_rcnn",
+            0.35,
+            small=0.20,
+            medium=0.40,
+            large=0.50,
+            num_proposals=100,
+            output_stride=16,
+        ),
+        # a test variant (fewer proposals) is not the model at its training configuration
+        _acc_row(
+            "frcnn10",
+            "faster_rcnn",
+            0.36,
+            small=0.01,
+            medium=0.01,
+            large=0.01,
+            num_proposals=10,
+            output_stride=16,
+            train_key="frcnn",
+        ),
+    ]
 
 
-@pytest.mark.parametrize("ssd_small, verdict", [
-    (0.10, "reproduced"),       # ratios small 0.50, medium 0.85, large 1.00
-    (0.165, "inconclusive"),    # small 0.825 vs medium 0.85: inside 0.05
-    (0.20, "not reproduced")])  # small 1.00 >= 0.85 + 0.05
+@pytest.mark.parametrize(
+    "ssd_small, verdict",
+    [
+        (0.10, "reproduced"),  # ratios small 0.50, medium 0.85, large 1.00
+        (0.165, "inconclusive"),  # small 0.825 vs medium 0.85: inside 0.05
+        (0.20, "not reproduced"),
+    ],
+)  # small 1.00 >= 0.85 + 0.05
 def test_ssd_small_objects_ratios_by_hand(ssd_small, verdict):
     f = _check(_sizes_rows(ssd_small), "ssd_small_objects")
     assert f.verdict == verdict
-    assert f"small {ssd_small:.3f}/0.200" in f.measured and "medium 0.340/0.400 = 0.85" in f.measured
+    assert (
+        f"small {ssd_small:.3f}/0.200" in f.measured and "medium 0.340/0.400 = 0.85" in f.measured
+    )
 
 
 def test_ssd_small_objects_needs_both_kinds():
@@ -217,16 +342,16 @@ def test_ssd_small_objects_needs_both_kinds():
 
 
 def _rfcn_rows(rfcn_map, rfcn_latency):
-    return [_acc_row("f", "faster_rcnn", 0.30, num_proposals=100, output_stride=16, latency=40),
-            _acc_row("r", "rfcn", rfcn_map, num_proposals=100, output_stride=16,
-                     latency=rfcn_latency),
-            # below 100 proposals: not compared
-            _acc_row("r10", "rfcn", 0.01, num_proposals=10, output_stride=16, latency=1,
-                     train_key="r")]
+    return [
+        _acc_row("f", "faster_rcnn", 0.30, num_proposals=100, output_stride=16, latency=40),
+        _acc_row("r", "rfcn", rfcn_map, num_proposals=100, output_stride=16, latency=rfcn_latency),
+        # below 100 proposals: not compared
+        _acc_row("r10", "rfcn", 0.01, num_proposals=10, output_stride=16, latency=1, train_key="r"),
+    ]
 
 
 def test_rfcn_close_and_faster():
-    f = _check(_rfcn_rows(0.28, 20), "rfcn_vs_faster_rcnn")   # 93%, 40 / 20 = 2.00x
+    f = _check(_rfcn_rows(0.28, 20), "rfcn_vs_faster_rcnn")  # 93%, 40 / 20 = 2.00x
     assert f.verdict == "reproduced" and "(93%), R-FCN 2.00x faster" in f.measured
     assert _check(_rfcn_rows(0.25, 20), "rfcn_vs_faster_rcnn").verdict == "not reproduced"
     assert _check(_rfcn_rows(0.29, 50), "rfcn_vs_faster_rcnn").verdict == "not reproduced"
@@ -238,21 +363,29 @@ def test_spearman_by_hand():
     assert findings.spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
 
 
-@pytest.mark.parametrize("memories, verdict", [
-    ([100, 200, 300, 400, 500], "reproduced"),        # rho 1.0
-    ([500, 400, 300, 200, 100], "not reproduced"),    # rho -1.0
-    ([300, 100, 500, 200, 400], "inconclusive")])     # rho 0.3
+@pytest.mark.parametrize(
+    "memories, verdict",
+    [
+        ([100, 200, 300, 400, 500], "reproduced"),  # rho 1.0
+        ([500, 400, 300, 200, 100], "not reproduced"),  # rho -1.0
+        ([300, 100, 500, 200, 400], "inconclusive"),
+    ],
+)  # rho 0.3
 def test_memory_rank_correlation(memories, verdict):
-    rows = [_acc_row(f"c{i}", "ssd", 0.3, latency=10 * (i + 1), peak_rss_mb=m)
-            for i, m in enumerate(memories)]
+    rows = [
+        _acc_row(f"c{i}", "ssd", 0.3, latency=10 * (i + 1), peak_rss_mb=m)
+        for i, m in enumerate(memories)
+    ]
     f = _check(rows, "memory")
     assert f.verdict == verdict and "over 5 cells" in f.measured
     assert _check(rows[:4], "memory").verdict == "not measured"
 
 
 def test_a_model_that_has_not_learnt_is_off_the_frontier():
-    rows = [_acc_row("a", "ssd", 0.02, map50=0.05, latency=5),      # not learnt, fastest
-            _acc_row("b", "faster_rcnn", 0.30, latency=50, num_proposals=100, output_stride=16)]
+    rows = [
+        _acc_row("a", "ssd", 0.02, map50=0.05, latency=5),  # not learnt, fastest
+        _acc_row("b", "faster_rcnn", 0.30, latency=50, num_proposals=100, output_stride=16),
+    ]
     df = tables.to_frame(rows)
     assert list(df["learnt"]) == [False, True]
     assert list(df["frontier"]) == [False, True]

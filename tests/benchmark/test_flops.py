@@ -1,4 +1,5 @@
 """count_flops against FLOPs worked out by hand (multiply-add = 2 FLOPs)."""
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -15,6 +16,7 @@ def test_conv2d_with_bias_by_hand():
     @tf.function
     def conv(x):
         return tf.nn.bias_add(tf.nn.conv2d(x, kernel, 1, "SAME"), bias)
+
     expected = 2 * 3 * 3 * 8 * 16 * 32 * 32 + 16 * 32 * 32
     assert count_flops(conv, tf.TensorSpec([1, 32, 32, 8])) == expected == 2_375_680
 
@@ -24,12 +26,11 @@ def test_strided_dilated_and_depthwise_convs():
     dw = tf.random.normal([3, 3, 8, 1])
     x = tf.zeros([2, 32, 32, 8])
     strided = count_flops(lambda x: tf.nn.conv2d(x, kernel, 2, "SAME"), x)
-    assert strided == 2 * 3 * 3 * 8 * 16 * 2 * 16 * 16               # output 16x16, batch 2
+    assert strided == 2 * 3 * 3 * 8 * 16 * 2 * 16 * 16  # output 16x16, batch 2
     dilated = count_flops(lambda x: tf.nn.conv2d(x, kernel, 1, "SAME", dilations=2), x)
-    assert dilated == 2 * 3 * 3 * 8 * 16 * 2 * 32 * 32               # dilation: same MACs
-    depthwise = count_flops(
-        lambda x: tf.nn.depthwise_conv2d(x, dw, [1, 1, 1, 1], "SAME"), x)
-    assert depthwise == 2 * 3 * 3 * 8 * 2 * 32 * 32                  # one filter per channel
+    assert dilated == 2 * 3 * 3 * 8 * 16 * 2 * 32 * 32  # dilation: same MACs
+    depthwise = count_flops(lambda x: tf.nn.depthwise_conv2d(x, dw, [1, 1, 1, 1], "SAME"), x)
+    assert depthwise == 2 * 3 * 3 * 8 * 2 * 32 * 32  # one filter per channel
 
 
 def test_matmul_and_batch_matmul():
@@ -51,6 +52,6 @@ def test_keras_model_inference():
     got = count_flops(lambda x: model(x, training=False), tf.TensorSpec([1, 8, 8, 3]))
     conv = 2 * 3 * 3 * 3 * 4 * 8 * 8
     bn = 2 * 4 * 8 * 8
-    mean = 4 * 8 * 8          # Mean: one per input value
-    dense = 2 * 4 * 2 + 2     # MatMul + BiasAdd
+    mean = 4 * 8 * 8  # Mean: one per input value
+    dense = 2 * 4 * 2 + 2  # MatMul + BiasAdd
     assert got == conv + bn + mean + dense

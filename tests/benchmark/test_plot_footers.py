@@ -1,22 +1,32 @@
 """Every PNG plot has a footer, and report.html a header, saying where it was measured."""
+
 import pytest
 
 from detbench.benchmark import environment, plots, report, tables
 from tests.benchmark.results_fixture import make_rows
 
-ENV = {"cpu_model": "Test CPU 9000", "cpu_count": 2, "device": "CPU", "tf_version": "2.20.0",
-       "litert_version": "2.3.0", "intra_op_threads": 2, "inter_op_threads": 1}
+ENV = {
+    "cpu_model": "Test CPU 9000",
+    "cpu_count": 2,
+    "device": "CPU",
+    "tf_version": "2.20.0",
+    "litert_version": "2.3.0",
+    "intra_op_threads": 2,
+    "inter_op_threads": 1,
+}
 # written out by hand from ENV and the runtimes / precisions the rows below carry
-EXPECTED = ("measured on: CPU Test CPU 9000 (2 cores); GPU none; TensorFlow 2.20.0; "
-            "LiteRT 2.3.0; threads intra 2 / inter 1; runtime tf_function, tflite; "
-            "precision fp32, int8")
+EXPECTED = (
+    "measured on: CPU Test CPU 9000 (2 cores); GPU none; TensorFlow 2.20.0; "
+    "LiteRT 2.3.0; threads intra 2 / inter 1; runtime tf_function, tflite; "
+    "precision fp32, int8"
+)
 
 
 def _rows():
     rows = make_rows()
     for i, r in enumerate(rows):
         r["env"] = dict(ENV)
-        if i == 1:                       # one TFLite int8 cell; the others have no runtime
+        if i == 1:  # one TFLite int8 cell; the others have no runtime
             r["runtime"], r["precision"] = "tflite", "int8"
     return rows
 
@@ -42,7 +52,8 @@ def test_each_plot_has_the_footer(name, tmp_path, monkeypatch):
     real_close(figures[0])
     assert EXPECTED in texts
     from PIL import Image
-    with Image.open(path) as im:   # the PNG grew to hold it: taller than the figure alone
+
+    with Image.open(path) as im:  # the PNG grew to hold it: taller than the figure alone
         assert im.format == "PNG" and im.size[1] > 300
 
 

@@ -1,4 +1,5 @@
 """``--executor ray``: cells as Ray tasks on a local Ray instance the sweep starts itself."""
+
 import json
 import os
 
@@ -8,6 +9,7 @@ from tests.benchmark.test_sweep import check_outputs, expected_cells, run_sweep,
 
 try:
     import ray  # noqa: F401
+
     RAY_ERROR = None
 except ImportError as e:  # pragma: no cover - depends on the environment
     RAY_ERROR = f"Ray is not installed (pip install -e .[ray]): {e}"
@@ -19,15 +21,22 @@ def test_ray_executor_runs_cells_and_records_a_failed_one(tmp_path):
     """No --address: the sweep starts a local Ray instance (this machine's CPUs), sends
     each cell to it as a task (one cell process per task) and gathers the rows. A cell
     whose model cannot be built comes back as a row with its error."""
-    grid = write_sweep(tmp_path, ['axis { name: "resolution" values: "64" }',
-                                  'axis { field: "model.ssd.box_predictor.kernel_size" '
-                                  'values: "3" values: "0" scope: TEST }'])
+    grid = write_sweep(
+        tmp_path,
+        [
+            'axis { name: "resolution" values: "64" }',
+            'axis { field: "model.ssd.box_predictor.kernel_size" '
+            'values: "3" values: "0" scope: TEST }',
+        ],
+    )
     out = tmp_path / "out"
     # A relative --out: Ray workers run elsewhere, so the sweep must hand them absolute paths.
-    rel_out = os.path.relpath(out, os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__)))))
-    proc = run_sweep("--grid", grid, "--out", rel_out, "--speed-only", "--executor", "ray",
-                     timeout=500)
+    rel_out = os.path.relpath(
+        out, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    )
+    proc = run_sweep(
+        "--grid", grid, "--out", rel_out, "--speed-only", "--executor", "ray", timeout=500
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "2 cells, 0 already done, 2 to run" in proc.stdout
     assert "1 cells done, 0 skipped, 1 failed" in proc.stdout

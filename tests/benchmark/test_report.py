@@ -1,4 +1,5 @@
 """Tables, frontier, plots and the HTML report from a small results file."""
+
 import json
 import os
 
@@ -16,9 +17,12 @@ def test_frontier_is_the_pareto_set():
     ok = df[df["error"].fillna("") == ""]
     expected = set()
     for _, a in ok.iterrows():
-        dominated = any((b["latency_ms"] <= a["latency_ms"] and b["mAP"] > a["mAP"]) or
-                        (b["latency_ms"] < a["latency_ms"] and b["mAP"] >= a["mAP"])
-                        for _, b in ok.iterrows() if b["cell_id"] != a["cell_id"])
+        dominated = any(
+            (b["latency_ms"] <= a["latency_ms"] and b["mAP"] > a["mAP"])
+            or (b["latency_ms"] < a["latency_ms"] and b["mAP"] >= a["mAP"])
+            for _, b in ok.iterrows()
+            if b["cell_id"] != a["cell_id"]
+        )
         if not dominated:
             expected.add(a["cell_id"])
     # by hand, sorted by time: 40/.30, 90/.33, 120/.38, 150/.40, 190/.41, 380/.44, 450/.46
@@ -32,7 +36,7 @@ def test_results_store_is_append_only_and_resumable(tmp_path):
         store.add(r)
     again = ResultsStore(str(tmp_path))
     assert [r["cell_id"] for r in again.rows] == ["c00", "c01", "c02"]
-    again.add({**rows[0], "error": "retry failed"})      # replaces, never duplicates
+    again.add({**rows[0], "error": "retry failed"})  # replaces, never duplicates
     lines = open(tmp_path / "results.jsonl").read().splitlines()
     assert len(lines) == 3 and json.loads(lines[-1])["error"] == "retry failed"
     assert again.done_ids() == {"c01", "c02"}
@@ -44,10 +48,16 @@ def test_tables_and_markdown(tmp_path):
     csv = pd.read_csv(tmp_path / "results.csv")
     assert len(csv) == 11 and csv.columns[0] == "label"
     md = open(tmp_path / "results.md").read()
-    body = [l for l in md.splitlines() if l.startswith("| ssd") or l.startswith("| faster")
-            or l.startswith("| rfcn") or l.startswith("| cascade")]
+    body = [
+        l
+        for l in md.splitlines()
+        if l.startswith("| ssd")
+        or l.startswith("| faster")
+        or l.startswith("| rfcn")
+        or l.startswith("| cascade")
+    ]
     times = [float(l.split("|")[2]) for l in body]
-    assert times == sorted(times)          # sorted by time
+    assert times == sorted(times)  # sorted by time
     assert "rfcn vgg16 600px: OOM: killed" in md
     assert sum(df["frontier"]) == 7
 
@@ -57,6 +67,7 @@ def test_plots_and_report_files(tmp_path):
     paths = plots.write_plots(df, str(tmp_path))
     assert set(paths) == set(plots.PLOTS)
     from PIL import Image
+
     for p in paths.values():
         with Image.open(p) as im:
             assert im.format == "PNG" and im.size[0] > 400

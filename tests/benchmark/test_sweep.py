@@ -4,6 +4,7 @@ Each cell and each training runs in its own process (a TensorFlow import each),
 so the grids stay at 2-3 cells. The command runs as users run it:
 ``python benchmark/sweep.py --grid ... --out ...`` from the repository root.
 """
+
 import json
 import os
 import re
@@ -25,22 +26,29 @@ TINY_SWEEP = os.path.join(HERE, "tiny_sweep.pbtxt")
 OUTPUTS = ["results.csv", "results.jsonl", "results.md", "report.html"]
 
 
-def write_sweep(tmp_path, axes=None, name="sweep.pbtxt", settings="num_warmup: 1 num_runs: 2 "
-                "num_timing_images: 2", pretraining="enabled: false"):
+def write_sweep(
+    tmp_path,
+    axes=None,
+    name="sweep.pbtxt",
+    settings="num_warmup: 1 num_runs: 2 num_timing_images: 2",
+    pretraining="enabled: false",
+):
     """A copy of tiny_sweep.pbtxt with the data cached under tmp_path (and other axes;
     no pretraining unless ``pretraining`` gives a recipe)."""
     data = tmp_path / "data"
     axes = axes or ['axis { name: "resolution" values: "64" values: "96" }']
-    text = "\n".join([
-        'name: "tiny"',
-        f'base {{ meta_arch: "ssd" pipeline: "{TINY_PIPELINE}" }}',
-        *axes,
-        "train_steps: 2",
-        f"benchmark {{ {settings} }}",
-        f'override: "train_input_reader.synthetic_shapes.cache_dir={data}/train"',
-        f'override: "eval_input_reader.synthetic_shapes.cache_dir={data}/val"',
-        f"pretraining {{ {pretraining} }}",
-    ])
+    text = "\n".join(
+        [
+            'name: "tiny"',
+            f'base {{ meta_arch: "ssd" pipeline: "{TINY_PIPELINE}" }}',
+            *axes,
+            "train_steps: 2",
+            f"benchmark {{ {settings} }}",
+            f'override: "train_input_reader.synthetic_shapes.cache_dir={data}/train"',
+            f'override: "eval_input_reader.synthetic_shapes.cache_dir={data}/val"',
+            f"pretraining {{ {pretraining} }}",
+        ]
+    )
     path = tmp_path / name
     path.write_text(text + "\n")
     return str(path)
@@ -52,8 +60,14 @@ def sweep_env():
 
 
 def run_sweep(*args, timeout=600):
-    proc = subprocess.run([sys.executable, "benchmark/sweep.py", *args], cwd=REPO,
-                          env=sweep_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "benchmark/sweep.py", *args],
+        cwd=REPO,
+        env=sweep_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     return proc
 
 
@@ -72,6 +86,7 @@ def read_rows(out_dir):
 def expected_cells(grid_path):
     from detbench.config import load_sweep
     from detbench.config.grid import expand_grid
+
     return expand_grid(load_sweep(grid_path), grid_path).cells
 
 
@@ -83,6 +98,7 @@ def independent_param_counts(test_pipeline_text, side):
 
     from detbench.builders.model_builder import build_model
     from detbench.protos import pipeline_pb2
+
     pipeline = text_format.Parse(test_pipeline_text, pipeline_pb2.Pipeline())
     model = build_model(pipeline.model, is_training=False)
     model(tf.zeros([1, side, side, 3], tf.uint8))
@@ -92,11 +108,13 @@ def independent_param_counts(test_pipeline_text, side):
 
 def check_outputs(out_dir, n_rows):
     from PIL import Image
+
     for name in OUTPUTS:
         path = os.path.join(out_dir, name)
         assert os.path.getsize(path) > 0, name
         assert os.stat(path).st_mode & 0o044, f"{name} is readable by its owner only"
     import pandas as pd
+
     csv = pd.read_csv(os.path.join(out_dir, "results.csv"))
     assert len(csv) == n_rows and csv.columns[0] == "label"
     plots = sorted(os.listdir(os.path.join(out_dir, "plots")))
@@ -114,13 +132,14 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     """One cell, then the grid widened to two: the second run trains and measures only
     the new resolution (a cell process and a training each cost a TensorFlow start)."""
     import tensorflow as tf
+
     grid = write_sweep(tmp_path, ['axis { name: "resolution" values: "64" }'])
     out = str(tmp_path / "out")
     proc = run_sweep("--grid", grid, "--out", out)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "1 cells, 0 already done, 1 to run" in proc.stdout
     assert "training 1 models (0 already trained)" in proc.stdout
-    assert "measuring cells" in proc.stderr          # the tqdm bar
+    assert "measuring cells" in proc.stderr  # the tqdm bar
     assert "1 cells done, 0 skipped, 0 failed" in proc.stdout
     assert "report:" in proc.stdout
     # two training steps: the model has not learnt the set, and the summary says so
@@ -159,8 +178,15 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     assert row["harness_overhead_s"] == pytest.approx(row["cell_wall_s"] - row["model_work_s"])
     # the phase breakdown covers the whole cell: its parts sum to the wall time
     phases = {k: v for k, v in row.items() if k.startswith("phase_")}
-    assert {"phase_process_start_s", "phase_imports_s", "phase_build_s", "phase_restore_s",
-            "phase_timing_s", "phase_flops_s", "phase_evaluation_s"} <= set(phases)
+    assert {
+        "phase_process_start_s",
+        "phase_imports_s",
+        "phase_build_s",
+        "phase_restore_s",
+        "phase_timing_s",
+        "phase_flops_s",
+        "phase_evaluation_s",
+    } <= set(phases)
     assert all(v >= 0 for v in phases.values())
     assert sum(phases.values()) == pytest.approx(row["cell_wall_s"], rel=1e-6)
     assert row["phase_evaluation_s"] >= row["eval_s"]
@@ -188,7 +214,7 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     image = np.random.default_rng(0).integers(0, 256, (1, 96, 96, 3), dtype=np.uint8)
     out_tensors = serve(input_tensor=tf.constant(image))
     n = int(out_tensors["num_detections"][0])
-    assert 0 <= n <= 20                                     # max_total_detections
+    assert 0 <= n <= 20  # max_total_detections
     boxes = out_tensors["detection_boxes"].numpy()[0, :n]
     assert ((boxes >= 0) & (boxes <= 1)).all()
     again = run_sweep("--grid", grid, "--out", out, "--export")
@@ -196,7 +222,7 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     assert len(read_rows(out)) == 1
 
     # A wider grid: the plan (dry run) and the run train only the new resolution.
-    wider = write_sweep(tmp_path, name="wider.pbtxt")   # resolution 64 and 96
+    wider = write_sweep(tmp_path, name="wider.pbtxt")  # resolution 64 and 96
     new = [c for c in expected_cells(wider) if c.values["resolution"] == "96"][0]
     code, plan, _ = in_process(capsys, "--grid", wider, "--out", out, "--dry-run")
     assert code == 0
@@ -239,8 +265,17 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert "2 trained models needed, 2 to train:" in plan
     assert not out.exists()
 
-    code, plan, _ = in_process(capsys, "--grid", grid, "--out", str(out), "--dry-run",
-                               "--speed-only", "--filter", "resolution=96")
+    code, plan, _ = in_process(
+        capsys,
+        "--grid",
+        grid,
+        "--out",
+        str(out),
+        "--dry-run",
+        "--speed-only",
+        "--filter",
+        "resolution=96",
+    )
     assert code == 0
     assert "1 cells (2 in the grid)" in plan and "SSD MobileNet v2 x0.25 96px" in plan
     assert "SSD MobileNet v2 x0.25 64px" not in plan and "speed only: nothing is trained" in plan
@@ -251,36 +286,58 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
 
 
 def test_filter_keeps_matching_cells(tmp_path, capsys):
-    grid = write_sweep(tmp_path, ['axis { name: "resolution" values: "64" values: "96" }',
-                                  'axis { field: "model.ssd.box_predictor.kernel_size" '
-                                  'values: "1" values: "3" scope: TEST }'])
+    grid = write_sweep(
+        tmp_path,
+        [
+            'axis { name: "resolution" values: "64" values: "96" }',
+            'axis { field: "model.ssd.box_predictor.kernel_size" '
+            'values: "1" values: "3" scope: TEST }',
+        ],
+    )
     args = ("--grid", grid, "--out", str(tmp_path / "out"), "--dry-run")
     code, plan, _ = in_process(capsys, *args)
     assert code == 0 and "4 cells (4 in the grid)" in plan
     code, plan, _ = in_process(capsys, *args, "--filter", "meta_arch=ssd")
     assert "4 cells" in plan
-    code, plan, _ = in_process(capsys, *args, "--filter",
-                               "resolution=64,model.ssd.box_predictor.kernel_size=3")
-    assert "1 cells" in plan and "SSD MobileNet v2 x0.25 64px, model.ssd.box_predictor.kernel_size=3" in plan
-    code, plan, _ = in_process(capsys, *args, "--filter", "resolution=64",
-                               "--filter", "resolution=96,model.ssd.box_predictor.kernel_size=1")
+    code, plan, _ = in_process(
+        capsys, *args, "--filter", "resolution=64,model.ssd.box_predictor.kernel_size=3"
+    )
+    assert (
+        "1 cells" in plan
+        and "SSD MobileNet v2 x0.25 64px, model.ssd.box_predictor.kernel_size=3" in plan
+    )
+    code, plan, _ = in_process(
+        capsys,
+        *args,
+        "--filter",
+        "resolution=64",
+        "--filter",
+        "resolution=96,model.ssd.box_predictor.kernel_size=1",
+    )
     assert "3 cells" in plan
     # keys no axis varies match the value read from the cell's pipeline
-    code, plan, _ = in_process(capsys, *args, "--filter", "feature_extractor=mobilenet_v2,"
-                               "resolution=96")
+    code, plan, _ = in_process(
+        capsys, *args, "--filter", "feature_extractor=mobilenet_v2,resolution=96"
+    )
     assert "2 cells" in plan
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--filter", "colour=red"], "error: --filter: unknown key 'colour'; known: batch_size, "
-                                 "feature_extractor, meta_arch, num_proposals, output_stride, "
-                                 "precision, resolution, runtime, train_output_stride, "
-                                 "train_resolution"),
-    (["--filter", "resolution"], "error: --filter 'resolution': expected key=value"),
-    (["--filter", "resolution=128"], "no cell matches; values in the grid: resolution: 64, 96"),
-    (["--train-steps", "0"], "error: --train-steps: must be positive"),
-    (["--address", "127.0.0.1:6379"], "error: --address: only with --executor ray"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--filter", "colour=red"],
+            "error: --filter: unknown key 'colour'; known: batch_size, "
+            "feature_extractor, meta_arch, num_proposals, output_stride, "
+            "precision, resolution, runtime, train_output_stride, "
+            "train_resolution",
+        ),
+        (["--filter", "resolution"], "error: --filter 'resolution': expected key=value"),
+        (["--filter", "resolution=128"], "no cell matches; values in the grid: resolution: 64, 96"),
+        (["--train-steps", "0"], "error: --train-steps: must be positive"),
+        (["--address", "127.0.0.1:6379"], "error: --address: only with --executor ray"),
+    ],
+)
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
     grid = write_sweep(tmp_path)
     code, out, err = in_process(capsys, "--grid", grid, "--out", str(tmp_path / "out"), *extra)
@@ -289,16 +346,28 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("text, message", [
-    ('base { pipeline: "tiny_ssd.pbtxt" }\naxis { name: "colour" values: "red" }',
-     "axis[0].name: unknown sweep axis 'colour'"),
-    ('base { pipeline: "tiny_ssd.pbtxt" }\naxis { name: "resolution" }',
-     "axis[0].values: empty"),
-    ('base { pipeline: "missing.pbtxt" }', "missing.pbtxt"),
-    ('base { pipeline: "tiny_ssd.pbtxt" }\naxis { name: "resolution" values: "64" ', "grid.pbtxt"),
-    ('base { pipeline: "tiny_ssd.pbtxt" }\naxis { name: "feature_extractor" values: "nonet" }',
-     "nonet"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            'base { pipeline: "tiny_ssd.pbtxt" }\naxis { name: "colour" values: "red" }',
+            "axis[0].name: unknown sweep axis 'colour'",
+        ),
+        (
+            'base { pipeline: "tiny_ssd.pbtxt" }\naxis { name: "resolution" }',
+            "axis[0].values: empty",
+        ),
+        ('base { pipeline: "missing.pbtxt" }', "missing.pbtxt"),
+        (
+            'base { pipeline: "tiny_ssd.pbtxt" }\naxis { name: "resolution" values: "64" ',
+            "grid.pbtxt",
+        ),
+        (
+            'base { pipeline: "tiny_ssd.pbtxt" }\naxis { name: "feature_extractor" values: "nonet" }',
+            "nonet",
+        ),
+    ],
+)
 def test_bad_grids_are_one_line_errors(tmp_path, capsys, text, message):
     (tmp_path / "tiny_ssd.pbtxt").write_text(open(TINY_PIPELINE).read())
     grid = tmp_path / "grid.pbtxt"
@@ -316,8 +385,10 @@ def test_command_line_error_exit_code_and_single_line(tmp_path):
     assert proc.returncode == 2 and len(lines) == 1 and "nope.pbtxt" in lines[0], proc.stderr
 
 
-_TF_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} "
-                     r"|WARNING: All log messages before absl)")
+_TF_LOG = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} "
+    r"|WARNING: All log messages before absl)"
+)
 
 
 def _tf_noise(line):
@@ -342,20 +413,32 @@ def test_failed_cell_is_a_row_and_a_killed_sweep_resumes(tmp_path):
     process builds it: that cell is a row with its error, the other one is measured. The
     sweep is stopped (SIGTERM, as a scheduler does) once the first row is written, while
     the second cell runs; the rerun measures only the missing cell."""
-    grid = write_sweep(tmp_path, ['axis { name: "resolution" values: "64" }',
-                                  'axis { field: "model.ssd.box_predictor.kernel_size" '
-                                  'values: "3" values: "0" scope: TEST }'])
+    grid = write_sweep(
+        tmp_path,
+        [
+            'axis { name: "resolution" values: "64" }',
+            'axis { field: "model.ssd.box_predictor.kernel_size" '
+            'values: "3" values: "0" scope: TEST }',
+        ],
+    )
     out = tmp_path / "out"
     results = out / "results.jsonl"
     cells = expected_cells(grid)
     assert [c.values["model.ssd.box_predictor.kernel_size"] for c in cells] == ["3", "0"]
-    cmd = [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out),
-           "--speed-only"]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=sweep_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cmd = [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), "--speed-only"]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=sweep_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        assert _wait_for(lambda: results.exists() and results.read_text().count("\n") >= 1,
-                         400, proc), proc.communicate()
+        assert _wait_for(
+            lambda: results.exists() and results.read_text().count("\n") >= 1, 400, proc
+        ), proc.communicate()
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -364,7 +447,7 @@ def test_failed_cell_is_a_row_and_a_killed_sweep_resumes(tmp_path):
             proc.wait()
     assert proc.returncode == 130, stderr[-2000:]
     assert "interrupted: every finished row is kept" in stderr
-    with pytest.raises(ProcessLookupError):   # the running cell process went with it
+    with pytest.raises(ProcessLookupError):  # the running cell process went with it
         os.killpg(proc.pid, 0)
     first = results.read_text()
     rows = read_rows(out)
@@ -374,10 +457,12 @@ def test_failed_cell_is_a_row_and_a_killed_sweep_resumes(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert "2 cells, 1 already done, 1 to run" in proc.stdout
     assert "1 cells done, 0 skipped, 1 failed" in proc.stdout
-    assert "failed: SSD MobileNet v2 x0.25 64px, model.ssd.box_predictor.kernel_size=0: ConfigError" \
+    assert (
+        "failed: SSD MobileNet v2 x0.25 64px, model.ssd.box_predictor.kernel_size=0: ConfigError"
         in proc.stdout
+    )
     text = results.read_text()
-    assert text.startswith(first)                # the finished row is byte-identical
+    assert text.startswith(first)  # the finished row is byte-identical
     assert len(text.splitlines()) == 2
     good, bad = read_rows(out)
     assert [good["cell_id"], bad["cell_id"]] == [c.cell_id for c in cells]
@@ -402,9 +487,15 @@ def test_sweep_pretrains_each_extractor_once_and_rows_say_so(tmp_path):
     out = str(tmp_path / "out")
 
     def run(*extra):
-        return subprocess.run([sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", out,
-                               *extra], cwd=REPO, env=dict(sweep_env(), DETBENCH_CACHE_DIR=env_cache),
-                              capture_output=True, text=True, timeout=900)
+        return subprocess.run(
+            [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", out, *extra],
+            cwd=REPO,
+            env=dict(sweep_env(), DETBENCH_CACHE_DIR=env_cache),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+
     proc = run()
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "pretraining 1 extractors" in proc.stdout

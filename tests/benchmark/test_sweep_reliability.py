@@ -1,6 +1,7 @@
 """A sweep's output folder under concurrent writers and kills at any moment (issue 18,
 items 1, 2 and 7): no row lost or duplicated, no job outliving its sweep, no
 half-written model trusted, every file valid after the rerun."""
+
 import json
 import os
 import signal
@@ -34,7 +35,7 @@ def test_two_writers_keep_each_others_rows(tmp_path):
         a.add({"cell_id": f"a{i}", "error": ""})
     for i in range(2):
         b.add({"cell_id": f"b{i}", "error": ""})
-    a.add({"cell_id": "a0", "error": "again"})      # replaces its own row, keeps b's
+    a.add({"cell_id": "a0", "error": "again"})  # replaces its own row, keeps b's
     rows = ResultsStore(str(tmp_path)).rows
     assert sorted(r["cell_id"] for r in rows) == ["a0", "a1", "a2", "b0", "b1"]
     assert [r["error"] for r in rows if r["cell_id"] == "a0"] == ["again"]
@@ -46,15 +47,18 @@ def test_done_cells_are_decided_in_one_place(tmp_path):
     store.add({"cell_id": "fast", "error": "", "speed_only": True})
     store.add({"cell_id": "bad", "error": "boom"})
     assert store.done_ids(speed_only=True) == {"ok", "fast"}
-    assert store.done_ids(speed_only=False) == {"ok"}     # a full run measures 'fast' again
+    assert store.done_ids(speed_only=False) == {"ok"}  # a full run measures 'fast' again
 
 
 def _hold_lock(folder):
     """A separate process holding ``folder`` (prints 'held' once it does)."""
-    code = ("import sys, time; from detbench.benchmark.lock import FolderLock; "
-            "l = FolderLock(sys.argv[1]); print('held', flush=True); time.sleep(600)")
-    proc = subprocess.Popen([sys.executable, "-c", code, folder], stdout=subprocess.PIPE,
-                            text=True, env=sweep_env())
+    code = (
+        "import sys, time; from detbench.benchmark.lock import FolderLock; "
+        "l = FolderLock(sys.argv[1]); print('held', flush=True); time.sleep(600)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, folder], stdout=subprocess.PIPE, text=True, env=sweep_env()
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -107,9 +111,13 @@ def _gone(pid):
 def _start(grid, out, tmp, *extra):
     env = dict(sweep_env(), TMPDIR=str(tmp))
     os.makedirs(tmp, exist_ok=True)
-    return subprocess.Popen([sys.executable, "benchmark/sweep.py", "--grid", grid, "--out",
-                             str(out), *extra], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), *extra],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _kill(proc):
@@ -141,13 +149,18 @@ def test_sigkilled_sweep_takes_its_training_job_with_it(tmp_path):
 
 def _check_rerun(grid, out, tmp, n_cells, *extra):
     env = dict(TMPDIR=str(tmp))
-    proc = subprocess.run([sys.executable, "benchmark/sweep.py", "--grid", grid, "--out",
-                           str(out), *extra], cwd=REPO, env={**sweep_env(), **env},
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), *extra],
+        cwd=REPO,
+        env={**sweep_env(), **env},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     rows = read_rows(str(out))
     ids = [r["cell_id"] for r in rows]
-    assert sorted(ids) == sorted(c.cell_id for c in expected_cells(grid))   # each once
+    assert sorted(ids) == sorted(c.cell_id for c in expected_cells(grid))  # each once
     assert len(ids) == n_cells and all(r["error"] == "" for r in rows)
     check_outputs(str(out), n_cells)
     assert not [f for f in os.listdir(out) if f.startswith(".tmp-")]
@@ -200,6 +213,6 @@ def test_sigkill_during_measurement_then_during_summary(tmp_path):
         assert _wait_for(lambda: csv.stat().st_mtime_ns != before, 300, proc)
     finally:
         _kill(proc)
-    check_outputs(str(out), 1)           # valid right after the kill: written atomically
+    check_outputs(str(out), 1)  # valid right after the kill: written atomically
     rerun = _check_rerun(grid, out, tmp, 1, "--speed-only")
     assert "1 cells, 1 already done, 0 to run" in rerun.stdout

@@ -1,4 +1,5 @@
 """Peak memory of a cell process is its own, not its parent's."""
+
 import subprocess
 import sys
 
@@ -22,8 +23,7 @@ print(out.stdout.strip())
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_child_peak_is_not_the_parents():
     # Linux carries ru_maxrss across exec: the child would report >= 800 MiB.
-    out = subprocess.run([sys.executable, "-c", PARENT], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", PARENT], capture_output=True, text=True, check=True)
     child_peak = float(out.stdout.strip().splitlines()[-1])
     assert 5 < child_peak < 400
 
@@ -48,14 +48,17 @@ def test_reference_runs_interleave_and_divide_out_the_hosts_speed():
             clock["calls"] += 1
             clock["t"] += cost * speed()
             return None
+
         return run
 
     import time as time_module
+
     real = time_module.perf_counter
     time_module.perf_counter = lambda: clock["t"]
     try:
-        result = timing.time_function(fake(0.004), [1], num_warmup=0, num_runs=10,
-                                      reference=fake(0.002))
+        result = timing.time_function(
+            fake(0.004), [1], num_warmup=0, num_runs=10, reference=fake(0.002)
+        )
     finally:
         time_module.perf_counter = real
     runs = np.asarray(result["runs"])
@@ -66,4 +69,4 @@ def test_reference_runs_interleave_and_divide_out_the_hosts_speed():
 
 def test_reference_workload_is_fixed():
     first, second = timing.reference_workload()(), timing.reference_workload()()
-    assert float(first) == float(second)          # same inputs, same work, every process
+    assert float(first) == float(second)  # same inputs, same work, every process

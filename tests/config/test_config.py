@@ -1,4 +1,5 @@
 """The config layer: loading, one-line errors, overrides, validation."""
+
 import subprocess
 import sys
 
@@ -86,15 +87,19 @@ def test_missing_file():
 
 
 def test_overrides_any_field(tmp_path):
-    p = load(tmp_path, FASTER_RCNN, [
-        "model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.max_total_detections=50",
-        "model.faster_rcnn.rpn.max_proposals=10",
-        "model.faster_rcnn.feature_extractor.freeze_batchnorm=true",
-        "model.faster_rcnn.second_stage_post_processing.score_converter=SIGMOID",
-        "model.faster_rcnn.rpn.anchor_generator.grid.scales=0.5,1.0",
-        "model.faster_rcnn.image_resizer={fixed_shape {height: 128 width: 96}}",
-        "train_input_reader.synthetic_shapes.split=val",
-    ])
+    p = load(
+        tmp_path,
+        FASTER_RCNN,
+        [
+            "model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.max_total_detections=50",
+            "model.faster_rcnn.rpn.max_proposals=10",
+            "model.faster_rcnn.feature_extractor.freeze_batchnorm=true",
+            "model.faster_rcnn.second_stage_post_processing.score_converter=SIGMOID",
+            "model.faster_rcnn.rpn.anchor_generator.grid.scales=0.5,1.0",
+            "model.faster_rcnn.image_resizer={fixed_shape {height: 128 width: 96}}",
+            "train_input_reader.synthetic_shapes.split=val",
+        ],
+    )
     fr = p.model.faster_rcnn
     assert fr.second_stage_post_processing.batch_non_max_suppression.max_total_detections == 50
     assert fr.rpn.max_proposals == 10
@@ -117,40 +122,63 @@ def test_override_selects_oneof_and_indexes_repeated():
     assert [round(v, 2) for v in stages[0].box_coder_stddev] == [0.1, 0.1, 0.2, 0.2]
 
 
-@pytest.mark.parametrize("override,pattern", [
-    ("model.faster_rcnn.rpn.max_proposal=3", r"no field 'max_proposal' in RegionProposalNetwork; "
-                                             r"fields there: max_proposals"),
-    ("model.faster_rcnn.rpn.max_proposals=many", r"'many' is not an integer"),
-    ("model.faster_rcnn.rpn.nms_iou_threshold=x", r"'x' is not a number"),
-    ("model.faster_rcnn.feature_extractor.freeze_batchnorm=maybe", "not true or false"),
-    ("model.faster_rcnn.second_stage_post_processing.score_converter=TANH",
-     "not one of IDENTITY, SIGMOID, SOFTMAX"),
-    ("model.faster_rcnn.rpn", "expected path=value"),
-    ("model.faster_rcnn.num_classes.x=1", "not a message"),
-    ("model.cascade_rcnn.stage[5].iou_threshold=0.5", r"index it as stage\[0..0\]"),
-])
+@pytest.mark.parametrize(
+    "override,pattern",
+    [
+        (
+            "model.faster_rcnn.rpn.max_proposal=3",
+            r"no field 'max_proposal' in RegionProposalNetwork; "
+            r"fields there: max_proposals",
+        ),
+        ("model.faster_rcnn.rpn.max_proposals=many", r"'many' is not an integer"),
+        ("model.faster_rcnn.rpn.nms_iou_threshold=x", r"'x' is not a number"),
+        ("model.faster_rcnn.feature_extractor.freeze_batchnorm=maybe", "not true or false"),
+        (
+            "model.faster_rcnn.second_stage_post_processing.score_converter=TANH",
+            "not one of IDENTITY, SIGMOID, SOFTMAX",
+        ),
+        ("model.faster_rcnn.rpn", "expected path=value"),
+        ("model.faster_rcnn.num_classes.x=1", "not a message"),
+        ("model.cascade_rcnn.stage[5].iou_threshold=0.5", r"index it as stage\[0..0\]"),
+    ],
+)
 def test_override_errors_name_the_override(override, pattern):
     with pytest.raises(ConfigError, match=pattern) as e:
         apply_override(pipeline_pb2.Pipeline(), override)
     assert str(e.value).startswith(f"override {override!r}")
 
 
-@pytest.mark.parametrize("override,field", [
-    ("model.faster_rcnn.num_classes=0", "model.faster_rcnn.num_classes"),
-    ("model.faster_rcnn.rpn.max_proposals=7000", "model.faster_rcnn.rpn.max_proposals"),
-    ("model.faster_rcnn.rpn.nms_iou_threshold=1.5", "model.faster_rcnn.rpn.nms_iou_threshold"),
-    ("model.faster_rcnn.second_stage_sampler.batch_size=3000",
-     "model.faster_rcnn.second_stage_sampler.batch_size"),
-    ("model.faster_rcnn.image_resizer.keep_aspect_ratio.max_dimension=100",
-     "model.faster_rcnn.image_resizer.keep_aspect_ratio.max_dimension"),
-    ("train_config.batch_size=0", "train_config.batch_size"),
-    ("train_config.fine_tune_checkpoint_type=imagenet", "train_config.fine_tune_checkpoint_type"),
-    ("eval_config.metrics_set=coco_metrics", "eval_config.metrics_set[0]"),
-    ("train_input_reader.augmentation.scale_jitter_min=2", "train_input_reader.augmentation"),
-    ("model.faster_rcnn.rpn.negative_iou_threshold=0.9", "model.faster_rcnn.rpn.negative_iou_threshold"),
-    ("model.faster_rcnn.second_stage_matcher.argmax.unmatched_threshold=0.9",
-     "model.faster_rcnn.second_stage_matcher.argmax"),
-])
+@pytest.mark.parametrize(
+    "override,field",
+    [
+        ("model.faster_rcnn.num_classes=0", "model.faster_rcnn.num_classes"),
+        ("model.faster_rcnn.rpn.max_proposals=7000", "model.faster_rcnn.rpn.max_proposals"),
+        ("model.faster_rcnn.rpn.nms_iou_threshold=1.5", "model.faster_rcnn.rpn.nms_iou_threshold"),
+        (
+            "model.faster_rcnn.second_stage_sampler.batch_size=3000",
+            "model.faster_rcnn.second_stage_sampler.batch_size",
+        ),
+        (
+            "model.faster_rcnn.image_resizer.keep_aspect_ratio.max_dimension=100",
+            "model.faster_rcnn.image_resizer.keep_aspect_ratio.max_dimension",
+        ),
+        ("train_config.batch_size=0", "train_config.batch_size"),
+        (
+            "train_config.fine_tune_checkpoint_type=imagenet",
+            "train_config.fine_tune_checkpoint_type",
+        ),
+        ("eval_config.metrics_set=coco_metrics", "eval_config.metrics_set[0]"),
+        ("train_input_reader.augmentation.scale_jitter_min=2", "train_input_reader.augmentation"),
+        (
+            "model.faster_rcnn.rpn.negative_iou_threshold=0.9",
+            "model.faster_rcnn.rpn.negative_iou_threshold",
+        ),
+        (
+            "model.faster_rcnn.second_stage_matcher.argmax.unmatched_threshold=0.9",
+            "model.faster_rcnn.second_stage_matcher.argmax",
+        ),
+    ],
+)
 def test_semantic_errors_name_the_field(tmp_path, override, field):
     path = write(tmp_path, FASTER_RCNN)
     with pytest.raises(ConfigError) as e:
@@ -169,16 +197,22 @@ def test_no_model(tmp_path):
 
 
 def test_parse_text_unknown_nested_message():
-    with pytest.raises(ConfigError, match='unknown field "heigth" in FixedShapeResizer; fields there: height'):
-        parse_text("model { ssd { image_resizer { fixed_shape { heigth: 3 } } } }",
-                   pipeline_pb2.Pipeline(), source="x.pbtxt")
+    with pytest.raises(
+        ConfigError, match='unknown field "heigth" in FixedShapeResizer; fields there: height'
+    ):
+        parse_text(
+            "model { ssd { image_resizer { fixed_shape { heigth: 3 } } } }",
+            pipeline_pb2.Pipeline(),
+            source="x.pbtxt",
+        )
 
 
 def test_validate_cli_exit_codes(tmp_path):
     good = write(tmp_path, FASTER_RCNN.replace("resnet101_v1", "resnet101_v1"), "good.pbtxt")
     bad = write(tmp_path, FASTER_RCNN.replace("num_classes: 6", "num_classes: -1"), "bad.pbtxt")
-    out = subprocess.run([sys.executable, "-m", "detbench.config", "validate", bad],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "detbench.config", "validate", bad], capture_output=True, text=True
+    )
     assert out.returncode == 2
     lines = [l for l in out.stderr.splitlines() if l.strip()]
     assert lines == [f"error: {bad}: model.faster_rcnn.num_classes: must be positive, got -1"]

@@ -1,4 +1,5 @@
 """Grid expansion: cross product, skips with reasons, train/test scopes, cache keys."""
+
 import os
 
 import pytest
@@ -8,8 +9,9 @@ from detbench.config.grid import expand_grid
 from detbench.errors import ConfigError
 from detbench.protos import sweep_pb2
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
+CONFIGS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs"
+)
 
 SWEEP = f"""
 base {{ meta_arch: "ssd" pipeline: "{CONFIGS}/ssd_mobilenet_v1_300.pbtxt" }}
@@ -36,10 +38,12 @@ def test_cross_product_and_skips():
     ssd = [c for c in grid.cells if c.meta_arch == "ssd"]
     assert [c.values for c in ssd] == [
         {"meta_arch": "ssd", "resolution": r, "num_proposals": "-", "output_stride": "-"}
-        for r in ("300", "600")]
+        for r in ("300", "600")
+    ]
     # the other 2*3*2 - 2 SSD combinations are listed under one reason
-    assert grid.skipped == {"num_proposals does not apply to ssd; "
-                            "output_stride does not apply to ssd": 2 * 3 * 2 - 2}
+    assert grid.skipped == {
+        "num_proposals does not apply to ssd; output_stride does not apply to ssd": 2 * 3 * 2 - 2
+    }
     assert [c.train_pipeline.model.ssd.image_resizer.fixed_shape.height for c in ssd] == [300, 600]
 
 
@@ -55,7 +59,7 @@ def test_train_and_test_scopes_share_trained_models():
         fr_train = c.train_pipeline.model.faster_rcnn
         fr_test = c.test_pipeline.model.faster_rcnn
         assert fr_test.rpn.max_proposals == int(c.values["num_proposals"])
-        assert fr_train.rpn.max_proposals == 300   # training pipeline untouched
+        assert fr_train.rpn.max_proposals == 300  # training pipeline untouched
         assert fr_train.feature_extractor.output_stride == int(c.values["output_stride"])
         res = int(c.values["resolution"])
         assert fr_train.image_resizer.keep_aspect_ratio.min_dimension == res
@@ -66,16 +70,19 @@ def test_train_and_test_scopes_share_trained_models():
 
 
 def test_generic_field_axis_and_scope():
-    text = SWEEP + """
+    text = (
+        SWEEP
+        + """
 axis { field: "model.faster_rcnn.second_stage_post_processing.batch_non_max_suppression.iou_threshold"
        values: "0.5" values: "0.6" scope: TEST }
 """
+    )
     grid = expand_grid(sweep(text), None, check_registry=False)
     fr = [c for c in grid.cells if c.meta_arch == "faster_rcnn"]
     assert len(fr) == 2 * 3 * 2 * 2
-    assert len({c.train_key for c in fr}) == 4           # a test axis: no new trainings
+    assert len({c.train_key for c in fr}) == 4  # a test axis: no new trainings
     rfcn = [c for c in grid.cells if c.meta_arch == "rfcn"]
-    assert len(rfcn) == 12                              # the field does not apply to rfcn
+    assert len(rfcn) == 12  # the field does not apply to rfcn
     assert any("does not apply to rfcn" in r for r in grid.skipped)
 
 
@@ -88,18 +95,31 @@ axis {{ name: "test_resolution" values: "256" values: "300" values: "384" }}
     assert len(grid.cells) == 3 and len(grid.trainings()) == 1
     sides = [c.test_pipeline.model.ssd.image_resizer.fixed_shape.height for c in grid.cells]
     assert sides == [256, 300, 384]
-    assert {c.train_pipeline.model.ssd.image_resizer.fixed_shape.height for c in grid.cells} == {300}
+    assert {c.train_pipeline.model.ssd.image_resizer.fixed_shape.height for c in grid.cells} == {
+        300
+    }
 
 
-@pytest.mark.parametrize("extra,pattern", [
-    ('axis { name: "resolution" }', r"axis\[4\].values: empty"),
-    ('axis { name: "resolutoin" values: "3" }', r"axis\[4\].name: unknown sweep axis 'resolutoin'; "
-                                                r"known: resolution"),
-    ('axis { values: "3" }', r"axis\[4\]: needs a name"),
-    ('axis { name: "num_proposals" values: "10" scope: TRAIN }', r"num_proposals is a test axis"),
-    ('axis { field: "model.faster_rcnn.rpn.nms_iou_threshold" values: "2.0" }',
-     r"cell .*rpn.nms_iou_threshold"),
-])
+@pytest.mark.parametrize(
+    "extra,pattern",
+    [
+        ('axis { name: "resolution" }', r"axis\[4\].values: empty"),
+        (
+            'axis { name: "resolutoin" values: "3" }',
+            r"axis\[4\].name: unknown sweep axis 'resolutoin'; "
+            r"known: resolution",
+        ),
+        ('axis { values: "3" }', r"axis\[4\]: needs a name"),
+        (
+            'axis { name: "num_proposals" values: "10" scope: TRAIN }',
+            r"num_proposals is a test axis",
+        ),
+        (
+            'axis { field: "model.faster_rcnn.rpn.nms_iou_threshold" values: "2.0" }',
+            r"cell .*rpn.nms_iou_threshold",
+        ),
+    ],
+)
 def test_bad_axes_name_the_axis(extra, pattern):
     with pytest.raises(ConfigError, match=pattern):
         expand_grid(sweep(SWEEP + extra), "test.pbtxt", check_registry=False)
@@ -120,7 +140,8 @@ def test_missing_base_file(tmp_path):
 
 def test_impossible_stride_is_skipped_with_reason():
     from tests.meta_arch.tiny_extractor import register
-    register()   # a real extractor supporting output strides 8 and 16 only
+
+    register()  # a real extractor supporting output strides 8 and 16 only
     text = f"""
 base {{ pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}
 axis {{ name: "feature_extractor" values: "test_tiny" }}
@@ -128,8 +149,9 @@ axis {{ name: "output_stride" values: "8" values: "16" values: "32" }}
 """
     grid = expand_grid(sweep(text), None, check_registry=True)
     assert [c.values["output_stride"] for c in grid.cells] == ["8", "16"]
-    assert grid.skipped == {"feature_extractor.output_stride: test_tiny supports output strides "
-                            "8, 16, not 32": 1}
+    assert grid.skipped == {
+        "feature_extractor.output_stride: test_tiny supports output strides 8, 16, not 32": 1
+    }
 
 
 def test_unknown_extractor_in_axis_is_an_error():
@@ -137,7 +159,9 @@ def test_unknown_extractor_in_axis_is_an_error():
 base {{ pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}
 axis {{ name: "feature_extractor" values: "resnet51" }}
 """
-    with pytest.raises(ConfigError, match=r"feature_extractor.type: unknown feature extractor 'resnet51'"):
+    with pytest.raises(
+        ConfigError, match=r"feature_extractor.type: unknown feature extractor 'resnet51'"
+    ):
         expand_grid(sweep(text), "test.pbtxt", check_registry=True)
 
 
@@ -160,11 +184,13 @@ def test_sub_grids_are_a_union_and_shared_cells_count_once():
     # part 1: SSD once (proposals do not apply) + Faster R-CNN at 10 and 300;
     # part 2: stride 8 and 16 at the base's 300 proposals; the base stride is 16,
     # so "stride 16" is part 1's 300-proposal cell and is not repeated.
-    assert labels == ["SSD MobileNet v1 300px",
-                      "Faster R-CNN ResNet-101 300px, 10 proposals",
-                      "Faster R-CNN ResNet-101 300px, 300 proposals",
-                      "Faster R-CNN ResNet-101 stride 8 300px, 300 proposals"]
-    assert len(grid.trainings()) == 3        # SSD, Faster R-CNN stride 16, stride 8
+    assert labels == [
+        "SSD MobileNet v1 300px",
+        "Faster R-CNN ResNet-101 300px, 10 proposals",
+        "Faster R-CNN ResNet-101 300px, 300 proposals",
+        "Faster R-CNN ResNet-101 stride 8 300px, 300 proposals",
+    ]
+    assert len(grid.trainings()) == 3  # SSD, Faster R-CNN stride 16, stride 8
     stride8 = grid.cells[-1].train_pipeline.model.faster_rcnn.feature_extractor
     assert stride8.output_stride == 8
     assert grid.skipped == {"num_proposals does not apply to ssd": 1}
@@ -175,30 +201,40 @@ def test_sub_grid_axis_errors_name_the_part():
     with pytest.raises(ConfigError, match=r"grid\[1\] \(stride\)\.axis\[1\]\.values: empty"):
         expand_grid(sweep(bad), None, check_registry=False)
     twice = PARTS.replace('name: "output_stride"', 'name: "resolution"')
-    with pytest.raises(ConfigError, match=r"grid\[1\] \(stride\)\.axis\[1\]: axis 'resolution' is given twice"):
+    with pytest.raises(
+        ConfigError, match=r"grid\[1\] \(stride\)\.axis\[1\]: axis 'resolution' is given twice"
+    ):
         expand_grid(sweep(twice), None, check_registry=False)
 
 
 def test_sub_grid_own_base_and_train_steps():
-    text = PARTS.replace('axis { name: "resolution" values: "300" }', "") + f"""
+    text = (
+        PARTS.replace('axis { name: "resolution" values: "300" }', "")
+        + f"""
 train_steps: 7
 grid {{ name: "accuracy" train_steps: 40
   base {{ pipeline: "{CONFIGS}/ssd_resnet50_fpn_640.pbtxt" label: "retina" }}
   axis {{ name: "meta_arch" values: "ssd" }}
   axis {{ name: "resolution" values: "128" values: "64" }} }}
 """
+    )
     grid = expand_grid(sweep(text), None, check_registry=False)
     own = [c for c in grid.cells if c.variant]
-    assert [c.label for c in own] == ["SSD ResNet-50 FPN [retina] 128px",
-                                      "SSD ResNet-50 FPN [retina] 64px"]
-    for c in own:   # the part's base (an FPN SSD) and its steps; the sweep's override kept
+    assert [c.label for c in own] == [
+        "SSD ResNet-50 FPN [retina] 128px",
+        "SSD ResNet-50 FPN [retina] 64px",
+    ]
+    for c in own:  # the part's base (an FPN SSD) and its steps; the sweep's override kept
         assert c.train_pipeline.model.ssd.feature_extractor.HasField("fpn")
         assert c.train_pipeline.train_config.num_steps == 40
     # the other parts keep the sweep's bases and train_steps
     others = [c for c in grid.cells if not c.variant]
     assert {c.train_pipeline.train_config.num_steps for c in others} == {7}
-    assert not any(c.train_pipeline.model.ssd.feature_extractor.HasField("fpn")
-                   for c in others if c.meta_arch == "ssd")
+    assert not any(
+        c.train_pipeline.model.ssd.feature_extractor.HasField("fpn")
+        for c in others
+        if c.meta_arch == "ssd"
+    )
     assert len(grid.trainings()) == 3 + 2
     # a base's own overrides apply to it alone, before the train steps
     text2 = text.replace('label: "retina"', 'label: "retina" override: "train_config.batch_size=3"')
@@ -207,8 +243,7 @@ grid {{ name: "accuracy" train_steps: 40
     # the others keep their files' (SSD MobileNet v1 16, Faster R-CNN R101 2)
     assert {c.train_pipeline.train_config.batch_size for c in cells if not c.variant} == {16, 2}
     # without a label, a part's base is named by its file
-    unlabeled = expand_grid(sweep(text.replace(' label: "retina"', "")), None,
-                            check_registry=False)
+    unlabeled = expand_grid(sweep(text.replace(' label: "retina"', "")), None, check_registry=False)
     assert unlabeled.cells[-1].label == "SSD ResNet-50 FPN [ssd_resnet50_fpn_640] 64px"
 
 
@@ -231,12 +266,15 @@ def test_sub_grid_base_errors_name_the_part():
     fpn = f'base {{ pipeline: "{CONFIGS}/ssd_resnet50_fpn_640.pbtxt" }}'
     frcnn = f'base {{ meta_arch: "ssd" pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}'
     for part, pattern in [
-            (ssd + fpn, r"grid\[0\] \(acc\)\.base\[1\]: a second ssd base pipeline"),
-            (fpn + " train_steps: -3", r"grid\[0\] \(acc\)\.train_steps: must not be negative"),
-            (frcnn, r"grid\[0\] \(acc\)\.base\[0\]\.meta_arch: 'ssd' but .* faster_rcnn"),
-            ('base { pipeline: "" }', r"grid\[0\] \(acc\)\.base\[0\]\.pipeline: empty"),
-            (fpn.replace(" }", ' override: "train_config.bogus=1" }'),
-             r"grid\[0\] \(acc\)\.base\[0\]\.override: .*bogus")]:
+        (ssd + fpn, r"grid\[0\] \(acc\)\.base\[1\]: a second ssd base pipeline"),
+        (fpn + " train_steps: -3", r"grid\[0\] \(acc\)\.train_steps: must not be negative"),
+        (frcnn, r"grid\[0\] \(acc\)\.base\[0\]\.meta_arch: 'ssd' but .* faster_rcnn"),
+        ('base { pipeline: "" }', r"grid\[0\] \(acc\)\.base\[0\]\.pipeline: empty"),
+        (
+            fpn.replace(" }", ' override: "train_config.bogus=1" }'),
+            r"grid\[0\] \(acc\)\.base\[0\]\.override: .*bogus",
+        ),
+    ]:
         with pytest.raises(ConfigError, match=pattern):
             expand_grid(_one_part(part), None, check_registry=False)
 
@@ -255,18 +293,28 @@ def test_shipped_sweeps_expand():
     assert grid.skipped == {"num_proposals does not apply to ssd": 2}
     ssd = [c for c in grid.cells if c.meta_arch == "ssd"]
     assert [c.test_pipeline.model.ssd.image_resizer.fixed_shape.height for c in ssd] == [
-        160, 80, 160, 160]
+        160,
+        80,
+        160,
+        160,
+    ]
     assert len({c.train_key for c in ssd}) == 1
-    frcnn_v2 = [c for c in grid.cells if c.meta_arch == "faster_rcnn"
-                and c.train_pipeline.model.faster_rcnn.feature_extractor.type == "mobilenet_v2"]
-    assert len({c.train_key for c in frcnn_v2}) == 1        # proposals and stride: test axes
-    assert sorted(c.test_pipeline.model.faster_rcnn.feature_extractor.output_stride
-                  for c in frcnn_v2) == [8, 16, 16, 16]
+    frcnn_v2 = [
+        c
+        for c in grid.cells
+        if c.meta_arch == "faster_rcnn"
+        and c.train_pipeline.model.faster_rcnn.feature_extractor.type == "mobilenet_v2"
+    ]
+    assert len({c.train_key for c in frcnn_v2}) == 1  # proposals and stride: test axes
+    assert sorted(
+        c.test_pipeline.model.faster_rcnn.feature_extractor.output_stride for c in frcnn_v2
+    ) == [8, 16, 16, 16]
     # one recipe for every meta-architecture: steps and learning-rate schedule
     steps = {c.train_pipeline.train_config.num_steps for c in grid.cells}
     assert steps == {300}
-    schedules = {str(c.train_pipeline.train_config.optimizer.adam.learning_rate)
-                 for c in grid.cells}
+    schedules = {
+        str(c.train_pipeline.train_config.optimizer.adam.learning_rate) for c in grid.cells
+    }
     assert len(schedules) == 1
     assert {c.test_pipeline.eval_config.batch_size for c in grid.cells} == {8}
     labels = [c.label for c in grid.cells]

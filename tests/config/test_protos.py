@@ -1,4 +1,5 @@
 """The generated modules match the .proto sources, and compile on demand."""
+
 import glob
 import importlib
 import os
@@ -8,8 +9,9 @@ import sys
 
 from detbench.protos import protoc_build
 
-PROTO_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "protos")
+PROTO_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "protos"
+)
 
 
 def test_every_proto_has_a_current_module():
@@ -34,14 +36,17 @@ def test_generated_modules_match_sources(tmp_path):
 def test_descriptors_have_every_field_of_the_source():
     """Each message declared in a .proto exists in its module with the same field names."""
     import re
+
     for path in glob.glob(os.path.join(PROTO_DIR, "*.proto")):
         mod = importlib.import_module(
-            "detbench.protos." + os.path.basename(path)[:-len(".proto")] + "_pb2")
+            "detbench.protos." + os.path.basename(path)[: -len(".proto")] + "_pb2"
+        )
         text = open(path).read()
         for m in re.finditer(r"^message (\w+) \{(.*?)^\}", text, re.M | re.S):
             body = re.sub(r"^\s*enum \w+ \{.*?\}", "", m.group(2), flags=re.M | re.S)
-            declared = set(re.findall(r"^\s*(?:optional|repeated|required)?\s*[\w.]+ (\w+) = \d+",
-                                      body, re.M))
+            declared = set(
+                re.findall(r"^\s*(?:optional|repeated|required)?\s*[\w.]+ (\w+) = \d+", body, re.M)
+            )
             msg = getattr(mod, m.group(1))
             assert declared == {f.name for f in msg.DESCRIPTOR.fields}, m.group(1)
 
@@ -49,13 +54,21 @@ def test_descriptors_have_every_field_of_the_source():
 def test_stale_module_is_recompiled_at_import(tmp_path):
     """A checkout whose generated module is missing compiles it on import."""
     pkg = tmp_path / "detbench"
-    shutil.copytree(PROTO_DIR, pkg / "protos",
-                    ignore=shutil.ignore_patterns("*_pb2.py", "__pycache__"))
+    shutil.copytree(
+        PROTO_DIR, pkg / "protos", ignore=shutil.ignore_patterns("*_pb2.py", "__pycache__")
+    )
     (pkg / "__init__.py").write_text("")
-    code = ("import detbench.protos.pipeline_pb2 as p; "
-            "print(p.Pipeline().model.faster_rcnn.rpn.max_proposals)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    code = (
+        "import detbench.protos.pipeline_pb2 as p; "
+        "print(p.Pipeline().model.faster_rcnn.rpn.max_proposals)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "300"
     assert (pkg / "protos" / "pipeline_pb2.py").exists()
@@ -63,6 +76,7 @@ def test_stale_module_is_recompiled_at_import(tmp_path):
 
 def test_paper_defaults():
     from detbench.protos import cascade_rcnn_pb2, pipeline_pb2
+
     p = pipeline_pb2.Pipeline()
     fr = p.model.faster_rcnn
     assert fr.rpn.sampler.batch_size == 256 and fr.rpn.sampler.positive_fraction == 0.5

@@ -34,6 +34,7 @@ def tf_grad(loss, pred, target, weights):
         with tf.GradientTape() as tape:
             value = tf.reduce_sum(loss(pred, target, weights))
         return tape.gradient(value, pred)
+
     return step().numpy()
 
 
@@ -49,8 +50,9 @@ def test_smooth_l1_hand_example_and_gradient():
     grad = tf_grad(loss, pred, target, weights)
     np.testing.assert_allclose(grad, np.clip(pred, -1, 1) * weights[..., None], rtol=1e-6)
     # delta 0.5: |x| = 2 -> 0.5 * (2 - 0.25) = 0.875
-    out = losses.WeightedSmoothL1LocalizationLoss(0.5)(pred[:, :1, 1:2], target[:, :1, 1:2],
-                                                      np.ones((1, 1), np.float32))
+    out = losses.WeightedSmoothL1LocalizationLoss(0.5)(
+        pred[:, :1, 1:2], target[:, :1, 1:2], np.ones((1, 1), np.float32)
+    )
     np.testing.assert_allclose(out.numpy(), [[0.875]], rtol=1e-6)
 
 
@@ -59,12 +61,14 @@ def test_l2_values_and_gradient():
     pred = rng.normal(size=(2, 5, 4)).astype(np.float32)
     target = rng.normal(size=(2, 5, 4)).astype(np.float32)
     weights = rng.uniform(size=(2, 5)).astype(np.float32)
-    loss = losses.build_localization_loss(losses_pb2.LocalizationLoss(
-        l2=losses_pb2.WeightedL2Loss()))
+    loss = losses.build_localization_loss(
+        losses_pb2.LocalizationLoss(l2=losses_pb2.WeightedL2Loss())
+    )
     expect = 0.5 * ((pred - target) ** 2).sum(-1) * weights
     np.testing.assert_allclose(loss(pred, target, weights).numpy(), expect, rtol=1e-5)
-    np.testing.assert_allclose(tf_grad(loss, pred, target, weights),
-                               (pred - target) * weights[..., None], rtol=1e-5)
+    np.testing.assert_allclose(
+        tf_grad(loss, pred, target, weights), (pred - target) * weights[..., None], rtol=1e-5
+    )
 
 
 def test_softmax_loss_int_and_one_hot_targets():
@@ -72,8 +76,9 @@ def test_softmax_loss_int_and_one_hot_targets():
     logits = rng.normal(size=(2, 6, 5)).astype(np.float32)
     labels = rng.integers(0, 5, (2, 6))
     weights = rng.uniform(size=(2, 6)).astype(np.float32)
-    loss = losses.build_classification_loss(losses_pb2.ClassificationLoss(
-        softmax=losses_pb2.WeightedSoftmaxLoss(logit_scale=2.0)))
+    loss = losses.build_classification_loss(
+        losses_pb2.ClassificationLoss(softmax=losses_pb2.WeightedSoftmaxLoss(logit_scale=2.0))
+    )
     expect = -np.take_along_axis(np_log_softmax(logits / 2.0), labels[..., None], -1)[..., 0]
     expect *= weights
     from_int = tf.function(loss)(logits, labels, weights).numpy()
@@ -83,8 +88,9 @@ def test_softmax_loss_int_and_one_hot_targets():
     # d/dlogits = (softmax(z/s) - onehot) * w / s
     probs = np.exp(np_log_softmax(logits / 2.0))
     analytic = (probs - np.eye(5)[labels]) * weights[..., None] / 2.0
-    np.testing.assert_allclose(tf_grad(loss, logits, labels, weights), analytic,
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        tf_grad(loss, logits, labels, weights), analytic, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_sigmoid_loss_values_and_per_class_weights():
@@ -95,12 +101,15 @@ def test_sigmoid_loss_values_and_per_class_weights():
     loss = losses.WeightedSigmoidClassificationLoss()
     p = np_sigmoid(logits.astype(np.float64))
     ce = -(target * np.log(p) + (1 - target) * np.log(1 - p))
-    np.testing.assert_allclose(loss(logits, target, weights).numpy(),
-                               (ce * weights).sum(-1), rtol=1e-5)
-    np.testing.assert_allclose(loss(logits, target, weights[..., 0]).numpy(),
-                               ce.sum(-1) * weights[..., 0], rtol=1e-5)
-    np.testing.assert_allclose(tf_grad(loss, logits, target, weights),
-                               (p - target) * weights, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        loss(logits, target, weights).numpy(), (ce * weights).sum(-1), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        loss(logits, target, weights[..., 0]).numpy(), ce.sum(-1) * weights[..., 0], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        tf_grad(loss, logits, target, weights), (p - target) * weights, rtol=1e-4, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("gamma,alpha", [(2.0, 0.25), (0.0, 0.5), (1.5, 0.75)])
@@ -118,16 +127,20 @@ def test_focal_loss_matches_formula_and_finite_differences(gamma, alpha):
         alpha_t = target * alpha + (1 - target) * (1 - alpha)
         return (alpha_t * (1 - p_t) ** gamma * ce).sum(-1) * weights
 
-    loss = losses.build_classification_loss(losses_pb2.ClassificationLoss(
-        focal=losses_pb2.SigmoidFocalLoss(gamma=gamma, alpha=alpha)))
+    loss = losses.build_classification_loss(
+        losses_pb2.ClassificationLoss(focal=losses_pb2.SigmoidFocalLoss(gamma=gamma, alpha=alpha))
+    )
     out = tf.function(loss)(logits, labels, weights).numpy()
     np.testing.assert_allclose(out, np_focal(logits.astype(np.float64)), rtol=1e-5, atol=1e-7)
     if gamma == 0.0 and alpha == 0.5:  # reduces to half the sigmoid loss
         plain = losses.WeightedSigmoidClassificationLoss()(logits, target, weights).numpy()
         np.testing.assert_allclose(out, 0.5 * plain, rtol=1e-5)
-    np.testing.assert_allclose(tf_grad(loss, logits, target, weights),
-                               finite_difference(np_focal, logits.astype(np.float64), 1e-4),
-                               rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(
+        tf_grad(loss, logits, target, weights),
+        finite_difference(np_focal, logits.astype(np.float64), 1e-4),
+        rtol=1e-3,
+        atol=1e-5,
+    )
 
 
 def test_focal_loss_down_weights_easy_examples():

@@ -33,8 +33,12 @@ def np_crop(image, box, crop_h, crop_w):
 
 def np_maxpool(x, k, s):
     out_h, out_w = (x.shape[0] - k) // s + 1, (x.shape[1] - k) // s + 1
-    return np.array([[x[i * s:i * s + k, j * s:j * s + k].max((0, 1)) for j in range(out_w)]
-                     for i in range(out_h)])
+    return np.array(
+        [
+            [x[i * s : i * s + k, j * s : j * s + k].max((0, 1)) for j in range(out_w)]
+            for i in range(out_h)
+        ]
+    )
 
 
 def random_rois(rng, batch, num, lo=-0.1, hi=0.8):
@@ -51,13 +55,15 @@ def test_crop_and_resize_rois_values_and_maxpool():
     assert out.shape == (6, 4, 4, 3)
     for b in range(2):
         for n in range(3):
-            np.testing.assert_allclose(out[b * 3 + n], np_crop(features[b], boxes[b, n], 4, 4),
-                                       atol=1e-5)
+            np.testing.assert_allclose(
+                out[b * 3 + n], np_crop(features[b], boxes[b, n], 4, 4), atol=1e-5
+            )
     crop_fn = roi_ops.build_roi_crop_fn(rpn_pb2.RoiCrop())  # 14 -> 2x2/2 -> 7
     pooled = crop_fn(features, boxes).numpy()
     assert pooled.shape == (6, 7, 7, 3)
     np.testing.assert_allclose(
-        pooled[4], np_maxpool(np_crop(features[1], boxes[1, 1], 14, 14), 2, 2), atol=1e-5)
+        pooled[4], np_maxpool(np_crop(features[1], boxes[1, 1], 14, 14), 2, 2), atol=1e-5
+    )
 
 
 def test_crop_and_resize_rois_gradients_match_finite_differences():
@@ -106,9 +112,8 @@ def np_position_sensitive(features, box, crop_size, k):
     bins = np.zeros((k, k, depth))
     for i in range(k):
         for j in range(k):
-            group = features[..., (i * k + j) * depth:(i * k + j + 1) * depth]
-            sub = [y1 + i * step_y, x1 + j * step_x, y1 + (i + 1) * step_y,
-                   x1 + (j + 1) * step_x]
+            group = features[..., (i * k + j) * depth : (i * k + j + 1) * depth]
+            sub = [y1 + i * step_y, x1 + j * step_x, y1 + (i + 1) * step_y, x1 + (j + 1) * step_x]
             bins[i, j] = np_crop(group, sub, crop_size // k, crop_size // k).mean((0, 1))
     return bins
 
@@ -138,9 +143,19 @@ def test_position_sensitive_crop_rejects_bad_sizes():
 
 
 def test_fpn_level_assignment_hand_worked():
-    pixels = np.array([[0, 0, 224, 224], [0, 0, 112, 112], [10, 10, 458, 458],
-                       [0, 0, 2, 2], [0, 0, 3000, 3000], [5, 5, 5, 5],
-                       [0, 0, 112, 448], [0, 0, 223, 223]], np.float32)
+    pixels = np.array(
+        [
+            [0, 0, 224, 224],
+            [0, 0, 112, 112],
+            [10, 10, 458, 458],
+            [0, 0, 2, 2],
+            [0, 0, 3000, 3000],
+            [5, 5, 5, 5],
+            [0, 0, 112, 448],
+            [0, 0, 223, 223],
+        ],
+        np.float32,
+    )
     levels = roi_ops.fpn_levels_for_boxes(pixels, 2, 5).numpy()
     np.testing.assert_array_equal(levels, [4, 3, 5, 2, 5, 2, 4, 3])
     # Normalized boxes with the image size: 0.35 * 640 = 224 px -> level 4.
@@ -148,14 +163,17 @@ def test_fpn_level_assignment_hand_worked():
     levels = tf.function(roi_ops.fpn_levels_for_boxes)(normalized, 2, 6, (640, 640)).numpy()
     np.testing.assert_array_equal(levels, [[4, 3]])
     np.testing.assert_array_equal(
-        roi_ops.fpn_levels_for_boxes(pixels[:3], 2, 5, k0=5).numpy(), [5, 4, 5])
+        roi_ops.fpn_levels_for_boxes(pixels[:3], 2, 5, k0=5).numpy(), [5, 4, 5]
+    )
 
 
 def test_multilevel_crop_and_resize_preserves_order():
     rng = np.random.default_rng(3)
     image = 256
-    features = {level: rng.normal(size=(2, image >> level, image >> level, 3)).astype(np.float32)
-                for level in range(2, 6)}
+    features = {
+        level: rng.normal(size=(2, image >> level, image >> level, 3)).astype(np.float32)
+        for level in range(2, 6)
+    }
     sides = np.array([[20, 120, 250, 60, 180], [250, 10, 100, 40, 230]]) / image
     corners = rng.uniform(0, 0.1, (2, 5, 2))
     boxes = np.concatenate([corners, corners + sides[..., None]], -1).astype(np.float32)
@@ -170,11 +188,19 @@ def test_multilevel_crop_and_resize_preserves_order():
             expect = np_crop(features[levels[b, n]][b], boxes[b, n], 4, 4)
             np.testing.assert_allclose(out[b * 5 + n], expect, atol=1e-5)
     # min/max level restrict the levels used; pooling is applied after the crop.
-    pooled = roi_ops.multilevel_crop_and_resize(features, boxes, (image, image), 4,
-                                                min_level=2, max_level=3,
-                                                maxpool_kernel_size=2, maxpool_stride=2)
+    pooled = roi_ops.multilevel_crop_and_resize(
+        features,
+        boxes,
+        (image, image),
+        4,
+        min_level=2,
+        max_level=3,
+        maxpool_kernel_size=2,
+        maxpool_stride=2,
+    )
     expect = np_maxpool(np_crop(features[3][0], boxes[0, 2], 4, 4), 2, 2)
     np.testing.assert_allclose(pooled.numpy()[2], expect, atol=1e-5)
     with pytest.raises(ValueError, match="no features for levels"):
-        roi_ops.multilevel_crop_and_resize({2: features[2], 4: features[4]}, boxes,
-                                           (image, image), 4)
+        roi_ops.multilevel_crop_and_resize(
+            {2: features[2], 4: features[4]}, boxes, (image, image), 4
+        )

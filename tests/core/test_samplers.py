@@ -24,18 +24,21 @@ def random_boxes(rng, n):
     return np.concatenate([yx, yx + hw], 1).astype(np.float32)
 
 
-@pytest.mark.parametrize("num_pos,num_neg,expect_pos,expect_neg", [
-    (100, 500, 32, 32),   # enough of both: capped positives, filled negatives
-    (10, 500, 10, 54),    # few positives: negatives fill the batch
-    (100, 5, 32, 5),      # few negatives: positives still capped by the fraction
-])
+@pytest.mark.parametrize(
+    "num_pos,num_neg,expect_pos,expect_neg",
+    [
+        (100, 500, 32, 32),  # enough of both: capped positives, filled negatives
+        (10, 500, 10, 54),  # few positives: negatives fill the batch
+        (100, 5, 32, 5),  # few negatives: positives still capped by the fraction
+    ],
+)
 def test_balanced_sampler_counts(num_pos, num_neg, expect_pos, expect_neg):
     sampler = samplers.BalancedPositiveNegativeSampler(64, 0.5)
     n = 800
     labels = np.zeros(n, bool)
     labels[:num_pos] = True
     indicator = np.zeros(n, bool)
-    indicator[:num_pos + num_neg] = True
+    indicator[: num_pos + num_neg] = True
     indicator[-50:] = False  # ineligible
     fn = tf.function(sampler.subsample)
     out = fn(tf.constant(indicator), tf.constant(labels), seed=3).numpy()
@@ -62,10 +65,10 @@ def test_balanced_sampler_is_random_and_seeded():
 
 
 def test_balanced_sampler_batched_static_shape():
-    sampler = samplers.build_sampler(sampler_pb2.BalancedSampler(batch_size=8,
-                                                                 positive_fraction=0.25))
-    fn = tf.function(sampler.batch_subsample,
-                     input_signature=[tf.TensorSpec([3, 40], tf.bool)] * 2)
+    sampler = samplers.build_sampler(
+        sampler_pb2.BalancedSampler(batch_size=8, positive_fraction=0.25)
+    )
+    fn = tf.function(sampler.batch_subsample, input_signature=[tf.TensorSpec([3, 40], tf.bool)] * 2)
     labels = np.zeros((3, 40), bool)
     labels[0, :10] = True
     labels[1, :1] = True
@@ -87,8 +90,9 @@ def np_hard_negative_mining(losses, positives, k, min_neg, cap, boxes=None, iou=
         if boxes is not None and iou < 1.0:
             chosen = np_greedy_nms(boxes[b], scores, iou, num_neg)
         else:
-            chosen = [i for i in np.argsort(-scores, kind="stable")[:num_neg]
-                      if np.isfinite(scores[i])]
+            chosen = [
+                i for i in np.argsort(-scores, kind="stable")[:num_neg] if np.isfinite(scores[i])
+            ]
         out[b, chosen] = 1.0
         out[b, positives[b]] = 1.0
     return out
@@ -98,32 +102,35 @@ def test_hard_negative_miner_matches_reference():
     rng = np.random.default_rng(0)
     losses = rng.uniform(0, 5, (3, 60)).astype(np.float32)
     positives = np.zeros((3, 60), bool)
-    positives[0, [1, 7, 20]] = True    # 3 positives -> 9 negatives
-    positives[1, 5] = True             # 1 positive -> 3 < min 4 negatives
-    miner = samplers.build_hard_negative_miner(sampler_pb2.HardNegativeMiner(
-        max_negatives_per_positive=3, min_negatives_per_image=4, num_hard_examples=8,
-        iou_threshold=1.0))
+    positives[0, [1, 7, 20]] = True  # 3 positives -> 9 negatives
+    positives[1, 5] = True  # 1 positive -> 3 < min 4 negatives
+    miner = samplers.build_hard_negative_miner(
+        sampler_pb2.HardNegativeMiner(
+            max_negatives_per_positive=3,
+            min_negatives_per_image=4,
+            num_hard_examples=8,
+            iou_threshold=1.0,
+        )
+    )
     out = tf.function(miner)(losses, positives).numpy()
     expect = np_hard_negative_mining(losses, positives, 3, 4, 8)
     np.testing.assert_array_equal(out, expect)
     assert out[0].sum() == 3 + 8  # capped by num_hard_examples
     assert out[1].sum() == 1 + 4
-    assert out[2].sum() == 4      # no positives: min_negatives_per_image
+    assert out[2].sum() == 4  # no positives: min_negatives_per_image
 
 
 def test_hard_negative_miner_hand_example():
     losses = np.array([[0.1, 0.9, 0.5, 0.7, 0.2, 0.3]], np.float32)
     positives = np.array([[True, False, False, False, False, False]])
-    miner = samplers.HardNegativeMiner(max_negatives_per_positive=2,
-                                       num_hard_examples=0)
-    np.testing.assert_array_equal(miner(losses, positives).numpy(),
-                                  [[1, 1, 0, 1, 0, 0]])
+    miner = samplers.HardNegativeMiner(max_negatives_per_positive=2, num_hard_examples=0)
+    np.testing.assert_array_equal(miner(losses, positives).numpy(), [[1, 1, 0, 1, 0, 0]])
     # localization losses join the ranking; an explicit negatives mask limits it.
     loc = np.array([[0, 0, 0.5, 0, 0, 0]], np.float32)
     negatives = np.array([[False, True, True, True, False, True]])
     np.testing.assert_array_equal(
-        miner(losses, positives, negatives, localization_losses=loc).numpy(),
-        [[1, 1, 1, 0, 0, 0]])
+        miner(losses, positives, negatives, localization_losses=loc).numpy(), [[1, 1, 1, 0, 0, 0]]
+    )
 
 
 def test_hard_negative_miner_nms_dedupe():
@@ -155,8 +162,9 @@ def test_ohem_select_matches_reference():
 
 
 def test_ohem_hand_example_and_batched():
-    boxes = np.array([[0, 0, 1, 1], [0, 0, 0.95, 1], [0, 0, 0.5, 0.5],
-                      [0.5, 0.5, 1, 1]], np.float32)
+    boxes = np.array(
+        [[0, 0, 1, 1], [0, 0, 0.95, 1], [0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]], np.float32
+    )
     losses = np.array([3.0, 2.0, 1.0, 0.5], np.float32)
     # box 1 overlaps the harder box 0 with IoU 0.95 -> suppressed.
     out = samplers.ohem_select(losses, boxes, [True] * 4, 2).numpy()
@@ -165,6 +173,7 @@ def test_ohem_hand_example_and_batched():
     out = samplers.ohem_select(losses, boxes, [True] * 4, 2, iou_threshold=1.0).numpy()
     np.testing.assert_array_equal(out, [1, 1, 0, 0])
     miner = samplers.build_ohem(sampler_pb2.Ohem(batch_size=2))
-    batched = tf.function(miner)(np.stack([losses, losses[::-1]]),
-                                 np.stack([boxes, boxes[::-1]])).numpy()
+    batched = tf.function(miner)(
+        np.stack([losses, losses[::-1]]), np.stack([boxes, boxes[::-1]])
+    ).numpy()
     np.testing.assert_array_equal(batched, [[1, 0, 1, 0], [0, 1, 0, 1]])

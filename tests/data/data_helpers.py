@@ -2,6 +2,7 @@
 
 Imported as ``tests.data.data_helpers``, as the other test folders do.
 """
+
 import json
 import os
 
@@ -28,7 +29,8 @@ def write_coco(root, images, annotations, categories, image_format="PNG"):
     entries = []
     for image_id, file_name, height, width in images:
         Image.fromarray(pattern_image(height, width, image_id)).save(
-            os.path.join(image_dir, file_name), format=image_format)
+            os.path.join(image_dir, file_name), format=image_format
+        )
         entries.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
     annotations_file = os.path.join(root, "instances.json")
     with open(annotations_file, "w") as f:
@@ -37,8 +39,14 @@ def write_coco(root, images, annotations, categories, image_format="PNG"):
 
 
 def ann(ann_id, image_id, category_id, bbox, iscrowd=0):
-    return {"id": ann_id, "image_id": image_id, "category_id": category_id, "bbox": bbox,
-            "area": float(bbox[2] * bbox[3]), "iscrowd": iscrowd}
+    return {
+        "id": ann_id,
+        "image_id": image_id,
+        "category_id": category_id,
+        "bbox": bbox,
+        "area": float(bbox[2] * bbox[3]),
+        "iscrowd": iscrowd,
+    }
 
 
 # Non-contiguous category ids, listed out of order.

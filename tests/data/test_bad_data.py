@@ -45,13 +45,14 @@ def test_corrupt_image_file(tmp_path):
 
 
 def test_truncated_jpeg(tmp_path):
-    image_dir, annotations_file = write_coco(str(tmp_path), [(4, "t.jpg", 32, 32)], [], CATS,
-                                             image_format="JPEG")
+    image_dir, annotations_file = write_coco(
+        str(tmp_path), [(4, "t.jpg", 32, 32)], [], CATS, image_format="JPEG"
+    )
     path = os.path.join(image_dir, "t.jpg")
     with open(path, "rb") as f:
         data = f.read()
     with open(path, "wb") as f:
-        f.write(data[:len(data) // 2])
+        f.write(data[: len(data) // 2])
     message = _error(image_dir, annotations_file)
     assert "image id 4" in message and path in message and "truncated" in message
 
@@ -67,17 +68,21 @@ def test_image_size_differs_from_json(tmp_path):
     assert "image id 2" in message and "30x20" in message and "31x20" in message
 
 
-@pytest.mark.parametrize("bbox, words", [
-    ([25, 2, 10, 5], "outside the 30x20 image"),       # x + w = 35 > 30
-    ([-3, 2, 5, 5], "outside"),
-    ([10, 2, -4, 5], "negative"),                       # xmin > xmax
-    ([10, 2, 0, 5], "zero"),
-    ([10, 2, 5, "x"], "not 4 numbers"),
-    ([10, 2, 5], "not 4 numbers"),
-])
+@pytest.mark.parametrize(
+    "bbox, words",
+    [
+        ([25, 2, 10, 5], "outside the 30x20 image"),  # x + w = 35 > 30
+        ([-3, 2, 5, 5], "outside"),
+        ([10, 2, -4, 5], "negative"),  # xmin > xmax
+        ([10, 2, 0, 5], "zero"),
+        ([10, 2, 5, "x"], "not 4 numbers"),
+        ([10, 2, 5], "not 4 numbers"),
+    ],
+)
 def test_bad_box_names_annotation_image_and_file(tmp_path, bbox, words):
     image_dir, annotations_file = _dataset(
-        tmp_path, [ann(7, 1, 1, [1, 1, 4, 4]), {**ann(8, 2, 2, [1, 1, 1, 1]), "bbox": bbox}])
+        tmp_path, [ann(7, 1, 1, [1, 1, 4, 4]), {**ann(8, 2, 2, [1, 1, 1, 1]), "bbox": bbox}]
+    )
     message = _error(image_dir, annotations_file)
     assert annotations_file in message and "annotation id 8" in message
     assert "image id 2" in message and os.path.join(image_dir, "two.png") in message
@@ -120,9 +125,9 @@ def test_skip_bad_examples_counts_what_was_skipped(tmp_path, caplog):
     images = [(i, f"{i}.png", 20, 30) for i in range(1, 7)]
     annotations = [
         ann(1, 1, 1, [1, 1, 4, 4]),
-        ann(2, 2, 1, [1, 1, 40, 4]),     # bad box
-        ann(3, 3, 2, [1, 1, 4, 4]),      # image 3 will be corrupt
-        ann(4, 5, 5, [1, 1, 4, 4]),      # unknown category
+        ann(2, 2, 1, [1, 1, 40, 4]),  # bad box
+        ann(3, 3, 2, [1, 1, 4, 4]),  # image 3 will be corrupt
+        ann(4, 5, 5, [1, 1, 4, 4]),  # unknown category
         ann(5, 6, 2, [2, 2, 3, 3]),
     ]
     image_dir, annotations_file = write_coco(str(tmp_path), images, annotations, CATS)
@@ -145,7 +150,8 @@ def test_skip_bad_examples_counts_what_was_skipped(tmp_path, caplog):
 
 
 def test_all_images_bad_is_an_empty_dataset(tmp_path):
-    image_dir, annotations_file = _dataset(tmp_path, [ann(1, 1, 9, [1, 1, 4, 4])],
-                                           images=((1, "one.png", 20, 30),))
+    image_dir, annotations_file = _dataset(
+        tmp_path, [ann(1, 1, 9, [1, 1, 4, 4])], images=((1, "one.png", 20, 30),)
+    )
     message = _error(image_dir, annotations_file, skip_bad_examples=True)
     assert "empty dataset" in message and "1 unknown category" in message

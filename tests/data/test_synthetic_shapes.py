@@ -47,17 +47,18 @@ def test_train_and_val_images_are_disjoint():
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory):
     out = tmp_path_factory.mktemp("syn")
-    image_dir, annotations_file = synthetic.write_dataset(str(out), 30, image_size=320,
-                                                          num_classes=6, seed=0, progress=False)
+    image_dir, annotations_file = synthetic.write_dataset(
+        str(out), 30, image_size=320, num_classes=6, seed=0, progress=False
+    )
     return image_dir, _load(annotations_file)
 
 
 def test_objects_in_all_three_coco_size_ranges(generated):
     _, coco = generated
     areas = np.array([a["area"] for a in coco["annotations"]])
-    small = np.sum(areas < 32 ** 2)
-    medium = np.sum((areas >= 32 ** 2) & (areas < 96 ** 2))
-    large = np.sum(areas >= 96 ** 2)
+    small = np.sum(areas < 32**2)
+    medium = np.sum((areas >= 32**2) & (areas < 96**2))
+    large = np.sum(areas >= 96**2)
     assert small >= 10 and medium >= 10 and large >= 3, (small, medium, large)
 
 
@@ -90,6 +91,7 @@ def test_coco_json_layout(generated):
 def test_object_pixels_differ_from_surroundings(generated):
     """A labelled object is visible: its box's pixels differ from a ring just outside it."""
     from PIL import Image
+
     image_dir, coco = generated
     files = {im["id"]: im["file_name"] for im in coco["images"]}
     contrasted = total = 0
@@ -98,7 +100,7 @@ def test_object_pixels_differ_from_surroundings(generated):
         if w < 24 or h < 24:
             continue
         image = np.asarray(Image.open(os.path.join(image_dir, files[a["image_id"]])), np.float32)
-        inner = image[y + h // 3:y + 2 * h // 3, x + w // 3:x + 2 * w // 3].reshape(-1, 3)
+        inner = image[y + h // 3 : y + 2 * h // 3, x + w // 3 : x + 2 * w // 3].reshape(-1, 3)
         total += 1
         contrasted += np.abs(inner.mean(0) - image.reshape(-1, 3).mean(0)).max() > 10
     assert total >= 10 and contrasted / total > 0.7
@@ -106,10 +108,12 @@ def test_object_pixels_differ_from_surroundings(generated):
 
 def test_shapes_are_distinct():
     """Class is shape: rendered masks of different shapes overlap far from fully."""
-    masks = {name: synthetic.render_shape_mask(name, 64, 64, np.random.default_rng(0)) >= 0.5
-             for name in synthetic.SHAPES}
+    masks = {
+        name: synthetic.render_shape_mask(name, 64, 64, np.random.default_rng(0)) >= 0.5
+        for name in synthetic.SHAPES
+    }
     for i, a in enumerate(synthetic.SHAPES):
-        for b in synthetic.SHAPES[i + 1:]:
+        for b in synthetic.SHAPES[i + 1 :]:
             iou = (masks[a] & masks[b]).sum() / (masks[a] | masks[b]).sum()
             limit = 0.85 if {a, b} <= set(synthetic.SHAPES[:6]) else 0.9
             assert iou < limit, (a, b, iou)
@@ -120,6 +124,7 @@ def test_shapes_are_distinct():
 
 def test_colour_does_not_define_class(generated):
     from PIL import Image
+
     image_dir, coco = generated
     files = {im["id"]: im["file_name"] for im in coco["images"]}
     colours = {}
@@ -178,12 +183,27 @@ def test_ensure_synthetic_ignores_a_half_written_set(tmp_path, monkeypatch):
 
 
 def test_command_line(tmp_path, capsys):
-    synthetic.main(["--out", str(tmp_path), "--num_images", "2", "--image_size", "40",
-                    "--num_classes", "3", "--seed", "9", "--split", "val"])
+    synthetic.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--num_images",
+            "2",
+            "--image_size",
+            "40",
+            "--num_classes",
+            "3",
+            "--seed",
+            "9",
+            "--split",
+            "val",
+        ]
+    )
     coco = _load(tmp_path / "instances_val.json")
     assert [im["file_name"] for im in coco["images"]] == ["val_000000.jpg", "val_000001.jpg"]
     assert len(coco["categories"]) == 3
     from PIL import Image
+
     written = np.asarray(Image.open(tmp_path / "images" / "val_000001.jpg"), np.float32)
     same, _ = synthetic.generate_image(9, "val", 1, image_size=40, num_classes=3)
     other, _ = synthetic.generate_image(9, "val", 0, image_size=40, num_classes=3)

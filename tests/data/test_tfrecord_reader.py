@@ -37,11 +37,23 @@ def _by_source_id(dataset):
 def test_coco_to_tfrecord_round_trip(small_coco, tmp_path):
     image_dir, annotations_file = small_coco
     out = str(tmp_path / "rec" / "train.tfrecord")
-    to_tfrecord.main(["--annotations", annotations_file, "--image_dir", image_dir,
-                      "--out", out, "--num_shards", "2"])
+    to_tfrecord.main(
+        [
+            "--annotations",
+            annotations_file,
+            "--image_dir",
+            image_dir,
+            "--out",
+            out,
+            "--num_shards",
+            "2",
+        ]
+    )
     shards = sorted(glob.glob(out + "-*"))
     assert [os.path.basename(s) for s in shards] == [
-        "train.tfrecord-00000-of-00002", "train.tfrecord-00001-of-00002"]
+        "train.tfrecord-00000-of-00002",
+        "train.tfrecord-00001-of-00002",
+    ]
 
     coco_config = coco_reader_config(image_dir, annotations_file, max_num_boxes=4)
     rec_config = _tfrecord_config([out + "-*"], max_num_boxes=4)
@@ -88,20 +100,50 @@ def _write_records(path, examples):
 def test_object_detection_api_labels_and_label_map(tmp_path):
     """COCO-style label ids (1, 18, 90) map to 1..3; names come from a pbtxt label map."""
     path = str(tmp_path / "od.record")
-    _write_records(path, [
-        make_tf_example(_png(10, 20), "png", 10, 20, "42", "a.png",
-                        [[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]], [90, 1], [], [0, 1], [1, 2]),
-        make_tf_example(_png(8, 8, 50), "png", 8, 8, "43", "b.png",
-                        [[0.25, 0.25, 0.75, 0.5]], [18], [], [0], [3]),
-    ])
+    _write_records(
+        path,
+        [
+            make_tf_example(
+                _png(10, 20),
+                "png",
+                10,
+                20,
+                "42",
+                "a.png",
+                [[0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 1.0, 1.0]],
+                [90, 1],
+                [],
+                [0, 1],
+                [1, 2],
+            ),
+            make_tf_example(
+                _png(8, 8, 50),
+                "png",
+                8,
+                8,
+                "43",
+                "b.png",
+                [[0.25, 0.25, 0.75, 0.5]],
+                [18],
+                [],
+                [0],
+                [3],
+            ),
+        ],
+    )
     label_map = tmp_path / "labels.pbtxt"
-    label_map.write_text("item {\n  name: '/m/01g317'\n  id: 1\n  display_name: 'person'\n}\n"
-                         "item { id: 18 name: 'dog' }\nitem {\n id: 90\n name: \"toothbrush\"\n}\n")
+    label_map.write_text(
+        "item {\n  name: '/m/01g317'\n  id: 1\n  display_name: 'person'\n}\n"
+        "item { id: 18 name: 'dog' }\nitem {\n id: 90\n name: \"toothbrush\"\n}\n"
+    )
     assert read_label_map(str(label_map)) == {1: "person", 18: "dog", 90: "toothbrush"}
     config = _tfrecord_config([path], str(label_map), max_num_boxes=3)
     info = load_dataset_info(config)
-    assert info.category_index == {1: {"id": 1, "name": "person"}, 2: {"id": 18, "name": "dog"},
-                                   3: {"id": 90, "name": "toothbrush"}}
+    assert info.category_index == {
+        1: {"id": 1, "name": "person"},
+        2: {"id": 18, "name": "dog"},
+        3: {"id": 90, "name": "toothbrush"},
+    }
     got = _by_source_id(build_dataset(config, 2, training=False))
     np.testing.assert_array_equal(got[b"42"]["groundtruth_classes"], [3, 1, 0])
     np.testing.assert_array_equal(got[b"42"]["groundtruth_is_crowd"], [False, True, False])
@@ -115,8 +157,14 @@ def test_object_detection_api_labels_and_label_map(tmp_path):
 
 def test_tfrecord_label_not_in_label_map(tmp_path):
     path = str(tmp_path / "bad.record")
-    _write_records(path, [make_tf_example(_png(4, 4), "png", 4, 4, "7", "x.png",
-                                          [[0, 0, 1, 1]], [5], [], [0], [16])])
+    _write_records(
+        path,
+        [
+            make_tf_example(
+                _png(4, 4), "png", 4, 4, "7", "x.png", [[0, 0, 1, 1]], [5], [], [0], [16]
+            )
+        ],
+    )
     label_map = tmp_path / "labels.pbtxt"
     label_map.write_text("item { id: 1 name: 'a' }")
     with pytest.raises(DataError) as e:
@@ -126,9 +174,12 @@ def test_tfrecord_label_not_in_label_map(tmp_path):
 
 def test_tfrecord_bad_box_names_file_record_and_source_id(tmp_path):
     path = str(tmp_path / "bad.record")
-    good = make_tf_example(_png(4, 4), "png", 4, 4, "1", "x.png", [[0, 0, 1, 1]], [1], [], [0], [16])
-    bad = make_tf_example(_png(4, 4), "png", 4, 4, "2", "y.png", [[0.1, 0.8, 0.5, 0.2]], [1], [],
-                          [0], [1])
+    good = make_tf_example(
+        _png(4, 4), "png", 4, 4, "1", "x.png", [[0, 0, 1, 1]], [1], [], [0], [16]
+    )
+    bad = make_tf_example(
+        _png(4, 4), "png", 4, 4, "2", "y.png", [[0.1, 0.8, 0.5, 0.2]], [1], [], [0], [1]
+    )
     _write_records(path, [good, bad])
     with pytest.raises(DataError) as e:
         build_dataset(_tfrecord_config([path]), 1, training=False)
@@ -142,8 +193,9 @@ def test_tfrecord_bad_box_names_file_record_and_source_id(tmp_path):
 
 def test_tfrecord_corrupt_image_and_empty_file(tmp_path):
     path = str(tmp_path / "bad.record")
-    _write_records(path, [make_tf_example(b"not an image", "jpeg", 4, 4, "9", "z.jpg",
-                                          [], [], [], [], [])])
+    _write_records(
+        path, [make_tf_example(b"not an image", "jpeg", 4, 4, "9", "z.jpg", [], [], [], [], [])]
+    )
     with pytest.raises(DataError, match=r"record 0 \(source_id 9\).*cannot read image"):
         load_dataset_info(_tfrecord_config([path]))
     empty = str(tmp_path / "empty.record")

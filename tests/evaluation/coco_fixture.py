@@ -1,4 +1,5 @@
 """A tiny COCO-style set on disk (JPEG images + instances json) and a fixed-output model."""
+
 import json
 import os
 
@@ -10,11 +11,11 @@ from detbench.meta_arch.base import DetectionModel
 
 # (width, height, boxes [x, y, w, h, category_id]); category ids 5 and 9 -> labels 1 and 2
 IMAGES = [
-    (60, 40, [[15, 10, 30, 20, 5]]),          # exactly the fixed detection
-    (80, 80, [[0, 0, 10, 10, 9]]),            # elsewhere, another class
+    (60, 40, [[15, 10, 30, 20, 5]]),  # exactly the fixed detection
+    (80, 80, [[0, 0, 10, 10, 9]]),  # elsewhere, another class
     (40, 60, [[10, 15, 20, 30, 5], [0, 0, 8, 8, 9]]),  # the fixed detection + a missed box
 ]
-FIXED_BOX = [0.25, 0.25, 0.75, 0.75]          # normalized (ymin, xmin, ymax, xmax)
+FIXED_BOX = [0.25, 0.25, 0.75, 0.75]  # normalized (ymin, xmin, ymax, xmax)
 
 
 def write_coco_set(folder):
@@ -25,16 +26,30 @@ def write_coco_set(folder):
     for i, (w, h, boxes) in enumerate(IMAGES):
         name = f"{i}.jpg"
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
-            os.path.join(image_dir, name))
+            os.path.join(image_dir, name)
+        )
         images.append({"id": 10 + i, "file_name": name, "width": w, "height": h})
         for x, y, bw, bh, cat in boxes:
-            annotations.append({"id": len(annotations) + 1, "image_id": 10 + i,
-                                "category_id": cat, "bbox": [x, y, bw, bh], "area": bw * bh,
-                                "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": 10 + i,
+                    "category_id": cat,
+                    "bbox": [x, y, bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                }
+            )
     path = os.path.join(folder, "instances.json")
     with open(path, "w") as f:
-        json.dump({"images": images, "annotations": annotations,
-                   "categories": [{"id": 5, "name": "five"}, {"id": 9, "name": "nine"}]}, f)
+        json.dump(
+            {
+                "images": images,
+                "annotations": annotations,
+                "categories": [{"id": 5, "name": "five"}, {"id": 9, "name": "nine"}],
+            },
+            f,
+        )
     return image_dir, path
 
 
@@ -72,7 +87,9 @@ class FixedBoxModel(DetectionModel):
 
     def postprocess(self, predictions, true_shapes):
         batch = tf.shape(predictions["boxes"])[0]
-        return {"detection_boxes": predictions["boxes"],
-                "detection_scores": tf.fill([batch, 1], 0.9),
-                "detection_classes": tf.ones([batch, 1]),
-                "num_detections": tf.ones([batch])}
+        return {
+            "detection_boxes": predictions["boxes"],
+            "detection_scores": tf.fill([batch, 1], 0.9),
+            "detection_classes": tf.ones([batch, 1]),
+            "num_detections": tf.ones([batch]),
+        }

@@ -1,4 +1,5 @@
 """CocoEvaluator vs pycocotools run directly, hand-made cases, and box conversion."""
+
 import contextlib
 import io
 import json
@@ -20,14 +21,20 @@ from detbench.evaluation import (
 from detbench.protos import eval_pb2
 
 # original category ids are not the 1-based labels
-CATEGORY_INDEX = {1: {"id": 3, "name": "cat"}, 2: {"id": 7, "name": "dog"},
-                  3: {"id": 11, "name": "bird"}}
+CATEGORY_INDEX = {
+    1: {"id": 3, "name": "cat"},
+    2: {"id": 7, "name": "dog"},
+    3: {"id": 11, "name": "bird"},
+}
 LABEL_OF = {3: 1, 7: 2, 11: 3}
 
 
 def _write_gt(path, images, annotations):
-    data = {"images": images, "annotations": annotations,
-            "categories": [{"id": v["id"], "name": v["name"]} for v in CATEGORY_INDEX.values()]}
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": v["id"], "name": v["name"]} for v in CATEGORY_INDEX.values()],
+    }
     for i, ann in enumerate(data["annotations"]):
         ann.setdefault("id", i + 1)
         ann.setdefault("iscrowd", 0)
@@ -43,21 +50,35 @@ def _random_gt(tmp_path, rng, num_images=12):
         images.append({"id": 100 + i, "width": w, "height": h, "file_name": f"{i}.jpg"})
         for _ in range(int(rng.integers(0, 6))):
             bw, bh = rng.uniform(8, w / 2), rng.uniform(8, h / 2)
-            annotations.append({"image_id": 100 + i, "category_id": int(rng.choice([3, 7, 11])),
-                                "bbox": [rng.uniform(0, w - bw), rng.uniform(0, h - bh), bw, bh]})
+            annotations.append(
+                {
+                    "image_id": 100 + i,
+                    "category_id": int(rng.choice([3, 7, 11])),
+                    "bbox": [rng.uniform(0, w - bw), rng.uniform(0, h - bh), bw, bh],
+                }
+            )
     return _write_gt(tmp_path / "gt.json", images, annotations), images, annotations
 
 
 def _detections_for(image, dets):
     """Hand conversion absolute [x,y,w,h] -> normalized, as the model would output them."""
     w, h = image["width"], image["height"]
-    boxes = [[d["bbox"][1] / h, d["bbox"][0] / w, (d["bbox"][1] + d["bbox"][3]) / h,
-              (d["bbox"][0] + d["bbox"][2]) / w] for d in dets]
+    boxes = [
+        [
+            d["bbox"][1] / h,
+            d["bbox"][0] / w,
+            (d["bbox"][1] + d["bbox"][3]) / h,
+            (d["bbox"][0] + d["bbox"][2]) / w,
+        ]
+        for d in dets
+    ]
     n = max(len(dets), 1)
-    out = {"detection_boxes": np.zeros([1, n, 4], np.float32),
-           "detection_scores": np.zeros([1, n], np.float32),
-           "detection_classes": np.zeros([1, n], np.float32),
-           "num_detections": np.array([len(dets)], np.float32)}
+    out = {
+        "detection_boxes": np.zeros([1, n, 4], np.float32),
+        "detection_scores": np.zeros([1, n], np.float32),
+        "detection_classes": np.zeros([1, n], np.float32),
+        "num_detections": np.array([len(dets)], np.float32),
+    }
     if dets:
         out["detection_boxes"][0] = boxes
         out["detection_scores"][0] = [d["score"] for d in dets]
@@ -85,23 +106,54 @@ def test_matches_pycocotools_on_random_detections(tmp_path):
         for ann in (a for a in annotations if a["image_id"] == image["id"]):
             if rng.uniform() < 0.8:  # a jittered true box, sometimes with the wrong class
                 x, y, w, h = ann["bbox"]
-                dets.append({"image_id": image["id"], "score": float(rng.uniform()),
-                             "category_id": ann["category_id"] if rng.uniform() < 0.8 else 7,
-                             "bbox": [x + rng.normal(0, w / 8), y + rng.normal(0, h / 8),
-                                      w * rng.uniform(0.8, 1.2), h * rng.uniform(0.8, 1.2)]})
+                dets.append(
+                    {
+                        "image_id": image["id"],
+                        "score": float(rng.uniform()),
+                        "category_id": ann["category_id"] if rng.uniform() < 0.8 else 7,
+                        "bbox": [
+                            x + rng.normal(0, w / 8),
+                            y + rng.normal(0, h / 8),
+                            w * rng.uniform(0.8, 1.2),
+                            h * rng.uniform(0.8, 1.2),
+                        ],
+                    }
+                )
         for _ in range(int(rng.integers(0, 3))):  # false positives
-            dets.append({"image_id": image["id"], "score": float(rng.uniform()),
-                         "category_id": int(rng.choice([3, 7, 11])),
-                         "bbox": [rng.uniform(0, 50), rng.uniform(0, 50), rng.uniform(5, 60),
-                                  rng.uniform(5, 60)]})
+            dets.append(
+                {
+                    "image_id": image["id"],
+                    "score": float(rng.uniform()),
+                    "category_id": int(rng.choice([3, 7, 11])),
+                    "bbox": [
+                        rng.uniform(0, 50),
+                        rng.uniform(0, 50),
+                        rng.uniform(5, 60),
+                        rng.uniform(5, 60),
+                    ],
+                }
+            )
         results.extend(dets)
-        evaluator.add_detections(np.array([str(image["id"]).encode()]),
-                                 _detections_for(image, dets))
+        evaluator.add_detections(
+            np.array([str(image["id"]).encode()]), _detections_for(image, dets)
+        )
     assert len(evaluator.results) == len(results) > 20
     metrics = evaluator.evaluate()
     expected = _pycocotools_stats(gt_file, results, [im["id"] for im in images])
-    names = ["mAP", "mAP@.50", "mAP@.75", "mAP (small)", "mAP (medium)", "mAP (large)", "AR@1",
-             "AR@10", "AR@100", "AR@100 (small)", "AR@100 (medium)", "AR@100 (large)"]
+    names = [
+        "mAP",
+        "mAP@.50",
+        "mAP@.75",
+        "mAP (small)",
+        "mAP (medium)",
+        "mAP (large)",
+        "AR@1",
+        "AR@10",
+        "AR@100",
+        "AR@100 (small)",
+        "AR@100 (medium)",
+        "AR@100 (large)",
+    ]
     for name, value in zip(names, expected):
         if value < 0:
             assert math.isnan(metrics[name]), name
@@ -117,8 +169,11 @@ def test_matches_pycocotools_on_random_detections(tmp_path):
 def _one_box_gt(tmp_path):
     # one 100x100 box of class "dog" (id 7) in a 200x300 (w x h) image: a large object
     images = [{"id": 1, "width": 200, "height": 300, "file_name": "a.jpg"}]
-    return _write_gt(tmp_path / "one.json", images,
-                     [{"image_id": 1, "category_id": 7, "bbox": [50.0, 60.0, 100.0, 100.0]}])
+    return _write_gt(
+        tmp_path / "one.json",
+        images,
+        [{"image_id": 1, "category_id": 7, "bbox": [50.0, 60.0, 100.0, 100.0]}],
+    )
 
 
 def _evaluate_one(tmp_path, bbox, score=0.9, category_id=7):
@@ -160,8 +215,9 @@ def test_shifted_box_passes_half_the_thresholds(tmp_path):
 
 def test_coordinate_conversion_round_trip_and_results_json(tmp_path):
     # by hand: (ymin, xmin, ymax, xmax) = (0.1, 0.2, 0.5, 0.6) in a 200 (w) x 100 (h) image
-    np.testing.assert_allclose(normalized_to_coco_boxes([[0.1, 0.2, 0.5, 0.6]], 200, 100),
-                               [[40.0, 10.0, 80.0, 40.0]])
+    np.testing.assert_allclose(
+        normalized_to_coco_boxes([[0.1, 0.2, 0.5, 0.6]], 200, 100), [[40.0, 10.0, 80.0, 40.0]]
+    )
     rng = np.random.default_rng(0)
     lo, size = rng.uniform(0, 0.5, (50, 2)), rng.uniform(0.01, 0.5, (50, 2))
     boxes = np.concatenate([lo, lo + size], axis=1)
@@ -169,11 +225,15 @@ def test_coordinate_conversion_round_trip_and_results_json(tmp_path):
     np.testing.assert_allclose(back, boxes, atol=1e-12)
     # the results json: absolute boxes of the original image, original category ids
     evaluator = CocoEvaluator(_one_box_gt(tmp_path), CATEGORY_INDEX)
-    evaluator.add_detections(np.array([b"1"]), {
-        "detection_boxes": np.array([[[0.2, 0.25, 0.5, 0.75], [0, 0, 1, 1]]], np.float32),
-        "detection_scores": np.array([[0.8, 0.1]], np.float32),
-        "detection_classes": np.array([[2.0, 3.0]], np.float32),
-        "num_detections": np.array([1.0])})
+    evaluator.add_detections(
+        np.array([b"1"]),
+        {
+            "detection_boxes": np.array([[[0.2, 0.25, 0.5, 0.75], [0, 0, 1, 1]]], np.float32),
+            "detection_scores": np.array([[0.8, 0.1]], np.float32),
+            "detection_classes": np.array([[2.0, 3.0]], np.float32),
+            "num_detections": np.array([1.0]),
+        },
+    )
     path = evaluator.write_results(str(tmp_path / "out" / "detections.json"))
     written = json.loads(open(path).read())
     assert len(written) == 1
@@ -190,6 +250,8 @@ def test_errors(tmp_path):
     with pytest.raises(EvaluationError, match="not found"):
         CocoEvaluator(str(tmp_path / "missing.json"), CATEGORY_INDEX)
     config = eval_pb2.EvalConfig(metrics_set=["coco_detection_metrics", "voc"])
-    with pytest.raises(ConfigError, match="unknown 'voc'; known: coco_detection_metrics, "
-                                          "pascal_voc_detection_metrics"):
+    with pytest.raises(
+        ConfigError,
+        match="unknown 'voc'; known: coco_detection_metrics, pascal_voc_detection_metrics",
+    ):
         build_evaluators(config, _one_box_gt(tmp_path), CATEGORY_INDEX)

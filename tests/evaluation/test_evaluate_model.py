@@ -1,4 +1,5 @@
 """evaluate_model over a COCO-json eval set: metrics, outputs, num_examples; the CLI's errors."""
+
 import contextlib
 import io
 import json
@@ -59,8 +60,7 @@ def test_evaluate_model_writes_coco_results_and_matches_pycocotools(coco_set, tm
 
 
 def test_num_examples_limits_the_images(coco_set):
-    metrics = evaluate_model(FixedBoxModel(), _pipeline(coco_set), num_examples=1,
-                             progress=False)
+    metrics = evaluate_model(FixedBoxModel(), _pipeline(coco_set), num_examples=1, progress=False)
     assert metrics["num_images"] == 1
     assert metrics["mAP"] == pytest.approx(1.0)  # image 10 alone: one perfect detection
     assert math.isnan(metrics["AP/nine"])
@@ -85,14 +85,18 @@ def test_restore_model_from_training_checkpoint(coco_set, tmp_path):
 def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     import detbench.config
     from detbench.evaluate import main
+
     pipeline_file = tmp_path / "p.pbtxt"
     pipeline_file.write_text("")
     code = run_cli(main, ["--pipeline", str(pipeline_file), "--checkpoint", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
     monkeypatch.setattr(detbench.config, "load_pipeline", lambda path, overrides=(): None)
-    code = run_cli(main, ["--pipeline", str(pipeline_file), "--checkpoint",
-                          str(tmp_path / "nope")])
+    code = run_cli(main, ["--pipeline", str(pipeline_file), "--checkpoint", str(tmp_path / "nope")])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == f"error: --checkpoint {str(tmp_path / 'nope')!r}: not found " \
-                                f"(no {tmp_path / 'nope'}.index)"
+    assert (
+        code == 2
+        and err
+        == f"error: --checkpoint {str(tmp_path / 'nope')!r}: not found "
+        f"(no {tmp_path / 'nope'}.index)"
+    )

@@ -1,4 +1,5 @@
 """PASCAL VOC AP@0.5 (all-point interpolation) on a hand-worked example."""
+
 import json
 import math
 
@@ -23,35 +24,53 @@ def _gt_file(tmp_path):
     for i, a in enumerate(anns):
         a.update(id=i + 1, area=a["bbox"][2] * a["bbox"][3], iscrowd=a.get("iscrowd", 0))
     path = tmp_path / "voc.json"
-    path.write_text(json.dumps({"images": images, "annotations": anns,
-                                "categories": [{"id": i, "name": n} for i, n in
-                                               ((1, "a"), (2, "b"), (3, "c"))]}))
+    path.write_text(
+        json.dumps(
+            {
+                "images": images,
+                "annotations": anns,
+                "categories": [{"id": i, "name": n} for i, n in ((1, "a"), (2, "b"), (3, "c"))],
+            }
+        )
+    )
     return str(path)
 
 
 def _add(evaluator, image_id, dets):
     """dets: (x, y, w, h, score, label) in pixels of a 100x100 image."""
     boxes = [[y / 100, x / 100, (y + h) / 100, (x + w) / 100] for x, y, w, h, _, _ in dets]
-    evaluator.add_detections([str(image_id).encode()], {
-        "detection_boxes": np.array([boxes], np.float32),
-        "detection_scores": np.array([[d[4] for d in dets]], np.float32),
-        "detection_classes": np.array([[d[5] for d in dets]], np.float32),
-        "num_detections": np.array([len(dets)])})
+    evaluator.add_detections(
+        [str(image_id).encode()],
+        {
+            "detection_boxes": np.array([boxes], np.float32),
+            "detection_scores": np.array([[d[4] for d in dets]], np.float32),
+            "detection_classes": np.array([[d[5] for d in dets]], np.float32),
+            "num_detections": np.array([len(dets)]),
+        },
+    )
 
 
 def test_hand_worked_voc_map(tmp_path):
     evaluator = PascalVocEvaluator(_gt_file(tmp_path), CATEGORY_INDEX)
-    _add(evaluator, 1, [
-        (0, 0, 20, 20, 0.9, 1),     # a: TP (IoU 1)
-        (0, 0, 20, 18, 0.6, 1),     # a: duplicate of the matched box (IoU 0.9) -> FP
-        (80, 0, 20, 20, 0.8, 1),    # a: no overlap -> FP
-        (5, 5, 20, 20, 0.3, 2),     # b: no class-b box in image 1 -> FP
-    ])
-    _add(evaluator, 2, [
-        (12, 12, 30, 30, 0.7, 1),   # a: IoU 28*28/(900+900-784) = 0.77 -> TP
-        (0, 60, 30, 30, 0.95, 2),   # b: on the crowd box -> ignored
-        (60, 64, 20, 20, 0.5, 2),   # b: IoU 16*20/(400+400-320) = 0.667 -> TP
-    ])
+    _add(
+        evaluator,
+        1,
+        [
+            (0, 0, 20, 20, 0.9, 1),  # a: TP (IoU 1)
+            (0, 0, 20, 18, 0.6, 1),  # a: duplicate of the matched box (IoU 0.9) -> FP
+            (80, 0, 20, 20, 0.8, 1),  # a: no overlap -> FP
+            (5, 5, 20, 20, 0.3, 2),  # b: no class-b box in image 1 -> FP
+        ],
+    )
+    _add(
+        evaluator,
+        2,
+        [
+            (12, 12, 30, 30, 0.7, 1),  # a: IoU 28*28/(900+900-784) = 0.77 -> TP
+            (0, 60, 30, 30, 0.95, 2),  # b: on the crowd box -> ignored
+            (60, 64, 20, 20, 0.5, 2),  # b: IoU 16*20/(400+400-320) = 0.667 -> TP
+        ],
+    )
     metrics = evaluator.evaluate()
     # class a by score: TP(.9) FP(.8) TP(.7) FP(.6), 3 positives:
     # recall 1/3 1/3 2/3 2/3, precision 1 1/2 2/3 1/2; envelope 1 on (0,1/3], 2/3 on (1/3,2/3]

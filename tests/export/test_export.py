@@ -7,6 +7,7 @@ SavedModel is then served, in ONE fresh Python process that never imports
 detbench, on real images of the synthetic set, and its detections are compared
 with the in-process model's on the same decoded pixels.
 """
+
 import io
 import json
 import os
@@ -65,10 +66,16 @@ NUM_PROPOSALS = 7
 
 
 def _pipeline(model_text, cache):
-    text = (model_text + TRAIN
-            + "train_input_reader { " + READER.format(n=4, cache=cache, split="train") + " }"
-            + "eval_input_reader { shuffle: false "
-            + READER.format(n=2, cache=cache, split="val") + " }")
+    text = (
+        model_text
+        + TRAIN
+        + "train_input_reader { "
+        + READER.format(n=4, cache=cache, split="train")
+        + " }"
+        + "eval_input_reader { shuffle: false "
+        + READER.format(n=2, cache=cache, split="val")
+        + " }"
+    )
     return text_format.Parse(text, pipeline_pb2.Pipeline())
 
 
@@ -79,9 +86,19 @@ def _encode(pixels, fmt):
 
 
 def _serialized_example(encoded, height, width, source_id):
-    return tfrecord.make_tf_example(encoded, "jpeg", height, width, source_id, f"{source_id}.jpg",
-                                    [[0.1, 0.1, 0.5, 0.5]], [1], ["circle"], [0], [10.0]
-                                    ).SerializeToString()
+    return tfrecord.make_tf_example(
+        encoded,
+        "jpeg",
+        height,
+        width,
+        source_id,
+        f"{source_id}.jpg",
+        [[0.1, 0.1, 0.5, 0.5]],
+        [1],
+        ["circle"],
+        [0],
+        [10.0],
+    ).SerializeToString()
 
 
 def _detect(model, pixels):
@@ -98,19 +115,28 @@ def work(tmp_path_factory):
     cache = str(root / "synthetic")
     ssd = _pipeline(SSD, cache)
     from detbench.train.trainer import train
+
     train(ssd, str(root / "ssd_model"), progress=False)
 
     frcnn = _pipeline(FASTER_RCNN, cache)
     frcnn.model.faster_rcnn.rpn.max_proposals = 50
     from detbench.builders.model_builder import build_model
+
     model = build_model(frcnn.model, is_training=False)
     model.predict(*model.preprocess(tf.zeros([1, 64, 64, 3])))
     frcnn_ckpt = tf.train.Checkpoint(model=model).save(str(root / "frcnn_model" / "ckpt"))
 
     # real images of the synthetic set: a JPEG file of the written set, and a
     # non-square PNG of another synthetic image (a different size in one batch)
-    image_dir, _ = synthetic.write_dataset(str(root / "images"), 2, image_size=SSD_SIZE,
-                                           num_classes=3, seed=11, split="val", progress=False)
+    image_dir, _ = synthetic.write_dataset(
+        str(root / "images"),
+        2,
+        image_size=SSD_SIZE,
+        num_classes=3,
+        seed=11,
+        split="val",
+        progress=False,
+    )
     jpeg_path = os.path.join(image_dir, "val_000000.jpg")
     jpeg = open(jpeg_path, "rb").read()
     big, _ = synthetic.generate_image(11, "val", 1, image_size=120, num_classes=3)
@@ -118,9 +144,13 @@ def work(tmp_path_factory):
     pixels = [tf.io.decode_image(b, channels=3).numpy() for b in (jpeg, png)]
     example = _serialized_example(jpeg, SSD_SIZE, SSD_SIZE, "1")
     files = {}
-    for name, data in (("a.jpg", jpeg), ("b.png", png), ("a.example", example),
-                       ("garbage", b"this is not an image"),
-                       ("empty.example", tf.train.Example().SerializeToString())):
+    for name, data in (
+        ("a.jpg", jpeg),
+        ("b.png", png),
+        ("a.example", example),
+        ("garbage", b"this is not an image"),
+        ("empty.example", tf.train.Example().SerializeToString()),
+    ):
         files[name] = str(root / name)
         with open(files[name], "wb") as f:
             f.write(data)
@@ -128,12 +158,18 @@ def work(tmp_path_factory):
     np.save(root / "ab.npy", np.stack([pixels[0], pixels[0][::-1]]))  # same size, two images
 
     out = {t: str(root / f"ssd_{t}") for t in exporter.INPUT_TYPES}
-    saved = {t: exporter.export_saved_model(ssd, str(root / "ssd_model"), out[t], input_type=t)
-             for t in exporter.INPUT_TYPES}
+    saved = {
+        t: exporter.export_saved_model(ssd, str(root / "ssd_model"), out[t], input_type=t)
+        for t in exporter.INPUT_TYPES
+    }
     out["frcnn"] = str(root / "frcnn")
-    saved["frcnn"] = exporter.export_saved_model(frcnn, frcnn_ckpt, out["frcnn"],
-                                                 input_type="encoded_image_string_tensor",
-                                                 num_proposals=NUM_PROPOSALS)
+    saved["frcnn"] = exporter.export_saved_model(
+        frcnn,
+        frcnn_ckpt,
+        out["frcnn"],
+        input_type="encoded_image_string_tensor",
+        num_proposals=NUM_PROPOSALS,
+    )
 
     ssd_model, _ = exporter.load_model(ssd, str(root / "ssd_model"))
     frcnn.model.faster_rcnn.rpn.max_proposals = NUM_PROPOSALS  # what the export runs
@@ -145,13 +181,21 @@ def work(tmp_path_factory):
         "frcnn_a": _detect(frcnn_model, pixels[0]),
         "frcnn_b": _detect(frcnn_model, pixels[1]),
     }
-    return dict(root=root, ssd=ssd, out=out, saved=saved, files=files, pixels=pixels,
-                expected=expected, ssd_model_dir=str(root / "ssd_model"))
+    return dict(
+        root=root,
+        ssd=ssd,
+        out=out,
+        saved=saved,
+        files=files,
+        pixels=pixels,
+        expected=expected,
+        ssd_model_dir=str(root / "ssd_model"),
+    )
 
 
 # The client: plain TensorFlow, no detbench. Requests: a .npy (uint8 batch) or
 # files whose bytes form a string batch; "bad" requests record the error.
-CLIENT = textwrap.dedent('''
+CLIENT = textwrap.dedent("""
     import contextlib, io, json, sys
     import numpy as np
     import tensorflow as tf
@@ -193,40 +237,60 @@ CLIENT = textwrap.dedent('''
     assert "detbench" not in sys.modules
     json.dump({"results": results, "shown": shown,
                "detbench_imported": "detbench" in sys.modules}, open(result_path, "w"))
-''')
+""")
 
 
 @pytest.fixture(scope="module")
 def served(work):
     saved, files, root = work["saved"], work["files"], work["root"]
     requests = {
-        "image_tensor": {"model": saved["image_tensor"], "npy": str(root / "a.npy"),
-                         "scalar": False},
+        "image_tensor": {
+            "model": saved["image_tensor"],
+            "npy": str(root / "a.npy"),
+            "scalar": False,
+        },
         "image_tensor_batch": {"model": saved["image_tensor"], "npy": str(root / "ab.npy")},
-        "bytes_two_sizes": {"model": saved["encoded_image_string_tensor"],
-                            "files": [files["a.jpg"], files["b.png"]]},
+        "bytes_two_sizes": {
+            "model": saved["encoded_image_string_tensor"],
+            "files": [files["a.jpg"], files["b.png"]],
+        },
         "tf_example": {"model": saved["tf_example"], "files": [files["a.example"]]},
         "frcnn_two_sizes": {"model": saved["frcnn"], "files": [files["a.jpg"], files["b.png"]]},
-        "bad_dtype": {"model": saved["image_tensor"], "npy": str(root / "ab.npy"),
-                      "cast": "float32"},
-        "bad_rank": {"model": saved["image_tensor"], "npy": str(root / "ab.npy"),
-                     "scalar": True},
-        "bad_bytes": {"model": saved["encoded_image_string_tensor"],
-                      "files": [files["a.jpg"], files["garbage"]]},
-        "bad_bytes_rank": {"model": saved["encoded_image_string_tensor"],
-                           "files": [files["a.jpg"]], "scalar": True},
+        "bad_dtype": {
+            "model": saved["image_tensor"],
+            "npy": str(root / "ab.npy"),
+            "cast": "float32",
+        },
+        "bad_rank": {"model": saved["image_tensor"], "npy": str(root / "ab.npy"), "scalar": True},
+        "bad_bytes": {
+            "model": saved["encoded_image_string_tensor"],
+            "files": [files["a.jpg"], files["garbage"]],
+        },
+        "bad_bytes_rank": {
+            "model": saved["encoded_image_string_tensor"],
+            "files": [files["a.jpg"]],
+            "scalar": True,
+        },
         "bad_string_for_images": {"model": saved["image_tensor"], "files": [files["a.jpg"]]},
         "bad_example": {"model": saved["tf_example"], "files": [files["a.jpg"]]},
         "bad_example_text": {"model": saved["tf_example"], "files": [files["garbage"]]},
-        "example_without_image": {"model": saved["tf_example"],
-                                  "files": [files["a.example"], files["empty.example"]]},
+        "example_without_image": {
+            "model": saved["tf_example"],
+            "files": [files["a.example"], files["empty.example"]],
+        },
     }
     plan_path, result_path = root / "plan.json", root / "served.json"
     plan_path.write_text(json.dumps({"requests": requests}))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    proc = subprocess.run([sys.executable, "-c", CLIENT, str(plan_path), str(result_path)],
-                          cwd=str(root), env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CLIENT, str(plan_path), str(result_path)],
+        cwd=str(root),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     served = json.loads(result_path.read_text())
     assert served["detbench_imported"] is False
@@ -238,25 +302,34 @@ def _assert_same(got, want, image=0):
     n = int(want["num_detections"])
     assert n > 0
     assert int(got["num_detections"][image]) == n
-    np.testing.assert_allclose(np.array(got["detection_boxes"][image])[:n],
-                               want["detection_boxes"][:n], atol=1e-4)
-    np.testing.assert_allclose(np.array(got["detection_scores"][image])[:n],
-                               want["detection_scores"][:n], atol=1e-4)
-    np.testing.assert_array_equal(np.array(got["detection_classes"][image])[:n],
-                                  want["detection_classes"][:n])
+    np.testing.assert_allclose(
+        np.array(got["detection_boxes"][image])[:n], want["detection_boxes"][:n], atol=1e-4
+    )
+    np.testing.assert_allclose(
+        np.array(got["detection_scores"][image])[:n], want["detection_scores"][:n], atol=1e-4
+    )
+    np.testing.assert_array_equal(
+        np.array(got["detection_classes"][image])[:n], want["detection_classes"][:n]
+    )
 
 
 # -- SavedModel: layout, files, signatures ------------------------------------
 def test_layout_pipeline_info_and_label_map(work):
     out = work["out"]["image_tensor"]
     assert work["saved"]["image_tensor"] == os.path.join(out, "saved_model", "1")
-    for name in ("saved_model/1/saved_model.pb", "saved_model/1/variables/variables.index",
-                 "saved_model/1/assets/label_map.pbtxt", "saved_model/1/assets/label_map.json",
-                 "pipeline.pbtxt", "export_info.json"):
+    for name in (
+        "saved_model/1/saved_model.pb",
+        "saved_model/1/variables/variables.index",
+        "saved_model/1/assets/label_map.pbtxt",
+        "saved_model/1/assets/label_map.json",
+        "pipeline.pbtxt",
+        "export_info.json",
+    ):
         assert os.path.isfile(os.path.join(out, name)), name
     assert not [n for n in os.listdir(out) if n.startswith(".")]  # no staging left behind
-    exported = text_format.Parse(open(os.path.join(out, "pipeline.pbtxt")).read(),
-                                 pipeline_pb2.Pipeline())
+    exported = text_format.Parse(
+        open(os.path.join(out, "pipeline.pbtxt")).read(), pipeline_pb2.Pipeline()
+    )
     assert exported == work["ssd"]
     info = json.load(open(os.path.join(out, "export_info.json")))
     assert info["meta_architecture"] == "ssd" and info["num_proposals"] is None
@@ -296,9 +369,13 @@ def test_signatures_are_dynamic_batch(work, served):
 
 def test_saved_model_cli_binary_lists_the_signature(work):
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
-    proc = subprocess.run([cli, "show", "--all", "--dir", work["saved"]["tf_example"]],
-                          capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120)
+    proc = subprocess.run(
+        [cli, "show", "--all", "--dir", work["saved"]["tf_example"]],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "signature_def['serving_default']:" in proc.stdout
     assert "inputs['input_tensor'] tensor_info:" in proc.stdout
@@ -338,8 +415,9 @@ def test_bad_requests_fail_with_tensorflow_errors(served):
     assert r["bad_string_for_images"]["error"] == "InvalidArgumentError"
     assert "expected to be a uint8 tensor but is a string" in r["bad_string_for_images"]["message"]
     assert r["bad_rank"]["error"] == "InvalidArgumentError"
-    assert ("Shape of tensor input_tensor [64,64,3] is not compatible with expected shape "
-            "[?,?,?,3]") in r["bad_rank"]["message"]
+    assert (
+        "Shape of tensor input_tensor [64,64,3] is not compatible with expected shape [?,?,?,3]"
+    ) in r["bad_rank"]["message"]
     assert r["bad_bytes_rank"]["error"] == "InvalidArgumentError"
     assert "Shape of tensor input_tensor [] is not compatible" in r["bad_bytes_rank"]["message"]
     assert r["bad_bytes"]["error"] == "InvalidArgumentError"
@@ -347,8 +425,10 @@ def test_bad_requests_fail_with_tensorflow_errors(served):
     assert r["bad_example"]["error"] == "InvalidArgumentError"
     assert "input_tensor: an element is not a serialized tf.Example" in r["bad_example"]["message"]
     assert r["bad_example_text"]["error"] == "InvalidArgumentError"
-    assert "input_tensor: an element is not a serialized tf.Example" in \
-        r["bad_example_text"]["message"]
+    assert (
+        "input_tensor: an element is not a serialized tf.Example"
+        in r["bad_example_text"]["message"]
+    )
     assert r["example_without_image"]["error"] == "InvalidArgumentError"
     assert "image/encoded" in r["example_without_image"]["message"]
     # ... and the good requests after them in the same process were served
@@ -358,8 +438,19 @@ def test_bad_requests_fail_with_tensorflow_errors(served):
 # -- TFLite (SSD) --------------------------------------------------------------
 def test_tflite_matches_saved_model(work, served, capsys):
     out = work["out"]["image_tensor"]  # beside the SavedModel: export_info.json keeps both
-    code = run_cli(export_main, ["--pipeline", _write_pipeline(work), "--checkpoint",
-                                 work["ssd_model_dir"], "--out", out, "--format", "tflite"])
+    code = run_cli(
+        export_main,
+        [
+            "--pipeline",
+            _write_pipeline(work),
+            "--checkpoint",
+            work["ssd_model_dir"],
+            "--out",
+            out,
+            "--format",
+            "tflite",
+        ],
+    )
     assert code == 0, capsys.readouterr().err
     path = os.path.join(out, "model.tflite")
     info = json.load(open(os.path.join(out, "export_info.json")))
@@ -381,19 +472,29 @@ def test_tflite_matches_saved_model(work, served, capsys):
     top = scores > 0.1  # the top detections (well above the 0.05 threshold)
     assert top.sum() >= 2
     np.testing.assert_allclose(got["detection_scores"][0][top], scores[top], atol=1e-4)
-    np.testing.assert_allclose(got["detection_boxes"][0][top],
-                               np.array(want["detection_boxes"][0])[top], atol=1e-3)
-    np.testing.assert_array_equal(got["detection_classes"][0][top],
-                                  np.array(want["detection_classes"][0])[top])
+    np.testing.assert_allclose(
+        got["detection_boxes"][0][top], np.array(want["detection_boxes"][0])[top], atol=1e-3
+    )
+    np.testing.assert_array_equal(
+        got["detection_classes"][0][top], np.array(want["detection_classes"][0])[top]
+    )
 
 
-@pytest.mark.parametrize("settings", [
-    dict(score_threshold=0.1, iou_threshold=0.5, max_per_class=4, max_total=6),
-    dict(score_threshold=0.0, iou_threshold=0.3, max_per_class=10, max_total=40),  # > C * K
-    dict(score_threshold=0.2, iou_threshold=0.6, max_per_class=5, max_total=8, pre_nms_top_k=7),
-    dict(score_threshold=0.1, iou_threshold=0.5, max_per_class=5, max_total=8,
-         class_agnostic=True),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(score_threshold=0.1, iou_threshold=0.5, max_per_class=4, max_total=6),
+        dict(score_threshold=0.0, iou_threshold=0.3, max_per_class=10, max_total=40),  # > C * K
+        dict(score_threshold=0.2, iou_threshold=0.6, max_per_class=5, max_total=8, pre_nms_top_k=7),
+        dict(
+            score_threshold=0.1,
+            iou_threshold=0.5,
+            max_per_class=5,
+            max_total=8,
+            class_agnostic=True,
+        ),
+    ],
+)
 def test_builtin_nms_equals_the_models_nms(settings):
     """The TFLite graph's NMS (builtins) == core.post_processing's (combined NMS)."""
     rng = np.random.default_rng(0)
@@ -402,10 +503,15 @@ def test_builtin_nms_equals_the_models_nms(settings):
     scores = rng.uniform(0, 1, (1, 60, 3)).astype(np.float32)
     got = builtin_nms(tf.constant(boxes), tf.constant(scores), **settings)
     want = post_processing.batch_multiclass_nms(
-        boxes[:, :, None], scores, settings["score_threshold"], settings["iou_threshold"],
-        settings["max_per_class"], settings["max_total"],
+        boxes[:, :, None],
+        scores,
+        settings["score_threshold"],
+        settings["iou_threshold"],
+        settings["max_per_class"],
+        settings["max_total"],
         use_class_agnostic_nms=settings.get("class_agnostic", False),
-        pre_nms_top_k=settings.get("pre_nms_top_k"))
+        pre_nms_top_k=settings.get("pre_nms_top_k"),
+    )
     n = int(want["num_detections"][0])
     assert n > 0 and int(got["num_detections"][0]) == n
     for key in ("detection_boxes", "detection_scores", "detection_classes"):
@@ -414,8 +520,7 @@ def test_builtin_nms_equals_the_models_nms(settings):
 
 def _write_pipeline(work, model_text=None):
     path = work["root"] / ("pipeline_frcnn.pbtxt" if model_text else "pipeline_ssd.pbtxt")
-    pipeline = _pipeline(model_text, str(work["root"] / "synthetic")) if model_text \
-        else work["ssd"]
+    pipeline = _pipeline(model_text, str(work["root"] / "synthetic")) if model_text else work["ssd"]
     path.write_text(text_format.MessageToString(pipeline))
     return str(path)
 
@@ -437,21 +542,78 @@ def test_cli_errors_are_one_line_exit_2(work, tmp_path, capsys):
     assert err == f"error: --checkpoint {missing!r}: not found (no {missing}.index)"
     err = _run(["--pipeline", ssd, "--checkpoint", str(tmp_path), "--out", out], capsys)
     assert "no checkpoint in this folder" in err
-    err = _run(["--pipeline", frcnn, "--checkpoint", work["ssd_model_dir"], "--out", out,
-                "--format", "tflite"], capsys)
+    err = _run(
+        [
+            "--pipeline",
+            frcnn,
+            "--checkpoint",
+            work["ssd_model_dir"],
+            "--out",
+            out,
+            "--format",
+            "tflite",
+        ],
+        capsys,
+    )
     assert "only SSD models export to TFLite" in err and "faster_rcnn" in err
-    err = _run(["--pipeline", ssd, "--checkpoint", work["ssd_model_dir"], "--out", out,
-                "--input_type", "jpeg"], capsys)
-    assert err == ("error: --input_type 'jpeg': unknown; known: image_tensor, "
-                   "encoded_image_string_tensor, tf_example")
-    err = _run(["--pipeline", ssd, "--checkpoint", work["ssd_model_dir"], "--out", out,
-                "--format", "onnx"], capsys)
+    err = _run(
+        [
+            "--pipeline",
+            ssd,
+            "--checkpoint",
+            work["ssd_model_dir"],
+            "--out",
+            out,
+            "--input_type",
+            "jpeg",
+        ],
+        capsys,
+    )
+    assert err == (
+        "error: --input_type 'jpeg': unknown; known: image_tensor, "
+        "encoded_image_string_tensor, tf_example"
+    )
+    err = _run(
+        [
+            "--pipeline",
+            ssd,
+            "--checkpoint",
+            work["ssd_model_dir"],
+            "--out",
+            out,
+            "--format",
+            "onnx",
+        ],
+        capsys,
+    )
     assert "--format 'onnx': unknown" in err
-    err = _run(["--pipeline", ssd, "--checkpoint", work["ssd_model_dir"], "--out", out,
-                "--num_proposals", "10"], capsys)
+    err = _run(
+        [
+            "--pipeline",
+            ssd,
+            "--checkpoint",
+            work["ssd_model_dir"],
+            "--out",
+            out,
+            "--num_proposals",
+            "10",
+        ],
+        capsys,
+    )
     assert "--num_proposals applies to two-stage models" in err and "ssd" in err
-    err = _run(["--pipeline", ssd, "--checkpoint", work["ssd_model_dir"], "--out", out,
-                "--set", "model.ssd.no_such_field=1"], capsys)
+    err = _run(
+        [
+            "--pipeline",
+            ssd,
+            "--checkpoint",
+            work["ssd_model_dir"],
+            "--out",
+            out,
+            "--set",
+            "model.ssd.no_such_field=1",
+        ],
+        capsys,
+    )
     assert "no_such_field" in err
     assert not os.path.exists(out) or not os.listdir(out)  # nothing half-written
 
@@ -461,7 +623,10 @@ def test_out_dir_of_another_model_is_not_mixed(work, tmp_path):
     SavedModel whose export_info.json would contradict it."""
     out = tmp_path / "mixed"
     out.mkdir()
-    (out / "export_info.json").write_text(json.dumps(
-        {"checkpoint": "/elsewhere/ckpt-1", "exports": {"tflite": {"path": "model.tflite"}}}))
+    (out / "export_info.json").write_text(
+        json.dumps(
+            {"checkpoint": "/elsewhere/ckpt-1", "exports": {"tflite": {"path": "model.tflite"}}}
+        )
+    )
     with pytest.raises(exporter.ExportError, match="holds a tflite export of another"):
         exporter.export_saved_model(work["ssd"], work["ssd_model_dir"], str(out))

@@ -1,5 +1,6 @@
 """Inception-ResNet-v2 extractor against keras.applications' InceptionResNetV2, the
 stride arithmetic and the a-trous identity (output stride 8 vs 16)."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -55,8 +56,9 @@ def test_backbone_is_keras_inception_resnet_v2(extractor):
     x = tf.random.uniform([1, 75, 75, 3], -1, 1, seed=1)
     expected = ref(x).numpy()
     assert expected.shape == (1, 1, 1, 1536)  # 75 px: the smallest input
-    np.testing.assert_allclose(backbone(x).numpy(), expected, rtol=1e-4,
-                               atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        backbone(x).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+    )
 
 
 def test_first_stage_at_stride_16(extractor):
@@ -79,8 +81,9 @@ def test_first_stage_at_stride_8_is_atrous_with_the_same_variables(extractor, ex
     out16, out8 = first16(x).numpy(), first8(x).numpy()
     s8 = stride8_side(160)
     assert s8 % 2 == 1 and out8.shape == (1, s8, s8, 1088) and s8 == 2 * out16.shape[1] + 1
-    np.testing.assert_allclose(out8[:, 1::2, 1::2], out16, rtol=1e-3,
-                               atol=1e-4 * np.abs(out16).max())
+    np.testing.assert_allclose(
+        out8[:, 1::2, 1::2], out16, rtol=1e-3, atol=1e-4 * np.abs(out16).max()
+    )
 
 
 def test_box_classifier_is_mixed_7a_to_conv_7b_and_shares_the_backbone(extractor):
@@ -97,7 +100,12 @@ def test_ssd_feature_maps(extractor):
     maps = extractor.build_ssd_feature_maps()(tf.random.uniform([1, 160, 160, 3], -1, 1))
     # stride 16 (Mixed_6a + block17s), Conv2d_7b (stride 32), 512/256/128 halving (SAME).
     assert [tuple(m.shape) for m in maps] == [
-        (1, 8, 8, 1088), (1, 3, 3, 1536), (1, 2, 2, 512), (1, 1, 1, 256), (1, 1, 1, 128)]
+        (1, 8, 8, 1088),
+        (1, 3, 3, 1536),
+        (1, 2, 2, 512),
+        (1, 1, 1, 256),
+        (1, 1, 1, 128),
+    ]
 
 
 def test_frozen_batchnorm(extractor):
@@ -108,8 +116,11 @@ def test_frozen_batchnorm(extractor):
     assert all(not bn.trainable for bn in bns)
     trainable = {id(w) for w in model.trainable_weights}
     assert not any(id(w) in trainable for bn in bns for w in bn.weights)
-    assert all(bn.trainable for bn in extractor.build_box_classifier().layers
-               if isinstance(bn, tf_keras.layers.BatchNormalization))
+    assert all(
+        bn.trainable
+        for bn in extractor.build_box_classifier().layers
+        if isinstance(bn, tf_keras.layers.BatchNormalization)
+    )
     before = bns[0].moving_mean.numpy().copy()
     model(tf.random.uniform([2, 7, 7, 1088]), training=True)
     np.testing.assert_array_equal(bns[0].moving_mean.numpy(), before)

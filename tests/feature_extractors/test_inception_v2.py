@@ -6,6 +6,7 @@ inception_v2.py, defaults): every convolution without bias followed by batch
 norm without scale (slim's ``inception_arg_scope``), i.e. beta, moving mean
 and moving variance per channel.
 """
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -44,8 +45,8 @@ def slim_parameter_count(first="Mixed_3b", last="Mixed_5c", with_stem=True):
         # Conv2d_2b_1x1 64 and Conv2d_2c_3x3 192.
         total = 7 * 7 * 3 * 8 + 24 * 64 + 3 * 64 + conv_bn(1, 64, 64) + conv_bn(3, 64, 192)
     names = [row[0] for row in SLIM_TABLE]
-    counted = names[names.index(first):names.index(last) + 1]
-    for name, b0, b1, b2, b3 in SLIM_TABLE[:names.index(last) + 1]:
+    counted = names[names.index(first) : names.index(last) + 1]
+    for name, b0, b1, b2, b3 in SLIM_TABLE[: names.index(last) + 1]:
         cin, params = channels, 0
         if b0:
             params += conv_bn(1, cin, b0)
@@ -86,16 +87,20 @@ def test_backbone_has_slims_parameter_count(extractor):
     assert InceptionV2.parameter_count(backbone) == expected
     assert backbone.output_shape == (None, None, None, 1024)
     # slim's trainable variables: all but the two moving statistics per BN channel.
-    bn_channels = sum(l.moving_mean.shape[0] for l in backbone.layers
-                      if isinstance(l, tf_keras.layers.BatchNormalization))
+    bn_channels = sum(
+        l.moving_mean.shape[0]
+        for l in backbone.layers
+        if isinstance(l, tf_keras.layers.BatchNormalization)
+    )
     assert InceptionV2.parameter_count(backbone, trainable_only=True) == expected - 2 * bn_channels
 
 
 def test_preprocess_scales_to_minus_one_one(extractor):
     images = np.random.RandomState(0).uniform(0, 255, [2, 5, 7, 3]).astype(np.float32)
     expected = tf_keras.applications.inception_v3.preprocess_input(images.copy())
-    np.testing.assert_allclose(extractor.preprocess(tf.constant(images)).numpy(), expected,
-                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        extractor.preprocess(tf.constant(images)).numpy(), expected, rtol=1e-6, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("side", [160, 150])
@@ -124,11 +129,18 @@ def test_ssd_feature_maps(extractor):
     maps = ssd(extractor.preprocess(tf.random.uniform([1, 160, 160, 3], 0, 255)))
     # Mixed_4c (stride 16), Mixed_5c (stride 32), then 512/256/256/128 halving (SAME).
     assert [tuple(m.shape) for m in maps] == [
-        (1, 10, 10, 576), (1, 5, 5, 1024), (1, 3, 3, 512), (1, 2, 2, 256),
-        (1, 1, 1, 256), (1, 1, 1, 128)]
+        (1, 10, 10, 576),
+        (1, 5, 5, 1024),
+        (1, 3, 3, 512),
+        (1, 2, 2, 256),
+        (1, 1, 1, 256),
+        (1, 1, 1, 128),
+    ]
     # Extra layers: 1x1 conv d/2 and 3x3 conv d, each with a scaled BN (4 per channel).
-    extras = sum(cin * (d // 2) + 4 * (d // 2) + 3 * 3 * (d // 2) * d + 4 * d
-                 for cin, d in zip([1024, 512, 256, 256], [512, 256, 256, 128]))
+    extras = sum(
+        cin * (d // 2) + 4 * (d // 2) + 3 * 3 * (d // 2) * d + 4 * d
+        for cin, d in zip([1024, 512, 256, 256], [512, 256, 256, 128])
+    )
     assert InceptionV2.parameter_count(ssd) == 10_173_240 + extras
 
 

@@ -1,4 +1,5 @@
 """Inception v3 extractor against keras.applications' InceptionV3 and the stride arithmetic."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -46,12 +47,14 @@ def test_backbone_is_keras_inception_v3(extractor, tmp_path):
     # keras.applications' legacy .h5 weight files load layer by layer.
     ref.save_weights(str(tmp_path / "reference.h5"))
     assert load_backbone_weights(backbone, str(tmp_path / "reference.h5")).loaded == len(
-        ref.weights)
+        ref.weights
+    )
     x = tf.random.uniform([1, 107, 107, 3], -1, 1, seed=1)
     expected = ref(x).numpy()
     assert expected.shape == (1, 2, 2, 2048)
-    np.testing.assert_allclose(backbone(x).numpy(), expected, rtol=1e-4,
-                               atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        backbone(x).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+    )
 
 
 @pytest.mark.parametrize("side", [160, 43])

@@ -1,4 +1,5 @@
 """ResNet v1 extractors: parameter counts against independent references, shapes by arithmetic."""
+
 import math
 
 import numpy as np
@@ -28,7 +29,7 @@ def slim_resnet_v1_params(units):
         for i in range(u):
             n += cin * f + 4 * f + 9 * f * f + 4 * f + f * 4 * f + 4 * 4 * f
             if i == 0:
-                n += cin * 4 * f + 4 * 4 * f   # projection shortcut + its BN
+                n += cin * 4 * f + 4 * 4 * f  # projection shortcut + its BN
             cin = 4 * f
     return n
 
@@ -48,8 +49,11 @@ def test_resnet50_parameter_count_matches_keras_applications_without_conv_biases
     # slim resnet_v1_50 / the Model Garden ResNet-50 have none (BN follows):
     # 23,587,712 - 26,560 conv biases = 23,561,152.
     ref = tf_keras.applications.ResNet50(include_top=False, weights=None)
-    conv_biases = sum(int(l.bias.shape[0]) for l in ref.layers
-                      if isinstance(l, tf_keras.layers.Conv2D) and l.use_bias)
+    conv_biases = sum(
+        int(l.bias.shape[0])
+        for l in ref.layers
+        if isinstance(l, tf_keras.layers.Conv2D) and l.use_bias
+    )
     ours = r50.parameter_count(r50.build_backbone())
     assert ref.count_params() - conv_biases == ours == 23_561_152
     assert slim_resnet_v1_params((3, 4, 6, 3)) == ours
@@ -59,9 +63,13 @@ def test_deep_resnet_parameter_counts(deep):
     # keras.applications ResNet101 / ResNet152 minus conv biases (checked once by hand:
     # 42,658,176 - 52,672 and 58,370,944 - 75,712) = the slim resnet_v1 counts.
     name, fe = deep
-    expected = {"resnet101_v1": (42_605_504, (3, 4, 23, 3)),
-                "resnet152_v1": (58_295_232, (3, 8, 36, 3))}[name]
-    assert fe.parameter_count(fe.build_backbone()) == expected[0] == slim_resnet_v1_params(expected[1])
+    expected = {
+        "resnet101_v1": (42_605_504, (3, 4, 23, 3)),
+        "resnet152_v1": (58_295_232, (3, 8, 36, 3)),
+    }[name]
+    assert (
+        fe.parameter_count(fe.build_backbone()) == expected[0] == slim_resnet_v1_params(expected[1])
+    )
 
 
 def test_deep_resnet_two_stage_and_ssd_forward(deep):
@@ -71,7 +79,13 @@ def test_deep_resnet_two_stage_and_ssd_forward(deep):
     assert fe.build_box_classifier()(tf.zeros([2, 7, 7, 1024])).shape == (2, 2048)
     maps = fe.build_ssd_feature_maps()(x)
     assert [tuple(m.shape) for m in maps] == [
-        (1, 4, 4, 1024), (1, 2, 2, 512), (1, 1, 1, 512), (1, 1, 1, 256), (1, 1, 1, 256), (1, 1, 1, 128)]
+        (1, 4, 4, 1024),
+        (1, 2, 2, 512),
+        (1, 1, 1, 512),
+        (1, 1, 1, 256),
+        (1, 1, 1, 256),
+        (1, 1, 1, 128),
+    ]
 
 
 def test_resnet50_two_stage_and_ssd_shapes(r50):
@@ -79,7 +93,7 @@ def test_resnet50_two_stage_and_ssd_shapes(r50):
     assert r50.build_first_stage()(x).shape == (2, 8, 6, 1024)
     box = r50.build_box_classifier()
     assert box(tf.zeros([3, 7, 7, 1024])).shape == (3, 2048)
-    assert box(tf.zeros([1, 5, 9, 1024])).shape == (1, 2048)   # any crop size
+    assert box(tf.zeros([1, 5, 9, 1024])).shape == (1, 2048)  # any crop size
     maps = r50.build_ssd_feature_maps()(x)
     sides = [(math.ceil(128 / s), math.ceil(96 / s)) for s in (16, 32, 64, 128, 256, 512)]
     assert [tuple(m.shape[1:3]) for m in maps] == sides
@@ -90,13 +104,16 @@ def test_subnetworks_share_the_backbone_variables(r50):
     backbone_ids = {id(v) for v in r50.build_backbone().variables}
     for model in (r50.build_first_stage(), r50.build_box_classifier()):
         assert {id(v) for v in model.variables} <= backbone_ids
-    assert r50.build_first_stage() is r50.build_first_stage()   # cached
+    assert r50.build_first_stage() is r50.build_first_stage()  # cached
 
 
 @pytest.fixture(scope="module")
 def strided(r50):
-    return {8: make(output_stride=8, meta_arch="faster_rcnn"), 16: r50,
-            32: make(output_stride=32, meta_arch="faster_rcnn")}
+    return {
+        8: make(output_stride=8, meta_arch="faster_rcnn"),
+        16: r50,
+        32: make(output_stride=32, meta_arch="faster_rcnn"),
+    }
 
 
 def test_output_strides_follow_ceil_arithmetic(strided):
@@ -104,13 +121,17 @@ def test_output_strides_follow_ceil_arithmetic(strided):
     for s, fe in strided.items():
         assert fe.build_first_stage()(x).shape == (1, math.ceil(100 / s), math.ceil(76 / s), 1024)
     x = tf.zeros([1, 128, 128, 3])
-    assert strided[8].build_first_stage()(x).shape[1] == 2 * strided[16].build_first_stage()(x).shape[1]
+    assert (
+        strided[8].build_first_stage()(x).shape[1]
+        == 2 * strided[16].build_first_stage()(x).shape[1]
+    )
 
 
 def test_output_strides_keep_the_model_garden_variables(strided):
     # Same variables, in the same order, as official.vision.modeling.backbones.ResNet(50):
     # its weights load into every output stride.
     from official.vision.modeling.backbones import ResNet
+
     reference = [tuple(v.shape) for v in ResNet(50).variables]
     assert [tuple(v.shape) for v in strided[16].build_backbone().variables] == reference
     first_stage = [tuple(v.shape) for v in strided[16].build_first_stage().variables]
@@ -126,7 +147,7 @@ def test_unsupported_output_stride_is_a_config_error():
 
 
 def test_fpn_levels_and_fc_box_head(r50):
-    fe = r50   # build_fpn needs only output_stride 16; reuses the built layers
+    fe = r50  # build_fpn needs only output_stride 16; reuses the built layers
     levels = fe.build_fpn(2, 6, 64)(tf.zeros([1, 128, 64, 3]))
     assert sorted(levels) == ["2", "3", "4", "5", "6"]
     for level, m in levels.items():
@@ -148,7 +169,11 @@ def test_freeze_batchnorm_and_weight_decay():
     assert not any("gamma" in v.name or "beta" in v.name for v in model.trainable_weights)
     mean_before = bns[0].moving_mean.numpy().copy()
     x = tf.random.uniform([1, 64, 64, 3], -2, 2)
-    np.testing.assert_allclose(model(x, training=True), model(x, training=False), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        model(x, training=True), model(x, training=False), rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_array_equal(bns[0].moving_mean.numpy(), mean_before)
     kernels = [v for v in model.trainable_weights if "kernel" in v.name]
-    assert len(model.losses) == len(kernels) == 1 + 3 * (3 + 4 + 6) + 3   # stem, 3 convs a unit, 3 shortcuts
+    assert (
+        len(model.losses) == len(kernels) == 1 + 3 * (3 + 4 + 6) + 3
+    )  # stem, 3 convs a unit, 3 shortcuts

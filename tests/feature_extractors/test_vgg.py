@@ -1,4 +1,5 @@
 """VGG-16 extractor against keras.applications' VGG16, numpy and the stride arithmetic."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -49,18 +50,21 @@ def test_backbone_is_keras_vgg16(extractor, tmp_path):
     # keras.applications' legacy .h5 weight files load layer by layer.
     ref.save_weights(str(tmp_path / "reference.h5"))
     assert load_backbone_weights(backbone, str(tmp_path / "reference.h5")).loaded == len(
-        ref.weights)
+        ref.weights
+    )
     x = tf.random.uniform([1, 64, 64, 3], -100, 100, seed=1)
     expected = ref(x).numpy()
-    np.testing.assert_allclose(backbone(x).numpy(), expected, rtol=1e-4,
-                               atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        backbone(x).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+    )
 
 
 def test_preprocess_is_keras_caffe_mode(extractor):
     images = np.random.RandomState(0).uniform(0, 255, [2, 5, 7, 3]).astype(np.float32)
     expected = tf_keras.applications.vgg16.preprocess_input(images.copy())
-    np.testing.assert_allclose(extractor.preprocess(tf.constant(images)).numpy(), expected,
-                               rtol=1e-6, atol=1e-4)
+    np.testing.assert_allclose(
+        extractor.preprocess(tf.constant(images)).numpy(), expected, rtol=1e-6, atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("side", [160, 150])
@@ -85,8 +89,9 @@ def test_box_classifier_is_fc6_fc7_as_convolutions(extractor):
     k6, b6, k7, b7 = [w.numpy() for w in head.weights]
     fc6_out = np.maximum(crops.reshape(2, -1) @ k6.reshape(-1, 4096) + b6, 0)
     expected = np.maximum(fc6_out @ k7.reshape(4096, 4096) + b7, 0)
-    np.testing.assert_allclose(head(crops).numpy(), expected, rtol=1e-4,
-                               atol=1e-4 * np.abs(expected).max())
+    np.testing.assert_allclose(
+        head(crops).numpy(), expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()
+    )
 
 
 def test_ssd_feature_maps_at_300(extractor):

@@ -1,6 +1,7 @@
 """A detector starts from a Keras Applications file, a TF-slim checkpoint and a Model Garden
 checkpoint (SSD MobileNet v1 at 0.25 width, 64 px): training two steps logs what was loaded;
 the Keras-started one is then evaluated and exported."""
+
 import logging
 import os
 
@@ -22,8 +23,9 @@ CONFIG = os.path.join(REPO_ROOT, "configs", "ssd_mobilenet_v1_300.pbtxt")
 
 
 def keras_reference():
-    ref = tf_keras.applications.MobileNet(weights=None, input_shape=(64, 64, 3), alpha=0.25,
-                                          include_top=False)
+    ref = tf_keras.applications.MobileNet(
+        weights=None, input_shape=(64, 64, 3), alpha=0.25, include_top=False
+    )
     randomize(ref.weights)
     return ref
 
@@ -44,23 +46,29 @@ def slim_file(tmp_path):
 
 def garden_file(tmp_path):
     from official.vision.modeling import backbones
-    net = backbones.MobileNet(model_id="MobileNetV1", filter_size_scale=0.25,
-                              input_specs=tf_keras.layers.InputSpec(shape=[None, None, None, 3]))
+
+    net = backbones.MobileNet(
+        model_id="MobileNetV1",
+        filter_size_scale=0.25,
+        input_specs=tf_keras.layers.InputSpec(shape=[None, None, None, 3]),
+    )
     randomize(net.weights)
     return tf.train.Checkpoint(backbone=net).write(str(tmp_path / "garden" / "ckpt"))
 
 
 def overrides(weights):
-    sets = ["model.ssd.image_resizer={fixed_shape {height: 64 width: 64}}",
-            "model.ssd.feature_extractor.depth_multiplier=0.25",
-            "model.ssd.feature_extractor.min_depth=8",
-            f"model.ssd.feature_extractor.weights_path=\"{weights}\"",
-            "train_config.batch_size=2",
-            "train_config.optimizer.momentum.learning_rate.warmup_steps=1",
-            "train_input_reader.synthetic_shapes.num_images=4",
-            "train_input_reader.synthetic_shapes.image_size=64",
-            "eval_input_reader.synthetic_shapes.num_images=2",
-            "eval_input_reader.synthetic_shapes.image_size=64"]
+    sets = [
+        "model.ssd.image_resizer={fixed_shape {height: 64 width: 64}}",
+        "model.ssd.feature_extractor.depth_multiplier=0.25",
+        "model.ssd.feature_extractor.min_depth=8",
+        f'model.ssd.feature_extractor.weights_path="{weights}"',
+        "train_config.batch_size=2",
+        "train_config.optimizer.momentum.learning_rate.warmup_steps=1",
+        "train_input_reader.synthetic_shapes.num_images=4",
+        "train_input_reader.synthetic_shapes.image_size=64",
+        "eval_input_reader.synthetic_shapes.num_images=2",
+        "eval_input_reader.synthetic_shapes.image_size=64",
+    ]
     return [a for s in sets for a in ("--set", s)]
 
 
@@ -69,42 +77,63 @@ def test_detector_trains_from_a_keras_file_and_runs_end_to_end(tmp_path, caplog,
     from detbench.evaluate import main as evaluate_main
     from detbench.export.__main__ import main as export_main
     from detbench.train.__main__ import main as train_main
+
     caplog.set_level(logging.INFO, logger="detbench.weights")
     weights = keras_file(tmp_path)
     model_dir = str(tmp_path / "model")
-    code = run_cli(train_main, ["--pipeline", CONFIG, "--model_dir", model_dir,
-                                "--num_steps", "2", "--no_progress"] + overrides(weights))
+    code = run_cli(
+        train_main,
+        ["--pipeline", CONFIG, "--model_dir", model_dir, "--num_steps", "2", "--no_progress"]
+        + overrides(weights),
+    )
     assert code == 0, capsys.readouterr().err
     lines = [r.getMessage() for r in caplog.records if r.name == "detbench.weights"]
-    assert lines[0] == (f"feature_extractor.weights_path: {weights} (Keras Applications .h5) "
-                        "into mobilenet_v1: loaded 135 variables, folded 0 conv biases into "
-                        "batch norm, skipped 0 of the file's, left 0 of ours at their initial "
-                        "values")
-    code = run_cli(evaluate_main, ["--pipeline", CONFIG, "--checkpoint", model_dir,
-                                   "--out", str(tmp_path / "eval.json"),
-                                   "--no_progress"] + overrides(weights))
+    assert lines[0] == (
+        f"feature_extractor.weights_path: {weights} (Keras Applications .h5) "
+        "into mobilenet_v1: loaded 135 variables, folded 0 conv biases into "
+        "batch norm, skipped 0 of the file's, left 0 of ours at their initial "
+        "values"
+    )
+    code = run_cli(
+        evaluate_main,
+        [
+            "--pipeline",
+            CONFIG,
+            "--checkpoint",
+            model_dir,
+            "--out",
+            str(tmp_path / "eval.json"),
+            "--no_progress",
+        ]
+        + overrides(weights),
+    )
     assert code == 0, capsys.readouterr().err
     assert os.path.getsize(tmp_path / "eval.json") > 0
     out = str(tmp_path / "export")
-    code = run_cli(export_main, ["--pipeline", CONFIG, "--checkpoint", model_dir,
-                                 "--out", out] + overrides(weights))
+    code = run_cli(
+        export_main,
+        ["--pipeline", CONFIG, "--checkpoint", model_dir, "--out", out] + overrides(weights),
+    )
     assert code == 0, capsys.readouterr().err
     assert any(f == "saved_model.pb" for _, _, files in os.walk(out) for f in files)
 
 
-@pytest.mark.parametrize("fmt,make", [("TF-slim checkpoint", slim_file),
-                                      ("Model Garden checkpoint", garden_file)])
+@pytest.mark.parametrize(
+    "fmt,make", [("TF-slim checkpoint", slim_file), ("Model Garden checkpoint", garden_file)]
+)
 def test_detector_starts_from_slim_and_garden_files(tmp_path, caplog, fmt, make):
     """The same path (the SSD's from_config loads the extractor's weights) for the other
     formats; training from them is the Keras test's loop."""
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
+
     caplog.set_level(logging.INFO, logger="detbench.weights")
     weights = make(tmp_path)
     pipeline = load_pipeline(CONFIG, overrides(weights)[1::2])
     model = build_model(pipeline.model)
     lines = [r.getMessage() for r in caplog.records if r.name == "detbench.weights"]
-    assert lines[0].startswith(f"feature_extractor.weights_path: {weights} ({fmt}) into "
-                               "mobilenet_v1: loaded 135 variables")
+    assert lines[0].startswith(
+        f"feature_extractor.weights_path: {weights} ({fmt}) into mobilenet_v1: loaded 135 variables"
+    )
     assert lines[0].endswith("left 0 of ours at their initial values")
     assert model.feature_extractor.build_backbone().variables[0].numpy().std() > 0

@@ -1,6 +1,7 @@
 """Model Garden classification backbones (official.vision.modeling.backbones) saved as
 tf.train.Checkpoint, as its ImageNet checkpoints are, load into our extractors: the same
 feature maps on the same preprocessed image."""
+
 import pytest
 import tensorflow as tf
 import tf_keras
@@ -25,9 +26,10 @@ CASES = {
 def test_model_garden_checkpoint_gives_the_reference_maps(tmp_path, name):
     theirs = CASES[name]()
     randomize(theirs.weights)
-    head = tf.Variable(tf.zeros([7]))          # a classifier's variable beside the backbone
+    head = tf.Variable(tf.zeros([7]))  # a classifier's variable beside the backbone
     path = tf.train.Checkpoint(model=tf.train.Checkpoint(backbone=theirs, head=head)).write(
-        str(tmp_path / "ckpt"))
+        str(tmp_path / "ckpt")
+    )
     fe = shared_extractor(name)
     fe.weights_path = path
     report = fe.load_weights()
@@ -38,8 +40,8 @@ def test_model_garden_checkpoint_gives_the_reference_maps(tmp_path, name):
     x = fe.preprocess(image(64))
     expected = theirs(x)
     ours = backbone(x)
-    if isinstance(ours, dict):                  # ResNet: every level
+    if isinstance(ours, dict):  # ResNet: every level
         for level in expected:
             assert_same_map(ours[level], expected[level])
-    else:                                       # MobileNet: the last map
+    else:  # MobileNet: the last map
         assert_same_map(ours, expected[max(expected, key=int)])

@@ -1,6 +1,7 @@
 """Keras Applications .h5 files (save_weights of tf_keras.applications with random weights,
 the published files' layout) load into our extractors: the same feature maps on the same
 preprocessed image, heads skipped and counted, ResNet's conv biases folded."""
+
 import numpy as np
 import pytest
 import tf_keras
@@ -38,22 +39,54 @@ def reference_map(ref, layer, x):
 # (extractor, keras builder, the keras layer ours ends with, side, extractor fields,
 #  values skipped (the with-top head), compare ours' output key or None)
 CASES = {
-    "mobilenet_v1": (lambda s: A.MobileNet(weights=None, input_shape=(s, s, 3), classes=7),
-                     "conv_pw_13_relu", 64, {}, 2),
-    "mobilenet_v2": (lambda s: A.MobileNetV2(weights=None, input_shape=(s, s, 3), classes=7),
-                     "out_relu", 64, {}, 2),
-    "vgg16": (lambda s: A.VGG16(weights=None, input_shape=(s, s, 3), classes=7),
-              "block5_pool", 64, {}, 6),
-    "inception_v3": (lambda s: A.InceptionV3(weights=None, input_shape=(s, s, 3), classes=7),
-                     "mixed10", 75, {}, 2),
-    "inception_resnet_v2": (lambda s: A.InceptionResNetV2(weights=None, input_shape=(s, s, 3),
-                                                          classes=7), "conv_7b_ac", 75, {}, 2),
+    "mobilenet_v1": (
+        lambda s: A.MobileNet(weights=None, input_shape=(s, s, 3), classes=7),
+        "conv_pw_13_relu",
+        64,
+        {},
+        2,
+    ),
+    "mobilenet_v2": (
+        lambda s: A.MobileNetV2(weights=None, input_shape=(s, s, 3), classes=7),
+        "out_relu",
+        64,
+        {},
+        2,
+    ),
+    "vgg16": (
+        lambda s: A.VGG16(weights=None, input_shape=(s, s, 3), classes=7),
+        "block5_pool",
+        64,
+        {},
+        6,
+    ),
+    "inception_v3": (
+        lambda s: A.InceptionV3(weights=None, input_shape=(s, s, 3), classes=7),
+        "mixed10",
+        75,
+        {},
+        2,
+    ),
+    "inception_resnet_v2": (
+        lambda s: A.InceptionResNetV2(weights=None, input_shape=(s, s, 3), classes=7),
+        "conv_7b_ac",
+        75,
+        {},
+        2,
+    ),
 }
 
 
-@pytest.mark.parametrize("name", [
-    "mobilenet_v1", "mobilenet_v2", "vgg16", "inception_v3",
-    pytest.param("inception_resnet_v2", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "vgg16",
+        "inception_v3",
+        pytest.param("inception_resnet_v2", marks=pytest.mark.slow),
+    ],
+)
 def test_keras_applications_file_gives_the_reference_maps(tmp_path, name):
     build, layer, side, fields, head_values = CASES[name]
     ref, path = keras_file(tmp_path, lambda: build(side))
@@ -62,7 +95,11 @@ def test_keras_applications_file_gives_the_reference_maps(tmp_path, name):
     backbone = fe.build_backbone()
     assert report.format == "Keras Applications .h5"
     assert (report.loaded, report.skipped, report.left_at_init, report.folded) == (
-        len(backbone.variables), head_values, 0, 0)
+        len(backbone.variables),
+        head_values,
+        0,
+        0,
+    )
     assert report.loaded + report.skipped == len(ref.weights)
     x = fe.preprocess(image(side))
     assert_same_map(backbone(x), reference_map(ref, layer, x))
@@ -74,8 +111,9 @@ def test_keras_resnet_biases_fold_into_batch_norm(tmp_path, model_id):
     on the 3x3): the networks agree up to conv2 (no stride there), at an odd side (SAME
     padding then pads as keras' ZeroPadding2D)."""
     build = {50: A.ResNet50}[model_id]
-    ref, path = keras_file(tmp_path, lambda: build(weights=None, input_shape=(65, 65, 3),
-                                                   classes=7))
+    ref, path = keras_file(
+        tmp_path, lambda: build(weights=None, input_shape=(65, 65, 3), classes=7)
+    )
     fe = shared_extractor(f"resnet{model_id}_v1", batch_norm_epsilon=1.001e-5)
     report = load(fe, path)
     convs = sum(1 for w in ref.weights if w.name.endswith("_conv/bias:0"))
@@ -86,14 +124,17 @@ def test_keras_resnet_biases_fold_into_batch_norm(tmp_path, model_id):
     assert_same_map(fe.build_backbone()(x)["2"], reference_map(ref, "conv2_block3_out", x))
     # the fold, by hand: conv1's batch norm mean is keras' mean minus keras' bias
     ours = fe._stem[1].moving_mean.numpy()
-    theirs = (ref.get_layer("conv1_bn").moving_mean.numpy()
-              - ref.get_layer("conv1_conv").bias.numpy())
+    theirs = (
+        ref.get_layer("conv1_bn").moving_mean.numpy() - ref.get_layer("conv1_conv").bias.numpy()
+    )
     np.testing.assert_array_equal(ours, theirs)
 
 
 def test_keras_depth_multiplier_mismatch_is_refused(tmp_path):
-    _, path = keras_file(tmp_path, lambda: A.MobileNet(weights=None, input_shape=(64, 64, 3),
-                                                       alpha=0.5, include_top=False))
+    _, path = keras_file(
+        tmp_path,
+        lambda: A.MobileNet(weights=None, input_shape=(64, 64, 3), alpha=0.5, include_top=False),
+    )
     with pytest.raises(ConfigError) as e:
         load(extractor("mobilenet_v1"), path)
     message = str(e.value)
@@ -103,16 +144,21 @@ def test_keras_depth_multiplier_mismatch_is_refused(tmp_path):
 
 
 def test_keras_file_of_another_network_is_refused(tmp_path):
-    _, path = keras_file(tmp_path, lambda: A.MobileNetV2(weights=None, input_shape=(64, 64, 3),
-                                                         include_top=False))
-    with pytest.raises(ConfigError, match=r"keras\.h5: does not match mobilenet_v1 as a Keras "
-                                          r"Applications \.h5 file: it lacks conv1/kernel"):
+    _, path = keras_file(
+        tmp_path, lambda: A.MobileNetV2(weights=None, input_shape=(64, 64, 3), include_top=False)
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"keras\.h5: does not match mobilenet_v1 as a Keras "
+        r"Applications \.h5 file: it lacks conv1/kernel",
+    ):
         load(extractor("mobilenet_v1"), path)
 
 
 def test_truncated_keras_file_is_refused(tmp_path):
-    _, path = keras_file(tmp_path, lambda: A.MobileNet(weights=None, input_shape=(64, 64, 3),
-                                                       include_top=False))
+    _, path = keras_file(
+        tmp_path, lambda: A.MobileNet(weights=None, input_shape=(64, 64, 3), include_top=False)
+    )
     with open(path, "rb") as f:
         data = f.read()
     with open(path, "wb") as f:
@@ -123,8 +169,9 @@ def test_truncated_keras_file_is_refused(tmp_path):
 
 
 def test_load_backbone_weights_without_an_extractor_reads_detbench_files_only(tmp_path):
-    _, path = keras_file(tmp_path, lambda: A.MobileNet(weights=None, input_shape=(64, 64, 3),
-                                                       include_top=False))
+    _, path = keras_file(
+        tmp_path, lambda: A.MobileNet(weights=None, input_shape=(64, 64, 3), include_top=False)
+    )
     fe = extractor("mobilenet_v1")
     with pytest.raises(ConfigError, match="does not match mobilenet_v1: layer #0 layer_0"):
         load_backbone_weights(fe.build_backbone(), path)

@@ -1,4 +1,5 @@
 """Shared pieces of the weight-format tests: random weights, extractors, the comparison."""
+
 import functools
 
 import numpy as np
@@ -9,6 +10,7 @@ from detbench.protos import feature_extractor_pb2 as pb
 
 def extractor(name, **fields):
     import detbench.feature_extractors  # noqa: F401  (registers every family)
+
     return FEATURE_EXTRACTORS.get(name).from_config(pb.FeatureExtractor(type=name, **fields))
 
 
@@ -26,9 +28,11 @@ def random_value(name, shape, rng):
 
 def randomize(variables, seed=0):
     import tf_keras
+
     rng = np.random.RandomState(seed)
     tf_keras.backend.batch_set_value(
-        [(v, random_value(v.name, tuple(v.shape), rng)) for v in variables])
+        [(v, random_value(v.name, tuple(v.shape), rng)) for v in variables]
+    )
 
 
 @functools.cache

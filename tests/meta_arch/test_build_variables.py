@@ -3,6 +3,7 @@ of ``detect`` (or of a training step) traces its Python function once.
 
 A tf.function whose first call creates variables traces twice (once creating
 them, once more without); these tests count the traces and the variables."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -23,8 +24,9 @@ def _model_config(name, message):
 
 CONFIGS = {
     "ssd": lambda: _model_config("ssd", test_ssd._config(test_ssd.SOFTMAX, size=96)),
-    "ssd_fpn": lambda: _model_config("ssd", test_ssd._config(test_ssd.RETINANET, size=96,
-                                                             max_level=6)),
+    "ssd_fpn": lambda: _model_config(
+        "ssd", test_ssd._config(test_ssd.RETINANET, size=96, max_level=6)
+    ),
     "faster_rcnn": lambda: faster_rcnn_config(),
     "faster_rcnn_fpn": lambda: faster_rcnn_config(fpn=True),
     "rfcn": lambda: _model_config("rfcn", tiny_rfcn_config()),
@@ -62,6 +64,7 @@ def test_build_variables_is_idempotent_and_matches_a_lazy_model():
     eager.build_variables()
     assert {v.name: tuple(v.shape) for v in eager.variables} == shapes
     from detbench.meta_arch.faster_rcnn import FasterRcnn
+
     lazy = FasterRcnn.from_config(config.faster_rcnn, is_training=False)
     lazy.detect(tf.zeros([1, 96, 128, 3]))
     assert sorted(tuple(v.shape) for v in lazy.variables) == sorted(shapes.values())
@@ -76,6 +79,7 @@ def test_training_step_traces_once():
     from detbench.meta_arch.faster_rcnn import FasterRcnn
     from detbench.train.trainer import make_train_step
     from tests.meta_arch.test_rfcn import scene_batch
+
     model = FasterRcnn.from_config(CONFIGS["faster_rcnn"]().faster_rcnn, is_training=True)
     images, gt = scene_batch()
     inputs, true_shapes = model.preprocess(images)

@@ -1,6 +1,7 @@
 """Faster R-CNN: preprocessing, training to convergence on drawn images (plain,
 FPN, OHEM), test-time proposal counts, output stride, FLOPs vs proposals and
 the shipped configs."""
+
 import glob
 import os
 
@@ -21,7 +22,7 @@ from tests.meta_arch.tiny_extractor import register
 register()
 
 TINY = 'feature_extractor { type: "test_tiny" output_stride: %d %s }'
-TINY_FPN = 'fpn { min_level: 2 max_level: 5 depth: 32 }'
+TINY_FPN = "fpn { min_level: 2 max_level: 5 depth: 32 }"
 
 
 def _config(stride=16, fpn=False, extra="", rpn_extra="", size=(96, 128)):
@@ -43,8 +44,9 @@ def _config(stride=16, fpn=False, extra="", rpn_extra="", size=(96, 128)):
 
 
 def _model(benchmark_mode=False, **kwargs):
-    return FasterRcnn.from_config(_config(**kwargs).faster_rcnn, is_training=True,
-                                  benchmark_mode=benchmark_mode)
+    return FasterRcnn.from_config(
+        _config(**kwargs).faster_rcnn, is_training=True, benchmark_mode=benchmark_mode
+    )
 
 
 # -- synthetic data: bright rectangles of two colours (= classes) on dark ------
@@ -66,8 +68,11 @@ def _synthetic(size=96):
             images[b, y0:y1, x0:x1] = COLOURS[c]
             boxes[b, i] = np.array([y0, x0, y1, x1]) / size
             classes[b, i] = c
-    gt = {"groundtruth_boxes": tf.constant(boxes), "groundtruth_classes": tf.constant(classes),
-          "num_groundtruth_boxes": tf.constant([len(l) for l in LAYOUTS], tf.int32)}
+    gt = {
+        "groundtruth_boxes": tf.constant(boxes),
+        "groundtruth_classes": tf.constant(classes),
+        "num_groundtruth_boxes": tf.constant([len(l) for l in LAYOUTS], tf.int32),
+    }
     return tf.constant(images), gt
 
 
@@ -81,6 +86,7 @@ def _train_step_fn(model, optimizer, eager=False):
         variables = model.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
         return total, losses
+
     return step if eager else tf.function(step)
 
 
@@ -97,9 +103,12 @@ def _train(model, steps, lr=1e-3, until=None, extra_steps=(100, 100)):
             totals.append(float(total))
         if until is None or until(model, images, gt, totals):
             break
-    assert set(losses) == {"rpn_localization_loss", "rpn_objectness_loss",
-                           "box_classifier_localization_loss",
-                           "box_classifier_classification_loss"}
+    assert set(losses) == {
+        "rpn_localization_loss",
+        "rpn_objectness_loss",
+        "box_classifier_localization_loss",
+        "box_classifier_classification_loss",
+    }
     return totals, images, gt
 
 
@@ -128,8 +137,10 @@ def _assert_detects_every_box(model, images, gt):
         for i in range(n):
             label = int(gt["groundtruth_classes"][b, i])
             hit = (ious[i] > 0.5) & (scores > 0.5) & (classes == label)
-            assert hit.any(), (f"image {b} box {i}: best IoU {ious[i].max():.2f}, "
-                               f"classes {classes[:5]}, scores {scores[:5]}")
+            assert hit.any(), (
+                f"image {b} box {i}: best IoU {ious[i].max():.2f}, "
+                f"classes {classes[:5]}, scores {scores[:5]}"
+            )
 
 
 @pytest.mark.slow
@@ -147,8 +158,8 @@ def test_training_converges_and_detects_every_box(variant):
 
 # -- preprocessing ------------------------------------------------------------
 def test_keep_aspect_ratio_size_by_hand():
-    assert two_stage.keep_aspect_ratio_size(100, 200, 64, 100) == (50, 100)   # long side caps
-    assert two_stage.keep_aspect_ratio_size(100, 150, 64, 100) == (64, 96)    # short side rules
+    assert two_stage.keep_aspect_ratio_size(100, 200, 64, 100) == (50, 100)  # long side caps
+    assert two_stage.keep_aspect_ratio_size(100, 150, 64, 100) == (64, 96)  # short side rules
     h, w = two_stage.keep_aspect_ratio_size(tf.constant(100), tf.constant(150), 64, 100)
     assert (int(h), int(w)) == (64, 96)
 
@@ -173,10 +184,13 @@ def test_postprocess_boxes_are_relative_to_the_true_image():
     # logits for class 2.
     rois = tf.constant([[[0.25, 0.25, 0.5, 0.5]]])
     logits = tf.constant([[[0.0, 0.0, 10.0]]])
-    predictions = {"rois": rois, "roi_valid": tf.constant([[True]]),
-                   "refined_box_encodings": tf.zeros([1, 1, 2, 4]),
-                   "class_predictions_with_background": logits,
-                   "image_shape": tf.constant([64, 128])}
+    predictions = {
+        "rois": rois,
+        "roi_valid": tf.constant([[True]]),
+        "refined_box_encodings": tf.zeros([1, 1, 2, 4]),
+        "class_predictions_with_background": logits,
+        "image_shape": tf.constant([64, 128]),
+    }
     det = model.postprocess(predictions, tf.constant([[32, 96, 3]]))
     assert int(det["num_detections"][0]) == 2
     assert det["detection_classes"][0, 0] == 2
@@ -199,6 +213,7 @@ def _box_classifier_rois(concrete_fn):
                 counts.append(op.outputs[0].shape[0])
             if op.type in ("PartitionedCall", "StatefulPartitionedCall"):
                 walk(graph._get_function(op.get_attr("f").name).graph)  # noqa: SLF001
+
     walk(concrete_fn.graph)
     return counts
 
@@ -215,6 +230,7 @@ def test_test_time_proposals_are_honoured_exactly(num_proposals, benchmark_mode)
         inputs, true_shapes = model.preprocess(images)
         predictions = model.predict(inputs, true_shapes, training=False)
         return predictions, model.postprocess(predictions, true_shapes)
+
     predictions, detections = run(images)
     concrete = run.get_concrete_function(images)
     assert _box_classifier_rois(concrete) == [2 * num_proposals]
@@ -229,8 +245,9 @@ def test_test_time_proposals_are_honoured_exactly(num_proposals, benchmark_mode)
         assert (areas > 0).all()
     else:
         assert (num <= num_proposals).all()
-        np.testing.assert_array_equal(predictions["proposal_valid"].numpy(),
-                                      np.arange(num_proposals)[None] < num[:, None])
+        np.testing.assert_array_equal(
+            predictions["proposal_valid"].numpy(), np.arange(num_proposals)[None] < num[:, None]
+        )
     assert detections["detection_boxes"].shape == (2, 100, 4)
 
 
@@ -245,6 +262,7 @@ def test_stage_methods_compose_to_detect():
         first = model.propose(features, true_shapes)
         second = model.classify_boxes(features, first["proposal_boxes"])
         return model.postprocess({**first, **second}, true_shapes)
+
     staged_out = staged(images)
     detect_out = tf.function(model.detect)(images)
     for key in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
@@ -257,8 +275,9 @@ def test_unknown_input_sizes_give_the_same_detections(fpn):
     # computed in the graph instead of being constants.
     model = _model(fpn=fpn)
     images = tf.random.uniform([1, 80, 130, 3], 0, 255, seed=7)
-    dynamic = tf.function(model.detect, input_signature=[
-        tf.TensorSpec([None, None, None, 3], tf.float32)])(images)
+    dynamic = tf.function(
+        model.detect, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+    )(images)
     static = tf.function(model.detect)(images)
     for key in ("detection_boxes", "detection_scores", "num_detections"):
         np.testing.assert_allclose(dynamic[key].numpy(), static[key].numpy(), atol=1e-5)
@@ -301,8 +320,9 @@ def test_box_classifier_flops_grow_linearly_with_proposals():
     # 2x2 max-pool (1 FLOP per window element: 14*14*64), the head's 3x3 conv
     # 64->64 on 7x7 (+ bias), global average pool (7*7*64), logits 64->3 and
     # box codes 64->8 (+ biases).
-    per_roi = (14 * 14 * 64 + 2 * 49 * 9 * 64 * 64 + 49 * 64 + 49 * 64
-               + 2 * 64 * 3 + 3 + 2 * 64 * 8 + 8)
+    per_roi = (
+        14 * 14 * 64 + 2 * 49 * 9 * 64 * 64 + 49 * 64 + 49 * 64 + 2 * 64 * 3 + 3 + 2 * 64 * 8 + 8
+    )
     growth = flops[100] - flops[10]
     assert flops[10] > 0
     # The rest that scales with proposals (box decoding, softmax) is small.
@@ -326,15 +346,18 @@ def test_config_builds_trains_one_step_and_detects(path):
     import detbench.feature_extractors  # noqa: F401
     from detbench.config import load_pipeline
     from detbench.feature_extractors.base import FEATURE_EXTRACTORS
+
     pipeline = load_pipeline(path, OVERRIDES, check_registry=False)
     extractor = pipeline.model.faster_rcnn.feature_extractor.type
     if extractor not in FEATURE_EXTRACTORS:
         pytest.skip(f"feature extractor {extractor!r} is not registered yet")
     model = build_model(pipeline.model, is_training=True)
     images = tf.random.uniform([1, 120, 150, 3], 0, 255, seed=1)
-    gt = {"groundtruth_boxes": tf.constant([[[0.1, 0.1, 0.6, 0.5], [0.4, 0.5, 0.9, 0.9]]]),
-          "groundtruth_classes": tf.constant([[1, 3]]),
-          "num_groundtruth_boxes": tf.constant([2])}
+    gt = {
+        "groundtruth_boxes": tf.constant([[[0.1, 0.1, 0.6, 0.5], [0.4, 0.5, 0.9, 0.9]]]),
+        "groundtruth_classes": tf.constant([[1, 3]]),
+        "num_groundtruth_boxes": tf.constant([2]),
+    }
     # The training step runs eagerly: tracing a big backbone's gradient graph
     # costs ~5x the step itself, and graph mode is covered by the tiny models.
     step = _train_step_fn(model, tf_keras.optimizers.SGD(1e-3), eager=True)

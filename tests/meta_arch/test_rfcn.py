@@ -4,6 +4,7 @@ count, proposals honoured, builds from protos and from the shipped configs.
 The scene / training / matching helpers here are shared with
 ``test_cascade_rcnn.py``.
 """
+
 import glob
 import os
 
@@ -58,14 +59,17 @@ def scene_batch(scenes=SCENES, size=IMAGE_SIZE):
             images[i, y0:y1, x0:x1] = CLASS_COLOURS[cls]
             boxes[i, j] = np.array([y0, x0, y1, x1], np.float32) / size
             classes[i, j] = cls
-    gt = {"groundtruth_boxes": tf.constant(boxes),
-          "groundtruth_classes": tf.constant(classes),
-          "num_groundtruth_boxes": tf.constant([len(s) for s in scenes], tf.int32)}
+    gt = {
+        "groundtruth_boxes": tf.constant(boxes),
+        "groundtruth_classes": tf.constant(classes),
+        "num_groundtruth_boxes": tf.constant([len(s) for s in scenes], tf.int32),
+    }
     return tf.constant(images), gt
 
 
-def train(model, images, groundtruth, steps, learning_rate=2e-3, until=None,
-          extra_steps=(100, 100)):
+def train(
+    model, images, groundtruth, steps, learning_rate=2e-3, until=None, extra_steps=(100, 100)
+):
     """Adam on the summed losses; returns the total loss of every step.
 
     With ``until(losses)``, trains up to ``extra_steps`` more chunks while it is
@@ -80,8 +84,7 @@ def train(model, images, groundtruth, steps, learning_rate=2e-3, until=None,
     def step():
         with tf.GradientTape() as tape:
             inputs, true_shapes = model.preprocess(images)
-            predictions = model.predict(inputs, true_shapes, training=True,
-                                        groundtruth=groundtruth)
+            predictions = model.predict(inputs, true_shapes, training=True, groundtruth=groundtruth)
             total = tf.add_n(list(model.loss(predictions, groundtruth).values()))
         variables = model.trainable_variables
         grads = tape.gradient(total, variables)
@@ -99,6 +102,7 @@ def train(model, images, groundtruth, steps, learning_rate=2e-3, until=None,
 def converged(model, images, groundtruth, fraction=0.15):
     """``until`` for ``train``: the loss fell below ``fraction`` of its start and
     every groundtruth box is detected (the tests then assert both)."""
+
     def check(losses):
         if not np.mean(losses[-10:]) < fraction * losses[0]:
             return False
@@ -107,6 +111,7 @@ def converged(model, images, groundtruth, fraction=0.15):
         except AssertionError:
             return False
         return True
+
     return check
 
 
@@ -123,21 +128,26 @@ def assert_detects_every_box(detections, groundtruth, min_score=0.5):
             gt_cls = int(groundtruth["groundtruth_classes"][i, j])
             ious = np_iou(gt_box[None], boxes)[0] if len(boxes) else np.zeros(0)
             hits = (ious > 0.5) & (classes == gt_cls)
-            assert hits.any(), (f"image {i} box {j} (class {gt_cls}) not found; "
-                                f"best IoU {ious.max() if len(ious) else 0:.2f}, "
-                                f"detections {list(zip(classes, np.round(ious, 2)))}")
+            assert hits.any(), (
+                f"image {i} box {j} (class {gt_cls}) not found; "
+                f"best IoU {ious.max() if len(ious) else 0:.2f}, "
+                f"detections {list(zip(classes, np.round(ious, 2)))}"
+            )
 
 
 # -- R-FCN ---------------------------------------------------------------------
 def tiny_rfcn_config(extra=""):
-    return parse_text(f"""
+    return parse_text(
+        f"""
         num_classes: 2
         image_resizer {{ fixed_shape {{ height: {IMAGE_SIZE} width: {IMAGE_SIZE} }} }}
         feature_extractor {{ type: "test_tiny" output_stride: 16 weight_decay: 0 }}
         rpn {{ {TINY_RPN} }}
         reduction_depth: 64
         hard_example_miner {{ batch_size: 32 }}
-        {extra}""", rfcn_pb2.Rfcn())
+        {extra}""",
+        rfcn_pb2.Rfcn(),
+    )
 
 
 def test_rfcn_with_ohem_learns_drawn_scenes():
@@ -152,8 +162,9 @@ def test_rfcn_with_ohem_learns_drawn_scenes():
 
 
 def test_rfcn_loss_names_and_random_sampler_without_ohem():
-    model = Rfcn.from_config(tiny_rfcn_config("use_ohem: false "
-                                              "second_stage_sampler { batch_size: 16 }"))
+    model = Rfcn.from_config(
+        tiny_rfcn_config("use_ohem: false second_stage_sampler { batch_size: 16 }")
+    )
     assert model.hard_example_miner is None
     images, gt = scene_batch()
     inputs, true_shapes = model.preprocess(images)
@@ -162,9 +173,14 @@ def test_rfcn_loss_names_and_random_sampler_without_ohem():
     assert predictions["class_predictions_with_background"].shape == (3, 16, 3)
     assert predictions["refined_box_encodings"].shape == (3, 16, 1, 4)  # class-agnostic
     losses = model.loss(predictions, gt)
-    assert sorted(losses) == sorted(["rpn_localization_loss", "rpn_objectness_loss",
-                                     "box_classifier_localization_loss",
-                                     "box_classifier_classification_loss"])
+    assert sorted(losses) == sorted(
+        [
+            "rpn_localization_loss",
+            "rpn_objectness_loss",
+            "box_classifier_localization_loss",
+            "box_classifier_classification_loss",
+        ]
+    )
     assert all(np.isfinite(float(v)) for v in losses.values())
 
 
@@ -188,40 +204,55 @@ def test_position_sensitive_head_matches_numpy_voting():
         y_lo, x_lo = int(np.floor(y)), int(np.floor(x))
         dy, dx = y - y_lo, x - x_lo
         y_hi, x_hi = min(y_lo + 1, h - 1), min(x_lo + 1, h - 1)
-        return ((1 - dy) * (1 - dx) * img[y_lo, x_lo] + (1 - dy) * dx * img[y_lo, x_hi]
-                + dy * (1 - dx) * img[y_hi, x_lo] + dy * dx * img[y_hi, x_hi])
+        return (
+            (1 - dy) * (1 - dx) * img[y_lo, x_lo]
+            + (1 - dy) * dx * img[y_lo, x_hi]
+            + dy * (1 - dx) * img[y_hi, x_lo]
+            + dy * dx * img[y_hi, x_hi]
+        )
 
     votes = []
     for i in range(k):
         for j in range(k):
-            group = maps[..., (i * k + j) * depth:(i * k + j + 1) * depth]
+            group = maps[..., (i * k + j) * depth : (i * k + j + 1) * depth]
             by0, by1 = y0 + i * (y1 - y0) / k, y0 + (i + 1) * (y1 - y0) / k
             bx0, bx1 = x0 + j * (x1 - x0) / k, x0 + (j + 1) * (x1 - x0) / k
-            samples = [bilinear(group, by0 + a * (by1 - by0) / (s - 1),
-                                bx0 + b * (bx1 - bx0) / (s - 1))
-                       for a in range(s) for b in range(s)]
+            samples = [
+                bilinear(group, by0 + a * (by1 - by0) / (s - 1), bx0 + b * (bx1 - bx0) / (s - 1))
+                for a in range(s)
+                for b in range(s)
+            ]
             votes.append(np.mean(samples, 0))
     expected = np.mean(votes, 0)
-    np.testing.assert_allclose(out["class_predictions_with_background"].numpy()[0, 0],
-                               expected[:3], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out["refined_box_encodings"].numpy()[0, 0, 0],
-                               expected[3:], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        out["class_predictions_with_background"].numpy()[0, 0], expected[:3], rtol=1e-4, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        out["refined_box_encodings"].numpy()[0, 0, 0], expected[3:], rtol=1e-4, atol=1e-5
+    )
 
 
 def _flops_at(model, proposals):
     from detbench.benchmark.flops import count_flops
+
     model.max_proposals = proposals
     return count_flops(model.detect, [tf.TensorSpec([1, IMAGE_SIZE, IMAGE_SIZE, 3])])
 
 
 def test_box_classifier_flops_flat_for_rfcn_linear_for_faster_rcnn():
     rfcn = Rfcn.from_config(tiny_rfcn_config(), is_training=False, benchmark_mode=True)
-    faster = FasterRcnn.from_config(parse_text(f"""
+    faster = FasterRcnn.from_config(
+        parse_text(
+            f"""
         num_classes: 2
         image_resizer {{ fixed_shape {{ height: {IMAGE_SIZE} width: {IMAGE_SIZE} }} }}
         feature_extractor {{ type: "test_tiny" output_stride: 8 }}
-        rpn {{ {TINY_RPN} }}""", faster_rcnn_pb2.FasterRcnn()),
-        is_training=False, benchmark_mode=True)
+        rpn {{ {TINY_RPN} }}""",
+            faster_rcnn_pb2.FasterRcnn(),
+        ),
+        is_training=False,
+        benchmark_mode=True,
+    )
     rfcn_ratio = _flops_at(rfcn, 300) / _flops_at(rfcn, 10)
     faster_ratio = _flops_at(faster, 300) / _flops_at(faster, 10)
     assert rfcn_ratio < 1.1, rfcn_ratio
@@ -248,9 +279,13 @@ def test_test_time_proposals_honoured_exactly():
 
 def test_rfcn_rejects_fpn_and_bad_crop():
     from detbench.errors import ConfigError
+
     with pytest.raises(ConfigError, match="fpn"):
-        Rfcn.from_config(parse_text(
-            'num_classes: 2 feature_extractor { type: "test_tiny" fpn {} }', rfcn_pb2.Rfcn()))
+        Rfcn.from_config(
+            parse_text(
+                'num_classes: 2 feature_extractor { type: "test_tiny" fpn {} }', rfcn_pb2.Rfcn()
+            )
+        )
     with pytest.raises(ConfigError, match="crop_size"):
         Rfcn.from_config(tiny_rfcn_config("num_spatial_bins: 3 crop_size: 10"))
 
@@ -265,13 +300,17 @@ def config_smoke(path, meta_arch, extra_overrides=()):
         f"model.{meta_arch}.rpn.max_proposals_train=64",
         f"model.{meta_arch}.rpn.max_proposals=16",
         f"model.{meta_arch}.second_stage_sampler.batch_size=32",
-        *extra_overrides]
+        *extra_overrides,
+    ]
     pipeline = load_pipeline(path, overrides, check_registry=False)
     extractor = getattr(pipeline.model, meta_arch).feature_extractor.type
     import detbench.feature_extractors  # noqa: F401  (registers every family)
+
     if extractor not in FEATURE_EXTRACTORS:
-        pytest.skip(f"feature extractor {extractor!r} is not registered yet (importing "
-                    "detbench.feature_extractors does not register it)")
+        pytest.skip(
+            f"feature extractor {extractor!r} is not registered yet (importing "
+            "detbench.feature_extractors does not register it)"
+        )
     pipeline = load_pipeline(path, overrides)
     model = build_model(pipeline.model, is_training=True)
     images, gt = scene_batch([SCENES[0]], size=96)
@@ -291,8 +330,9 @@ def config_smoke(path, meta_arch, extra_overrides=()):
     return model, losses
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO_ROOT, "configs",
-                                                               "rfcn_*.pbtxt"))))
+@pytest.mark.parametrize(
+    "path", sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "rfcn_*.pbtxt")))
+)
 def test_rfcn_configs_train_and_infer(path):
     model, losses = config_smoke(path, "rfcn")
     assert isinstance(model, Rfcn)

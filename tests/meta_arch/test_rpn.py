@@ -1,5 +1,6 @@
 """Region proposal network: anchors, targets, losses and proposals, checked
 against hand-worked examples."""
+
 import math
 
 import numpy as np
@@ -73,8 +74,9 @@ def test_targets_hand_made():
     np.testing.assert_allclose(t["reg_targets"].numpy()[0, 5], [0, 0, 0, 0], atol=1e-6)
     # gt 1 vs anchor [16, 48, 32, 64]: ty 0, tx (52 - 56) / 16, th 0,
     # tw log(24 / 16); scaled by (10, 10, 5, 5).
-    np.testing.assert_allclose(t["reg_targets"].numpy()[0, 7],
-                               [0, -10 * 4 / 16, 0, 5 * math.log(24 / 16)], rtol=1e-5)
+    np.testing.assert_allclose(
+        t["reg_targets"].numpy()[0, 7], [0, -10 * 4 / 16, 0, 5 * math.log(24 / 16)], rtol=1e-5
+    )
 
     # Losses with zero predictions: sigmoid CE log(2) on each of the 16 sampled
     # anchors / 16; smooth L1 (delta 1) of the positive targets / 16.
@@ -108,8 +110,22 @@ def test_sampler_caps_the_minibatch():
     gen = anchor_generators.GridAnchorGenerator((1.0,), (1.0,), base_size=16, stride=16)
     rpn = RegionProposalNetwork(gen, conv_depth=4, batch_size=8, positive_fraction=0.5)
     anchors = rpn.anchors(tf.zeros([1, 4, 4, 1]), (64, 64))
-    gt = tf.constant([[[0, 0, 16, 16], [0, 16, 16, 32], [0, 32, 16, 48], [0, 48, 16, 64],
-                       [16, 0, 32, 16], [16, 16, 32, 32]]], tf.float32) / 64.0
+    gt = (
+        tf.constant(
+            [
+                [
+                    [0, 0, 16, 16],
+                    [0, 16, 16, 32],
+                    [0, 32, 16, 48],
+                    [0, 48, 16, 64],
+                    [16, 0, 32, 16],
+                    [16, 16, 32, 32],
+                ]
+            ],
+            tf.float32,
+        )
+        / 64.0
+    )
     t = rpn.targets(anchors, gt, tf.constant([6]), _window(1.0, 1.0))
     assert t["sampled"].numpy().sum() == 8
     assert t["positive"].numpy().sum() == 4
@@ -123,8 +139,14 @@ def _proposal_case(rpn, benchmark_mode, max_proposals):
     # Zero box codes: proposals are the anchors themselves, in score order
     # (here the anchor order); all 16 anchors are disjoint, so NMS removes nothing.
     logits = tf.constant([_LOGITS], tf.float32)
-    out = rpn.proposals(anchors, logits, tf.zeros([1, 16, 4]), _window(1.0, 1.0),
-                        max_proposals, benchmark_mode=benchmark_mode)
+    out = rpn.proposals(
+        anchors,
+        logits,
+        tf.zeros([1, 16, 4]),
+        _window(1.0, 1.0),
+        max_proposals,
+        benchmark_mode=benchmark_mode,
+    )
     return anchors.numpy(), {k: v.numpy() for k, v in out.items()}
 
 
@@ -134,8 +156,9 @@ def test_proposals_sorted_decoded_and_padded():
     assert out["proposal_boxes"].shape == (1, 20, 4)
     assert out["num_proposals"][0] == 16
     np.testing.assert_allclose(out["proposal_boxes"][0, :4], anchors[:4], atol=1e-6)
-    np.testing.assert_allclose(out["proposal_scores"][0, :4],
-                               1 / (1 + np.exp(-np.array([5.0, 4, 3, 2]))), rtol=1e-5)
+    np.testing.assert_allclose(
+        out["proposal_scores"][0, :4], 1 / (1 + np.exp(-np.array([5.0, 4, 3, 2]))), rtol=1e-5
+    )
     np.testing.assert_array_equal(out["proposal_valid"][0], np.arange(20) < 16)
 
 
@@ -153,9 +176,10 @@ def test_proposal_nms_suppresses_overlaps():
         ok = True
         for j in keep:
             k = clipped_anchors[j]
-            inter = (max(0, min(b[2], k[2]) - max(b[0], k[0]))
-                     * max(0, min(b[3], k[3]) - max(b[1], k[1])))
-            union = ((b[2] - b[0]) * (b[3] - b[1]) + (k[2] - k[0]) * (k[3] - k[1]) - inter)
+            inter = max(0, min(b[2], k[2]) - max(b[0], k[0])) * max(
+                0, min(b[3], k[3]) - max(b[1], k[1])
+            )
+            union = (b[2] - b[0]) * (b[3] - b[1]) + (k[2] - k[0]) * (k[3] - k[1]) - inter
             ok &= inter / union <= 0.7
         if ok:
             keep.append(i)
@@ -173,8 +197,9 @@ def test_benchmark_mode_always_gives_exactly_max_proposals(max_proposals):
     assert out["proposal_valid"].all()
     # Slots past the 16 NMS survivors are filled with the best pre-NMS boxes
     # (here only 16 anchors exist, so the rest are zero boxes).
-    np.testing.assert_allclose(out["proposal_boxes"][0, :min(16, max_proposals)],
-                               anchors[:max_proposals], atol=1e-6)
+    np.testing.assert_allclose(
+        out["proposal_boxes"][0, : min(16, max_proposals)], anchors[:max_proposals], atol=1e-6
+    )
     if max_proposals > 16:
         assert not out["proposal_boxes"][0, 16:].any()
 
@@ -185,8 +210,9 @@ def test_benchmark_mode_fills_with_top_scoring_boxes():
     anchors = rpn.anchors(tf.zeros([1, 4, 4, 1]), (64, 64))
     logits = tf.constant([np.linspace(3, -3, 16)], tf.float32)
     normal = rpn.proposals(anchors, logits, tf.zeros([1, 16, 4]), _window(1.0, 1.0), 12)
-    bench = rpn.proposals(anchors, logits, tf.zeros([1, 16, 4]), _window(1.0, 1.0), 12,
-                          benchmark_mode=True)
+    bench = rpn.proposals(
+        anchors, logits, tf.zeros([1, 16, 4]), _window(1.0, 1.0), 12, benchmark_mode=True
+    )
     n = int(normal["num_proposals"][0])
     assert n < 12 and int(bench["num_proposals"][0]) == 12
     np.testing.assert_allclose(bench["proposal_boxes"][0, :n], normal["proposal_boxes"][0, :n])

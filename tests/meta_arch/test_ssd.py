@@ -1,4 +1,5 @@
 """SSD / RetinaNet meta-architecture: building, anchors, losses, post-processing, training."""
+
 import glob
 import math
 import os
@@ -57,10 +58,12 @@ def _config(template, size=128, max_total=20, max_level=7, extra=""):
 
 # Synthetic scenes: dark noise with bright rectangles; colour = class
 # (1 red, 2 green, 3 blue). Boxes are normalized (ymin, xmin, ymax, xmax).
-SCENES = [[(0.10, 0.10, 0.50, 0.60, 1), (0.55, 0.40, 0.95, 0.90, 2)],
-          [(0.30, 0.20, 0.80, 0.50, 3)],
-          [(0.05, 0.50, 0.45, 0.95, 2), (0.60, 0.05, 0.90, 0.45, 1)],
-          [(0.20, 0.25, 0.75, 0.75, 3)]]
+SCENES = [
+    [(0.10, 0.10, 0.50, 0.60, 1), (0.55, 0.40, 0.95, 0.90, 2)],
+    [(0.30, 0.20, 0.80, 0.50, 3)],
+    [(0.05, 0.50, 0.45, 0.95, 2), (0.60, 0.05, 0.90, 0.45, 1)],
+    [(0.20, 0.25, 0.75, 0.75, 3)],
+]
 COLOURS = {1: (255, 40, 40), 2: (40, 255, 40), 3: (40, 40, 255)}
 
 
@@ -76,9 +79,11 @@ def _scenes(size, scenes=SCENES, seed=0):
             images[i, y0:y1, x0:x1] = COLOURS[label]
             boxes[i, j] = np.array([y0, x0, y1, x1], np.float32) / size  # the pixels drawn
             classes[i, j] = label
-    groundtruth = {"groundtruth_boxes": tf.constant(boxes),
-                   "groundtruth_classes": tf.constant(classes),
-                   "num_groundtruth_boxes": tf.constant([len(s) for s in scenes], tf.int32)}
+    groundtruth = {
+        "groundtruth_boxes": tf.constant(boxes),
+        "groundtruth_classes": tf.constant(classes),
+        "num_groundtruth_boxes": tf.constant([len(s) for s in scenes], tf.int32),
+    }
     return tf.constant(images), groundtruth
 
 
@@ -98,16 +103,15 @@ def _train(model, images, groundtruth, steps, learning_rate):
     def step():
         inputs, true_shapes = model.preprocess(images)
         with tf.GradientTape() as tape:
-            predictions = model.predict(inputs, true_shapes, training=True,
-                                        groundtruth=groundtruth)
+            predictions = model.predict(inputs, true_shapes, training=True, groundtruth=groundtruth)
             losses = model.loss(predictions, groundtruth)
             total = tf.add_n(list(losses.values()))
         grads = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return losses, total
 
-    model.build_variables()                               # create the variables
-    optimizer.build(model.trainable_variables)            # ... and the slots: one trace
+    model.build_variables()  # create the variables
+    optimizer.build(model.trainable_variables)  # ... and the slots: one trace
     history = []
     for _ in range(steps):
         losses, total = step()
@@ -126,11 +130,15 @@ def _check_detections(detections, groundtruth):
     for i, n in enumerate(groundtruth["num_groundtruth_boxes"].numpy()):
         assert detections["num_detections"][i] >= n
         for j in range(n):
-            hits = [_iou(boxes[i, k], gt_boxes[i, j]) for k in range(n)
-                    if classes[i, k] == gt_classes[i, j]]
+            hits = [
+                _iou(boxes[i, k], gt_boxes[i, j])
+                for k in range(n)
+                if classes[i, k] == gt_classes[i, j]
+            ]
             assert hits and max(hits) > 0.5, (
                 f"image {i}: groundtruth {gt_boxes[i, j]} class {gt_classes[i, j]} not found in "
-                f"top detections {boxes[i, :n]} classes {classes[i, :n]}")
+                f"top detections {boxes[i, :n]} classes {classes[i, :n]}"
+            )
 
 
 # -- building ------------------------------------------------------------------
@@ -144,11 +152,12 @@ def test_registered_and_built_through_model_builder():
 
 
 def test_defaults_when_messages_unset():
-    config = text_format.Parse('num_classes: 2 feature_extractor { type: "test_tiny" }',
-                               ssd_pb2.Ssd())
+    config = text_format.Parse(
+        'num_classes: 2 feature_extractor { type: "test_tiny" }', ssd_pb2.Ssd()
+    )
     model = SSDMetaArch.from_config(config)
     assert model.image_size == (300, 300)
-    assert model.background_column                       # smooth L1 + softmax
+    assert model.background_column  # smooth L1 + softmax
     assert model.hard_negative_miner.max_negatives_per_positive == 3
     matcher = model.target_assigner.matcher
     assert (matcher.matched_threshold, matcher.unmatched_threshold) == (0.5, 0.5)
@@ -166,11 +175,12 @@ def test_num_anchors_multiscale_by_hand():
     assert n == 1248
     assert predictions["anchors"].shape == (n, 4)
     assert predictions["box_encodings"].shape == (2, n, 4)
-    assert predictions["class_logits"].shape == (2, n, NUM_CLASSES + 1)   # + background
+    assert predictions["class_logits"].shape == (2, n, NUM_CLASSES + 1)  # + background
     # first anchor: cell (0, 0) of the 16x16 map, scale 0.1, ratio 1, centre 1/32
     c = 1.0 / 32
-    np.testing.assert_allclose(predictions["anchors"][0], [c - 0.05, c - 0.05, c + 0.05, c + 0.05],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        predictions["anchors"][0], [c - 0.05, c - 0.05, c + 0.05, c + 0.05], atol=1e-6
+    )
 
 
 def test_num_anchors_fpn_by_hand():
@@ -181,12 +191,13 @@ def test_num_anchors_fpn_by_hand():
     n = (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1) * 9
     assert n == 3069
     assert predictions["box_encodings"].shape == (1, n, 4)
-    assert predictions["class_logits"].shape == (1, n, NUM_CLASSES)       # sigmoid: no background
+    assert predictions["class_logits"].shape == (1, n, NUM_CLASSES)  # sigmoid: no background
     # P3 anchor 0: side 4 * 8 px at ratio 0.5 (h = 32 / sqrt(.5)), centred at 4 px
     h, w = 32 / math.sqrt(0.5) / 128, 32 * math.sqrt(0.5) / 128
     c = 4.0 / 128
-    np.testing.assert_allclose(predictions["anchors"][0], [c - h / 2, c - w / 2, c + h / 2, c + w / 2],
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        predictions["anchors"][0], [c - h / 2, c - w / 2, c + h / 2, c + w / 2], atol=1e-6
+    )
 
 
 def test_anchors_are_a_graph_constant():
@@ -201,7 +212,7 @@ def test_anchors_are_a_graph_constant():
         return predictions
 
     run(images)
-    assert op_types and set(op_types) == {"Const"}   # (traced twice when variables are created)
+    assert op_types and set(op_types) == {"Const"}  # (traced twice when variables are created)
 
 
 @pytest.mark.parametrize("template", [SOFTMAX, RETINANET], ids=["multiscale", "fpn"])
@@ -211,8 +222,9 @@ def test_anchors_for_unknown_input_shapes_match_the_constant(template):
     inputs, true_shapes = model.preprocess(images)
     static = model.predict(inputs, true_shapes)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3]),
-                                  tf.TensorSpec([None, 3], tf.int32)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None, None, 3]), tf.TensorSpec([None, 3], tf.int32)]
+    )
     def run(x, shapes):
         predictions = model.predict(x, shapes)
         assert predictions["anchors"].op.type != "Const"
@@ -223,17 +235,24 @@ def test_anchors_for_unknown_input_shapes_match_the_constant(template):
     np.testing.assert_allclose(dynamic["box_encodings"], static["box_encodings"], atol=1e-5)
 
 
-@pytest.mark.parametrize("text, message", [
-    ('image_resizer { keep_aspect_ratio {} }', "fixed_shape"),
-    ('anchor_generator { grid {} }', "multiscale"),
-    ('anchor_generator { multilevel {} }', "needs feature_extractor.fpn"),
-    ('loss { classification_loss { sigmoid {} } } '
-     'post_processing { score_converter: SOFTMAX }', "score_converter"),
-    ('post_processing { score_converter: SIGMOID }', "score_converter"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("image_resizer { keep_aspect_ratio {} }", "fixed_shape"),
+        ("anchor_generator { grid {} }", "multiscale"),
+        ("anchor_generator { multilevel {} }", "needs feature_extractor.fpn"),
+        (
+            "loss { classification_loss { sigmoid {} } } "
+            "post_processing { score_converter: SOFTMAX }",
+            "score_converter",
+        ),
+        ("post_processing { score_converter: SIGMOID }", "score_converter"),
+    ],
+)
 def test_config_errors_name_the_field(text, message):
-    config = text_format.Parse('num_classes: 2 feature_extractor { type: "test_tiny" } ' + text,
-                               ssd_pb2.Ssd())
+    config = text_format.Parse(
+        'num_classes: 2 feature_extractor { type: "test_tiny" } ' + text, ssd_pb2.Ssd()
+    )
     with pytest.raises(ConfigError, match=message):
         SSDMetaArch.from_config(config)
 
@@ -242,7 +261,7 @@ def test_config_errors_name_the_field(text, message):
 def test_postprocess_outputs_under_tf_function():
     max_total = 7
     model = SSDMetaArch.from_config(_config(SOFTMAX, size=64, max_total=max_total), False)
-    images, _ = _scenes(80, SCENES[:3])                  # resized to 64 in preprocess
+    images, _ = _scenes(80, SCENES[:3])  # resized to 64 in preprocess
     detections = tf.function(model.detect)(images)
     assert set(detections) == set(DETECTION_KEYS)
     assert detections["detection_boxes"].shape == (3, max_total, 4)
@@ -261,7 +280,7 @@ def test_postprocess_outputs_under_tf_function():
 
 def test_anchors_matched_to_crowd_boxes_are_ignored():
     model = SSDMetaArch.from_config(_config(SOFTMAX, size=64), False)
-    images, gt = _scenes(64, SCENES[1:2])                   # one box
+    images, gt = _scenes(64, SCENES[1:2])  # one box
     predictions = model.predict(*model.preprocess(images))
     plain = model.loss(predictions, gt)
     assert plain["localization_loss"] > 0 and plain["classification_loss"] > 0
@@ -278,20 +297,21 @@ def test_padded_input_uses_the_true_window():
     model = SSDMetaArch.from_config(_config(SOFTMAX, size=64, max_total=50), False)
     images, _ = _scenes(64, SCENES[:2])
     inputs, full = model.preprocess(images)
-    half = full - tf.constant([[32, 0, 0]])                  # true image: the top 32 rows
-    top = [[0.0, 0.1, 0.4, 0.5], [0.05, 0.3, 0.45, 0.7]]     # boxes in the input's top half
-    gt_input = {"groundtruth_boxes": tf.constant([[top[0]], [top[1]]]),
-                "groundtruth_classes": tf.constant([[1], [2]]),
-                "num_groundtruth_boxes": tf.constant([1, 1])}
+    half = full - tf.constant([[32, 0, 0]])  # true image: the top 32 rows
+    top = [[0.0, 0.1, 0.4, 0.5], [0.05, 0.3, 0.45, 0.7]]  # boxes in the input's top half
+    gt_input = {
+        "groundtruth_boxes": tf.constant([[top[0]], [top[1]]]),
+        "groundtruth_classes": tf.constant([[1], [2]]),
+        "num_groundtruth_boxes": tf.constant([1, 1]),
+    }
     gt_true = dict(gt_input, groundtruth_boxes=gt_input["groundtruth_boxes"] * [2.0, 1.0, 2.0, 1.0])
     loss_full = model.loss(model.predict(inputs, full), gt_input)
     loss_half = model.loss(model.predict(inputs, half), gt_true)
     for key in loss_full:
         np.testing.assert_allclose(loss_full[key], loss_half[key], rtol=1e-5)
     predictions = model.predict(inputs, half)
-    logits = predictions["class_logits"]                     # every anchor: a confident object
-    predictions["class_logits"] = tf.where(tf.range(NUM_CLASSES + 1) == 0, -4.0,
-                                           4.0 + 0.0 * logits)
+    logits = predictions["class_logits"]  # every anchor: a confident object
+    predictions["class_logits"] = tf.where(tf.range(NUM_CLASSES + 1) == 0, -4.0, 4.0 + 0.0 * logits)
     det = model.postprocess(predictions, half)
     assert int(tf.reduce_min(det["num_detections"])) > 0
     boxes = det["detection_boxes"].numpy()
@@ -314,12 +334,13 @@ def test_fpn_pads_a_size_not_divisible_by_the_largest_stride():
     assert predictions["box_encodings"].shape[1] == (12 * 12 + 6 * 6 + 3 * 3) * 9
     predictions["class_logits"] = 4.0 + 0.0 * predictions["class_logits"]
     det = model.postprocess(predictions, true)
-    boxes = det["detection_boxes"].numpy()[0, :int(det["num_detections"][0])]
+    boxes = det["detection_boxes"].numpy()[0, : int(det["num_detections"][0])]
     assert len(boxes) and boxes.min() >= 0.0 and boxes.max() <= 1.0 + 1e-6
     assert tf.function(model.detect)(images)["detection_boxes"].shape[0] == 1
     # an unpadded SSD (no FPN) keeps its input size
-    assert tuple(SSDMetaArch.from_config(_config(SOFTMAX, size=80), False)
-                 .preprocess(images)[0].shape) == (1, 80, 80, 3)
+    assert tuple(
+        SSDMetaArch.from_config(_config(SOFTMAX, size=80), False).preprocess(images)[0].shape
+    ) == (1, 80, 80, 3)
 
 
 # -- training to convergence ------------------------------------------------------
@@ -360,16 +381,18 @@ def test_example_config_trains_and_detects(path):
     from detbench.config import load_pipeline, load_text_proto
     from detbench.feature_extractors.base import FEATURE_EXTRACTORS
     from detbench.protos import pipeline_pb2
+
     name = load_text_proto(path, pipeline_pb2.Pipeline()).model.ssd.feature_extractor.type
     if name not in FEATURE_EXTRACTORS:
         pytest.skip(f"{name} not registered yet")
     pipeline = load_pipeline(
-        path, overrides=["model.ssd.image_resizer={fixed_shape {height: 128 width: 128}}"])
+        path, overrides=["model.ssd.image_resizer={fixed_shape {height: 128 width: 128}}"]
+    )
     model = build_model(pipeline.model, is_training=True)
     images, gt = _scenes(128, SCENES[:1])
     # one eager training step (tracing a full backbone's backward pass costs
     # far more than running it once), then the exported path under tf.function
-    model.predict(*model.preprocess(images))                 # create the variables
+    model.predict(*model.preprocess(images))  # create the variables
     before = [v.numpy() for v in model.box_predictor.trainable_variables]
     optimizer = tf_keras.optimizers.SGD(1e-3)
     with tf.GradientTape() as tape:
@@ -379,8 +402,10 @@ def test_example_config_trains_and_detects(path):
     grads = tape.gradient(total, model.trainable_variables)
     assert np.isfinite(float(total)) and all(g is not None for g in grads)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
-    assert any(not np.array_equal(b, v.numpy()) for b, v in
-               zip(before, model.box_predictor.trainable_variables))
+    assert any(
+        not np.array_equal(b, v.numpy())
+        for b, v in zip(before, model.box_predictor.trainable_variables)
+    )
     detections = tf.function(model.detect)(images)
     max_total = pipeline.model.ssd.post_processing.batch_non_max_suppression.max_total_detections
     assert set(detections) == set(DETECTION_KEYS)

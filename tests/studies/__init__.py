@@ -1,4 +1,5 @@
 """Tests of the standalone studies (studies/); they share the sweep tests' tiny SSD."""
+
 import os
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,4 +1,5 @@
 """studies/anchor_coverage.py: best anchor IoU per object, by size range."""
+
 import glob
 import json
 import os
@@ -33,15 +34,29 @@ def test_coverage_table_by_size():
 
 def test_cli_counts_every_object(tmp_path):
     cache = f"eval_input_reader.synthetic_shapes.cache_dir={tmp_path}"
-    cmd = [sys.executable, os.path.join(REPO, "studies", "anchor_coverage.py"),
-           "--pipeline", TINY_SSD, "--set", cache,
-           "--num_images", "3", "--iou", "0.3,0.5"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "studies", "anchor_coverage.py"),
+        "--pipeline",
+        TINY_SSD,
+        "--set",
+        cache,
+        "--num_images",
+        "3",
+        "--iou",
+        "0.3,0.5",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "at 64x64" in proc.stdout
-    rows = dict((m[0], m[1:]) for m in re.findall(
-        r"^\| (\w+) \| (\d+) \| ([\d.]+|nan) \| ([\d.]+|nan) \| ([\d.]+|nan) \|$",
-        proc.stdout, re.M))
+    rows = dict(
+        (m[0], m[1:])
+        for m in re.findall(
+            r"^\| (\w+) \| (\d+) \| ([\d.]+|nan) \| ([\d.]+|nan) \| ([\d.]+|nan) \|$",
+            proc.stdout,
+            re.M,
+        )
+    )
     assert set(rows) == {"small", "medium", "large", "all"}, proc.stdout
     # independently: the annotations of the first 3 validation images in the set's JSON
     (path,) = glob.glob(str(tmp_path / "*" / "instances_val.json"))
@@ -53,6 +68,5 @@ def test_cli_counts_every_object(tmp_path):
     assert sum(int(rows[k][0]) for k in ("small", "medium", "large")) == expected
     share_03, share_05 = float(rows["all"][1]), float(rows["all"][2])
     assert 0.0 <= share_05 <= share_03 <= 1.0
-    bad = subprocess.run(cmd[:4] + ["--iou", "half"], capture_output=True, text=True,
-                         timeout=120)
+    bad = subprocess.run(cmd[:4] + ["--iou", "half"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--iou" in bad.stderr

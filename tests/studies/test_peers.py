@@ -5,6 +5,7 @@ differ by exactly the layers the Model Garden has and we do not (see the
 module docstring of ``studies/peers.py``): batch norm after its head convs
 and fc, and a background column in its box regressor / RetinaNet classifier.
 """
+
 import pytest
 import tensorflow as tf
 
@@ -18,26 +19,33 @@ def _build_both(kind):
     theirs = peers.build_theirs(kind, SIZE, proposals=20)
     image = tf.zeros([1, SIZE, SIZE, 3], tf.uint8)
     ours.detect(image)  # eager: creates the lazily built heads' variables
-    theirs(tf.zeros([1, SIZE, SIZE, 3]), image_shape=tf.constant([[SIZE, SIZE]], tf.float32),
-           training=False)
+    theirs(
+        tf.zeros([1, SIZE, SIZE, 3]),
+        image_shape=tf.constant([[SIZE, SIZE]], tf.float32),
+        training=False,
+    )
     return peers.parameter_count(ours), peers.parameter_count(theirs)
 
 
 def test_faster_rcnn_parameters_match():
     ours, theirs = _build_both("faster_rcnn")
     bn = 4 * 256  # gamma, beta, moving mean, moving variance of 256 channels
-    extra = (5 * bn            # their RPN conv's batch norm, one per level P2-P6
-             + 4 * bn          # batch norm after each of the 4 head convs
-             + 4 * 1024        # batch norm after the fc layer
-             + (1024 * 4 + 4))  # box regressor's background column
+    extra = (
+        5 * bn  # their RPN conv's batch norm, one per level P2-P6
+        + 4 * bn  # batch norm after each of the 4 head convs
+        + 4 * 1024  # batch norm after the fc layer
+        + (1024 * 4 + 4)
+    )  # box regressor's background column
     assert theirs - ours == extra
     assert abs(theirs - ours) / theirs < 0.001
 
 
 def test_retinanet_parameters_match():
     ours, theirs = _build_both("retinanet")
-    extra = (2 * 4 * 5 * 4 * 256     # batch norm after each tower conv, per level P3-P7
-             + 9 * (3 * 3 * 256 + 1))  # classifier's background column, 9 anchors
+    extra = (
+        2 * 4 * 5 * 4 * 256  # batch norm after each tower conv, per level P3-P7
+        + 9 * (3 * 3 * 256 + 1)
+    )  # classifier's background column, 9 anchors
     assert theirs - ours == extra
     assert abs(theirs - ours) / theirs < 0.002
 
@@ -45,14 +53,22 @@ def test_retinanet_parameters_match():
 def test_pairs_share_proposal_and_nms_settings():
     c = peers.theirs_config("faster_rcnn", 640, 300)
     assert c.detection_generator.nms_version == "batched"
-    assert (c.detection_generator.pre_nms_score_threshold, c.detection_generator.nms_iou_threshold,
-            c.detection_generator.max_num_detections) == (0.05, 0.5, 100)
+    assert (
+        c.detection_generator.pre_nms_score_threshold,
+        c.detection_generator.nms_iou_threshold,
+        c.detection_generator.max_num_detections,
+    ) == (0.05, 0.5, 100)
     assert c.roi_generator.test_num_proposals == 300
     # their proposal NMS sees the top 1000 per level: 1000 * 4 + P6's 10 * 10 * 3
     assert peers.rpn_candidates(640) == 4300
     overrides = " ".join(peers.ours_overrides("faster_rcnn", 640, 300))
-    for text in ("rpn.max_proposals=300", "rpn.pre_nms_top_k=4300", "num_classes=90",
-                 "score_threshold: 0.05 iou_threshold: 0.5", "num_conv_layers: 4"):
+    for text in (
+        "rpn.max_proposals=300",
+        "rpn.pre_nms_top_k=4300",
+        "num_classes=90",
+        "score_threshold: 0.05 iou_threshold: 0.5",
+        "num_conv_layers: 4",
+    ):
         assert text in overrides
 
 
@@ -67,10 +83,16 @@ def test_equalize_candidates_hits_the_target(kind):
 
 
 def _pair(lat, gflops, first, rss):
-    return {"latency_ours_s": lat[0], "latency_theirs_s": lat[1], "gflops_ours": gflops[0],
-            "gflops_theirs": gflops[1], "first_call_ours_s": first[0],
-            "first_call_theirs_s": first[1], "peak_rss_ours_mb": rss[0],
-            "peak_rss_theirs_mb": rss[1]}
+    return {
+        "latency_ours_s": lat[0],
+        "latency_theirs_s": lat[1],
+        "gflops_ours": gflops[0],
+        "gflops_theirs": gflops[1],
+        "first_call_ours_s": first[0],
+        "first_call_theirs_s": first[1],
+        "peak_rss_ours_mb": rss[0],
+        "peak_rss_theirs_mb": rss[1],
+    }
 
 
 def test_pair_targets_latency_at_equal_flops_first_call_and_memory():
@@ -79,8 +101,11 @@ def test_pair_targets_latency_at_equal_flops_first_call_and_memory():
     row = _pair((1.2, 1.0), (120, 125), (2.0, 5.0), (900, 1000))
     checks = dict(peers.pair_checks("faster_rcnn", 300, row))
     assert row["latency_flops_ratio"] == pytest.approx(1.25)
-    assert checks == {"latency at equal FLOPs <= 1.0x": False, "first call <= 0.5x": True,
-                      "memory <= 1.0x": True}
+    assert checks == {
+        "latency at equal FLOPs <= 1.0x": False,
+        "first call <= 0.5x": True,
+        "memory <= 1.0x": True,
+    }
     # twice the FLOPs in twice the time: equal at equal FLOPs (met); first call only at 300
     row = _pair((2.0, 1.0), (200, 100), (3.0, 4.0), (1100, 1000))
     checks = dict(peers.pair_checks("retinanet", None, row))

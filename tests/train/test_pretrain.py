@@ -1,4 +1,5 @@
 """Extractor pretraining (train/pretrain.py, python -m detbench.pretrain): tiny runs."""
+
 import json
 import os
 import signal
@@ -14,8 +15,9 @@ from detbench.protos import feature_extractor_pb2, pipeline_pb2
 from detbench.train import pretrain
 from tests.conftest import REPO_ROOT
 
-TINY = dict(resolution=32, steps=3, batch_size=4, num_train_images=3, num_val_images=2,
-            warmup_steps=1)
+TINY = dict(
+    resolution=32, steps=3, batch_size=4, num_train_images=3, num_val_images=2, warmup_steps=1
+)
 
 
 def _extractor(type_="mobilenet_v2", depth_multiplier=0.35):
@@ -30,13 +32,14 @@ def _cache(tmp_path, monkeypatch):
 def test_crops_are_object_centred_and_labelled_with_all_shapes():
     x, y, xv, yv = pretrain.classification_set(pretrain.Recipe(**{**TINY, "num_train_images": 40}))
     assert x.dtype == np.uint8 and x.shape[1:] == (32, 32, 3)
-    assert len(x) == len(y) >= 40          # every image has >= 1 object
+    assert len(x) == len(y) >= 40  # every image has >= 1 object
     assert set(np.unique(y)) <= set(range(pretrain.NUM_SHAPES))
-    assert len(set(np.unique(y))) >= 8     # the ten shapes, not the detection set's six
+    assert len(set(np.unique(y))) >= 8  # the ten shapes, not the detection set's six
     # the centre of a crop is the object, not the background: it differs from the border
     centre = x[:, 12:20, 12:20].reshape(len(x), -1, 3).mean(1)
-    border = np.concatenate([x[:, :3].reshape(len(x), -1, 3), x[:, -3:].reshape(len(x), -1, 3)],
-                            axis=1).mean(1)
+    border = np.concatenate(
+        [x[:, :3].reshape(len(x), -1, 3), x[:, -3:].reshape(len(x), -1, 3)], axis=1
+    ).mean(1)
     assert np.median(np.abs(centre - border).sum(1)) > 30
 
 
@@ -46,7 +49,7 @@ def test_cache_key_depends_on_what_changes_the_weights():
     strided = _extractor()
     strided.output_stride = 8
     strided.fpn.min_level = 3
-    assert pretrain.cache_key(strided, r) == base          # no variable changes
+    assert pretrain.cache_key(strided, r) == base  # no variable changes
     assert pretrain.cache_key(_extractor(depth_multiplier=0.5), r) != base
     assert pretrain.cache_key(_extractor(), pretrain.Recipe(**{**TINY, "steps": 4})) != base
     assert base.startswith("mobilenet_v2-x0.35-r32-")
@@ -55,6 +58,7 @@ def test_cache_key_depends_on_what_changes_the_weights():
 def test_pretrained_weights_load_into_a_detector(tmp_path):
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
+
     out = tmp_path / "w.h5"
     report = pretrain.pretrain(_extractor(), pretrain.Recipe(**TINY), str(out), progress=False)
     assert out.exists() and report.steps == 3
@@ -74,6 +78,7 @@ def test_pretrained_weights_load_into_a_detector(tmp_path):
 
     def signature(variables):
         return sorted((tuple(v.shape), round(float(np.sum(v.numpy())), 4)) for v in variables)
+
     ours = model.feature_extractor.build_backbone().variables
     assert len(ours) == len(reference.variables) > 50
     assert signature(ours) == signature(reference.variables)
@@ -86,6 +91,7 @@ def test_cache_is_reused_and_the_reference_resolves(monkeypatch):
 
     def fail(*a, **k):
         raise AssertionError("pretrained again although cached")
+
     monkeypatch.setattr(pretrain, "pretrain", fail)
     again, cached = pretrain.ensure_pretrained(config, recipe, progress=False)
     assert again == path and cached["source"] == "cache"
@@ -103,9 +109,14 @@ def test_a_killed_pretraining_resumes(tmp_path):
         "r = P.Recipe(resolution=32, steps=400, batch_size=4, num_train_images=3, "
         "num_val_images=2, warmup_steps=1); "
         f"P.pretrain(f.FeatureExtractor(type='mobilenet_v2', depth_multiplier=0.35), r, "
-        f"{str(out)!r}, progress=False, checkpoint_every=2)")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        f"{str(out)!r}, progress=False, checkpoint_every=2)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     partial = tmp_path / "w.h5.partial"
     deadline = time.time() + 240
     while not (partial / "checkpoint").exists():
@@ -117,11 +128,19 @@ def test_a_killed_pretraining_resumes(tmp_path):
     proc.wait()
     assert not out.exists()
     import tensorflow as tf
-    saved_step = int(tf.train.load_checkpoint(str(partial)).get_tensor(
-        "step/.ATTRIBUTES/VARIABLE_VALUE"))
+
+    saved_step = int(
+        tf.train.load_checkpoint(str(partial)).get_tensor("step/.ATTRIBUTES/VARIABLE_VALUE")
+    )
     assert saved_step >= 2
-    recipe = pretrain.Recipe(resolution=32, steps=saved_step + 2, batch_size=4,
-                             num_train_images=3, num_val_images=2, warmup_steps=1)
+    recipe = pretrain.Recipe(
+        resolution=32,
+        steps=saved_step + 2,
+        batch_size=4,
+        num_train_images=3,
+        num_val_images=2,
+        warmup_steps=1,
+    )
     report = pretrain.pretrain(_extractor(), recipe, str(out), progress=False)
     assert report.steps == saved_step + 2
     assert report.resumed_from == saved_step
@@ -132,23 +151,51 @@ def test_cli_tiny_run_writes_the_weights_a_pipeline_names(tmp_path):
     """The documented command that regenerates the shipped files, on a tiny run."""
     out = tmp_path / "mnv1.h5"
     proc = subprocess.run(
-        [sys.executable, "-m", "detbench.pretrain", "--extractor", "mobilenet_v1",
-         "--depth_multiplier", "0.25", "--resolution", "32", "--steps", "2", "--batch_size", "4",
-         "--num_train_images", "3", "--out", str(out)],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "detbench.pretrain",
+            "--extractor",
+            "mobilenet_v1",
+            "--depth_multiplier",
+            "0.25",
+            "--resolution",
+            "32",
+            "--steps",
+            "2",
+            "--batch_size",
+            "4",
+            "--num_train_images",
+            "3",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert out.exists()
     assert "val accuracy" in proc.stdout and f'weights_path: "{out}"' in proc.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--extractor", "resnet9"], "--extractor 'resnet9': unknown; known:"),
-    (["--extractor", "mobilenet_v2", "--steps", "0"], "pretraining steps: must be positive"),
-    (["--extractor", "mobilenet_v2", "--out", "w.bin"], "ends in .h5"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--extractor", "resnet9"], "--extractor 'resnet9': unknown; known:"),
+        (["--extractor", "mobilenet_v2", "--steps", "0"], "pretraining steps: must be positive"),
+        (["--extractor", "mobilenet_v2", "--out", "w.bin"], "ends in .h5"),
+    ],
+)
 def test_cli_bad_arguments_are_one_line_exit_2(args, message):
-    proc = subprocess.run([sys.executable, "-m", "detbench.pretrain", *args], cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "detbench.pretrain", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -172,9 +219,12 @@ def test_start_from_pretrained_keeps_what_the_user_gave():
 
 def test_a_missing_reference_fails_training_but_not_evaluation():
     from detbench.feature_extractors.base import build_feature_extractor
+
     config = _extractor()
     config.weights_path = pretrain.REFERENCE_PREFIX + "mobilenet_v2-x0.35-r32-000000000000"
-    with pytest.raises(ConfigError, match="weights_path: pretrained:mobilenet_v2.*detbench pretrain"):
+    with pytest.raises(
+        ConfigError, match="weights_path: pretrained:mobilenet_v2.*detbench pretrain"
+    ):
         build_feature_extractor(config, is_training=True).load_weights()
     assert build_feature_extractor(config, is_training=False).load_weights() == 0
 
@@ -184,10 +234,12 @@ def test_the_default_sweep_starts_from_the_shipped_weights():
     from detbench.config import load_sweep
     from detbench.config.grid import expand_grid
     from detbench.config.validate import meta_arch_config
+
     path = os.path.join(REPO_ROOT, "configs/speed_accuracy.pbtxt")
     grid = expand_grid(load_sweep(path), path)
-    refs = {meta_arch_config(c.train_pipeline)[1].feature_extractor.weights_path
-            for c in grid.cells}
+    refs = {
+        meta_arch_config(c.train_pipeline)[1].feature_extractor.weights_path for c in grid.cells
+    }
     assert len(refs) >= 2 and all(r.startswith(pretrain.REFERENCE_PREFIX) for r in refs)
     for ref in refs:
         found = pretrain.resolve_reference(ref)

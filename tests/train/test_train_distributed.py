@@ -3,6 +3,7 @@
 Logical devices must be configured before TensorFlow initialises, so the
 comparison runs in a fresh interpreter.
 """
+
 import json
 import os
 import subprocess
@@ -45,11 +46,16 @@ print("RESULT " + json.dumps(results))
 def test_two_replicas_match_one_device(tmp_path):
     repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), repo_root], env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path), repo_root],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-    results = json.loads(line[len("RESULT "):])
+    results = json.loads(line[len("RESULT ") :])
     single, mirrored = results["single"], results["mirrored"]
     assert single["replicas"] == 1 and mirrored["replicas"] == 2
     assert single["losses"]["regularization_loss"] > 0

@@ -1,4 +1,5 @@
 """Optimizers and learning-rate schedules vs hand-computed values."""
+
 import math
 
 import numpy as np
@@ -31,9 +32,11 @@ def test_step_values_switch_at_the_boundaries():
         p.step.learning_rate = 1.0
         p.step.boundaries.extend([10, 20])
         p.step.values.extend([0.1, 0.01])
+
     sched = _lr(setup)
     assert _values(sched, [0, 9, 10, 19, 20, 500]) == pytest.approx(
-        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+        [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    )
 
 
 def test_linear_warmup_to_constant():
@@ -41,6 +44,7 @@ def test_linear_warmup_to_constant():
         p.constant.learning_rate = 1.0
         p.warmup_steps = 5
         p.warmup_learning_rate = 0.0
+
     sched = _lr(setup)
     assert _values(sched, [0, 2, 4, 5, 50]) == pytest.approx([0.0, 0.4, 0.8, 1.0, 1.0])
 
@@ -52,6 +56,7 @@ def test_cosine_with_warmup_decays_after_the_warmup():
         p.cosine.alpha = 0.1
         p.warmup_steps = 10
         p.warmup_learning_rate = 0.1
+
     sched = _lr(setup)
 
     def expected(t):
@@ -78,18 +83,26 @@ def test_step_with_warmup():
         p.step.values.append(0.05)
         p.warmup_steps = 4
         p.warmup_learning_rate = 0.1
+
     sched = _lr(setup)
     assert _values(sched, [0, 2, 4, 7, 8]) == pytest.approx([0.1, 0.3, 0.5, 0.5, 0.05])
 
 
-@pytest.mark.parametrize("setup, field", [
-    (lambda p: (p.step.boundaries.extend([5, 9]), p.step.values.append(0.1)), "2 boundaries"),
-    (lambda p: (p.step.boundaries.extend([9, 5]), p.step.values.extend([0.1, 0.2])),
-     "increasing"),
-    (lambda p: (setattr(p.cosine, "total_steps", 10), setattr(p, "warmup_steps", 10)),
-     "total_steps"),
-    (lambda p: setattr(p.constant, "learning_rate", -1.0), "learning_rate must be > 0"),
-])
+@pytest.mark.parametrize(
+    "setup, field",
+    [
+        (lambda p: (p.step.boundaries.extend([5, 9]), p.step.values.append(0.1)), "2 boundaries"),
+        (
+            lambda p: (p.step.boundaries.extend([9, 5]), p.step.values.extend([0.1, 0.2])),
+            "increasing",
+        ),
+        (
+            lambda p: (setattr(p.cosine, "total_steps", 10), setattr(p, "warmup_steps", 10)),
+            "total_steps",
+        ),
+        (lambda p: setattr(p.constant, "learning_rate", -1.0), "learning_rate must be > 0"),
+    ],
+)
 def test_bad_schedules_are_config_errors(setup, field):
     with pytest.raises(ConfigError, match=field):
         _lr(setup)
@@ -166,16 +179,23 @@ def test_default_optimizer_is_momentum_constant():
 
 
 FUSED = {  # proto setup -> (the stock tf_keras optimizer with the same settings, fused op)
-    "momentum": (lambda p: setattr(p.momentum, "momentum", 0.8),
-                 lambda lr: tf_keras.optimizers.SGD(lr, momentum=0.8, global_clipnorm=2.0),
-                 "ResourceApplyKerasMomentum"),
-    "rms_prop": (lambda p: p.rms_prop.SetInParent(),
-                 lambda lr: tf_keras.optimizers.RMSprop(lr, rho=0.9, momentum=0.9, epsilon=1.0,
-                                                        global_clipnorm=2.0),
-                 "ResourceApplyRMSProp"),
-    "adam": (lambda p: setattr(p.adam, "epsilon", 1e-7),
-             lambda lr: tf_keras.optimizers.Adam(lr, epsilon=1e-7, global_clipnorm=2.0),
-             "ResourceApplyAdam"),
+    "momentum": (
+        lambda p: setattr(p.momentum, "momentum", 0.8),
+        lambda lr: tf_keras.optimizers.SGD(lr, momentum=0.8, global_clipnorm=2.0),
+        "ResourceApplyKerasMomentum",
+    ),
+    "rms_prop": (
+        lambda p: p.rms_prop.SetInParent(),
+        lambda lr: tf_keras.optimizers.RMSprop(
+            lr, rho=0.9, momentum=0.9, epsilon=1.0, global_clipnorm=2.0
+        ),
+        "ResourceApplyRMSProp",
+    ),
+    "adam": (
+        lambda p: setattr(p.adam, "epsilon", 1e-7),
+        lambda lr: tf_keras.optimizers.Adam(lr, epsilon=1e-7, global_clipnorm=2.0),
+        "ResourceApplyAdam",
+    ),
 }
 
 
