@@ -377,7 +377,7 @@ def test_memory_rank_correlation(memories, verdict):
         for i, m in enumerate(memories)
     ]
     f = _check(rows, "memory")
-    assert f.verdict == verdict and "over 5 cells" in f.measured
+    assert f.verdict == verdict and "over 5 tf_function cells" in f.measured
     assert _check(rows[:4], "memory").verdict == "not measured"
 
 
@@ -389,3 +389,18 @@ def test_a_model_that_has_not_learnt_is_off_the_frontier():
     df = tables.to_frame(rows)
     assert list(df["learnt"]) == [False, True]
     assert list(df["frontier"]) == [False, True]
+
+
+def test_memory_compares_cells_of_one_runtime():
+    """TFLite cells (whose process also converts the model) do not enter the correlation
+    of the most common runtime's cells."""
+    rows = [
+        _acc_row(f"c{i}", "ssd", 0.3, latency=10 * (i + 1), peak_rss_mb=100 * (i + 1))
+        for i in range(5)
+    ]
+    rows += [
+        dict(_acc_row(f"t{i}", "ssd", 0.3, latency=1 + i, peak_rss_mb=5000 + i), runtime="tflite")
+        for i in range(2)
+    ]
+    f = _check(rows, "memory")
+    assert f.verdict == "reproduced" and "rho 1.00 over 5 tf_function cells" in f.measured
