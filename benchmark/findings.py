@@ -236,7 +236,7 @@ def stride_accuracy(df):
         f"{STRIDE8_MIN_GAIN:g}) x: not reproduced (Fig. 9: about +5%)"
     )
     d = learnt_rows(df)
-    groups = [(label, g) for label, g in _stride_groups(d[d["mAP"].notna()])]
+    groups = _stride_groups(d[d["mAP"].notna()])
     if not groups:
         if _stride_groups(ok_rows(df)):
             return Finding(

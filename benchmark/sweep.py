@@ -186,9 +186,7 @@ def weights_source(train_pipeline):
     fe = meta_arch_config(train_pipeline)[1].feature_extractor
     checkpoint = train_pipeline.train_config.fine_tune_checkpoint
     if fe.weights_path.startswith(pretrain.REFERENCE_PREFIX):
-        out = {
-            "weights_source": f"synthetic pretraining {fe.weights_path[len(pretrain.REFERENCE_PREFIX) :]}"
-        }
+        out = {"weights_source": f"synthetic pretraining {pretrain.reference_key(fe.weights_path)}"}
         report = pretrain.reference_report(fe.weights_path)
         if report:
             out.update(
@@ -257,7 +255,7 @@ def print_plan(grid, cells, out_dir, speed_only, done=()):
     if to_pretrain:
         print(
             f"{len(to_pretrain)} extractors to pretrain first:"
-            + "".join(f"\n  {ref[len(pretrain.REFERENCE_PREFIX) :]}" for ref in to_pretrain)
+            + "".join(f"\n  {pretrain.reference_key(ref)}" for ref in to_pretrain)
         )
 
 
@@ -427,13 +425,13 @@ def pretrain_extractors(cells, out_dir, executor, recipe):
     print(
         f"pretraining {len(needed)} extractors (synthetic shape classification, "
         f"{recipe.steps} steps at {recipe.resolution} px; cached in {pretrain.cache_dir()})"
-        + "".join(f"\n  {ref[len(pretrain.REFERENCE_PREFIX) :]}" for ref in needed)
+        + "".join(f"\n  {pretrain.reference_key(ref)}" for ref in needed)
     )
     progress_dir = os.path.join(out_dir, "logs")
     os.makedirs(progress_dir, exist_ok=True)
     jobs, files = [], {}
     for ref, (fe, _) in needed.items():
-        key = ref[len(pretrain.REFERENCE_PREFIX) :]
+        key = pretrain.reference_key(ref)
         config = type(fe)()
         config.CopyFrom(fe)
         config.ClearField("weights_path")
@@ -454,7 +452,7 @@ def pretrain_extractors(cells, out_dir, executor, recipe):
     bar = tqdm(total=len(jobs), desc="pretraining extractors", unit="extractor", dynamic_ncols=True)
     with ChildProgress(bar, files):
         for ref, result in executor.map(jobs):
-            key = ref[len(pretrain.REFERENCE_PREFIX) :]
+            key = pretrain.reference_key(ref)
             if result.get("error"):
                 _write_log(
                     os.path.join(out_dir, "logs"),

@@ -101,9 +101,14 @@ def start_from_pretrained(pipeline, recipe):
     return key
 
 
+def reference_key(weights_path):
+    """``pretrained:<key>`` -> ``<key>``."""
+    return weights_path[len(REFERENCE_PREFIX) :]
+
+
 def resolve_reference(weights_path):
     """``pretrained:<key>`` -> the weights file (cache, then shipped), or None."""
-    key = weights_path[len(REFERENCE_PREFIX) :]
+    key = reference_key(weights_path)
     for root in (cache_dir(), SHIPPED_DIR):
         path = os.path.join(root, key + ".h5")
         if os.path.exists(path) and os.path.exists(os.path.join(root, key + ".json")):
@@ -114,9 +119,12 @@ def resolve_reference(weights_path):
 def reference_report(weights_path):
     """The pretraining report (dict) behind a ``pretrained:<key>`` weights_path, or None."""
     path = resolve_reference(weights_path) if weights_path.startswith(REFERENCE_PREFIX) else None
-    if not path:
-        return None
-    with open(os.path.splitext(path)[0] + ".json", encoding="utf-8") as f:
+    return _read_report(path) if path else None
+
+
+def _read_report(weights_file):
+    """The JSON report written beside a pretrained weights file."""
+    with open(os.path.splitext(weights_file)[0] + ".json", encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -173,8 +181,7 @@ def cached_weights(extractor_config, recipe):
     path = resolve_reference(REFERENCE_PREFIX + cache_key(extractor_config, recipe))
     if path is None:
         return None, None
-    with open(os.path.splitext(path)[0] + ".json", encoding="utf-8") as f:
-        report = json.load(f)
+    report = _read_report(path)
     report["source"] = "shipped" if path.startswith(SHIPPED_DIR) else "cache"
     report["path"] = path
     return path, report
@@ -338,7 +345,7 @@ def pretrain(
         raise ConfigError(f"--out {out_path}: a pretrained weights file ends in .h5")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     tf.keras.utils.set_random_seed(recipe.seed)
-    extractor, backbone, classifier = build_classifier(extractor_config, recipe)
+    _, backbone, classifier = build_classifier(extractor_config, recipe)
     start = time.time()
     x_train, y_train, x_val, y_val = classification_set(recipe)
     optimizer = tf_keras.optimizers.Adam(learning_rate=recipe.learning_rate)
@@ -380,7 +387,6 @@ def pretrain(
         desc=f"pretraining {extractor_config.type}",
         unit="step",
     )
-    step = first
     for step in range(first, recipe.steps):
         if time_budget_s is not None and seconds_before + time.time() - loop_start > time_budget_s:
             break
@@ -407,8 +413,6 @@ def pretrain(
         if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < recipe.steps:
             manager.save()
             _write_seconds(partial, seconds_before + time.time() - loop_start)
-    else:
-        step = recipe.steps
     bar.close()
     refresh_batch_norm(
         classifier,
@@ -438,7 +442,6 @@ def pretrain(
     meta["total_seconds"] = round(time.time() - start, 1)
     atomic_write(os.path.splitext(out_path)[0] + ".json", json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(partial, ignore_errors=True)
-    del extractor
     return report
 
 
