@@ -105,12 +105,17 @@ def test_keras_applications_file_gives_the_reference_maps(tmp_path, name):
     assert_same_map(backbone(x), reference_map(ref, layer, x))
 
 
-@pytest.mark.parametrize("model_id", [50])
+@pytest.mark.parametrize(
+    "model_id",
+    [50, pytest.param(101, marks=pytest.mark.slow), pytest.param(152, marks=pytest.mark.slow)],
+)
 def test_keras_resnet_biases_fold_into_batch_norm(tmp_path, model_id):
     """Keras' ResNet puts the stride on the first 1x1 convolution (ours, the Model Garden's,
     on the 3x3): the networks agree up to conv2 (no stride there), at an odd side (SAME
-    padding then pads as keras' ZeroPadding2D)."""
-    build = {50: A.ResNet50}[model_id]
+    padding then pads as keras' ZeroPadding2D). Deeper, each group's last unit holds the
+    file's last block of that stage (ResNet-101: 23 blocks in conv4, ResNet-152: 8 in conv3
+    and 36 in conv4), its kernel as is and its batch norm with the bias folded."""
+    build = {50: A.ResNet50, 101: A.ResNet101, 152: A.ResNet152}[model_id]
     ref, path = keras_file(
         tmp_path, lambda: build(weights=None, input_shape=(65, 65, 3), classes=7)
     )
@@ -128,6 +133,19 @@ def test_keras_resnet_biases_fold_into_batch_norm(tmp_path, model_id):
         ref.get_layer("conv1_bn").moving_mean.numpy() - ref.get_layer("conv1_conv").bias.numpy()
     )
     np.testing.assert_array_equal(ours, theirs)
+    units = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}[model_id]
+    for g, n in enumerate(units):
+        last = fe._groups[g][-1]
+        assert len(fe._groups[g]) == n
+        keras = f"conv{g + 2}_block{n}_3"
+        np.testing.assert_array_equal(
+            last._conv3.kernel.numpy(), ref.get_layer(f"{keras}_conv").kernel.numpy()
+        )
+        np.testing.assert_array_equal(
+            last._norm3.moving_mean.numpy(),
+            ref.get_layer(f"{keras}_bn").moving_mean.numpy()
+            - ref.get_layer(f"{keras}_conv").bias.numpy(),
+        )
 
 
 def test_keras_depth_multiplier_mismatch_is_refused(tmp_path):

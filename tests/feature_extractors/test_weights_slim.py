@@ -71,20 +71,28 @@ def load(fe, path):
     return fe.load_weights()
 
 
-def test_resnet_v1_50(tmp_path):
+@pytest.mark.parametrize(
+    "model_id",
+    # 152 (8 units in block2) is checked in the Keras format; here it costs 90 s
+    [50, pytest.param(101, marks=pytest.mark.slow)],
+)
+def test_resnet_v1(tmp_path, model_id):
     """slim puts each group's stride on its last unit (ours on the first): the networks
-    agree up to block1/unit_2, at an odd side (SAME = slim's conv2d_same there)."""
+    agree up to block1/unit_2, at an odd side (SAME = slim's conv2d_same there). Deeper,
+    each group's last unit holds the checkpoint's last unit of that block (ResNet-101: 23
+    units in block3, ResNet-152: 8 in block2 and 36 in block3)."""
     from tf_slim.nets import resnet_v1
 
-    fe = shared_extractor("resnet50_v1")
+    scope = f"resnet_v1_{model_id}"
+    fe = shared_extractor(f"resnet{model_id}_v1")
     x = fe.preprocess(image(65)).numpy()
-    path = str(tmp_path / "resnet_v1_50.ckpt")
+    path = str(tmp_path / f"{scope}.ckpt")
     expected, saved = slim_checkpoint(
         path,
-        lambda i: resnet_v1.resnet_v1_50(i, num_classes=7, is_training=False)[1],
+        lambda i: getattr(resnet_v1, scope)(i, num_classes=7, is_training=False)[1],
         x,
         True,
-        "resnet_v1_50/block1/unit_2/bottleneck_v1",
+        f"{scope}/block1/unit_2/bottleneck_v1",
     )
     report = load(fe, path)
     assert report.format == "TF-slim checkpoint"
@@ -98,6 +106,18 @@ def test_resnet_v1_50(tmp_path):
     for layer in fe._stem + fe._groups[0][:2]:
         y = layer(y)
     assert_same_map(y, expected)
+    reader = tf.train.load_checkpoint(path)
+    units = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}[model_id]
+    for g, n in enumerate(units):
+        assert len(fe._groups[g]) == n
+        unit = f"{scope}/block{g + 1}/unit_{n}/bottleneck_v1/conv3"
+        last = fe._groups[g][-1]
+        np.testing.assert_array_equal(
+            last._conv3.kernel.numpy(), reader.get_tensor(f"{unit}/weights")
+        )
+        np.testing.assert_array_equal(
+            last._norm3.moving_mean.numpy(), reader.get_tensor(f"{unit}/BatchNorm/moving_mean")
+        )
 
 
 @pytest.mark.parametrize("name,side", [("inception_v2", 64), ("inception_v3", 75)])
