@@ -1,6 +1,6 @@
 """A detector starts from a Keras Applications file, a TF-slim checkpoint and a Model Garden
-checkpoint (SSD MobileNet v1 at 0.25 width, 64 px): training two steps logs what was loaded;
-the Keras-started one is then evaluated and exported."""
+checkpoint (SSD MobileNet v1 at 0.25 width, 64 px): training two steps logs what was loaded,
+then the model is evaluated and exported."""
 
 import logging
 import os
@@ -73,13 +73,23 @@ def overrides(weights):
 
 
 @pytest.mark.slow
-def test_detector_trains_from_a_keras_file_and_runs_end_to_end(tmp_path, caplog, capsys):
+@pytest.mark.parametrize(
+    "fmt,make",
+    [
+        ("Keras Applications .h5", keras_file),
+        ("TF-slim checkpoint", slim_file),
+        ("Model Garden checkpoint", garden_file),
+    ],
+)
+def test_detector_trains_evaluates_and_exports_from_each_format(
+    tmp_path, caplog, capsys, fmt, make
+):
     from detbench.evaluate import main as evaluate_main
     from detbench.export.__main__ import main as export_main
     from detbench.train.__main__ import main as train_main
 
     caplog.set_level(logging.INFO, logger="detbench.weights")
-    weights = keras_file(tmp_path)
+    weights = make(tmp_path)
     model_dir = str(tmp_path / "model")
     code = run_cli(
         train_main,
@@ -88,12 +98,10 @@ def test_detector_trains_from_a_keras_file_and_runs_end_to_end(tmp_path, caplog,
     )
     assert code == 0, capsys.readouterr().err
     lines = [r.getMessage() for r in caplog.records if r.name == "detbench.weights"]
-    assert lines[0] == (
-        f"feature_extractor.weights_path: {weights} (Keras Applications .h5) "
-        "into mobilenet_v1: loaded 135 variables, folded 0 conv biases into "
-        "batch norm, skipped 0 of the file's, left 0 of ours at their initial "
-        "values"
+    assert lines[0].startswith(
+        f"feature_extractor.weights_path: {weights} ({fmt}) into mobilenet_v1: loaded 135 variables"
     )
+    assert lines[0].endswith("left 0 of ours at their initial values")
     code = run_cli(
         evaluate_main,
         [
@@ -116,24 +124,3 @@ def test_detector_trains_from_a_keras_file_and_runs_end_to_end(tmp_path, caplog,
     )
     assert code == 0, capsys.readouterr().err
     assert any(f == "saved_model.pb" for _, _, files in os.walk(out) for f in files)
-
-
-@pytest.mark.parametrize(
-    "fmt,make", [("TF-slim checkpoint", slim_file), ("Model Garden checkpoint", garden_file)]
-)
-def test_detector_starts_from_slim_and_garden_files(tmp_path, caplog, fmt, make):
-    """The same path (the SSD's from_config loads the extractor's weights) for the other
-    formats; training from them is the Keras test's loop."""
-    from detbench.builders.model_builder import build_model
-    from detbench.config import load_pipeline
-
-    caplog.set_level(logging.INFO, logger="detbench.weights")
-    weights = make(tmp_path)
-    pipeline = load_pipeline(CONFIG, overrides(weights)[1::2])
-    model = build_model(pipeline.model)
-    lines = [r.getMessage() for r in caplog.records if r.name == "detbench.weights"]
-    assert lines[0].startswith(
-        f"feature_extractor.weights_path: {weights} ({fmt}) into mobilenet_v1: loaded 135 variables"
-    )
-    assert lines[0].endswith("left 0 of ours at their initial values")
-    assert model.feature_extractor.build_backbone().variables[0].numpy().std() > 0
