@@ -336,6 +336,11 @@ def test_filter_keeps_matching_cells(tmp_path, capsys):
         (["--filter", "resolution=128"], "no cell matches; values in the grid: resolution: 64, 96"),
         (["--train-steps", "0"], "error: --train-steps: must be positive"),
         (["--address", "127.0.0.1:6379"], "error: --address: only with --executor ray"),
+        (["--gpus-per-cell", "1"], "error: --gpus-per-cell: only with --executor ray"),
+        (
+            ["--gpus-per-cell", "-1", "--executor", "ray"],
+            "error: --gpus-per-cell: must be 0 or more, got -1",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
