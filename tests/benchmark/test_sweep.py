@@ -341,6 +341,10 @@ def test_filter_keeps_matching_cells(tmp_path, capsys):
             ["--gpus-per-cell", "-1", "--executor", "ray"],
             "error: --gpus-per-cell: must be 0 or more, got -1",
         ),
+        (  # tiny_ssd.pbtxt trains at batch 2: 2 replicas of 1 image would do, 3 cannot
+            ["--gpus-per-cell", "3", "--executor", "ray"],
+            "train_config.batch_size 2 is not divisible by --gpus-per-cell 3 (one replica",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
