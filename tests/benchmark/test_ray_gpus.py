@@ -4,6 +4,7 @@ was given. The job here is a light probe (a child Python printing its
 ``CUDA_VISIBLE_DEVICES``), not a cell: test_ray_executor.py runs real cells on Ray.
 """
 
+import os
 import sys
 
 import pytest
@@ -26,9 +27,12 @@ def local_ray():
     # the probe travels by value: Ray's workers cannot import this test module by the
     # name pytest gave it (that depends on the checkout's folder name)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    environ = dict(os.environ)  # ray.init adds RAY_* variables that later tests' children inherit
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def probe(kind, spec, gpu_ids=None):
