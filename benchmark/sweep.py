@@ -278,14 +278,15 @@ def check_executor_args(args):
         raise ConfigError("--gpus-per-cell: only with --executor ray")
 
 
-def check_replica_batches(cells, gpus_per_cell):
+def check_replica_batches(cells, gpus_per_cell, out_dir):
     """A training over N > 1 GPUs gives each replica batch_size / N images: a batch
-    that N does not divide is refused before any work, not in each training."""
+    that N does not divide (of a model not trained yet) is refused before any work,
+    not in each training."""
     if gpus_per_cell < 2:
         return
     for c in cells:
         batch = c.train_pipeline.train_config.batch_size
-        if batch % gpus_per_cell:
+        if batch % gpus_per_cell and not _trained(os.path.join(out_dir, "models", c.train_key)):
             raise ConfigError(
                 f"{c.model_label}: train_config.batch_size {batch} is not divisible by "
                 f"--gpus-per-cell {gpus_per_cell} (one replica per GPU)"
@@ -322,10 +323,10 @@ def run_sweep(args):
     cells = select(grid.cells, parse_filters(args.filter))
     if not cells:
         raise ConfigError(f"{args.grid}: no cell left to run (check --filter)")
-    if not args.speed_only:
-        check_replica_batches(cells, args.gpus_per_cell)
     # Absolute: jobs may run in another working directory (Ray workers).
     out_dir = os.path.abspath(args.out or sweep.out_dir)
+    if not args.speed_only:
+        check_replica_batches(cells, args.gpus_per_cell, out_dir)
     # Held until run_sweep returns (or the process ends): a second sweep into the
     # same folder stops with who holds it.
     lock = None if args.dry_run else FolderLock(out_dir)  # noqa: F841
