@@ -93,13 +93,18 @@ def discard_unfinished(model_dir, keep=("pipeline.pbtxt",)):
 
 def run_training(spec):
     """Train from scratch (an unfinished folder is discarded) and mark the model done:
-    DONE_FILE is written atomically, last."""
+    DONE_FILE is written atomically, last.
+
+    A job given GPUs (``spec["gpus"]``, the ids Ray assigned, the only ones this
+    process sees) trains one replica per GPU (``replica_strategy``), whatever
+    ``train_config.distribution`` says; otherwise the config's strategy."""
     from detbench.benchmark.results import atomic_write
-    from detbench.train.trainer import train
+    from detbench.train.trainer import replica_strategy, train
 
     pipeline = _pipeline(spec["train_pipeline"])
     model_dir = spec["model_dir"]
     discard_unfinished(model_dir)
+    strategy = replica_strategy() if spec.get("gpus") else None
     start = time.time()
     result = train(
         pipeline,
@@ -107,6 +112,7 @@ def run_training(spec):
         num_steps=pipeline.train_config.num_steps,
         progress=spec.get("progress", False),
         progress_file=spec.get("progress_file"),
+        strategy=strategy,
     )
     summary = {
         "train_key": spec["train_key"],
@@ -114,6 +120,8 @@ def run_training(spec):
         "train_wall_s": time.time() - start,
         "final_losses": {k: float(v) for k, v in (result.losses or {}).items()},
     }
+    if strategy is not None:
+        summary.update(gpus=spec["gpus"], replicas=strategy.num_replicas_in_sync)
     atomic_write(os.path.join(model_dir, DONE_FILE), json.dumps(summary, indent=2))
     return summary
 

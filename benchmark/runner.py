@@ -80,19 +80,24 @@ def cleanup_orphans(temp_dir=None):
     return removed
 
 
-def _child_env():
-    """The job's environment: this one, with ``TF_USE_LEGACY_KERAS=1`` unless set.
+def _child_env(gpu_ids=None):
+    """The job's environment: this one, with ``TF_USE_LEGACY_KERAS=1`` unless set,
+    and ``CUDA_VISIBLE_DEVICES`` set to ``gpu_ids`` when given (the job sees those
+    GPUs only; None: whatever this process sees).
 
     detbench uses tf_keras, never ``tf.keras``; without the variable, importing
     TensorFlow also imports Keras 3 (1.4 s of each job's start on 2 cores).
     """
     env = dict(os.environ)
     env.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if gpu_ids is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
     return env
 
 
-def run_job(kind, spec, timeout=CELL_TIMEOUT_S):
+def run_job(kind, spec, timeout=CELL_TIMEOUT_S, gpu_ids=None):
     """Run ``python -m detbench.benchmark.cell KIND`` on ``spec``; returns its result dict.
+    ``gpu_ids``: the GPUs the job may see (``CUDA_VISIBLE_DEVICES``).
 
     A crash, a kill (e.g. out of memory) or a timeout becomes ``{"error": ...}``
     with the tail of the process's stderr.
@@ -109,7 +114,7 @@ def run_job(kind, spec, timeout=CELL_TIMEOUT_S):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env=_child_env(),
+                env=_child_env(gpu_ids),
                 preexec_fn=_die_with_parent,
             ) as popen:
                 _write_owner(tmp, popen.pid)
@@ -162,22 +167,45 @@ class LocalExecutor:
             yield key, run_job(kind, spec)
 
 
+def run_ray_job(kind, spec, gpus_per_cell=0, job=run_job):
+    """A Ray task's body (in a Ray worker): ``job(kind, spec)`` (default ``run_job``),
+    with ``gpus_per_cell``, on the GPUs Ray assigned to this task.
+
+    Ray sets ``CUDA_VISIBLE_DEVICES`` in the task's own process; the job's child
+    process gets it explicitly from ``ray.get_gpu_ids()``, the spec gets them as
+    ``gpus`` (a training replicates over them) and the result says where the job
+    ran (``gpus``: "0" or "0,1", the node's GPU ids).
+    """
+    if not gpus_per_cell:
+        return job(kind, spec)
+    import ray
+
+    gpu_ids = [str(i) for i in ray.get_gpu_ids()]
+    result = job(kind, {**spec, "gpus": gpu_ids}, gpu_ids=gpu_ids)
+    result["gpus"] = ",".join(gpu_ids)
+    return result
+
+
 class RayExecutor:
     """Jobs as Ray tasks on a cluster (``--address HOST:PORT``; none: a local Ray
     instance is started), one job per task.
 
     Each task declares the CPUs it needs (``cpus_per_cell``, default: all the
-    CPUs of the largest node, so a timed cell never shares its node); Ray
-    schedules them on nodes with room, and results are gathered here into the
-    same files. Every node runs ``python -m detbench.benchmark.cell`` with
-    detbench installed, and reads and writes the spec's paths (the sweep's
+    CPUs of the largest node, so a timed cell never shares its node) and, with
+    ``gpus_per_cell`` N > 0, N GPUs: then the default CPUs are the node's CPUs
+    in proportion (CPUs x N / GPUs of the node, the least over the nodes with N
+    GPUs), so a node runs one cell per N GPUs and no two share a GPU or a CPU,
+    and a measured cell left at TensorFlow's default intra-op threads runs with
+    that many. Ray schedules tasks on nodes with room, and results are gathered
+    here into the same files. Every node runs ``python -m detbench.benchmark.cell``
+    with detbench installed, and reads and writes the spec's paths (the sweep's
     output folder, the datasets): on a multi-node cluster they must be on a
-    shared filesystem.
+    shared filesystem. ``job``: what a task runs (``run_job``).
     """
 
     name = "ray"
 
-    def __init__(self, address=None, cpus_per_cell=None):
+    def __init__(self, address=None, cpus_per_cell=None, gpus_per_cell=0, job=run_job):
         from detbench.errors import DetbenchError
 
         try:
@@ -192,25 +220,49 @@ class RayExecutor:
                 where = f"--address {address}" if address else "a local Ray instance"
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
                 raise DetbenchError(f"{where}: cannot start or reach Ray ({first})") from None
-        cpus = cpus_per_cell or self._largest_node_cpus()
-        self.remote = ray.remote(num_cpus=cpus)(run_job)
+        self.gpus_per_cell, self.job = gpus_per_cell, job
+        self.cpus = cpus_per_cell or self._cpus_per_task(gpus_per_cell)
+        self.remote = ray.remote(num_cpus=self.cpus, num_gpus=gpus_per_cell)(run_ray_job)
 
-    def _largest_node_cpus(self):
-        # Not cluster_resources()["CPU"]: that is the sum over nodes, which no
+    def _cpus_per_task(self, gpus):
+        # Per node, not cluster_resources(): that is the sum over nodes, which no
         # single node has, and a task asking for it would never be scheduled.
-        cpus = [n.get("Resources", {}).get("CPU", 0) for n in self.ray.nodes() if n.get("Alive")]
-        return max(1, int(max(cpus, default=1)))
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        if not gpus:
+            return max(1, int(max((n.get("CPU", 0) for n in nodes), default=1)))
+        fits = [n for n in nodes if n.get("GPU", 0) >= gpus]
+        if not fits:
+            from detbench.errors import ConfigError
+
+            most = max((n.get("GPU", 0) for n in nodes), default=0)
+            raise ConfigError(
+                f"--gpus-per-cell {gpus}: no node of the Ray cluster has {gpus} GPUs "
+                f"(the most on one node: {most:g})"
+            )
+        return max(1, min(int(n.get("CPU", 0) * gpus // n["GPU"]) for n in fits))
+
+    def _task_spec(self, spec):
+        """A measured cell sharing its node (GPUs given) runs on its CPU share's threads."""
+        settings = spec.get("settings")
+        if self.gpus_per_cell and settings is not None and not settings.get("intra_op_threads"):
+            return {**spec, "settings": {**settings, "intra_op_threads": self.cpus}}
+        return spec
 
     def map(self, jobs):
-        pending = {self.remote.remote(kind, spec): key for key, kind, spec in jobs}
+        pending = {
+            self.remote.remote(kind, self._task_spec(spec), self.gpus_per_cell, self.job): key
+            for key, kind, spec in jobs
+        }
         while pending:
             done, _ = self.ray.wait(list(pending), num_returns=1)
             for ref in done:
                 key = pending.pop(ref)
                 try:
                     result = self.ray.get(ref)
-                except Exception as e:  # a task that died on its node
-                    result = {"error": f"ray task failed: {str(e).splitlines()[0][:300]}"}
+                except Exception as e:  # a task that died on its node: its exception
+                    # is the last line (the first only names the task, in colour codes)
+                    last = ([l for l in str(e).splitlines() if l.strip()] or [type(e).__name__])[-1]
+                    result = {"error": f"ray task failed: {last.strip()[:300]}"}
                 yield key, result
 
 

@@ -79,6 +79,15 @@ def parse_args(argv):
     p.add_argument("--executor", choices=["local", "ray"], default="local")
     p.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
     p.add_argument(
+        "--gpus-per-cell",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --executor ray: each training and cell asks Ray for N GPUs (and the "
+        "node's CPUs in proportion); a training replicates over them (MirroredStrategy), "
+        "a row records them in its 'gpus' column",
+    )
+    p.add_argument(
         "--export",
         action="store_true",
         help="export every trained cell's model as a SavedModel under OUT/exports/",
@@ -259,16 +268,50 @@ def print_plan(grid, cells, out_dir, speed_only, done=()):
         )
 
 
+def check_executor_args(args):
+    """--address / --gpus-per-cell against --executor, before anything is loaded."""
+    if args.address and args.executor != "ray":
+        raise ConfigError("--address: only with --executor ray")
+    if args.gpus_per_cell < 0:
+        raise ConfigError(f"--gpus-per-cell: must be 0 or more, got {args.gpus_per_cell}")
+    if args.gpus_per_cell and args.executor != "ray":
+        raise ConfigError("--gpus-per-cell: only with --executor ray")
+
+
+def check_replica_batches(cells, gpus_per_cell, out_dir):
+    """A training over N > 1 GPUs gives each replica batch_size / N images: a batch
+    that N does not divide (of a model not trained yet) is refused before any work,
+    not in each training."""
+    if gpus_per_cell < 2:
+        return
+    for c in cells:
+        batch = c.train_pipeline.train_config.batch_size
+        if batch % gpus_per_cell and not _trained(os.path.join(out_dir, "models", c.train_key)):
+            raise ConfigError(
+                f"{c.model_label}: train_config.batch_size {batch} is not divisible by "
+                f"--gpus-per-cell {gpus_per_cell} (one replica per GPU)"
+            )
+
+
+def make_executor(args):
+    from detbench.benchmark.runner import EXECUTORS
+
+    if args.executor == "ray":
+        return EXECUTORS["ray"](args.address, gpus_per_cell=args.gpus_per_cell)
+    return EXECUTORS[args.executor]()
+
+
 def run_sweep(args):
     from google.protobuf import text_format
     from tqdm import tqdm
 
     from detbench.benchmark.lock import FolderLock
     from detbench.benchmark.results import ResultsStore, remove_partial_writes
-    from detbench.benchmark.runner import EXECUTORS, cleanup_orphans
+    from detbench.benchmark.runner import cleanup_orphans
     from detbench.config import load_sweep
     from detbench.config.grid import expand_grid
 
+    check_executor_args(args)
     sweep = load_sweep(args.grid)
     if args.train_steps is not None:
         if args.train_steps <= 0:
@@ -280,10 +323,10 @@ def run_sweep(args):
     cells = select(grid.cells, parse_filters(args.filter))
     if not cells:
         raise ConfigError(f"{args.grid}: no cell left to run (check --filter)")
-    if args.address and args.executor != "ray":
-        raise ConfigError("--address: only with --executor ray")
     # Absolute: jobs may run in another working directory (Ray workers).
     out_dir = os.path.abspath(args.out or sweep.out_dir)
+    if not args.speed_only:
+        check_replica_batches(cells, args.gpus_per_cell, out_dir)
     # Held until run_sweep returns (or the process ends): a second sweep into the
     # same folder stops with who holds it.
     lock = None if args.dry_run else FolderLock(out_dir)  # noqa: F841
@@ -301,9 +344,7 @@ def run_sweep(args):
         f"detbench sweep: {len(cells)} cells, {len(cells) - len(todo)} already done, "
         f"{len(todo)} to run -> {out_dir}"
     )
-    executor = (
-        EXECUTORS[args.executor](args.address) if args.executor == "ray" else EXECUTORS["local"]()
-    )
+    executor = make_executor(args)
     train_errors = {}
     if not args.speed_only:
         train_errors = pretrain_extractors(todo, out_dir, executor, grid.pretraining)
@@ -352,6 +393,8 @@ def run_sweep(args):
         if trained:
             row["train_steps"] = trained.get("step")
             row["train_wall_s"] = trained.get("train_wall_s")
+            if trained.get("replicas"):
+                row["train_replicas"] = trained["replicas"]
         tail = row.pop("stderr_tail", None)
         if row.get("error") and tail:
             row["log"] = _write_log(log_dir, f"{cid}.log", tail)

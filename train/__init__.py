@@ -8,6 +8,7 @@ from detbench.train.trainer import (
     TrainResult,
     make_strategy,
     make_train_step,
+    replica_strategy,
     train,
 )
 
@@ -18,6 +19,7 @@ __all__ = [
     "NonFiniteLossError",
     "make_strategy",
     "make_train_step",
+    "replica_strategy",
     "build_optimizer",
     "build_learning_rate",
     "learning_rate_at",

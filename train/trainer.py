@@ -4,7 +4,10 @@
 
 - Strategy from ``train_config.distribution``: DEFAULT (one device),
   MIRRORED (``tf.distribute.MirroredStrategy`` over the local devices) or
-  MULTI_WORKER (``MultiWorkerMirroredStrategy``, cluster from ``TF_CONFIG``).
+  MULTI_WORKER (``MultiWorkerMirroredStrategy``, cluster from ``TF_CONFIG``);
+  or, whatever the config says, the ``strategy`` given to ``train()``, e.g.
+  ``replica_strategy()``: one replica per visible GPU (a sweep's training
+  over the GPUs Ray gave it).
   Each replica's loss is scaled by ``1/num_replicas`` and the gradients are
   summed across replicas, so the update equals the single-device one on the
   same global batch (the model's losses being means over its images).
@@ -86,6 +89,17 @@ def make_strategy(distribution):
             log.warning("distribution MULTI_WORKER without TF_CONFIG: running as one worker")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()  # the default (one device) strategy
+
+
+def replica_strategy(devices=None):
+    """One replica per device of ``devices`` (default: the visible GPUs, i.e. those
+    ``CUDA_VISIBLE_DEVICES`` leaves): ``MirroredStrategy`` over two or more, else the
+    default strategy, so training on a CPU or on one GPU is what it was."""
+    if devices is None:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if len(devices) > 1:
+        return tf.distribute.MirroredStrategy(list(devices))
+    return tf.distribute.get_strategy()
 
 
 def _is_chief(strategy):
@@ -206,6 +220,7 @@ class _Trainer:
         time_budget_s=None,
         eval_callback=None,
         progress_file=None,
+        strategy=None,
     ):
         tc = pipeline.train_config
         if time_budget_s is not None and time_budget_s <= 0:
@@ -221,12 +236,12 @@ class _Trainer:
         if warning:
             log.warning(warning)
         tf_keras.utils.set_random_seed(tc.seed)
-        self.strategy = make_strategy(tc.distribution)
+        self.strategy = strategy or make_strategy(tc.distribution)
         self.replicas = self.strategy.num_replicas_in_sync
         if tc.batch_size % self.replicas:
             raise ConfigError(
                 f"train_config.batch_size {tc.batch_size} is not divisible by the "
-                f"{self.replicas} replicas"
+                f"{self.replicas} replicas (each replica takes batch_size / replicas images)"
             )
         self.is_chief = _is_chief(self.strategy)
         with self.strategy.scope():
@@ -475,6 +490,7 @@ def train(
     time_budget_s=None,
     eval_callback=None,
     progress_file=None,
+    strategy=None,
 ):
     """Train ``pipeline``'s model in ``model_dir`` up to ``num_steps`` (default:
     ``train_config.num_steps``), resuming from the latest checkpoint there.
@@ -486,6 +502,8 @@ def train(
     periodic evaluation (``train_config.eval_every_n_steps``).
     ``progress_file``: a JSON file kept up to date with the step, loss and time
     left (``report_progress``), for a parent process to show.
+    ``strategy``: a ``tf.distribute.Strategy`` to train under instead of
+    ``train_config.distribution``'s (e.g. ``replica_strategy()``).
 
     ``model`` (an unbuilt DetectionModel) and ``dataset`` (batched dicts of the
     data pipeline's layout, 'image' already the model input) may be injected;
@@ -505,4 +523,5 @@ def train(
         time_budget_s,
         eval_callback,
         progress_file,
+        strategy,
     ).run()

@@ -336,6 +336,15 @@ def test_filter_keeps_matching_cells(tmp_path, capsys):
         (["--filter", "resolution=128"], "no cell matches; values in the grid: resolution: 64, 96"),
         (["--train-steps", "0"], "error: --train-steps: must be positive"),
         (["--address", "127.0.0.1:6379"], "error: --address: only with --executor ray"),
+        (["--gpus-per-cell", "1"], "error: --gpus-per-cell: only with --executor ray"),
+        (
+            ["--gpus-per-cell", "-1", "--executor", "ray"],
+            "error: --gpus-per-cell: must be 0 or more, got -1",
+        ),
+        (  # tiny_ssd.pbtxt trains at batch 2: 2 replicas of 1 image would do, 3 cannot
+            ["--gpus-per-cell", "3", "--executor", "ray"],
+            "train_config.batch_size 2 is not divisible by --gpus-per-cell 3 (one replica",
+        ),
     ],
 )
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys, extra, message):
