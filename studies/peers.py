@@ -1,14 +1,17 @@
 """Our detectors side by side with the TF Model Garden's, in one run.
 
-    python studies/peers.py [--pairs faster_rcnn,retinanet,proposals,xla,overhead]
+    python studies/peers.py [--pairs faster_rcnn,retinanet,training,proposals,xla,overhead]
                               [--runs N] [--warmup N] [--xla both|on|off] [--json OUT]
+                              [--train-size PX] [--train-batch N]
 
 Prints one markdown table per section with ours / theirs ratios and each
 target's PASS / FAIL; exits 1 when a target is missed (2 on bad arguments).
 The pairs' targets (issue 21, replacing issue 9's 0.6x / 0.5x / 0.9x, which a
 model of the same FLOPs cannot meet at the machine's convolution throughput):
 latency <= 1.0x theirs at equal FLOPs (seconds per GFLOP) for each pair, first
-call <= 0.5x at Faster R-CNN 300 proposals, peak memory <= 1.0x.
+call <= 0.5x at Faster R-CNN 300 proposals, peak memory <= 1.0x; and the
+training pair (issue 17, ``peers_training.py``): one training step of the
+retinanet pair at 256 px, batch 2, ours <= 1.0x theirs (median step time).
 
 How the two sides are matched
 -----------------------------
@@ -852,7 +855,7 @@ def print_overhead(rows):
             print(f"- {r['model']}: {parts}")
 
 
-SECTIONS = ("faster_rcnn", "retinanet", "proposals", "xla", "overhead")
+SECTIONS = ("faster_rcnn", "retinanet", "training", "proposals", "xla", "overhead")
 
 
 def main(argv=None):
@@ -881,6 +884,10 @@ def main(argv=None):
         help="child processes per side (first call: min, memory: max)",
     )
     parser.add_argument("--proposals", default="300,1000", help="faster_rcnn pair: proposal counts")
+    parser.add_argument(
+        "--train-size", type=int, default=256, help="training pair: input size (px)"
+    )
+    parser.add_argument("--train-batch", type=int, default=2, help="training pair: batch size")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -905,6 +912,10 @@ def main(argv=None):
         )
     if "retinanet" in sections:
         section_pairs("retinanet", [None], args, rows, failures)
+    if "training" in sections:
+        from detbench.studies.peers_training import section_training
+
+        section_training(args, rows, failures)
     if "proposals" in sections:
         section_proposals(args, rows, failures)
     if "xla" in sections:
@@ -915,16 +926,20 @@ def main(argv=None):
 
     print(
         f"# Ours vs the TF Model Garden ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, TF {tf.__version__}, batch 1, random weights; "
+        f"{os.cpu_count()} CPUs, TF {tf.__version__}, inference at batch 1, random weights; "
         f"median of {args.runs} interleaved runs after {args.warmup} warm-up; "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         f"{(time.time() - started) / 60:.1f} min)"
     )
+    from detbench.studies.peers_training import print_training
+
     by = {
-        s: [r for r in rows if r["section"] == s] for s in ("peers", "proposals", "xla", "overhead")
+        s: [r for r in rows if r["section"] == s]
+        for s in ("peers", "training", "proposals", "xla", "overhead")
     }
     for title, key, printer in (
         ("Side by side", "peers", print_pairs),
+        ("Side by side: one training step", "training", print_training),
         ("Proposals (ours, benchmark mode)", "proposals", print_proposals),
         ("XLA (jit_compile) on / off (ours)", "xla", print_xla),
         ("Detection overhead (ours)", "overhead", print_overhead),
