@@ -43,28 +43,35 @@ TITLES = {
 STARTS = {"scratch": ("scratch",), "pretrained": ("pretrained",), "both": ("pretrained", "scratch")}
 
 
-def footer_line(argv):
-    """Where and how the curves were measured: date, commit, CPU, load, the command."""
-    import datetime
+def source_commit():
+    """The checkout's commit (short hash), read when the run starts; "unknown" outside git."""
     import subprocess
-
-    from detbench.benchmark.environment import cpu_model
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        commit = subprocess.run(
+        out = subprocess.run(
             ["git", "-C", root, "rev-parse", "--short", "HEAD"],
             capture_output=True,
             text=True,
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        commit = ""
+        out = ""
+    return out or "unknown"
+
+
+def footer_line(argv, commit, started):
+    """Where and how the curves were measured: start time, commit, CPU, load, the command."""
+    import datetime
+
+    from detbench.benchmark.environment import cpu_model
+
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    when = datetime.datetime.fromtimestamp(started, datetime.UTC)
     return (
-        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, commit "
-        f"{commit or 'unknown'}, {cpu_model()} ({os.cpu_count()} cores), load average at "
-        f"the end {load}\ndetbench train-accuracy {' '.join(argv)}"
+        f"started {when:%Y-%m-%d %H:%M} UTC, {(time.time() - started) / 60:.0f} min in all, "
+        f"commit {commit}, {cpu_model()} ({os.cpu_count()} cores), load average (1, 5, 15 "
+        f"min) at the end {load}\ndetbench train-accuracy {' '.join(argv)}"
     )
 
 
@@ -165,6 +172,7 @@ def main(argv=None):
     )
     p.add_argument("--plot", help="write mAP@.5 against training minutes to this PNG")
     args = p.parse_args(argv)
+    started, commit = time.time(), source_commit()
     if args.plot and not args.plot.endswith(".png"):
         raise ConfigError(f"--plot {args.plot}: a .png file")
     from detbench.config import load_pipeline
@@ -240,7 +248,7 @@ def main(argv=None):
             )
         )
     if args.plot:
-        footer = footer_line(sys.argv[1:] if argv is None else argv)
+        footer = footer_line(sys.argv[1:] if argv is None else argv, commit, started)
         plot_curves(curves, args.plot, footer)
         _write_points(curves, os.path.splitext(args.plot)[0] + ".json", footer)
         print(f"curves: {args.plot}")
