@@ -599,6 +599,16 @@ def section_pairs(kind, proposal_counts, args, rows, failures):
         _free()
 
 
+def params_cell(row):
+    """ "ours / theirs" parameter counts in millions (a pair table's cell)."""
+    return f"{row['params_ours'] / 1e6:.2f} / {row['params_theirs'] / 1e6:.2f}"
+
+
+def targets_cell(row):
+    """Each target of the row with PASS / FAIL (a pair table's last cell)."""
+    return ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in row["checks"])
+
+
 def print_pairs(rows):
     print(
         "| pair | params ours / theirs (M) | GFLOP ours / theirs | latency ours / theirs (s) "
@@ -608,9 +618,8 @@ def print_pairs(rows):
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        targets = ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in r["checks"])
         print(
-            f"| {r['pair']} | {r['params_ours'] / 1e6:.2f} / {r['params_theirs'] / 1e6:.2f} "
+            f"| {r['pair']} | {params_cell(r)} "
             f"| {r['gflops_ours']:.0f} / {r['gflops_theirs']:.0f} "
             f"| {r['latency_ours_s']:.3f} / {r['latency_theirs_s']:.3f} | "
             f"{r['latency_ratio']:.2f} ({r['latency_flops_ratio']:.2f}) | "
@@ -620,7 +629,7 @@ def print_pairs(rows):
             f"{r['peak_rss_ours_mb']:.0f} / {r['peak_rss_theirs_mb']:.0f} | "
             f"{r['memory_ratio']:.2f} | {r['nms_candidates_ours']} / "
             f"{r['num_detections_ours']}; {r['nms_candidates_theirs']} / "
-            f"{r['num_detections_theirs']} | {targets} |"
+            f"{r['num_detections_theirs']} | {targets_cell(r)} |"
         )
 
 

@@ -178,6 +178,8 @@ def section_training(args, rows, failures):
 
 
 def print_training(rows):
+    from detbench.studies.peers import params_cell, targets_cell
+
     print(
         "| pair | params ours / theirs (M) | step ours / theirs (s) | ratio "
         "| theirs without labelling (s) | ratio | p90 ours / theirs (s) "
@@ -185,11 +187,10 @@ def print_training(rows):
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        targets = ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in r["checks"])
         print(
-            f"| {r['pair']} | {r['params_ours'] / 1e6:.2f} / {r['params_theirs'] / 1e6:.2f} "
+            f"| {r['pair']} | {params_cell(r)} "
             f"| {r['step_ours_s']:.3f} / {r['step_theirs_s']:.3f} | {r['step_ratio']:.2f} "
             f"| {r['step_theirs_unlabelled_s']:.3f} | {r['step_ratio_unlabelled']:.2f} "
             f"| {r['step_p90_ours_s']:.3f} / {r['step_p90_theirs_s']:.3f} "
-            f"| {r['first_step_ours_s']:.1f} / {r['first_step_theirs_s']:.1f} | {targets} |"
+            f"| {r['first_step_ours_s']:.1f} / {r['first_step_theirs_s']:.1f} | {targets_cell(r)} |"
         )
