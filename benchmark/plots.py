@@ -38,7 +38,7 @@ def _log_x(ax):
     ax.xaxis.set_major_formatter(fmt)
 
 
-def _save(fig, path, footer=""):
+def save_figure(fig, path, footer=""):
     """Atomically (a kill while saving leaves the previous plot, never half a PNG), with
     the footer saying where it was measured."""
     import io
@@ -107,7 +107,7 @@ def frontier_plot(df, path, footer=""):
         ax.text(
             0.5, 0.5, "no accuracy measured (speed-only sweep)", ha="center", transform=ax.transAxes
         )
-        return _save(fig, path, footer)
+        return save_figure(fig, path, footer)
     d["model"] = d.apply(_model_name, axis=1)
     colors = _colors(d["model"].unique())
     for _, r in d.iterrows():
@@ -154,7 +154,7 @@ def frontier_plot(df, path, footer=""):
     ax.set_title("Speed / accuracy trade-off")
     ax.grid(True, which="both", alpha=0.3)
     _legends(ax, sorted(d["meta_arch"].unique()), colors)
-    return _save(fig, path, footer)
+    return save_figure(fig, path, footer)
 
 
 def proposals_plot(df, path, footer=""):
@@ -205,7 +205,7 @@ def proposals_plot(df, path, footer=""):
         for ax in axes[0]:
             ax.set_ylim(max(lo - pad, 0.0), min(hi + pad, 1.0))  # mAP lives in [0, 1]
     fig.suptitle("Accuracy and time vs number of proposals")
-    return _save(fig, path, footer)
+    return save_figure(fig, path, footer)
 
 
 def _grouped_bars(ax, labels, series, ylabel):
@@ -273,7 +273,7 @@ def resolution_plot(df, path, footer=""):
     if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize=8, loc="upper left")
         a2.set_ylim(bottom=0)
-    return _save(fig, path, footer)
+    return save_figure(fig, path, footer)
 
 
 def stride_plot(df, path, footer=""):
@@ -299,7 +299,7 @@ def stride_plot(df, path, footer=""):
         _grouped_bars(a2, labels, values("mAP"), "mAP")
     a1.set_title("Time by output stride (same model otherwise)")
     a2.set_title("Accuracy by output stride (same model otherwise)")
-    return _save(fig, path, footer)
+    return save_figure(fig, path, footer)
 
 
 def flops_plot(df, path, footer=""):
@@ -327,7 +327,7 @@ def flops_plot(df, path, footer=""):
     ax.set_ylabel("latency (ms)")
     ax.set_title("FLOPs vs time")
     ax.grid(True, alpha=0.3)
-    return _save(fig, path, footer)
+    return save_figure(fig, path, footer)
 
 
 def memory_plot(df, path, footer=""):
@@ -341,7 +341,7 @@ def memory_plot(df, path, footer=""):
     ax.set_xlabel("peak resident memory of the cell's process (MiB)")
     ax.set_title("Memory")
     ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, path, footer)
+    return save_figure(fig, path, footer)
 
 
 def accuracy_by_size_plot(df, path, footer=""):
@@ -354,7 +354,7 @@ def accuracy_by_size_plot(df, path, footer=""):
         series = {s: list(best[f"mAP ({s})"].fillna(0)) for s in ("small", "medium", "large")}
         _grouped_bars(ax, labels, series, "mAP")
     ax.set_title("Accuracy by object size (best cell of each model)")
-    return _save(fig, path, footer)
+    return save_figure(fig, path, footer)
 
 
 PLOTS = {

@@ -1,14 +1,17 @@
 """Our detectors side by side with the TF Model Garden's, in one run.
 
-    python studies/peers.py [--pairs faster_rcnn,retinanet,proposals,xla,overhead]
+    python studies/peers.py [--pairs faster_rcnn,retinanet,training,proposals,xla,overhead]
                               [--runs N] [--warmup N] [--xla both|on|off] [--json OUT]
+                              [--train-size PX] [--train-batch N]
 
 Prints one markdown table per section with ours / theirs ratios and each
 target's PASS / FAIL; exits 1 when a target is missed (2 on bad arguments).
 The pairs' targets (issue 21, replacing issue 9's 0.6x / 0.5x / 0.9x, which a
 model of the same FLOPs cannot meet at the machine's convolution throughput):
 latency <= 1.0x theirs at equal FLOPs (seconds per GFLOP) for each pair, first
-call <= 0.5x at Faster R-CNN 300 proposals, peak memory <= 1.0x.
+call <= 0.5x at Faster R-CNN 300 proposals, peak memory <= 1.0x; and the
+training pair (issue 17, ``peers_training.py``): one training step of the
+retinanet pair at 256 px, batch 2, ours <= 1.0x theirs (median step time).
 
 How the two sides are matched
 -----------------------------
@@ -596,6 +599,16 @@ def section_pairs(kind, proposal_counts, args, rows, failures):
         _free()
 
 
+def params_cell(row):
+    """ "ours / theirs" parameter counts in millions (a pair table's cell)."""
+    return f"{row['params_ours'] / 1e6:.2f} / {row['params_theirs'] / 1e6:.2f}"
+
+
+def targets_cell(row):
+    """Each target of the row with PASS / FAIL (a pair table's last cell)."""
+    return ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in row["checks"])
+
+
 def print_pairs(rows):
     print(
         "| pair | params ours / theirs (M) | GFLOP ours / theirs | latency ours / theirs (s) "
@@ -605,9 +618,8 @@ def print_pairs(rows):
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        targets = ", ".join(f"{name} {'PASS' if ok else 'FAIL'}" for name, ok in r["checks"])
         print(
-            f"| {r['pair']} | {r['params_ours'] / 1e6:.2f} / {r['params_theirs'] / 1e6:.2f} "
+            f"| {r['pair']} | {params_cell(r)} "
             f"| {r['gflops_ours']:.0f} / {r['gflops_theirs']:.0f} "
             f"| {r['latency_ours_s']:.3f} / {r['latency_theirs_s']:.3f} | "
             f"{r['latency_ratio']:.2f} ({r['latency_flops_ratio']:.2f}) | "
@@ -617,7 +629,7 @@ def print_pairs(rows):
             f"{r['peak_rss_ours_mb']:.0f} / {r['peak_rss_theirs_mb']:.0f} | "
             f"{r['memory_ratio']:.2f} | {r['nms_candidates_ours']} / "
             f"{r['num_detections_ours']}; {r['nms_candidates_theirs']} / "
-            f"{r['num_detections_theirs']} | {targets} |"
+            f"{r['num_detections_theirs']} | {targets_cell(r)} |"
         )
 
 
@@ -852,7 +864,7 @@ def print_overhead(rows):
             print(f"- {r['model']}: {parts}")
 
 
-SECTIONS = ("faster_rcnn", "retinanet", "proposals", "xla", "overhead")
+SECTIONS = ("faster_rcnn", "retinanet", "training", "proposals", "xla", "overhead")
 
 
 def main(argv=None):
@@ -881,6 +893,10 @@ def main(argv=None):
         help="child processes per side (first call: min, memory: max)",
     )
     parser.add_argument("--proposals", default="300,1000", help="faster_rcnn pair: proposal counts")
+    parser.add_argument(
+        "--train-size", type=int, default=256, help="training pair: input size (px)"
+    )
+    parser.add_argument("--train-batch", type=int, default=2, help="training pair: batch size")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -905,6 +921,10 @@ def main(argv=None):
         )
     if "retinanet" in sections:
         section_pairs("retinanet", [None], args, rows, failures)
+    if "training" in sections:
+        from detbench.studies.peers_training import section_training
+
+        section_training(args, rows, failures)
     if "proposals" in sections:
         section_proposals(args, rows, failures)
     if "xla" in sections:
@@ -915,16 +935,20 @@ def main(argv=None):
 
     print(
         f"# Ours vs the TF Model Garden ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, TF {tf.__version__}, batch 1, random weights; "
+        f"{os.cpu_count()} CPUs, TF {tf.__version__}, inference at batch 1, random weights; "
         f"median of {args.runs} interleaved runs after {args.warmup} warm-up; "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         f"{(time.time() - started) / 60:.1f} min)"
     )
+    from detbench.studies.peers_training import print_training
+
     by = {
-        s: [r for r in rows if r["section"] == s] for s in ("peers", "proposals", "xla", "overhead")
+        s: [r for r in rows if r["section"] == s]
+        for s in ("peers", "training", "proposals", "xla", "overhead")
     }
     for title, key, printer in (
         ("Side by side", "peers", print_pairs),
+        ("Side by side: one training step", "training", print_training),
         ("Proposals (ours, benchmark mode)", "proposals", print_proposals),
         ("XLA (jit_compile) on / off (ours)", "xla", print_xla),
         ("Detection overhead (ours)", "overhead", print_overhead),

@@ -33,45 +33,99 @@ MODELS = {
     "ssd_default": "configs/speed_accuracy/ssd.pbtxt",
     "faster_rcnn_default": "configs/speed_accuracy/faster_rcnn.pbtxt",
 }
+# what a person reads in the plot's legend
+TITLES = {
+    "ssd_mobilenet_v2": "SSD MobileNet v2 FPN 160 px, batch 8",
+    "faster_rcnn_resnet50": "Faster R-CNN ResNet-50 FPN 160 px, batch 4",
+    "ssd_default": "SSD MobileNet v2 FPN-lite 160 px, batch 8 (default sweep)",
+    "faster_rcnn_default": "Faster R-CNN MobileNet v2 256 px, batch 4 (default sweep)",
+}
 STARTS = {"scratch": ("scratch",), "pretrained": ("pretrained",), "both": ("pretrained", "scratch")}
 
 
-def plot_curves(curves, path):
-    """mAP@.5 against training minutes, one line per (model, start)."""
+def source_commit():
+    """The checkout's commit (short hash), read when the run starts; "unknown" outside git."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        out = subprocess.run(
+            ["git", "-C", root, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    return out or "unknown"
+
+
+def footer_line(argv, commit, started):
+    """Where and how the curves were measured: start time, commit, CPU, load, the command."""
+    import datetime
+
+    from detbench.benchmark.environment import cpu_model
+
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    when = datetime.datetime.fromtimestamp(started, datetime.UTC)
+    return (
+        f"started {when:%Y-%m-%d %H:%M} UTC, {(time.time() - started) / 60:.0f} min in all, "
+        f"commit {commit}, {cpu_model()} ({os.cpu_count()} cores), load average (1, 5, 15 "
+        f"min) at the end {load}\ndetbench train-accuracy {' '.join(argv)}"
+    )
+
+
+def plot_curves(curves, path, footer=""):
+    """mAP@.5 against training minutes, one line per (model, start): ``curves`` maps
+    (model title, start) to [(step, trained seconds, metrics)]; one colour per model,
+    solid from pretrained weights, dashed from scratch."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from detbench.benchmark.results import atomic_write
+    from detbench.benchmark.plots import save_figure
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for i, (label, points) in enumerate(curves.items()):
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    titles = list(dict.fromkeys(title for title, _ in curves))
+    for (title, start), points in curves.items():
         minutes = [0.0] + [t / 60 for _, t, _ in points]
         ap50 = [0.0] + [m["mAP@.50"] for *_, m in points]
         ax.plot(
             minutes,
             ap50,
             marker="o",
-            ls="-" if "pretrained" in label else "--",
-            color=f"C{i // 2}",
-            label=label,
+            markersize=4,
+            ls="--" if start == "scratch" else "-",
+            color=f"C{titles.index(title)}",
+            label=f"{title}: {start} ({points[-1][0]} steps)" if start else title,
         )
     ax.set_xlabel("training minutes (evaluations excluded)")
-    ax.set_ylabel("mAP@.5 (synthetic validation split)")
+    ax.set_ylabel("mAP@.5 (synthetic validation split, 128 images)")
     ax.set_ylim(0, 1)
+    ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title(
-        "Fine-tuning from pretrained weights (solid) against from scratch (dashed)", fontsize=10
+        "Fine-tuning from pretrained weights (solid) against training from scratch (dashed)",
+        fontsize=10,
     )
-    fig.tight_layout()
-    import io
+    save_figure(fig, path, footer)
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write(path, buf.getvalue(), mode="wb")
+
+def _write_points(curves, path, footer):
+    """The plotted points, so that a figure can be redrawn (``plot_curves``) without
+    training again."""
+    import json
+
+    from detbench.benchmark.results import atomic_write
+
+    rows = [
+        {"model": title, "start": start, "step": step, "trained_s": t, "metrics": m}
+        for (title, start), points in curves.items()
+        for step, t, m in points
+    ]
+    atomic_write(path, json.dumps({"footer": footer, "points": rows}, indent=1, default=float))
 
 
 def _print_point(step, trained_s, m):
@@ -118,6 +172,7 @@ def main(argv=None):
     )
     p.add_argument("--plot", help="write mAP@.5 against training minutes to this PNG")
     args = p.parse_args(argv)
+    started, commit = time.time(), source_commit()
     if args.plot and not args.plot.endswith(".png"):
         raise ConfigError(f"--plot {args.plot}: a .png file")
     from detbench.config import load_pipeline
@@ -146,8 +201,10 @@ def main(argv=None):
             start_from_pretrained(pipeline, Recipe())
             ensure_pretrained(meta_arch_config(pipeline)[1].feature_extractor, Recipe())
         label = name if name in MODELS else os.path.splitext(os.path.basename(name))[0]
-        if args.start == "both" or start == "pretrained":
-            label += f" ({start})"
+        title = TITLES.get(name, label)
+        title += f", tested and trained at {args.resolution} px" if args.resolution else ""
+        shown_start = start if args.start == "both" or start == "pretrained" else ""
+        label += f" ({shown_start})" if shown_start else ""
         model_dir = os.path.join(out, label.replace(" ", "_").replace("(", "").replace(")", ""))
         tc = pipeline.train_config
         tc.eval_every_n_steps = args.chunk_steps
@@ -158,7 +215,7 @@ def main(argv=None):
             f"{args.chunk_steps} steps)",
             flush=True,
         )
-        start = time.time()
+        began = time.time()
         result = train(
             pipeline,
             model_dir,
@@ -173,11 +230,11 @@ def main(argv=None):
                 (result.step, trained_s, evaluate_model(result.model, pipeline, progress=False))
             )
             _print_point(*history[-1])
-        curves[label] = history
+        curves[(title, shown_start)] = history
         metrics = history[-1][2]
         print(
             f"  {result.step} steps in {trained_s / 60:.1f} min of training "
-            f"({time.time() - start:.0f} s with evaluations)",
+            f"({time.time() - began:.0f} s with evaluations)",
             flush=True,
         )
         table.append(
@@ -191,7 +248,9 @@ def main(argv=None):
             )
         )
     if args.plot:
-        plot_curves(curves, args.plot)
+        footer = footer_line(sys.argv[1:] if argv is None else argv, commit, started)
+        plot_curves(curves, args.plot, footer)
+        _write_points(curves, os.path.splitext(args.plot)[0] + ".json", footer)
         print(f"curves: {args.plot}")
     print(
         "\n| model | steps | training min | mAP@.5 | mAP | mAP small | target |\n"

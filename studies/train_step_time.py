@@ -23,12 +23,28 @@ import time
 from detbench.errors import run_cli
 
 
-def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
-    """One measurement in this process; returns a dict."""
+def training_batch(pipeline, model, batch):
+    """-> (the first batch of the pipeline's training set, as the trainer feeds it:
+    images preprocessed by ``model``, groundtruth padded; the dataset's iterator)."""
     import tensorflow as tf
-    import tf_keras
 
     from detbench import data
+
+    ds = data.build_dataset(
+        pipeline.train_input_reader,
+        batch,
+        training=True,
+        image_transform=model.preprocess_single,
+        seed=0,
+    )
+    it = iter(ds)
+    return {k: v for k, v in next(it).items() if v.dtype != tf.string}, it
+
+
+def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
+    """One measurement in this process; returns a dict."""
+    import tf_keras
+
     from detbench.benchmark.timing import block
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
@@ -42,15 +58,7 @@ def measure(pipeline_path, resolution, batch, precision, jit, overrides, runs):
     set_resolution(pipeline, resolution)
     tf_keras.utils.set_random_seed(0)
     model = build_model(pipeline.model, is_training=True)
-    ds = data.build_dataset(
-        pipeline.train_input_reader,
-        batch,
-        training=True,
-        image_transform=model.preprocess_single,
-        seed=0,
-    )
-    it = iter(ds)
-    first_batch = {k: v for k, v in next(it).items() if v.dtype != tf.string}
+    first_batch, it = training_batch(pipeline, model, batch)
     tc = pipeline.train_config
     optimizer, _ = build_optimizer(tc.optimizer, 1000, tc.gradient_clipping_by_norm)
     fn = make_train_step(

@@ -112,3 +112,73 @@ def test_pair_targets_latency_at_equal_flops_first_call_and_memory():
     assert row["latency_flops_ratio"] == pytest.approx(1.0)
     assert checks == {"latency at equal FLOPs <= 1.0x": True, "memory <= 1.0x": False}
     assert "first call <= 0.5x" not in dict(peers.pair_checks("faster_rcnn", 1000, row))
+
+
+# -- the training pair (studies/peers_training.py), on hand-made rows ---------------
+def _training_row(ours, theirs, unlabelled):
+    return {
+        "pair": "retinanet training step, 256 px, batch 2",
+        "params_ours": 34_110_000,
+        "params_theirs": 34_170_000,
+        "step_ours_s": ours,
+        "step_theirs_s": theirs,
+        "step_theirs_unlabelled_s": unlabelled,
+        "step_p90_ours_s": ours + 0.1,
+        "step_p90_theirs_s": theirs + 0.1,
+        "first_step_ours_s": 9.0,
+        "first_step_theirs_s": 21.0,
+    }
+
+
+def test_training_pair_target_is_the_step_ratio_against_theirs_with_labelling():
+    from detbench.studies import peers_training
+
+    # 1.8 / 2.0 = 0.9 met, though 1.8 s is 1.2x theirs without labelling (1.5 s)
+    row = _training_row(1.8, 2.0, 1.5)
+    assert peers_training.training_checks(row) == [("training step <= 1.0x", True)]
+    assert row["step_ratio"] == pytest.approx(0.9)
+    assert row["step_ratio_unlabelled"] == pytest.approx(1.2)
+    # equal is met, 1% slower is missed
+    assert peers_training.training_checks(_training_row(2.0, 2.0, 1.5))[0][1] is True
+    assert peers_training.training_checks(_training_row(2.02, 2.0, 1.5))[0][1] is False
+
+
+def test_training_pair_table_and_exit_status(monkeypatch, capsys):
+    """peers.main --pairs training: the row built from the two sides' medians, its table
+    line and exit status 1 on a miss, with the builders and the timing replaced."""
+    import types
+
+    import numpy as np
+
+    from detbench.studies import peers_training
+
+    def fake_model(n):  # parameter_count sums the variables' sizes
+        return types.SimpleNamespace(variables=[np.zeros((n, 1000))])
+
+    monkeypatch.setattr(
+        peers_training, "our_training_model", lambda size, batch: (fake_model(34), "step", {})
+    )
+    monkeypatch.setattr(
+        peers_training,
+        "their_training_model",
+        lambda size, batch: (fake_model(36), None, {"theirs": 0, "theirs without labelling": 0}),
+    )
+    medians = {"ours": 2.6, "theirs": 2.0, "theirs without labelling": 1.6}
+
+    def fake_interleaved(fns, images, runs, warmup):
+        assert set(fns) == set(medians) and len(images) == 1
+        return {n: {"median_s": m, "p90_s": m + 0.5, "trace_s": 10 * m} for n, m in medians.items()}
+
+    monkeypatch.setattr(peers, "interleaved", fake_interleaved)
+    status = peers.main(["--pairs", "training", "--train-size", "192", "--train-batch", "4"])
+    out = capsys.readouterr().out
+    assert status == 1
+    # 2.6 / 2.0 = 1.30 (missed), 2.6 / 1.6 = 1.62 without their labelling
+    assert (
+        "| retinanet training step, 192 px, batch 4 | 0.03 / 0.04 | 2.600 / 2.000 | 1.30 "
+        "| 1.600 | 1.62 | 3.100 / 2.500 | 26.0 / 20.0 | training step <= 1.0x FAIL |"
+    ) in out
+    assert "- retinanet training step, 192 px, batch 4: training step <= 1.0x" in out
+    medians["ours"] = 1.9  # 0.95: met
+    assert peers.main(["--pairs", "training"]) == 0
+    assert "training step <= 1.0x PASS" in capsys.readouterr().out
