@@ -440,7 +440,7 @@ def deployment_plot(df, path, footer=""):
         a2.plot(g.index, g["throughput_ips"], marker="o", label=f"{model}, {runtime} {precision}")
     if groups:
         a2.set_xticks(sorted(batched["batch_size"].unique()))
-        a2.legend(fontsize=7, loc="upper left")
+        a2.legend(fontsize=7, loc="best")
         a2.set_ylim(bottom=0)
     else:
         a2.text(
