@@ -372,8 +372,7 @@ def _deployment(d):
             f"{_int(r['resolution'])}px"
             + (
                 f" {_int(r['num_proposals'])} prop."
-                if r.get("num_proposals") == r.get("num_proposals")
-                and r.get("num_proposals") not in (None, "-", "")
+                if pd.notna(r.get("num_proposals")) and r.get("num_proposals") not in ("-", "")
                 else ""
             )
             for _, r in d.iterrows()
