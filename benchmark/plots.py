@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from detbench.benchmark.tables import (  # noqa: E402
     ARCH_NAMES,
@@ -357,6 +358,100 @@ def accuracy_by_size_plot(df, path, footer=""):
     return save_figure(fig, path, footer)
 
 
+def _deployment(d):
+    """``d`` with its runtime / precision / batch size filled in (the defaults where a
+    row has none) and a model label per row (architecture, extractor, resolution)."""
+    d = d.assign(
+        runtime=d["runtime"].fillna("tf_function") if "runtime" in d else "tf_function",
+        precision=d["precision"].fillna("fp32") if "precision" in d else "fp32",
+        batch_size=d["batch_size"].fillna(1).astype(float) if "batch_size" in d else 1.0,
+    )
+    return d.assign(
+        model=[
+            f"{ARCH_NAMES.get(r['meta_arch'], r['meta_arch'])} {_model_name(r)} "
+            f"{_int(r['resolution'])}px"
+            + (
+                f" {_int(r['num_proposals'])} prop."
+                if pd.notna(r.get("num_proposals")) and r.get("num_proposals") not in ("-", "")
+                else ""
+            )
+            for _, r in d.iterrows()
+        ]
+    )
+
+
+def deployment_plot(df, path, footer=""):
+    """What ships: per model, each runtime / precision at batch 1 (latency p50 bars with
+    p90 and p99 marks, mAP@.5 and size on disk beside them), and images/s against the
+    batch size."""
+    d = _deployment(_ok(df))
+    one = d[d["batch_size"] == 1].drop_duplicates(["model", "runtime", "precision"])
+    one = one[one.groupby("model")["runtime"].transform("size") >= 2]
+    batched = d[
+        d.groupby(["model", "runtime", "precision"])["batch_size"].transform("nunique") >= 2
+    ]
+    fig, (a1, a2) = plt.subplots(
+        1, 2, figsize=(13, max(4.0, 0.45 * len(one) + 1.5)), width_ratios=(3, 2)
+    )
+    if len(one):
+        one = one.sort_values(["model", "latency_ms"], ascending=[True, False])
+        y = np.arange(len(one))
+        colors = _colors(one["model"].unique())
+        a1.barh(y, one["latency_ms"], color=[colors[m] for m in one["model"]], label="p50")
+        for col, marker in (("latency_p90_ms", "|"), ("latency_p99_ms", "x")):
+            if col in one:
+                a1.scatter(one[col], y, marker=marker, color="black", zorder=3, label=col[8:11])
+        ends = one[[c for c in ("latency_ms", "latency_p90_ms", "latency_p99_ms") if c in one]]
+        ends = ends.max(axis=1)
+        for yi, end, (_, r) in zip(y, ends, one.iterrows()):
+            notes = [f"{r['latency_ms']:.1f} ms"]
+            for col, fmt in (("mAP@.50", "mAP@.5 {:.3f}"), ("artifact_mb", "{:.1f} MiB")):
+                if col in r and pd.notna(r[col]):
+                    notes.append(fmt.format(r[col]))
+            a1.text(end, yi, "  " + ", ".join(notes), va="center", fontsize=7)
+        a1.set_xlim(0, ends.max() * 1.6)  # room for the notes right of the marks
+        a1.set_yticks(y)
+        a1.set_yticklabels(
+            [f"{r['runtime']} {r['precision']}" for _, r in one.iterrows()], fontsize=8
+        )
+        if one["model"].nunique() > 1:
+            a1.legend(
+                handles=[plt.Rectangle((0, 0), 1, 1, color=c, label=m) for m, c in colors.items()],
+                fontsize=7,
+                loc="lower right",
+            )
+        else:
+            a1.legend(fontsize=7, loc="lower right")
+        a1.set_title(f"Batch 1 by runtime and precision: {', '.join(colors)}", fontsize=9)
+    else:
+        a1.text(
+            0.5,
+            0.5,
+            "no model measured in two runtimes / precisions",
+            ha="center",
+            transform=a1.transAxes,
+        )
+    a1.set_xlabel("latency per image (ms): bar p50, | p90, x p99")
+    a1.grid(True, axis="x", alpha=0.3)
+    groups = list(batched.groupby(["model", "runtime", "precision"], sort=True))
+    for (model, runtime, precision), g in groups:
+        g = mean_by(g, "batch_size")
+        a2.plot(g.index, g["throughput_ips"], marker="o", label=f"{model}, {runtime} {precision}")
+    if groups:
+        a2.set_xticks(sorted(batched["batch_size"].unique()))
+        a2.legend(fontsize=7, loc="best")
+        a2.set_ylim(bottom=0)
+    else:
+        a2.text(
+            0.5, 0.5, "no model measured at two batch sizes", ha="center", transform=a2.transAxes
+        )
+    a2.set_xlabel("batch size")
+    a2.set_ylabel("throughput (images/s)")
+    a2.set_title("Throughput vs batch size", fontsize=9)
+    a2.grid(True, alpha=0.3)
+    return save_figure(fig, path, footer)
+
+
 PLOTS = {
     "frontier.png": frontier_plot,
     "proposals.png": proposals_plot,
@@ -365,6 +460,7 @@ PLOTS = {
     "flops_vs_time.png": flops_plot,
     "memory.png": memory_plot,
     "accuracy_by_size.png": accuracy_by_size_plot,
+    "deployment.png": deployment_plot,
 }
 
 

@@ -12,9 +12,11 @@ from detbench.benchmark.tables import MD_COLUMNS, format_cell, ok_rows
 
 PROTOCOL = """\
 <ul>
-<li><b>Latency</b>: batch 1, after warm-up, median and p90 over N timed runs of the whole
-inference function (preprocess + predict + postprocess, NMS included), and a second column
-without post-processing. Inputs are real decoded images of the evaluation set.</li>
+<li><b>Latency</b>: batch 1, after warm-up, median, p90 and p99 over N timed runs of the whole
+inference function (preprocess + predict + postprocess, NMS included) in the cell's runtime
+(tf.function, SavedModel, TFLite) at its precision, and a second column without
+post-processing. Throughput: images/s at the cell's batch size. Inputs are real decoded
+images of the evaluation set.</li>
 <li><b>Memory</b>: peak resident memory of the process that ran only this cell (and the TF
 allocator's peak on a GPU).</li>
 <li><b>FLOPs</b>: counted from the traced inference graph (multiply-add = 2 FLOPs) at the

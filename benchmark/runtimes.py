@@ -8,7 +8,7 @@ artifact over the evaluation set (evaluation.runner.evaluate_model).
 
 - ``tf_function``: the model in the cell's process (``fp32``; ``bf16`` on CPUs
   with native bfloat16: Keras' ``mixed_bfloat16`` policy). Its artifact on disk
-  is the training checkpoint.
+  is the model's weights as a checkpoint (without the optimizer's state).
 - ``saved_model``: the exported SavedModel (export/exporter.py) loaded with
   ``tf.saved_model.load``, its ``serving_default`` signature called (``fp32``).
 - ``tflite``: the exported TFLite model (export/tflite.py, SSD only, batch 1) in
@@ -130,15 +130,16 @@ def folder_mb(path):
     )
 
 
-def checkpoint_mb(model_dir):
-    """The latest checkpoint's files (index + data shards), MiB; None without one."""
+def weights_mb(model, workdir):
+    """What the in-process model ships: its variables alone (``tf.train.Checkpoint(model=
+    ...)``, as restore_model reads it) written under ``workdir``, MiB. The training
+    checkpoint is not it: it also holds the optimizer's state (Adam: two more copies).
+    None while the model has no variables (a speed-only cell builds them on its first call)."""
     import tensorflow as tf
 
-    prefix = (
-        tf.train.latest_checkpoint(model_dir) if model_dir and os.path.isdir(model_dir) else None
-    )
-    if not prefix:
+    if not model.variables:
         return None
+    prefix = tf.train.Checkpoint(model=model).write(os.path.join(workdir, "weights", "ckpt"))
     folder, name = os.path.split(prefix)
     return (
         sum(
@@ -160,7 +161,7 @@ def tf_function_runtime(model, pipeline, settings, workdir, model_dir=None):
     if pipeline.deployment.precision == "bf16":
         float32_predictions(model)
     detect = tf.function(lambda x: model.detect(x), jit_compile=bool(settings.get("xla")))
-    return Artifact(detect, None, checkpoint_mb(model_dir), {})
+    return Artifact(detect, None, weights_mb(model, workdir), {})
 
 
 @RUNTIMES.register("saved_model")

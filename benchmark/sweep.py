@@ -22,9 +22,11 @@ import time
 from detbench.errors import ConfigError, run_cli
 
 PROTOCOL_TEXT = (
-    "Latency: batch 1, median and p90 of {runs} timed runs after {warmup} warm-up "
+    "Latency: batch 1, median, p90 and p99 of {runs} timed runs after {warmup} warm-up "
     "runs of preprocess + predict + postprocess (NMS included) on real evaluation "
-    "images; a second column without post-processing. latency_rel (results.csv): "
+    "images, in the cell's runtime at its precision; a second column without "
+    "post-processing (in-process runtime only). img/s: throughput at the cell's batch "
+    "size. MiB on disk: the artifact timed and evaluated. latency_rel (results.csv): "
     "the latency over a fixed reference workload timed after each run, free of "
     "the host's drift. Memory: peak RSS of the "
     "cell's own process. FLOPs: traced inference graph, multiply-add = 2. "

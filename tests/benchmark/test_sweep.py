@@ -194,7 +194,7 @@ def test_sweep_end_to_end_then_a_wider_grid_trains_only_the_new_model(tmp_path, 
     assert 0 <= row["mAP"] <= 1 and 0 <= row["mAP@.50"] <= 1 and row["num_images"] == 4
     assert row["train_steps"] == 2 and row["train_wall_s"] > 0
     assert row["env"]["tf_version"] == tf.__version__ and row["env"]["device"] == "CPU"
-    assert "median and p90 of 2 timed runs" in row["protocol"]
+    assert "median, p90 and p99 of 2 timed runs" in row["protocol"]
     total, trainable = independent_param_counts(row["test_pipeline"], 64)
     assert (row["params"], row["params_trainable"]) == (total, trainable)
     marker_path = os.path.join(out, "models", cell.train_key, "TRAINED.json")
