@@ -100,6 +100,18 @@ def _legends(ax, archs, colors):
     )
 
 
+def _runtime_tag(row):
+    """A point's runtime and precision where not tf.function fp32 (rows from before the
+    deployment axes have neither column)."""
+    from detbench.config.grid import deployment_label
+
+    def text(col):
+        v = row.get(col)
+        return v if isinstance(v, str) else ""
+
+    return ", ".join(deployment_label(text("runtime"), text("precision")))
+
+
 def frontier_plot(df, path, footer=""):
     d = _ok(df)
     d = d[d["mAP"].notna()]
@@ -122,6 +134,17 @@ def frontier_plot(df, path, footer=""):
             linewidth=0.5,
             zorder=3,
         )
+    for _, r in d.iterrows():  # which runtime / precision a point is, where not tf.function fp32
+        tag = _runtime_tag(r)
+        if tag:
+            ax.annotate(
+                tag,
+                (r["latency_ms"], r["mAP"]),
+                xytext=(5, 5),
+                textcoords="offset points",
+                fontsize=6.5,
+                color="0.25",
+            )
     f = d[d["frontier"]].sort_values("latency_ms")
     ax.step(
         f["latency_ms"],
@@ -150,6 +173,7 @@ def frontier_plot(df, path, footer=""):
             bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6", lw=0.5),
         )
     _log_x(ax)
+    ax.margins(y=0.12)  # room for the labels above the highest point, below the title
     ax.set_xlabel("latency per image, batch 1 (ms, log scale)")
     ax.set_ylabel("COCO mAP@[.5:.95]")
     ax.set_title("Speed / accuracy trade-off")

@@ -77,8 +77,12 @@ EXTRACTOR_NAMES = {
     "inception_resnet_v2": "Inception-ResNet-v2",
     "vgg16": "VGG-16",
 }
+RUNTIME_NAMES = {"tf_function": "tf.function", "saved_model": "SavedModel", "tflite": "TFLite"}
 # Axes the labels spell out themselves (other axes appear as 'name=value').
 _LABELLED_AXES = (
+    "runtime",
+    "precision",
+    "batch_size",
     "meta_arch",
     "feature_extractor",
     "resolution",
@@ -122,8 +126,24 @@ def cell_label(train, test, values, variant=""):
         stride = arch.feature_extractor.output_stride
         if stride != train_arch.feature_extractor.output_stride:
             out.append(f"tested at stride {stride}")
+    d = test.deployment
+    out += deployment_label(d.runtime, d.precision, d.batch_size)
     out += [f"{k}={v}" for k, v in values.items() if k not in _LABELLED_AXES and v != NA]
     return ", ".join(out)
+
+
+def deployment_label(runtime="tf_function", precision="fp32", batch_size=1):
+    """['TFLite int8'], ['SavedModel'], ['batch 8']: what differs from tf.function fp32 at
+    batch 1 (empty or missing values: those defaults)."""
+    runtime, precision = runtime or "tf_function", precision or "fp32"
+    out = []
+    if (runtime, precision) == ("saved_model", "fp32"):
+        out.append(RUNTIME_NAMES[runtime])
+    elif (runtime, precision) != ("tf_function", "fp32"):
+        out.append(f"{RUNTIME_NAMES.get(runtime, runtime)} {precision}")
+    if batch_size and batch_size > 1:
+        out.append(f"batch {batch_size}")
+    return out
 
 
 @dataclasses.dataclass

@@ -319,7 +319,8 @@ def test_shipped_sweeps_expand():
     assert {c.test_pipeline.eval_config.batch_size for c in grid.cells} == {8}
     labels = [c.label for c in grid.cells]
     assert "SSD MobileNet v2 FPN 160px, tested at 80px" in labels
-    assert sum("runtime=tflite" in label for label in labels) == 2
+    assert "SSD MobileNet v2 FPN 160px, TFLite fp32" in labels
+    assert "SSD MobileNet v2 FPN 160px, TFLite int8" in labels
     assert "Faster R-CNN MobileNet v2 256px, 100 proposals, tested at stride 8" in labels
     study = os.path.join(CONFIGS, "huang2017.pbtxt")
     grid = expand_grid(load_sweep(study), study)
@@ -328,3 +329,15 @@ def test_shipped_sweeps_expand():
     two_stage = 2 * (3 * 2 * 6 * 2 + 3 * 2 * 6 * 1)
     assert len(grid.cells) == two_stage + 6 * 2
     assert sum(n for r, n in grid.skipped.items() if "supports output strides 16" in r) == 3 * 24
+
+
+def test_deployment_labels_read_like_words():
+    from detbench.config.grid import deployment_label as label
+
+    assert label() == [] and label("", "") == []
+    assert label(runtime="saved_model") == ["SavedModel"]
+    assert label(runtime="tflite") == ["TFLite fp32"]
+    assert label(runtime="tflite", precision="int8_dynamic", batch_size=1) == [
+        "TFLite int8_dynamic"
+    ]
+    assert label(precision="bf16", batch_size=8) == ["tf.function bf16", "batch 8"]
