@@ -2,7 +2,7 @@
 
 Data flow of one inference::
 
-    inputs, true_shapes = model.preprocess(images)          # resize + normalize
+    inputs, true_shapes = model.preprocess(images)          # resize + normalize + pad
     predictions = model.predict(inputs, true_shapes, training=False)
     detections = model.postprocess(predictions, true_shapes)
 
@@ -53,9 +53,12 @@ class DetectionModel(tf_keras.Model, abc.ABC):
     def from_config(cls, config, is_training=True):
         """Build from the meta-architecture's own message (e.g. ``Ssd``)."""
 
-    @abc.abstractmethod
+    @no_autograph
     def preprocess(self, images):
-        """float [B,H,W,3] in [0,255] -> (inputs, true_shapes int32 [B,3])."""
+        """float [B,H,W,3] in [0,255] -> (inputs, true_shapes int32 [B,3]):
+        resize, normalize and pad by the model's ``image_frame`` (an
+        ``image_frame.ImageFrame`` each meta-architecture sets)."""
+        return self.image_frame(images)
 
     @abc.abstractmethod
     def predict(self, inputs, true_shapes, training=False, groundtruth=None):

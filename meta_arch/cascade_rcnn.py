@@ -45,6 +45,7 @@ from detbench.core import (
 from detbench.errors import ConfigError
 from detbench.meta_arch import two_stage
 from detbench.meta_arch.base import META_ARCHITECTURES
+from detbench.meta_arch.image_frame import groundtruth_in_input_frame
 from detbench.protos import cascade_rcnn_pb2, faster_rcnn_pb2
 
 DEFAULT_IOU_THRESHOLDS = (0.5, 0.6, 0.7)
@@ -238,7 +239,7 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
                 "loss() needs predictions from predict(..., training=True, groundtruth=...)"
             )
         losses = self.rpn_loss(predictions, groundtruth)
-        gt = self.groundtruth_in_input_frame(
+        gt = groundtruth_in_input_frame(
             groundtruth, predictions["true_shapes"], tf.unstack(predictions["image_shape"])
         )
         for t, stage in enumerate(self.stages, 1):

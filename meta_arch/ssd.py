@@ -31,6 +31,12 @@ from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
 from detbench.meta_arch.base import META_ARCHITECTURES, DetectionModel, no_autograph
 from detbench.meta_arch.box_predictor import build_box_predictor
+from detbench.meta_arch.image_frame import (
+    ImageFrame,
+    groundtruth_in_input_frame,
+    to_true_frame,
+    true_window,
+)
 from detbench.protos import losses_pb2, post_processing_pb2
 
 DEFAULT_IMAGE_SIZE = (300, 300)
@@ -161,7 +167,9 @@ class SSDMetaArch(DetectionModel):
         self.feature_maps = feature_maps
         self.box_predictor = box_predictor
         self.image_size = tuple(int(s) for s in image_size)
-        self.pad_multiple = max(1, int(pad_multiple))
+        self.image_frame = ImageFrame(
+            self.image_size, pad_multiple=pad_multiple, normalize=feature_extractor.preprocess
+        )
         self.background_column = bool(background_column)
         self.box_coder = box_coder
         self.target_assigner = target_assigner_lib.TargetAssigner(matcher, box_coder)
@@ -246,19 +254,7 @@ class SSDMetaArch(DetectionModel):
             normalize_loss_by_num_matches=config.normalize_loss_by_num_matches,
         )
 
-    # -- DetectionModel -------------------------------------------------------
-    def preprocess(self, images):
-        images = tf.cast(images, tf.float32)
-        h, w = self.image_size
-        if tuple(images.shape[1:3]) != (h, w):
-            images = tf.image.resize(images, [h, w])
-        inputs = self.feature_extractor.preprocess(images)
-        pad_h, pad_w = -h % self.pad_multiple, -w % self.pad_multiple
-        if pad_h or pad_w:
-            inputs = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        true_shapes = tf.tile(tf.constant([[h, w, 3]], tf.int32), [tf.shape(images)[0], 1])
-        return inputs, true_shapes
-
+    # -- DetectionModel (preprocess: the base class's, through image_frame) --
     def _build_heads(self):
         """The box predictor on 1x1 zero maps of the extractor's depths."""
         outputs = _map_list(self.feature_maps.output)
@@ -292,21 +288,11 @@ class SSDMetaArch(DetectionModel):
         class_logits = predictions["class_logits"]
         anchors = predictions["anchors"]
         # groundtruth is relative to the true image; anchors to the (padded) input
-        fraction = _true_fraction(predictions["true_shapes"], predictions["image_shape"])
-        gt_boxes = (
-            tf.cast(groundtruth["groundtruth_boxes"], tf.float32)
-            * tf.tile(fraction, [1, 2])[:, None, :]
+        gt = groundtruth_in_input_frame(
+            groundtruth, predictions["true_shapes"], predictions["image_shape"]
         )
-        gt_classes = tf.cast(groundtruth["groundtruth_classes"], tf.int32)
-        num_gt = groundtruth.get("num_groundtruth_boxes")
-        if num_gt is None:
-            num_gt = tf.fill([tf.shape(gt_boxes)[0]], tf.shape(gt_boxes)[1])
         targets = self.target_assigner.batch_assign(
-            anchors,
-            gt_boxes,
-            gt_classes,
-            num_gt,
-            gt_is_crowd=groundtruth.get("groundtruth_is_crowd"),
+            anchors, gt["boxes"], gt["classes"], gt["num"], gt_is_crowd=gt.get("is_crowd")
         )
 
         positives = targets["match"] >= 0
@@ -343,14 +329,14 @@ class SSDMetaArch(DetectionModel):
 
     @no_autograph
     def postprocess(self, predictions, true_shapes):
-        fraction = _true_fraction(true_shapes, predictions["image_shape"])  # [B, 2]
+        image_shape = predictions["image_shape"]
         boxes = self.box_coder.decode(predictions["box_encodings"], predictions["anchors"][None])
         scores = self.score_converter(predictions["class_logits"])
-        window = tf.concat([tf.zeros_like(fraction), fraction], axis=1)
+        window = true_window(true_shapes, image_shape)
         detections = self.nms_fn(boxes[:, :, None, :], scores, clip_window=window)
         # input-relative -> true-image-relative (padding kept at zero)
-        detections["detection_boxes"] = (
-            detections["detection_boxes"] / tf.tile(fraction, [1, 2])[:, None, :]
+        detections["detection_boxes"] = to_true_frame(
+            detections["detection_boxes"], true_shapes, image_shape
         )
         return detections
 
@@ -404,9 +390,3 @@ def _score_converter(pp_config, background_column):
     if background_column and converter == _PP.IDENTITY:
         return lambda logits: fn(logits)[..., 1:]
     return fn
-
-
-def _true_fraction(true_shapes, image_shape):
-    """[B, 2]: the true image's height and width as fractions of the input's."""
-    true_hw = tf.cast(tf.convert_to_tensor(true_shapes)[:, :2], tf.float32)
-    return true_hw / tf.cast(image_shape, tf.float32)[None, :]
