@@ -46,12 +46,6 @@ DEFAULT_SCALES = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
 
-def _static_shape(shape):
-    """A tuple of Python ints, or None when any dimension is unknown."""
-    dims = [None if d is None else int(d) for d in shape]
-    return None if any(d is None for d in dims) else tuple(dims)
-
-
 class RegionProposalNetwork(tf_keras.layers.Layer):
     """The first stage: anchors, RPN head, targets / losses and proposals.
 
@@ -98,7 +92,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         self.sampler = samplers.BalancedPositiveNegativeSampler(batch_size, positive_fraction)
         self.objectness_loss = losses_lib.WeightedSigmoidClassificationLoss()
         self.localization_loss = losses_lib.WeightedSmoothL1LocalizationLoss()
-        self._anchor_cache = {}
+        self.anchor_cache = anchor_generators.AnchorCache(anchor_generator)
 
         num_anchors = anchor_generator.num_anchors_per_location()
         reg = l2_regularizer(weight_decay)
@@ -194,14 +188,6 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
             return [feature_maps[level] for level in self.anchor_generator.levels]
         return [feature_maps]
 
-    def _generate(self, map_shapes, image_shape):
-        if self.multilevel:
-            shapes = dict(zip(self.anchor_generator.levels, map_shapes))
-            return anchor_generators.concat_levels(
-                self.anchor_generator.generate(image_shape, shapes)
-            )
-        return self.anchor_generator.generate(map_shapes[0], image_shape)
-
     @no_autograph
     def anchors(self, feature_maps, image_shape):
         """[N, 4] anchors (normalized to the input) for these maps / input size.
@@ -210,23 +196,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         scalar tensors. With static shapes the anchors are computed once
         (eagerly) per shape and cached, so the traced graph holds a constant.
         """
-        maps = self.levels(feature_maps)
-        map_shapes = [_static_shape(m.shape[1:3]) for m in maps]
-        static_image = (
-            tuple(image_shape)
-            if all(isinstance(v, (int, np.integer)) for v in image_shape)
-            else None
-        )
-        if static_image is not None and all(s is not None for s in map_shapes):
-            key = (tuple(map_shapes), tuple(int(v) for v in static_image))
-            if key not in self._anchor_cache:
-                with tf.init_scope():
-                    self._anchor_cache[key] = np.asarray(
-                        self._generate(map_shapes, key[1]), np.float32
-                    )
-            return tf.constant(self._anchor_cache[key])
-        dyn_shapes = [tf.unstack(tf.shape(m)[1:3]) for m in maps]
-        return self._generate(dyn_shapes, list(image_shape))
+        return self.anchor_cache(image_shape, self.levels(feature_maps))
 
     def num_anchors(self, feature_maps):
         """Static anchor count (sum over maps of h * w * anchors per location)."""

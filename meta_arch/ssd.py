@@ -12,10 +12,10 @@ columns, column 0 being background; sigmoid and focal losses predict
 ``num_classes`` columns (background = every class off).
 
 Anchors depend only on the input and feature-map shapes, so they are computed
-once per input shape, eagerly, and enter the graph as a constant.
+once per input shape, eagerly, and enter the graph as a constant
+(``anchor_generators.AnchorCache``, shared with the RPN).
 """
 
-import numpy as np
 import tensorflow as tf
 
 from detbench.core import (
@@ -34,6 +34,7 @@ from detbench.meta_arch.box_predictor import build_box_predictor
 from detbench.meta_arch.image_frame import (
     ImageFrame,
     groundtruth_in_input_frame,
+    input_hw,
     to_true_frame,
     true_window,
 )
@@ -51,40 +52,6 @@ def _map_list(features):
     if isinstance(features, (list, tuple)):
         return list(features)
     return [features]
-
-
-class _AnchorCache:
-    """Anchors [N, 4] per (input shape, feature-map shapes); plain (untracked) state."""
-
-    def __init__(self, generator):
-        self.generator = generator
-        self._cache = {}
-
-    def _generate(self, image_shape, feature_shapes):
-        if isinstance(self.generator, anchor_lib.MultilevelAnchorGenerator):
-            by_level = self.generator.generate(
-                image_shape, dict(zip(self.generator.levels, feature_shapes))
-            )
-            return anchor_lib.concat_levels(by_level)
-        return self.generator.generate(feature_shapes, image_shape)
-
-    def __call__(self, inputs, feature_maps):
-        image_shape = tuple(inputs.shape[1:3])
-        feature_shapes = tuple(tuple(f.shape[1:3]) for f in feature_maps)
-        static = None not in image_shape and all(None not in s for s in feature_shapes)
-        if not static:  # shapes known only at run time: anchors in the graph
-            return self._generate(
-                tuple(tf.unstack(tf.shape(inputs)[1:3])),
-                [tuple(tf.unstack(tf.shape(f)[1:3])) for f in feature_maps],
-            )
-        key = (image_shape, feature_shapes)
-        if key not in self._cache:
-            with tf.init_scope():
-                anchors = self._generate(image_shape, list(feature_shapes))
-                if not tf.executing_eagerly():  # TF1-style graph: no constant to cache
-                    return anchors
-                self._cache[key] = np.asarray(anchors.numpy(), np.float32)
-        return tf.constant(self._cache[key])
 
 
 def _build_anchor_generator(config, num_maps, fpn):
@@ -181,7 +148,7 @@ class SSDMetaArch(DetectionModel):
         self.normalize_loss_by_num_matches = bool(normalize_loss_by_num_matches)
         self.nms_fn = nms_fn
         self.score_converter = score_converter
-        self._anchors = _AnchorCache(anchor_generator)
+        self.anchor_cache = anchor_lib.AnchorCache(anchor_generator)
 
     # -- building -------------------------------------------------------------
     @classmethod
@@ -264,7 +231,7 @@ class SSDMetaArch(DetectionModel):
     def predict(self, inputs, true_shapes, training=False, groundtruth=None):
         features = _map_list(self.feature_maps(inputs, training=training))
         box_encodings, class_logits = self.box_predictor(features, training=training)
-        anchors = self._anchors(inputs, features)
+        anchors = self.anchor_cache(input_hw(inputs), features)
         if (
             box_encodings.shape[1] is not None
             and anchors.shape[0] is not None
