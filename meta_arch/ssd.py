@@ -38,9 +38,10 @@ from detbench.meta_arch.image_frame import (
     to_true_frame,
     true_window,
 )
-from detbench.protos import losses_pb2, post_processing_pb2
+from detbench.protos import image_resizer_pb2, post_processing_pb2
 
-DEFAULT_IMAGE_SIZE = (300, 300)
+_FIXED_SHAPE = image_resizer_pb2.FixedShapeResizer()  # its defaults: 300 x 300
+DEFAULT_IMAGE_SIZE = (_FIXED_SHAPE.height, _FIXED_SHAPE.width)
 _PP = post_processing_pb2.PostProcessing
 
 
@@ -169,15 +170,10 @@ class SSDMetaArch(DetectionModel):
         extractor.load_weights()
         anchor_generator = _build_anchor_generator(config, num_maps, fpn)
 
-        cls_proto = losses_pb2.ClassificationLoss()
-        cls_proto.CopyFrom(config.loss.classification_loss)
-        if cls_proto.WhichOneof("classification_loss") is None:
-            cls_proto.softmax.SetInParent()
-        loc_proto = losses_pb2.LocalizationLoss()
-        loc_proto.CopyFrom(config.loss.localization_loss)
-        if loc_proto.WhichOneof("localization_loss") is None:
-            loc_proto.smooth_l1.SetInParent()
-        background_column = cls_proto.WhichOneof("classification_loss") == "softmax"
+        cls_loss, loc_loss, cls_weight, loc_weight = losses_lib.build_loss(config.loss)
+        background_column = (
+            losses_lib.classification_loss_kind(config.loss.classification_loss) == "softmax"
+        )
 
         nms_fn, _ = post_processing.build_post_processing(config.post_processing)
         score_converter = _score_converter(config.post_processing, background_column)
@@ -208,16 +204,16 @@ class SSDMetaArch(DetectionModel):
             box_predictor=box_predictor,
             box_coder=box_coders.build_box_coder(config.box_coder),
             matcher=matcher,
-            classification_loss=losses_lib.build_classification_loss(cls_proto),
-            localization_loss=losses_lib.build_localization_loss(loc_proto),
+            classification_loss=cls_loss,
+            localization_loss=loc_loss,
             nms_fn=nms_fn,
             score_converter=score_converter,
             image_size=image_size,
             pad_multiple=int(extractor.max_stride) if fpn is not None else 1,
             background_column=background_column,
             hard_negative_miner=miner,
-            classification_weight=config.loss.classification_weight,
-            localization_weight=config.loss.localization_weight,
+            classification_weight=cls_weight,
+            localization_weight=loc_weight,
             normalize_loss_by_num_matches=config.normalize_loss_by_num_matches,
         )
 

@@ -212,22 +212,6 @@ class BoxClassifierHead(tf_keras.layers.Layer):
 
 
 # -- builders -------------------------------------------------------------------
-def build_second_stage_loss(config):
-    """Loss proto (unset parts: smooth L1 / softmax) -> (cls_fn, loc_fn, w_cls, w_loc)."""
-    cls_cfg = config.classification_loss
-    if cls_cfg.WhichOneof("classification_loss") is None:
-        cls_cfg = losses_pb2.ClassificationLoss(softmax=losses_pb2.WeightedSoftmaxLoss())
-    loc_cfg = config.localization_loss
-    if loc_cfg.WhichOneof("localization_loss") is None:
-        loc_cfg = losses_pb2.LocalizationLoss(smooth_l1=losses_pb2.WeightedSmoothL1Loss())
-    return (
-        losses_lib.build_classification_loss(cls_cfg),
-        losses_lib.build_localization_loss(loc_cfg),
-        config.classification_weight,
-        config.localization_weight,
-    )
-
-
 def build_second_stage_post_processing(config, has_field):
     """PostProcessing proto (default: NMS 0.6, 100 detections, softmax)."""
     if not has_field:
@@ -274,7 +258,7 @@ def common_kwargs(config, meta_arch, is_training=True, use_ohem=None):
         second_stage_sampler=samplers.BalancedPositiveNegativeSampler(
             sampler.batch_size, sampler.positive_fraction
         ),
-        second_stage_loss=build_second_stage_loss(config.second_stage_loss),
+        second_stage_loss=losses_lib.build_loss(config.second_stage_loss),
         post_processing_fns=build_second_stage_post_processing(
             config.second_stage_post_processing, _has(config, "second_stage_post_processing")
         ),
@@ -338,9 +322,7 @@ class TwoStageDetectionModel(DetectionModel):
             self.image_resizer, self.pad_multiple, feature_extractor.preprocess
         )
         self.second_stage_target_assigner = second_stage_target_assigner or (
-            target_assigner_lib.TargetAssigner(
-                matchers.ArgMaxMatcher(0.5, 0.5), box_coders.FasterRcnnBoxCoder()
-            )
+            build_second_stage_target_assigner(None, False, box_coders.FasterRcnnBoxCoder())
         )
         self.second_stage_box_coder = self.second_stage_target_assigner.box_coder
         self.second_stage_sampler = second_stage_sampler or (
@@ -351,12 +333,7 @@ class TwoStageDetectionModel(DetectionModel):
             self.localization_loss,
             self.classification_weight,
             self.localization_weight,
-        ) = second_stage_loss or (
-            losses_lib.WeightedSoftmaxClassificationLoss(),
-            losses_lib.WeightedSmoothL1LocalizationLoss(),
-            1.0,
-            1.0,
-        )
+        ) = second_stage_loss or losses_lib.build_loss(losses_pb2.Loss())
         self.nms_fn, self.score_converter = post_processing_fns or (
             build_second_stage_post_processing(None, False)
         )
