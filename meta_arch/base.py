@@ -28,6 +28,7 @@ import abc
 import tensorflow as tf
 import tf_keras
 
+from detbench.config import checks
 from detbench.registry import Registry
 
 META_ARCHITECTURES = Registry("meta-architecture")
@@ -47,6 +48,16 @@ class DetectionModel(tf_keras.Model, abc.ABC):
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.is_training = is_training
+
+    @classmethod
+    def check_config(cls, config, field):
+        """Raise ConfigError naming the field when ``config`` (this
+        meta-architecture's message; ``field`` its path, e.g. "model.ssd")
+        is inconsistent. ``config/validate.py`` calls it through
+        META_ARCHITECTURES; ``from_config`` assumes it passed. Here what every
+        meta-architecture shares; subclasses add their own parts."""
+        checks.positive(config.num_classes, f"{field}.num_classes")
+        checks.check_image_resizer(config, field)
 
     @classmethod
     @abc.abstractmethod

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tf_keras
 
+from detbench.config import checks
 from detbench.core import (
     box_coders,
     matchers,
@@ -163,12 +164,20 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
             )
 
     @classmethod
+    def check_config(cls, config, field):
+        super().check_config(config, field)
+        for i, st in enumerate(config.stage):
+            checks.unit_interval(st.iou_threshold, f"{field}.stage[{i}].iou_threshold")
+            if st.box_coder_stddev and len(st.box_coder_stddev) != 4:
+                raise ConfigError(
+                    f"{field}.stage[{i}].box_coder_stddev: needs 4 values, "
+                    f"got {len(st.box_coder_stddev)}"
+                )
+        stage_settings(config.stage)  # what building the stages would refuse
+
+    @classmethod
     def from_config(cls, config, is_training=True, benchmark_mode=False):
         """``CascadeRcnn`` proto -> model."""
-        if config.num_classes <= 0:
-            raise ConfigError(
-                f"model.cascade_rcnn.num_classes: must be positive, got {config.num_classes}"
-            )
         kwargs = two_stage.common_kwargs(config, "cascade_rcnn", is_training)
         model = cls(
             config.num_classes,

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.config import checks
 from detbench.core import (
     anchor_generators,
     box_coders,
@@ -40,6 +41,7 @@ from detbench.core import (
     target_assigner as target_assigner_lib,
 )
 from detbench.core.regularizers import l2_regularizer
+from detbench.errors import ConfigError
 from detbench.meta_arch.base import no_autograph
 
 DEFAULT_SCALES = (0.25, 0.5, 1.0, 2.0)
@@ -115,6 +117,34 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         self.box_conv = tf_keras.layers.Conv2D(
             4 * num_anchors, 1, kernel_initializer=init(), kernel_regularizer=reg, name="rpn_box"
         )
+
+    @staticmethod
+    def check_config(rpn, field):
+        """Raise ConfigError naming the field (``field``: the RPN message's path)."""
+        checks.unit_interval(rpn.nms_iou_threshold, f"{field}.nms_iou_threshold")
+        checks.positive(rpn.max_proposals, f"{field}.max_proposals")
+        checks.positive(rpn.max_proposals_train, f"{field}.max_proposals_train")
+        if rpn.pre_nms_top_k and rpn.max_proposals > rpn.pre_nms_top_k:
+            raise ConfigError(
+                f"{field}.max_proposals: {rpn.max_proposals} test proposals exceed "
+                f"the {rpn.pre_nms_top_k} the RPN keeps before NMS (rpn.pre_nms_top_k)"
+            )
+        if rpn.pre_nms_top_k and rpn.max_proposals_train > rpn.pre_nms_top_k:
+            raise ConfigError(
+                f"{field}.max_proposals_train: {rpn.max_proposals_train} exceeds "
+                f"rpn.pre_nms_top_k ({rpn.pre_nms_top_k})"
+            )
+        if rpn.HasField("sampler"):
+            checks.positive(rpn.sampler.batch_size, f"{field}.sampler.batch_size")
+            checks.unit_interval(
+                rpn.sampler.positive_fraction, f"{field}.sampler.positive_fraction", False
+            )
+        checks.unit_interval(rpn.positive_iou_threshold, f"{field}.positive_iou_threshold")
+        if rpn.negative_iou_threshold > rpn.positive_iou_threshold:
+            raise ConfigError(
+                f"{field}.negative_iou_threshold: {rpn.negative_iou_threshold} "
+                f"exceeds positive_iou_threshold ({rpn.positive_iou_threshold})"
+            )
 
     @classmethod
     def from_config(cls, config, output_stride=16, fpn=None, weight_decay=0.0):

@@ -18,6 +18,7 @@ once per input shape, eagerly, and enter the graph as a constant
 
 import tensorflow as tf
 
+from detbench.config import checks
 from detbench.core import (
     anchor_generators as anchor_lib,
     box_coders,
@@ -153,10 +154,22 @@ class SSDMetaArch(DetectionModel):
 
     # -- building -------------------------------------------------------------
     @classmethod
+    def check_config(cls, config, field):
+        super().check_config(config, field)
+        fe = config.feature_extractor
+        if fe.HasField("output_stride") and not fe.HasField("fpn"):
+            raise ConfigError(
+                f"{field}.feature_extractor.output_stride: SSD uses the backbone's own "
+                "strides; output_stride applies to two-stage models only"
+            )
+        if config.HasField("matcher"):
+            checks.check_matcher(config.matcher, f"{field}.matcher")
+        if config.HasField("post_processing"):
+            checks.check_nms(config.post_processing, f"{field}.post_processing")
+
+    @classmethod
     def from_config(cls, config, is_training=True):
-        """``config``: an ``ssd_pb2.Ssd`` message."""
-        if config.num_classes <= 0:
-            raise ConfigError(f"model.ssd.num_classes: must be positive, got {config.num_classes}")
+        """``config``: an ``ssd_pb2.Ssd`` message (``check_config`` passed)."""
         image_size = _image_size(config)
         fe_config = config.feature_extractor
         extractor = build_feature_extractor(fe_config, is_training=is_training, meta_arch="ssd")

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.config import checks
 from detbench.core import (
     box_coders,
     losses as losses_lib,
@@ -43,6 +44,7 @@ from detbench.core import (
     target_assigner as target_assigner_lib,
 )
 from detbench.core.regularizers import l2_regularizer
+from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
 from detbench.meta_arch.base import DetectionModel, no_autograph
 from detbench.meta_arch.image_frame import (
@@ -345,6 +347,30 @@ class TwoStageDetectionModel(DetectionModel):
             )
         else:
             self.first_stage_model = feature_extractor.build_first_stage()
+
+    @classmethod
+    def check_config(cls, config, field):
+        """What every two-stage message shares: RPN, second-stage sampler,
+        matcher and post-processing."""
+        super().check_config(config, field)
+        RegionProposalNetwork.check_config(config.rpn, f"{field}.rpn")
+        if config.HasField("second_stage_sampler"):
+            s = config.second_stage_sampler
+            checks.positive(s.batch_size, f"{field}.second_stage_sampler.batch_size")
+            checks.unit_interval(
+                s.positive_fraction, f"{field}.second_stage_sampler.positive_fraction", False
+            )
+            if s.batch_size > config.rpn.max_proposals_train:
+                raise ConfigError(
+                    f"{field}.second_stage_sampler.batch_size: {s.batch_size} exceeds "
+                    f"rpn.max_proposals_train ({config.rpn.max_proposals_train})"
+                )
+        if _has(config, "second_stage_matcher"):
+            checks.check_matcher(config.second_stage_matcher, f"{field}.second_stage_matcher")
+        if config.HasField("second_stage_post_processing"):
+            checks.check_nms(
+                config.second_stage_post_processing, f"{field}.second_stage_post_processing"
+            )
 
     # -- knobs ----------------------------------------------------------------
     @property
