@@ -147,48 +147,50 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
             )
 
     @classmethod
-    def from_config(cls, config, output_stride=16, fpn=None, weight_decay=0.0):
-        """``RegionProposalNetwork`` proto -> RPN.
+    def from_config(cls, config, input_shape, weight_decay=0.0):
+        """``RegionProposalNetwork`` proto -> RPN over the maps the extractor
+        declares (Detectron2's ``from_config(cfg, input_shape)``).
 
-        ``output_stride``: the extractor's first-stage stride (grid anchor
-        stride when the proto leaves it 0). ``fpn``: the extractor's ``Fpn``
-        proto, or None; with it the default anchors are multilevel over its
-        levels (anchor_scale 8, ratios 0.5 1 2) and ``conv_depth``, unless
-        set, is the pyramid depth.
+        ``input_shape``: a ``ShapeSpec`` (one first-stage map: its stride is
+        the grid anchor stride when the proto leaves it 0), or {level:
+        ``ShapeSpec``} (FPN levels: the default anchors are multilevel over
+        them, anchor_scale 8, ratios 0.5 1 2, and ``conv_depth``, unless set,
+        is their channels).
         """
+        levels = sorted(input_shape) if isinstance(input_shape, dict) else None
         if config.HasField("anchor_generator"):
             generator = anchor_generators.build_anchor_generator(config.anchor_generator)
-        elif fpn is not None:
+        elif levels is not None:
             generator = anchor_generators.MultilevelAnchorGenerator(
-                fpn.min_level, fpn.max_level, 8.0, 1, DEFAULT_ASPECT_RATIOS
+                levels[0], levels[-1], 8.0, 1, DEFAULT_ASPECT_RATIOS
             )
         else:
             generator = anchor_generators.GridAnchorGenerator(
                 DEFAULT_SCALES, DEFAULT_ASPECT_RATIOS, 256
             )
         if isinstance(generator, anchor_generators.GridAnchorGenerator):
-            if fpn is not None:
+            if levels is not None:
                 raise ValueError("rpn.anchor_generator: an FPN extractor needs multilevel anchors")
             if not generator.stride:
-                generator.stride = int(output_stride)
+                generator.stride = int(input_shape.stride)
         elif isinstance(generator, anchor_generators.MultilevelAnchorGenerator):
-            if fpn is None:
+            if levels is None:
                 raise ValueError(
                     "rpn.anchor_generator: multilevel anchors need an FPN "
                     "extractor (feature_extractor.fpn)"
                 )
-            if generator.min_level < fpn.min_level or generator.max_level > fpn.max_level:
+            if generator.min_level < levels[0] or generator.max_level > levels[-1]:
                 raise ValueError(
                     f"rpn.anchor_generator.multilevel: levels {generator.min_level}.."
-                    f"{generator.max_level} outside the FPN's {fpn.min_level}..{fpn.max_level}"
+                    f"{generator.max_level} outside the FPN's {levels[0]}..{levels[-1]}"
                 )
         else:
             raise ValueError("rpn.anchor_generator: use grid (or multilevel with FPN)")
         sampler = config.sampler
         # Lin et al.'s FPN RPN head keeps the pyramid depth unless told otherwise.
         conv_depth = (
-            fpn.depth
-            if fpn is not None and not config.HasField("conv_depth")
+            input_shape[levels[0]].channels
+            if levels is not None and not config.HasField("conv_depth")
             else config.conv_depth
         )
         return cls(

@@ -222,7 +222,7 @@ class SSDMetaArch(DetectionModel):
             nms_fn=nms_fn,
             score_converter=score_converter,
             image_size=image_size,
-            pad_multiple=int(extractor.max_stride) if fpn is not None else 1,
+            pad_multiple=extractor.input_multiple if fpn is not None else 1,
             background_column=background_column,
             hard_negative_miner=miner,
             classification_weight=cls_weight,

@@ -245,12 +245,8 @@ def common_kwargs(config, meta_arch, is_training=True, use_ohem=None):
     ``hard_example_miner`` (when ``hard_example_miner`` is set, or
     ``use_ohem`` forces it on / off with the proto's or default settings)."""
     extractor = build_feature_extractor(config.feature_extractor, is_training, meta_arch=meta_arch)
-    fe = config.feature_extractor
     rpn = RegionProposalNetwork.from_config(
-        config.rpn,
-        output_stride=fe.output_stride,
-        fpn=fe.fpn if fe.HasField("fpn") else None,
-        weight_decay=fe.weight_decay,
+        config.rpn, extractor.rpn_input_shape(), weight_decay=config.feature_extractor.weight_decay
     )
     sampler = config.second_stage_sampler
     kwargs = dict(
@@ -317,9 +313,7 @@ class TwoStageDetectionModel(DetectionModel):
         self.fpn = (
             feature_extractor.config.fpn if feature_extractor.config.HasField("fpn") else None
         )
-        self.pad_multiple = max(
-            int(feature_extractor.max_stride), int(feature_extractor.output_stride)
-        )
+        self.pad_multiple = feature_extractor.input_multiple
         self.image_frame = ImageFrame.from_resizer(
             self.image_resizer, self.pad_multiple, feature_extractor.preprocess
         )

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from detbench.core import anchor_generators
+from detbench.feature_extractors.base import ShapeSpec
 from detbench.meta_arch.rpn import RegionProposalNetwork
 from detbench.protos import rpn_pb2
 
@@ -17,7 +18,7 @@ def _window(h, w):
 
 
 def test_default_anchors_are_h_times_w_times_12():
-    rpn = RegionProposalNetwork.from_config(rpn_pb2.RegionProposalNetwork(), output_stride=16)
+    rpn = RegionProposalNetwork.from_config(rpn_pb2.RegionProposalNetwork(), ShapeSpec(16))
     fmap = tf.zeros([1, 5, 7, 8])
     anchors = rpn.anchors(fmap, (80, 112)).numpy()
     assert anchors.shape == (5 * 7 * 12, 4)
