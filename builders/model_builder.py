@@ -6,7 +6,8 @@ from detbench.meta_arch.base import META_ARCHITECTURES
 
 def build_model(model_config, is_training=True):
     """``model_config``: a ``model_pb2.DetectionModel`` (oneof ssd / faster_rcnn / ...)
-    -> the model with every variable created (``DetectionModel.build_variables``)."""
+    -> the model with every variable created (``DetectionModel.build_variables``),
+    after its class's ``check_config``."""
     import detbench.meta_arch  # noqa: F401  (registers every meta-architecture)
 
     name = model_config.WhichOneof("model")
@@ -15,6 +16,8 @@ def build_model(model_config, is_training=True):
             "model: no meta-architecture set; known: " + ", ".join(META_ARCHITECTURES.names())
         )
     cls = META_ARCHITECTURES.get(name)
-    model = cls.from_config(getattr(model_config, name), is_training=is_training)
+    config = getattr(model_config, name)
+    cls.check_config(config, f"model.{name}")
+    model = cls.from_config(config, is_training=is_training)
     model.build_variables()
     return model

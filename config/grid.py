@@ -95,7 +95,7 @@ _LABELLED_AXES = (
 
 
 def model_label(train, variant=""):
-    from detbench.config.validate import min_resolution
+    from detbench.config.checks import min_resolution
 
     name, arch = meta_arch_config(train)
     fe = arch.feature_extractor
@@ -113,7 +113,7 @@ def model_label(train, variant=""):
 
 
 def cell_label(train, test, values, variant=""):
-    from detbench.config.validate import min_resolution
+    from detbench.config.checks import min_resolution
 
     name, arch = meta_arch_config(test)
     train_arch = meta_arch_config(train)[1]

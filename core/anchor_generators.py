@@ -12,6 +12,7 @@ centre of cell i is (i + 0.5) * stride.  Anchors may extend beyond the image;
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from detbench.core import box_ops
@@ -232,6 +233,58 @@ class MultilevelAnchorGenerator:
 def concat_levels(anchors_by_level):
     """{level: [n_l, 4]} -> [sum n_l, 4], levels in increasing order."""
     return tf.concat([anchors_by_level[l] for l in sorted(anchors_by_level)], 0)
+
+
+def generate_anchors(generator, image_shape, feature_map_shapes):
+    """Any generator's anchors [N, 4] for an input of (H, W) and its feature
+    maps' [(h, w)] in anchor order (one map for a grid generator, one per
+    layer for multiscale, one per level for multilevel, levels concatenated)."""
+    if isinstance(generator, MultilevelAnchorGenerator):
+        shapes = dict(zip(generator.levels, feature_map_shapes))
+        return concat_levels(generator.generate(image_shape, shapes))
+    if isinstance(generator, GridAnchorGenerator):
+        return generator.generate(feature_map_shapes[0], image_shape)
+    return generator.generate(list(feature_map_shapes), image_shape)
+
+
+def _static(dims):
+    """A tuple of Python ints, or None when any dimension is unknown."""
+    dims = tuple(dims)
+    return dims if all(isinstance(d, (int, np.integer)) for d in dims) else None
+
+
+class AnchorCache:
+    """A generator's anchors, computed once per (input shape, feature-map
+    shapes) and entered into a traced graph as a constant.
+
+    Anchors depend only on those shapes. With static shapes they are computed
+    eagerly once and kept as a numpy array (plain, untracked state); with
+    shapes known only at run time they are computed in the graph.
+    """
+
+    def __init__(self, generator):
+        self.generator = generator
+        self._cache = {}
+
+    def __len__(self):
+        return len(self._cache)
+
+    def __call__(self, image_shape, feature_maps):
+        """image_shape: the input's (H, W), ints or scalar tensors;
+        feature_maps: the maps [B, h, w, C] in anchor order -> [N, 4]."""
+        image = _static(image_shape)
+        shapes = [_static(tf.TensorShape(m.shape[1:3]).as_list()) for m in feature_maps]
+        if image is None or any(s is None for s in shapes):
+            dynamic = [tuple(tf.unstack(tf.shape(m)[1:3])) for m in feature_maps]
+            return generate_anchors(self.generator, tuple(image_shape), dynamic)
+        key = (tuple(int(v) for v in image), tuple(shapes))
+        if key not in self._cache:
+            with tf.init_scope():
+                anchors = generate_anchors(self.generator, key[0], list(key[1]))
+                if not tf.executing_eagerly():  # TF1-style graph: no constant to cache
+                    return anchors
+                self._cache[key] = np.asarray(anchors.numpy(), np.float32)
+        return tf.constant(self._cache[key])
 
 
 def build_anchor_generator(proto, num_layers=6):

@@ -95,31 +95,43 @@ class SigmoidFocalClassificationLoss:
         return tf.reduce_sum(loss * _class_weights(weights), -1)
 
 
+# What an unset loss is, for every meta-architecture (the one place these
+# defaults live): softmax classification, smooth L1 localization.
+DEFAULT_CLASSIFICATION_LOSS = "softmax"
+DEFAULT_LOCALIZATION_LOSS = "smooth_l1"
+
+
+def classification_loss_kind(config):
+    """ClassificationLoss proto -> its kind ("softmax" when unset)."""
+    return config.WhichOneof("classification_loss") or DEFAULT_CLASSIFICATION_LOSS
+
+
 def build_localization_loss(config):
-    """LocalizationLoss proto -> loss callable."""
-    kind = config.WhichOneof("localization_loss")
+    """LocalizationLoss proto -> loss callable (smooth L1, delta 1, when unset)."""
+    kind = config.WhichOneof("localization_loss") or DEFAULT_LOCALIZATION_LOSS
     if kind == "smooth_l1":
         return WeightedSmoothL1LocalizationLoss(config.smooth_l1.delta)
     if kind == "l2":
         return WeightedL2LocalizationLoss()
-    raise ValueError("LocalizationLoss: set one of smooth_l1, l2 (none set)")
+    raise ValueError(f"LocalizationLoss: unknown kind {kind} (smooth_l1, l2)")
 
 
 def build_classification_loss(config):
-    """ClassificationLoss proto -> loss callable."""
-    kind = config.WhichOneof("classification_loss")
+    """ClassificationLoss proto -> loss callable (softmax, logit scale 1, when unset)."""
+    kind = classification_loss_kind(config)
     if kind == "softmax":
         return WeightedSoftmaxClassificationLoss(config.softmax.logit_scale)
     if kind == "sigmoid":
         return WeightedSigmoidClassificationLoss()
     if kind == "focal":
         return SigmoidFocalClassificationLoss(config.focal.gamma, config.focal.alpha)
-    raise ValueError("ClassificationLoss: set one of softmax, sigmoid, focal (none set)")
+    raise ValueError(f"ClassificationLoss: unknown kind {kind} (softmax, sigmoid, focal)")
 
 
 def build_loss(config):
-    """Loss proto -> (classification_loss, localization_loss,
-    classification_weight, localization_weight)."""
+    """Loss proto (SSD's ``loss``, a two-stage model's ``second_stage_loss``;
+    unset parts take the defaults above) -> (classification_loss,
+    localization_loss, classification_weight, localization_weight)."""
     return (
         build_classification_loss(config.classification_loss),
         build_localization_loss(config.localization_loss),

@@ -17,6 +17,7 @@ own normalization.
 """
 
 import abc
+import dataclasses
 
 import tensorflow as tf
 
@@ -25,6 +26,16 @@ from detbench.meta_arch_names import ALL_META_ARCHS, TWO_STAGE
 from detbench.registry import Registry
 
 FEATURE_EXTRACTORS = Registry("feature extractor")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeSpec:
+    """One output map of an extractor, as declared by its config (Detectron2's
+    ShapeSpec): its stride relative to the network input, and its channels
+    (None where only the built network knows them)."""
+
+    stride: int
+    channels: int | None = None
 
 
 class FeatureExtractor(abc.ABC):
@@ -48,6 +59,34 @@ class FeatureExtractor(abc.ABC):
         self.min_depth = config.min_depth
         self.freeze_batchnorm = config.freeze_batchnorm
         self.weights_path = config.weights_path
+
+    # -- what it outputs -------------------------------------------------------
+    def first_stage_shape(self):
+        """The two-stage first-stage map (``build_first_stage``): at ``output_stride``."""
+        return ShapeSpec(int(self.output_stride))
+
+    def fpn_shapes(self):
+        """{level: ShapeSpec(2^level, fpn.depth)} of ``build_fpn`` for the
+        config's ``fpn`` (None without one)."""
+        if not self.config.HasField("fpn"):
+            return None
+        fpn = self.config.fpn
+        return {
+            level: ShapeSpec(2**level, int(fpn.depth))
+            for level in range(fpn.min_level, fpn.max_level + 1)
+        }
+
+    def rpn_input_shape(self):
+        """What a two-stage model's RPN runs on: the FPN levels, or the first stage."""
+        return self.fpn_shapes() or self.first_stage_shape()
+
+    @property
+    def input_multiple(self):
+        """The multiple the input sides are padded to: the backbone's total
+        stride (``max_stride``), which every declared map's stride divides
+        (an output stride is at most it; FPN levels beyond it are strided
+        convolutions of the deepest map)."""
+        return int(self.max_stride)
 
     @classmethod
     def from_config(cls, config, is_training=True, meta_arch=None):

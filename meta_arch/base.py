@@ -2,7 +2,7 @@
 
 Data flow of one inference::
 
-    inputs, true_shapes = model.preprocess(images)          # resize + normalize
+    inputs, true_shapes = model.preprocess(images)          # resize + normalize + pad
     predictions = model.predict(inputs, true_shapes, training=False)
     detections = model.postprocess(predictions, true_shapes)
 
@@ -28,6 +28,7 @@ import abc
 import tensorflow as tf
 import tf_keras
 
+from detbench.config import checks
 from detbench.registry import Registry
 
 META_ARCHITECTURES = Registry("meta-architecture")
@@ -49,13 +50,26 @@ class DetectionModel(tf_keras.Model, abc.ABC):
         self.is_training = is_training
 
     @classmethod
+    def check_config(cls, config, field):
+        """Raise ConfigError naming the field when ``config`` (this
+        meta-architecture's message; ``field`` its path, e.g. "model.ssd")
+        is inconsistent. ``config/validate.py`` calls it through
+        META_ARCHITECTURES; ``from_config`` assumes it passed. Here what every
+        meta-architecture shares; subclasses add their own parts."""
+        checks.positive(config.num_classes, f"{field}.num_classes")
+        checks.check_image_resizer(config, field)
+
+    @classmethod
     @abc.abstractmethod
     def from_config(cls, config, is_training=True):
         """Build from the meta-architecture's own message (e.g. ``Ssd``)."""
 
-    @abc.abstractmethod
+    @no_autograph
     def preprocess(self, images):
-        """float [B,H,W,3] in [0,255] -> (inputs, true_shapes int32 [B,3])."""
+        """float [B,H,W,3] in [0,255] -> (inputs, true_shapes int32 [B,3]):
+        resize, normalize and pad by the model's ``image_frame`` (an
+        ``image_frame.ImageFrame`` each meta-architecture sets)."""
+        return self.image_frame(images)
 
     @abc.abstractmethod
     def predict(self, inputs, true_shapes, training=False, groundtruth=None):

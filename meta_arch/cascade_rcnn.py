@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 import tf_keras
 
+from detbench.config import checks
 from detbench.core import (
     box_coders,
     matchers,
@@ -45,6 +46,7 @@ from detbench.core import (
 from detbench.errors import ConfigError
 from detbench.meta_arch import two_stage
 from detbench.meta_arch.base import META_ARCHITECTURES
+from detbench.meta_arch.image_frame import groundtruth_in_input_frame
 from detbench.protos import cascade_rcnn_pb2, faster_rcnn_pb2
 
 DEFAULT_IOU_THRESHOLDS = (0.5, 0.6, 0.7)
@@ -162,12 +164,20 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
             )
 
     @classmethod
+    def check_config(cls, config, field):
+        super().check_config(config, field)
+        for i, st in enumerate(config.stage):
+            checks.unit_interval(st.iou_threshold, f"{field}.stage[{i}].iou_threshold")
+            if st.box_coder_stddev and len(st.box_coder_stddev) != 4:
+                raise ConfigError(
+                    f"{field}.stage[{i}].box_coder_stddev: needs 4 values, "
+                    f"got {len(st.box_coder_stddev)}"
+                )
+        stage_settings(config.stage)  # what building the stages would refuse
+
+    @classmethod
     def from_config(cls, config, is_training=True, benchmark_mode=False):
         """``CascadeRcnn`` proto -> model."""
-        if config.num_classes <= 0:
-            raise ConfigError(
-                f"model.cascade_rcnn.num_classes: must be positive, got {config.num_classes}"
-            )
         kwargs = two_stage.common_kwargs(config, "cascade_rcnn", is_training)
         model = cls(
             config.num_classes,
@@ -238,7 +248,7 @@ class CascadeRcnn(two_stage.TwoStageDetectionModel):
                 "loss() needs predictions from predict(..., training=True, groundtruth=...)"
             )
         losses = self.rpn_loss(predictions, groundtruth)
-        gt = self.groundtruth_in_input_frame(
+        gt = groundtruth_in_input_frame(
             groundtruth, predictions["true_shapes"], tf.unstack(predictions["image_shape"])
         )
         for t, stage in enumerate(self.stages, 1):

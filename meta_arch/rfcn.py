@@ -107,8 +107,6 @@ class Rfcn(two_stage.TwoStageDetectionModel):
     def from_config(cls, config, is_training=True, benchmark_mode=False):
         """``Rfcn`` proto -> model (OHEM with the proto's ``hard_example_miner``
         settings when ``use_ohem``)."""
-        if config.num_classes <= 0:
-            raise ConfigError(f"model.rfcn.num_classes: must be positive, got {config.num_classes}")
         kwargs = two_stage.common_kwargs(config, "rfcn", is_training, use_ohem=config.use_ohem)
         model = cls(
             config.num_classes,

@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.config import checks
 from detbench.core import (
     anchor_generators,
     box_coders,
@@ -40,16 +41,11 @@ from detbench.core import (
     target_assigner as target_assigner_lib,
 )
 from detbench.core.regularizers import l2_regularizer
+from detbench.errors import ConfigError
 from detbench.meta_arch.base import no_autograph
 
 DEFAULT_SCALES = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
-
-
-def _static_shape(shape):
-    """A tuple of Python ints, or None when any dimension is unknown."""
-    dims = [None if d is None else int(d) for d in shape]
-    return None if any(d is None for d in dims) else tuple(dims)
 
 
 class RegionProposalNetwork(tf_keras.layers.Layer):
@@ -98,7 +94,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         self.sampler = samplers.BalancedPositiveNegativeSampler(batch_size, positive_fraction)
         self.objectness_loss = losses_lib.WeightedSigmoidClassificationLoss()
         self.localization_loss = losses_lib.WeightedSmoothL1LocalizationLoss()
-        self._anchor_cache = {}
+        self.anchor_cache = anchor_generators.AnchorCache(anchor_generator)
 
         num_anchors = anchor_generator.num_anchors_per_location()
         reg = l2_regularizer(weight_decay)
@@ -122,49 +118,79 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
             4 * num_anchors, 1, kernel_initializer=init(), kernel_regularizer=reg, name="rpn_box"
         )
 
-    @classmethod
-    def from_config(cls, config, output_stride=16, fpn=None, weight_decay=0.0):
-        """``RegionProposalNetwork`` proto -> RPN.
+    @staticmethod
+    def check_config(rpn, field):
+        """Raise ConfigError naming the field (``field``: the RPN message's path)."""
+        checks.unit_interval(rpn.nms_iou_threshold, f"{field}.nms_iou_threshold")
+        checks.positive(rpn.max_proposals, f"{field}.max_proposals")
+        checks.positive(rpn.max_proposals_train, f"{field}.max_proposals_train")
+        if rpn.pre_nms_top_k and rpn.max_proposals > rpn.pre_nms_top_k:
+            raise ConfigError(
+                f"{field}.max_proposals: {rpn.max_proposals} test proposals exceed "
+                f"the {rpn.pre_nms_top_k} the RPN keeps before NMS (rpn.pre_nms_top_k)"
+            )
+        if rpn.pre_nms_top_k and rpn.max_proposals_train > rpn.pre_nms_top_k:
+            raise ConfigError(
+                f"{field}.max_proposals_train: {rpn.max_proposals_train} exceeds "
+                f"rpn.pre_nms_top_k ({rpn.pre_nms_top_k})"
+            )
+        if rpn.HasField("sampler"):
+            checks.positive(rpn.sampler.batch_size, f"{field}.sampler.batch_size")
+            checks.unit_interval(
+                rpn.sampler.positive_fraction, f"{field}.sampler.positive_fraction", False
+            )
+        checks.unit_interval(rpn.positive_iou_threshold, f"{field}.positive_iou_threshold")
+        if rpn.negative_iou_threshold > rpn.positive_iou_threshold:
+            raise ConfigError(
+                f"{field}.negative_iou_threshold: {rpn.negative_iou_threshold} "
+                f"exceeds positive_iou_threshold ({rpn.positive_iou_threshold})"
+            )
 
-        ``output_stride``: the extractor's first-stage stride (grid anchor
-        stride when the proto leaves it 0). ``fpn``: the extractor's ``Fpn``
-        proto, or None; with it the default anchors are multilevel over its
-        levels (anchor_scale 8, ratios 0.5 1 2) and ``conv_depth``, unless
-        set, is the pyramid depth.
+    @classmethod
+    def from_config(cls, config, input_shape, weight_decay=0.0):
+        """``RegionProposalNetwork`` proto -> RPN over the maps the extractor
+        declares (Detectron2's ``from_config(cfg, input_shape)``).
+
+        ``input_shape``: a ``ShapeSpec`` (one first-stage map: its stride is
+        the grid anchor stride when the proto leaves it 0), or {level:
+        ``ShapeSpec``} (FPN levels: the default anchors are multilevel over
+        them, anchor_scale 8, ratios 0.5 1 2, and ``conv_depth``, unless set,
+        is their channels).
         """
+        levels = sorted(input_shape) if isinstance(input_shape, dict) else None
         if config.HasField("anchor_generator"):
             generator = anchor_generators.build_anchor_generator(config.anchor_generator)
-        elif fpn is not None:
+        elif levels is not None:
             generator = anchor_generators.MultilevelAnchorGenerator(
-                fpn.min_level, fpn.max_level, 8.0, 1, DEFAULT_ASPECT_RATIOS
+                levels[0], levels[-1], 8.0, 1, DEFAULT_ASPECT_RATIOS
             )
         else:
             generator = anchor_generators.GridAnchorGenerator(
                 DEFAULT_SCALES, DEFAULT_ASPECT_RATIOS, 256
             )
         if isinstance(generator, anchor_generators.GridAnchorGenerator):
-            if fpn is not None:
+            if levels is not None:
                 raise ValueError("rpn.anchor_generator: an FPN extractor needs multilevel anchors")
             if not generator.stride:
-                generator.stride = int(output_stride)
+                generator.stride = int(input_shape.stride)
         elif isinstance(generator, anchor_generators.MultilevelAnchorGenerator):
-            if fpn is None:
+            if levels is None:
                 raise ValueError(
                     "rpn.anchor_generator: multilevel anchors need an FPN "
                     "extractor (feature_extractor.fpn)"
                 )
-            if generator.min_level < fpn.min_level or generator.max_level > fpn.max_level:
+            if generator.min_level < levels[0] or generator.max_level > levels[-1]:
                 raise ValueError(
                     f"rpn.anchor_generator.multilevel: levels {generator.min_level}.."
-                    f"{generator.max_level} outside the FPN's {fpn.min_level}..{fpn.max_level}"
+                    f"{generator.max_level} outside the FPN's {levels[0]}..{levels[-1]}"
                 )
         else:
             raise ValueError("rpn.anchor_generator: use grid (or multilevel with FPN)")
         sampler = config.sampler
         # Lin et al.'s FPN RPN head keeps the pyramid depth unless told otherwise.
         conv_depth = (
-            fpn.depth
-            if fpn is not None and not config.HasField("conv_depth")
+            input_shape[levels[0]].channels
+            if levels is not None and not config.HasField("conv_depth")
             else config.conv_depth
         )
         return cls(
@@ -194,14 +220,6 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
             return [feature_maps[level] for level in self.anchor_generator.levels]
         return [feature_maps]
 
-    def _generate(self, map_shapes, image_shape):
-        if self.multilevel:
-            shapes = dict(zip(self.anchor_generator.levels, map_shapes))
-            return anchor_generators.concat_levels(
-                self.anchor_generator.generate(image_shape, shapes)
-            )
-        return self.anchor_generator.generate(map_shapes[0], image_shape)
-
     @no_autograph
     def anchors(self, feature_maps, image_shape):
         """[N, 4] anchors (normalized to the input) for these maps / input size.
@@ -210,23 +228,7 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         scalar tensors. With static shapes the anchors are computed once
         (eagerly) per shape and cached, so the traced graph holds a constant.
         """
-        maps = self.levels(feature_maps)
-        map_shapes = [_static_shape(m.shape[1:3]) for m in maps]
-        static_image = (
-            tuple(image_shape)
-            if all(isinstance(v, (int, np.integer)) for v in image_shape)
-            else None
-        )
-        if static_image is not None and all(s is not None for s in map_shapes):
-            key = (tuple(map_shapes), tuple(int(v) for v in static_image))
-            if key not in self._anchor_cache:
-                with tf.init_scope():
-                    self._anchor_cache[key] = np.asarray(
-                        self._generate(map_shapes, key[1]), np.float32
-                    )
-            return tf.constant(self._anchor_cache[key])
-        dyn_shapes = [tf.unstack(tf.shape(m)[1:3]) for m in maps]
-        return self._generate(dyn_shapes, list(image_shape))
+        return self.anchor_cache(image_shape, self.levels(feature_maps))
 
     def num_anchors(self, feature_maps):
         """Static anchor count (sum over maps of h * w * anchors per location)."""

@@ -12,12 +12,13 @@ columns, column 0 being background; sigmoid and focal losses predict
 ``num_classes`` columns (background = every class off).
 
 Anchors depend only on the input and feature-map shapes, so they are computed
-once per input shape, eagerly, and enter the graph as a constant.
+once per input shape, eagerly, and enter the graph as a constant
+(``anchor_generators.AnchorCache``, shared with the RPN).
 """
 
-import numpy as np
 import tensorflow as tf
 
+from detbench.config import checks
 from detbench.core import (
     anchor_generators as anchor_lib,
     box_coders,
@@ -31,9 +32,17 @@ from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
 from detbench.meta_arch.base import META_ARCHITECTURES, DetectionModel, no_autograph
 from detbench.meta_arch.box_predictor import build_box_predictor
-from detbench.protos import losses_pb2, post_processing_pb2
+from detbench.meta_arch.image_frame import (
+    ImageFrame,
+    groundtruth_in_input_frame,
+    input_hw,
+    to_true_frame,
+    true_window,
+)
+from detbench.protos import image_resizer_pb2, post_processing_pb2
 
-DEFAULT_IMAGE_SIZE = (300, 300)
+_FIXED_SHAPE = image_resizer_pb2.FixedShapeResizer()  # its defaults: 300 x 300
+DEFAULT_IMAGE_SIZE = (_FIXED_SHAPE.height, _FIXED_SHAPE.width)
 _PP = post_processing_pb2.PostProcessing
 
 
@@ -45,40 +54,6 @@ def _map_list(features):
     if isinstance(features, (list, tuple)):
         return list(features)
     return [features]
-
-
-class _AnchorCache:
-    """Anchors [N, 4] per (input shape, feature-map shapes); plain (untracked) state."""
-
-    def __init__(self, generator):
-        self.generator = generator
-        self._cache = {}
-
-    def _generate(self, image_shape, feature_shapes):
-        if isinstance(self.generator, anchor_lib.MultilevelAnchorGenerator):
-            by_level = self.generator.generate(
-                image_shape, dict(zip(self.generator.levels, feature_shapes))
-            )
-            return anchor_lib.concat_levels(by_level)
-        return self.generator.generate(feature_shapes, image_shape)
-
-    def __call__(self, inputs, feature_maps):
-        image_shape = tuple(inputs.shape[1:3])
-        feature_shapes = tuple(tuple(f.shape[1:3]) for f in feature_maps)
-        static = None not in image_shape and all(None not in s for s in feature_shapes)
-        if not static:  # shapes known only at run time: anchors in the graph
-            return self._generate(
-                tuple(tf.unstack(tf.shape(inputs)[1:3])),
-                [tuple(tf.unstack(tf.shape(f)[1:3])) for f in feature_maps],
-            )
-        key = (image_shape, feature_shapes)
-        if key not in self._cache:
-            with tf.init_scope():
-                anchors = self._generate(image_shape, list(feature_shapes))
-                if not tf.executing_eagerly():  # TF1-style graph: no constant to cache
-                    return anchors
-                self._cache[key] = np.asarray(anchors.numpy(), np.float32)
-        return tf.constant(self._cache[key])
 
 
 def _build_anchor_generator(config, num_maps, fpn):
@@ -161,7 +136,9 @@ class SSDMetaArch(DetectionModel):
         self.feature_maps = feature_maps
         self.box_predictor = box_predictor
         self.image_size = tuple(int(s) for s in image_size)
-        self.pad_multiple = max(1, int(pad_multiple))
+        self.image_frame = ImageFrame(
+            self.image_size, pad_multiple=pad_multiple, normalize=feature_extractor.preprocess
+        )
         self.background_column = bool(background_column)
         self.box_coder = box_coder
         self.target_assigner = target_assigner_lib.TargetAssigner(matcher, box_coder)
@@ -173,14 +150,26 @@ class SSDMetaArch(DetectionModel):
         self.normalize_loss_by_num_matches = bool(normalize_loss_by_num_matches)
         self.nms_fn = nms_fn
         self.score_converter = score_converter
-        self._anchors = _AnchorCache(anchor_generator)
+        self.anchor_cache = anchor_lib.AnchorCache(anchor_generator)
 
     # -- building -------------------------------------------------------------
     @classmethod
+    def check_config(cls, config, field):
+        super().check_config(config, field)
+        fe = config.feature_extractor
+        if fe.HasField("output_stride") and not fe.HasField("fpn"):
+            raise ConfigError(
+                f"{field}.feature_extractor.output_stride: SSD uses the backbone's own "
+                "strides; output_stride applies to two-stage models only"
+            )
+        if config.HasField("matcher"):
+            checks.check_matcher(config.matcher, f"{field}.matcher")
+        if config.HasField("post_processing"):
+            checks.check_nms(config.post_processing, f"{field}.post_processing")
+
+    @classmethod
     def from_config(cls, config, is_training=True):
-        """``config``: an ``ssd_pb2.Ssd`` message."""
-        if config.num_classes <= 0:
-            raise ConfigError(f"model.ssd.num_classes: must be positive, got {config.num_classes}")
+        """``config``: an ``ssd_pb2.Ssd`` message (``check_config`` passed)."""
         image_size = _image_size(config)
         fe_config = config.feature_extractor
         extractor = build_feature_extractor(fe_config, is_training=is_training, meta_arch="ssd")
@@ -194,15 +183,10 @@ class SSDMetaArch(DetectionModel):
         extractor.load_weights()
         anchor_generator = _build_anchor_generator(config, num_maps, fpn)
 
-        cls_proto = losses_pb2.ClassificationLoss()
-        cls_proto.CopyFrom(config.loss.classification_loss)
-        if cls_proto.WhichOneof("classification_loss") is None:
-            cls_proto.softmax.SetInParent()
-        loc_proto = losses_pb2.LocalizationLoss()
-        loc_proto.CopyFrom(config.loss.localization_loss)
-        if loc_proto.WhichOneof("localization_loss") is None:
-            loc_proto.smooth_l1.SetInParent()
-        background_column = cls_proto.WhichOneof("classification_loss") == "softmax"
+        cls_loss, loc_loss, cls_weight, loc_weight = losses_lib.build_loss(config.loss)
+        background_column = (
+            losses_lib.classification_loss_kind(config.loss.classification_loss) == "softmax"
+        )
 
         nms_fn, _ = post_processing.build_post_processing(config.post_processing)
         score_converter = _score_converter(config.post_processing, background_column)
@@ -233,32 +217,20 @@ class SSDMetaArch(DetectionModel):
             box_predictor=box_predictor,
             box_coder=box_coders.build_box_coder(config.box_coder),
             matcher=matcher,
-            classification_loss=losses_lib.build_classification_loss(cls_proto),
-            localization_loss=losses_lib.build_localization_loss(loc_proto),
+            classification_loss=cls_loss,
+            localization_loss=loc_loss,
             nms_fn=nms_fn,
             score_converter=score_converter,
             image_size=image_size,
-            pad_multiple=int(extractor.max_stride) if fpn is not None else 1,
+            pad_multiple=extractor.input_multiple if fpn is not None else 1,
             background_column=background_column,
             hard_negative_miner=miner,
-            classification_weight=config.loss.classification_weight,
-            localization_weight=config.loss.localization_weight,
+            classification_weight=cls_weight,
+            localization_weight=loc_weight,
             normalize_loss_by_num_matches=config.normalize_loss_by_num_matches,
         )
 
-    # -- DetectionModel -------------------------------------------------------
-    def preprocess(self, images):
-        images = tf.cast(images, tf.float32)
-        h, w = self.image_size
-        if tuple(images.shape[1:3]) != (h, w):
-            images = tf.image.resize(images, [h, w])
-        inputs = self.feature_extractor.preprocess(images)
-        pad_h, pad_w = -h % self.pad_multiple, -w % self.pad_multiple
-        if pad_h or pad_w:
-            inputs = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        true_shapes = tf.tile(tf.constant([[h, w, 3]], tf.int32), [tf.shape(images)[0], 1])
-        return inputs, true_shapes
-
+    # -- DetectionModel (preprocess: the base class's, through image_frame) --
     def _build_heads(self):
         """The box predictor on 1x1 zero maps of the extractor's depths."""
         outputs = _map_list(self.feature_maps.output)
@@ -268,7 +240,7 @@ class SSDMetaArch(DetectionModel):
     def predict(self, inputs, true_shapes, training=False, groundtruth=None):
         features = _map_list(self.feature_maps(inputs, training=training))
         box_encodings, class_logits = self.box_predictor(features, training=training)
-        anchors = self._anchors(inputs, features)
+        anchors = self.anchor_cache(input_hw(inputs), features)
         if (
             box_encodings.shape[1] is not None
             and anchors.shape[0] is not None
@@ -292,21 +264,11 @@ class SSDMetaArch(DetectionModel):
         class_logits = predictions["class_logits"]
         anchors = predictions["anchors"]
         # groundtruth is relative to the true image; anchors to the (padded) input
-        fraction = _true_fraction(predictions["true_shapes"], predictions["image_shape"])
-        gt_boxes = (
-            tf.cast(groundtruth["groundtruth_boxes"], tf.float32)
-            * tf.tile(fraction, [1, 2])[:, None, :]
+        gt = groundtruth_in_input_frame(
+            groundtruth, predictions["true_shapes"], predictions["image_shape"]
         )
-        gt_classes = tf.cast(groundtruth["groundtruth_classes"], tf.int32)
-        num_gt = groundtruth.get("num_groundtruth_boxes")
-        if num_gt is None:
-            num_gt = tf.fill([tf.shape(gt_boxes)[0]], tf.shape(gt_boxes)[1])
         targets = self.target_assigner.batch_assign(
-            anchors,
-            gt_boxes,
-            gt_classes,
-            num_gt,
-            gt_is_crowd=groundtruth.get("groundtruth_is_crowd"),
+            anchors, gt["boxes"], gt["classes"], gt["num"], gt_is_crowd=gt.get("is_crowd")
         )
 
         positives = targets["match"] >= 0
@@ -343,14 +305,14 @@ class SSDMetaArch(DetectionModel):
 
     @no_autograph
     def postprocess(self, predictions, true_shapes):
-        fraction = _true_fraction(true_shapes, predictions["image_shape"])  # [B, 2]
+        image_shape = predictions["image_shape"]
         boxes = self.box_coder.decode(predictions["box_encodings"], predictions["anchors"][None])
         scores = self.score_converter(predictions["class_logits"])
-        window = tf.concat([tf.zeros_like(fraction), fraction], axis=1)
+        window = true_window(true_shapes, image_shape)
         detections = self.nms_fn(boxes[:, :, None, :], scores, clip_window=window)
         # input-relative -> true-image-relative (padding kept at zero)
-        detections["detection_boxes"] = (
-            detections["detection_boxes"] / tf.tile(fraction, [1, 2])[:, None, :]
+        detections["detection_boxes"] = to_true_frame(
+            detections["detection_boxes"], true_shapes, image_shape
         )
         return detections
 
@@ -404,9 +366,3 @@ def _score_converter(pp_config, background_column):
     if background_column and converter == _PP.IDENTITY:
         return lambda logits: fn(logits)[..., 1:]
     return fn
-
-
-def _true_fraction(true_shapes, image_shape):
-    """[B, 2]: the true image's height and width as fractions of the input's."""
-    true_hw = tf.cast(tf.convert_to_tensor(true_shapes)[:, :2], tf.float32)
-    return true_hw / tf.cast(image_shape, tf.float32)[None, :]

@@ -15,25 +15,25 @@ subclasses implement ``classify_boxes`` (and ``from_config``).
 Frames. Inside the model every box is normalized to the *network input*
 (the resized image padded to a multiple of the stride): anchors, proposals,
 RoIs, targets. Groundtruth arrives relative to the true image and detections
-leave relative to it; ``groundtruth_in_input_frame`` and ``postprocess`` do
-the conversions (the true image is the window [0, 0, h/H, w/W] of the input).
+leave relative to it; ``image_frame`` (the module, shared with SSD) owns the
+resize / pad and the conversions (the true image is the window
+[0, 0, h/H, w/W] of the input).
 
 Helpers for subclasses: ``common_kwargs`` (extractor, RPN, sampler, losses,
-post-processing, OHEM from any two-stage proto), ``keep_aspect_ratio_size`` /
-``resize_and_pad`` (preprocessing), ``assign_roi_targets`` + ``sample_rois`` (second-stage
-targets with any matcher / coder, e.g. one per cascade stage),
+post-processing, OHEM from any two-stage proto), ``assign_roi_targets`` +
+``sample_rois`` (second-stage targets with any matcher / coder, e.g. one per
+cascade stage),
 ``crop_rois`` (one crop_and_resize, or FPN multilevel),
 ``BoxClassifierHead`` (pooled features -> class logits + class-specific box
 codes), ``fc_box_head`` (FPN's fc head), ``per_roi_losses`` /
 ``reduce_roi_losses`` and ``detections_from_boxes`` (batched final NMS).
 """
 
-import math
-
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from detbench.config import checks
 from detbench.core import (
     box_coders,
     losses as losses_lib,
@@ -44,105 +44,21 @@ from detbench.core import (
     target_assigner as target_assigner_lib,
 )
 from detbench.core.regularizers import l2_regularizer
+from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
 from detbench.meta_arch.base import DetectionModel, no_autograph
+from detbench.meta_arch.image_frame import (
+    ImageFrame,
+    groundtruth_in_input_frame,
+    input_hw,
+    to_true_frame,
+    true_window,
+)
 from detbench.meta_arch.rpn import RegionProposalNetwork
 from detbench.protos import image_resizer_pb2, losses_pb2, post_processing_pb2
 
 # Lin et al.: RoIs are cropped from P2-P5 (P6 serves the RPN only).
 FPN_MAX_ROI_LEVEL = 5
-
-
-# -- preprocessing ------------------------------------------------------------
-def keep_aspect_ratio_size(height, width, min_dimension, max_dimension):
-    """Size with the shorter side at min_dimension unless the longer side
-    would exceed max_dimension (then the longer side is max_dimension).
-
-    Python ints in -> Python ints out (static shapes); tensors otherwise.
-    """
-    if isinstance(height, (int, np.integer)) and isinstance(width, (int, np.integer)):
-        scale = min_dimension / min(height, width)
-        if round(max(height, width) * scale) > max_dimension:
-            scale = max_dimension / max(height, width)
-        return (
-            min(max(int(round(height * scale)), 1), max_dimension),
-            min(max(int(round(width * scale)), 1), max_dimension),
-        )
-    h = tf.cast(height, tf.float32)
-    w = tf.cast(width, tf.float32)
-    scale = min_dimension / tf.minimum(h, w)
-    scale = tf.where(
-        tf.round(tf.maximum(h, w) * scale) > max_dimension, max_dimension / tf.maximum(h, w), scale
-    )
-    size = tf.clip_by_value(tf.cast(tf.round(tf.stack([h, w]) * scale), tf.int32), 1, max_dimension)
-    return size[0], size[1]
-
-
-def _round_up(value, multiple):
-    if isinstance(value, (int, np.integer)):
-        return int(math.ceil(value / multiple) * multiple)
-    return (value + multiple - 1) // multiple * multiple
-
-
-def resize_and_pad(images, resizer, pad_multiple, normalize=None):
-    """images [B, H, W, 3] float -> (inputs [B, H', W', 3], true_shapes int32 [B, 3]).
-
-    ``resizer``: an ``ImageResizer`` proto (keep aspect ratio 600 / 1024 when
-    unset). The resized image is normalized by ``normalize`` (the extractor's
-    preprocessing), then zero-padded at the bottom / right to a multiple of
-    ``pad_multiple`` (or to a max_dimension square with
-    ``pad_to_max_dimension``). Static input sizes give static output sizes.
-    """
-    images = tf.convert_to_tensor(images, tf.float32)
-    shape = images.shape
-    height = int(shape[1]) if shape[1] is not None else tf.shape(images)[1]
-    width = int(shape[2]) if shape[2] is not None else tf.shape(images)[2]
-    kind = resizer.WhichOneof("image_resizer")
-    pad_square = None
-    if kind == "fixed_shape":
-        new_h, new_w = resizer.fixed_shape.height, resizer.fixed_shape.width
-    else:
-        cfg = (
-            resizer.keep_aspect_ratio
-            if kind == "keep_aspect_ratio"
-            else image_resizer_pb2.KeepAspectRatioResizer()
-        )
-        new_h, new_w = keep_aspect_ratio_size(height, width, cfg.min_dimension, cfg.max_dimension)
-        if cfg.pad_to_max_dimension:
-            pad_square = cfg.max_dimension
-    resized = tf.image.resize(images, tf.stack([new_h, new_w]))
-    if all(isinstance(v, int) for v in (new_h, new_w)):
-        resized.set_shape([shape[0], new_h, new_w, shape[3]])
-    if normalize is not None:
-        resized = normalize(resized)
-    target_h = _round_up(pad_square or new_h, pad_multiple)
-    target_w = _round_up(pad_square or new_w, pad_multiple)
-    inputs = tf.pad(resized, [[0, 0], [0, target_h - new_h], [0, target_w - new_w], [0, 0]])
-    if all(isinstance(v, int) for v in (target_h, target_w)):
-        inputs.set_shape([shape[0], target_h, target_w, shape[3]])
-    true_shape = tf.cast(tf.stack([new_h, new_w, 3]), tf.int32)
-    true_shapes = tf.tile(true_shape[None], [tf.shape(images)[0], 1])
-    return inputs, true_shapes
-
-
-def input_hw(inputs):
-    """(height, width) of a [B, H, W, C] tensor: Python ints where static."""
-    dyn = tf.shape(inputs)
-    return tuple(int(inputs.shape[i]) if inputs.shape[i] is not None else dyn[i] for i in (1, 2))
-
-
-def true_image_scale(true_shapes, image_shape):
-    """[B, 4] factors (h/H, w/W, h/H, w/W): true-image frame -> input frame."""
-    true_hw = tf.cast(true_shapes[:, :2], tf.float32)
-    image_hw = tf.cast(tf.stack(list(image_shape)), tf.float32)
-    ratio = true_hw / image_hw[None]
-    return tf.concat([ratio, ratio], axis=1)
-
-
-def true_window(true_shapes, image_shape):
-    """[B, 4] window of the true image in the input frame: [0, 0, h/H, w/W]."""
-    scale = true_image_scale(true_shapes, image_shape)
-    return tf.concat([tf.zeros_like(scale[:, :2]), scale[:, 2:]], axis=1)
 
 
 # -- second-stage targets ------------------------------------------------------
@@ -298,22 +214,6 @@ class BoxClassifierHead(tf_keras.layers.Layer):
 
 
 # -- builders -------------------------------------------------------------------
-def build_second_stage_loss(config):
-    """Loss proto (unset parts: smooth L1 / softmax) -> (cls_fn, loc_fn, w_cls, w_loc)."""
-    cls_cfg = config.classification_loss
-    if cls_cfg.WhichOneof("classification_loss") is None:
-        cls_cfg = losses_pb2.ClassificationLoss(softmax=losses_pb2.WeightedSoftmaxLoss())
-    loc_cfg = config.localization_loss
-    if loc_cfg.WhichOneof("localization_loss") is None:
-        loc_cfg = losses_pb2.LocalizationLoss(smooth_l1=losses_pb2.WeightedSmoothL1Loss())
-    return (
-        losses_lib.build_classification_loss(cls_cfg),
-        losses_lib.build_localization_loss(loc_cfg),
-        config.classification_weight,
-        config.localization_weight,
-    )
-
-
 def build_second_stage_post_processing(config, has_field):
     """PostProcessing proto (default: NMS 0.6, 100 detections, softmax)."""
     if not has_field:
@@ -345,12 +245,8 @@ def common_kwargs(config, meta_arch, is_training=True, use_ohem=None):
     ``hard_example_miner`` (when ``hard_example_miner`` is set, or
     ``use_ohem`` forces it on / off with the proto's or default settings)."""
     extractor = build_feature_extractor(config.feature_extractor, is_training, meta_arch=meta_arch)
-    fe = config.feature_extractor
     rpn = RegionProposalNetwork.from_config(
-        config.rpn,
-        output_stride=fe.output_stride,
-        fpn=fe.fpn if fe.HasField("fpn") else None,
-        weight_decay=fe.weight_decay,
+        config.rpn, extractor.rpn_input_shape(), weight_decay=config.feature_extractor.weight_decay
     )
     sampler = config.second_stage_sampler
     kwargs = dict(
@@ -360,7 +256,7 @@ def common_kwargs(config, meta_arch, is_training=True, use_ohem=None):
         second_stage_sampler=samplers.BalancedPositiveNegativeSampler(
             sampler.batch_size, sampler.positive_fraction
         ),
-        second_stage_loss=build_second_stage_loss(config.second_stage_loss),
+        second_stage_loss=losses_lib.build_loss(config.second_stage_loss),
         post_processing_fns=build_second_stage_post_processing(
             config.second_stage_post_processing, _has(config, "second_stage_post_processing")
         ),
@@ -417,13 +313,12 @@ class TwoStageDetectionModel(DetectionModel):
         self.fpn = (
             feature_extractor.config.fpn if feature_extractor.config.HasField("fpn") else None
         )
-        self.pad_multiple = max(
-            int(feature_extractor.max_stride), int(feature_extractor.output_stride)
+        self.pad_multiple = feature_extractor.input_multiple
+        self.image_frame = ImageFrame.from_resizer(
+            self.image_resizer, self.pad_multiple, feature_extractor.preprocess
         )
         self.second_stage_target_assigner = second_stage_target_assigner or (
-            target_assigner_lib.TargetAssigner(
-                matchers.ArgMaxMatcher(0.5, 0.5), box_coders.FasterRcnnBoxCoder()
-            )
+            build_second_stage_target_assigner(None, False, box_coders.FasterRcnnBoxCoder())
         )
         self.second_stage_box_coder = self.second_stage_target_assigner.box_coder
         self.second_stage_sampler = second_stage_sampler or (
@@ -434,12 +329,7 @@ class TwoStageDetectionModel(DetectionModel):
             self.localization_loss,
             self.classification_weight,
             self.localization_weight,
-        ) = second_stage_loss or (
-            losses_lib.WeightedSoftmaxClassificationLoss(),
-            losses_lib.WeightedSmoothL1LocalizationLoss(),
-            1.0,
-            1.0,
-        )
+        ) = second_stage_loss or losses_lib.build_loss(losses_pb2.Loss())
         self.nms_fn, self.score_converter = post_processing_fns or (
             build_second_stage_post_processing(None, False)
         )
@@ -451,6 +341,30 @@ class TwoStageDetectionModel(DetectionModel):
             )
         else:
             self.first_stage_model = feature_extractor.build_first_stage()
+
+    @classmethod
+    def check_config(cls, config, field):
+        """What every two-stage message shares: RPN, second-stage sampler,
+        matcher and post-processing."""
+        super().check_config(config, field)
+        RegionProposalNetwork.check_config(config.rpn, f"{field}.rpn")
+        if config.HasField("second_stage_sampler"):
+            s = config.second_stage_sampler
+            checks.positive(s.batch_size, f"{field}.second_stage_sampler.batch_size")
+            checks.unit_interval(
+                s.positive_fraction, f"{field}.second_stage_sampler.positive_fraction", False
+            )
+            if s.batch_size > config.rpn.max_proposals_train:
+                raise ConfigError(
+                    f"{field}.second_stage_sampler.batch_size: {s.batch_size} exceeds "
+                    f"rpn.max_proposals_train ({config.rpn.max_proposals_train})"
+                )
+        if _has(config, "second_stage_matcher"):
+            checks.check_matcher(config.second_stage_matcher, f"{field}.second_stage_matcher")
+        if config.HasField("second_stage_post_processing"):
+            checks.check_nms(
+                config.second_stage_post_processing, f"{field}.second_stage_post_processing"
+            )
 
     # -- knobs ----------------------------------------------------------------
     @property
@@ -465,15 +379,7 @@ class TwoStageDetectionModel(DetectionModel):
     def backbone_models(self):
         return [self._backbone()]
 
-    # -- stage 0: preprocessing ----------------------------------------------
-    @no_autograph
-    def preprocess(self, images):
-        return resize_and_pad(
-            tf.cast(images, tf.float32),
-            self.image_resizer,
-            self.pad_multiple,
-            self.feature_extractor.preprocess,
-        )
+    # -- stage 0: preprocessing: the base class's, through image_frame ------
 
     # -- stage 1: features ------------------------------------------------------
     @no_autograph
@@ -565,19 +471,6 @@ class TwoStageDetectionModel(DetectionModel):
         raise NotImplementedError
 
     # -- predict ----------------------------------------------------------------
-    def groundtruth_in_input_frame(self, groundtruth, true_shapes, image_shape):
-        """Groundtruth dict (data keys) -> {"boxes", "classes", "num", "is_crowd"?}
-        with boxes normalized to the network input."""
-        scale = true_image_scale(true_shapes, image_shape)
-        gt = {
-            "boxes": tf.cast(groundtruth["groundtruth_boxes"], tf.float32) * scale[:, None],
-            "classes": tf.cast(groundtruth["groundtruth_classes"], tf.int32),
-            "num": tf.cast(groundtruth["num_groundtruth_boxes"], tf.int32),
-        }
-        if "groundtruth_is_crowd" in groundtruth:
-            gt["is_crowd"] = tf.cast(groundtruth["groundtruth_is_crowd"], tf.bool)
-        return gt
-
     @no_autograph
     def select_rois(self, proposals, groundtruth):
         """Training RoIs: proposals + groundtruth boxes, matched by the
@@ -603,7 +496,7 @@ class TwoStageDetectionModel(DetectionModel):
         out = self.propose(features, true_shapes, training=training)
         out["true_shapes"] = true_shapes
         if training and groundtruth is not None:
-            gt = self.groundtruth_in_input_frame(groundtruth, true_shapes, features["image_shape"])
+            gt = groundtruth_in_input_frame(groundtruth, true_shapes, features["image_shape"])
             rois, roi_valid, targets = self.select_rois(out, gt)
             out["roi_targets"] = targets
         else:
@@ -629,7 +522,7 @@ class TwoStageDetectionModel(DetectionModel):
     @no_autograph
     def rpn_loss(self, predictions, groundtruth):
         image_shape = tf.unstack(predictions["image_shape"])
-        gt = self.groundtruth_in_input_frame(groundtruth, predictions["true_shapes"], image_shape)
+        gt = groundtruth_in_input_frame(groundtruth, predictions["true_shapes"], image_shape)
         window = true_window(predictions["true_shapes"], image_shape)
         targets = self.rpn.targets(
             predictions["anchors"], gt["boxes"], gt["num"], window, gt_is_crowd=gt.get("is_crowd")
@@ -677,8 +570,7 @@ class TwoStageDetectionModel(DetectionModel):
         """boxes [B, N, q, 4] (input frame), scores [B, N, C] (no background),
         valid [B, N] -> detections relative to the true image (one batched
         NMS call; invalid RoIs never become detections)."""
-        scale = true_image_scale(true_shapes, image_shape)
-        boxes = boxes / scale[:, None, None, :]
+        boxes = to_true_frame(boxes, true_shapes, image_shape)
         scores = tf.where(valid[..., None], scores, -np.inf)
         window = tf.tile(tf.constant([[0.0, 0.0, 1.0, 1.0]]), [tf.shape(boxes)[0], 1])
         return self.nms_fn(boxes, scores, clip_window=window)

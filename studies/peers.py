@@ -296,7 +296,7 @@ def detect_fn(side, model, xla=False, xla_scope="detect", autograph=False):
 
         return tf.function(run)
     # two-stage: the RPN's proposal NMS has no XLA kernel; XLA on the feature extractor
-    from detbench.meta_arch.two_stage import input_hw
+    from detbench.meta_arch.image_frame import input_hw
 
     extract = model.extract_features
     jitted = tf.function(

@@ -169,3 +169,45 @@ def test_inside_tf_function_with_dynamic_shapes():
     np.testing.assert_allclose(g, grid.generate((2, 3), (32, 48)))
     np.testing.assert_allclose(s, ssd.generate([(2, 3), (1, 1)], (32, 48)))
     np.testing.assert_allclose(f, ag.concat_levels(fpn.generate((32, 48))))
+
+
+def test_anchor_cache_one_entry_per_shape_and_a_constant_in_graphs():
+    # One 16 px anchor per cell of a 2 x 2 map over a 32 x 32 input: centres
+    # (8, 8), (8, 24), (24, 8), (24, 24) px.
+    cache = ag.AnchorCache(ag.GridAnchorGenerator((1.0,), (1.0,), base_size=16, stride=16))
+    fmap = tf.zeros([1, 2, 2, 1])
+    expected = np.array([[0, 0, 16, 16], [0, 16, 16, 32], [16, 0, 32, 16], [16, 16, 32, 32]])
+    np.testing.assert_allclose(cache((32, 32), [fmap]).numpy(), expected / 32.0, atol=1e-6)
+    cache((32, 32), [fmap])
+    assert len(cache) == 1
+    op_types = []
+
+    @tf.function
+    def static(x):
+        anchors = cache((32, 32), [x])
+        op_types.append(anchors.op.type)
+        return anchors
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 1])])
+    def dynamic(x):
+        shape = tf.shape(x)
+        return cache((shape[1] * 16, shape[2] * 16), [x])
+
+    np.testing.assert_allclose(static(fmap), expected / 32.0, atol=1e-6)
+    np.testing.assert_allclose(dynamic(fmap), expected / 32.0, atol=1e-6)
+    assert op_types == ["Const"] and len(cache) == 1
+
+
+def test_anchor_cache_levels_and_layers_in_order():
+    # Multilevel levels 3..4 over a 32 x 32 input: 4 x 4 then 2 x 2 cells.
+    gen = ag.MultilevelAnchorGenerator(3, 4, anchor_scale=1.0, aspect_ratios=(1.0,))
+    maps = [tf.zeros([1, 4, 4, 1]), tf.zeros([1, 2, 2, 1])]
+    anchors = ag.AnchorCache(gen)((32, 32), maps).numpy()
+    assert anchors.shape == (16 + 4, 4)
+    # level 3 cell (0, 0): centre 4 px, side 8; level 4 cell (0, 0): centre 8, side 16
+    np.testing.assert_allclose(anchors[0] * 32, [0, 0, 8, 8], atol=1e-5)
+    np.testing.assert_allclose(anchors[16] * 32, [0, 0, 16, 16], atol=1e-5)
+    ms = ag.MultiscaleAnchorGenerator(num_layers=2, reduce_boxes_in_lowest_layer=False)
+    np.testing.assert_allclose(
+        ag.AnchorCache(ms)((32, 32), maps).numpy(), ms.generate([(4, 4), (2, 2)], (32, 32))
+    )

@@ -152,11 +152,12 @@ def test_focal_loss_down_weights_easy_examples():
     assert easy[0, 0] < 1e-4 * plain_easy[0, 0] and hard[0, 0] > 2.0
 
 
-def test_builders_reject_empty_oneof():
-    with pytest.raises(ValueError, match="LocalizationLoss"):
-        losses.build_localization_loss(losses_pb2.LocalizationLoss())
-    with pytest.raises(ValueError, match="ClassificationLoss"):
-        losses.build_classification_loss(losses_pb2.ClassificationLoss())
+def test_builders_default_an_empty_oneof():
+    loc = losses.build_localization_loss(losses_pb2.LocalizationLoss())
+    assert isinstance(loc, losses.WeightedSmoothL1LocalizationLoss) and loc.delta == 1.0
+    cls = losses.build_classification_loss(losses_pb2.ClassificationLoss())
+    assert isinstance(cls, losses.WeightedSoftmaxClassificationLoss) and cls.logit_scale == 1.0
+    assert losses.build_loss(losses_pb2.Loss())[2:] == (1.0, 1.0)
     config = losses_pb2.Loss(localization_weight=2.0)
     config.localization_loss.smooth_l1.delta = 0.5
     config.classification_loss.sigmoid.SetInParent()

@@ -13,7 +13,7 @@ from google.protobuf import text_format
 
 from detbench.builders.model_builder import build_model
 from detbench.core import box_ops
-from detbench.meta_arch import two_stage
+from detbench.meta_arch import image_frame
 from detbench.meta_arch.faster_rcnn import FasterRcnn
 from detbench.protos import image_resizer_pb2, model_pb2
 from tests.conftest import REPO_ROOT
@@ -158,9 +158,9 @@ def test_training_converges_and_detects_every_box(variant):
 
 # -- preprocessing ------------------------------------------------------------
 def test_keep_aspect_ratio_size_by_hand():
-    assert two_stage.keep_aspect_ratio_size(100, 200, 64, 100) == (50, 100)  # long side caps
-    assert two_stage.keep_aspect_ratio_size(100, 150, 64, 100) == (64, 96)  # short side rules
-    h, w = two_stage.keep_aspect_ratio_size(tf.constant(100), tf.constant(150), 64, 100)
+    assert image_frame.keep_aspect_ratio_size(100, 200, 64, 100) == (50, 100)  # long side caps
+    assert image_frame.keep_aspect_ratio_size(100, 150, 64, 100) == (64, 96)  # short side rules
+    h, w = image_frame.keep_aspect_ratio_size(tf.constant(100), tf.constant(150), 64, 100)
     assert (int(h), int(w)) == (64, 96)
 
 
@@ -171,7 +171,8 @@ def test_preprocess_resizes_pads_and_reports_true_shapes(pad_to_max, expected_in
     resizer.keep_aspect_ratio.max_dimension = 100
     resizer.keep_aspect_ratio.pad_to_max_dimension = pad_to_max
     images = tf.fill([2, 100, 200, 3], 255.0)
-    inputs, true_shapes = two_stage.resize_and_pad(images, resizer, 32, lambda x: x / 255.0)
+    frame = image_frame.ImageFrame.from_resizer(resizer, 32, lambda x: x / 255.0)
+    inputs, true_shapes = frame(images)
     assert tuple(inputs.shape) == (2,) + expected_input + (3,)
     np.testing.assert_array_equal(true_shapes.numpy(), [[50, 100, 3], [50, 100, 3]])
     np.testing.assert_allclose(inputs[:, :50, :100].numpy(), 1.0)

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from detbench.core import anchor_generators
+from detbench.feature_extractors.base import ShapeSpec
 from detbench.meta_arch.rpn import RegionProposalNetwork
 from detbench.protos import rpn_pb2
 
@@ -17,7 +18,7 @@ def _window(h, w):
 
 
 def test_default_anchors_are_h_times_w_times_12():
-    rpn = RegionProposalNetwork.from_config(rpn_pb2.RegionProposalNetwork(), output_stride=16)
+    rpn = RegionProposalNetwork.from_config(rpn_pb2.RegionProposalNetwork(), ShapeSpec(16))
     fmap = tf.zeros([1, 5, 7, 8])
     anchors = rpn.anchors(fmap, (80, 112)).numpy()
     assert anchors.shape == (5 * 7 * 12, 4)
@@ -31,9 +32,9 @@ def test_default_anchors_are_h_times_w_times_12():
     expected = np.array([72 - h / 2, 104 - w / 2, 72 + h / 2, 104 + w / 2]) / [80, 112, 80, 112]
     np.testing.assert_allclose(anchors[-1], expected, rtol=1e-5)
     # Cached: the same object comes back for the same shapes.
-    assert len(rpn._anchor_cache) == 1
+    assert len(rpn.anchor_cache) == 1
     rpn.anchors(fmap, (80, 112))
-    assert len(rpn._anchor_cache) == 1
+    assert len(rpn.anchor_cache) == 1
     logits, codes = rpn(tf.zeros([2, 5, 7, 8]))
     assert logits.shape == (2, 420) and codes.shape == (2, 420, 4)
 

@@ -1,0 +1,84 @@
+"""Field checks the configurable classes share (each raises a one-line
+ConfigError naming the field): ranges, matchers, NMS settings, the image
+resizer. The meta-architectures' ``check_config`` class methods and
+``config/validate.py`` use them; nothing here imports TensorFlow.
+"""
+
+from detbench.errors import ConfigError
+
+# Sides a model input may have: below, no feature map survives the strides; above,
+# one image's activations outgrow any machine this runs on (10000 px: SIGSEGV at 8 GB).
+MIN_SIDE, MAX_SIDE = 16, 4096
+
+
+def unit_interval(value, field, closed_low=True):
+    ok = (0.0 <= value <= 1.0) if closed_low else (0.0 < value <= 1.0)
+    if not ok:
+        raise ConfigError(f"{field}: {value:.6g} is outside {'[0' if closed_low else '(0'}, 1]")
+
+
+def positive(value, field):
+    if value <= 0:
+        raise ConfigError(f"{field}: must be positive, got {value}")
+
+
+def check_matcher(m, field):
+    if m.WhichOneof("matcher") == "argmax":
+        a = m.argmax
+        unit_interval(a.matched_threshold, f"{field}.argmax.matched_threshold")
+        unit_interval(a.unmatched_threshold, f"{field}.argmax.unmatched_threshold")
+        if a.unmatched_threshold > a.matched_threshold:
+            raise ConfigError(
+                f"{field}.argmax: unmatched_threshold ({a.unmatched_threshold}) "
+                f"exceeds matched_threshold ({a.matched_threshold})"
+            )
+
+
+def check_nms(post, field):
+    n = post.batch_non_max_suppression
+    unit_interval(n.score_threshold, f"{field}.batch_non_max_suppression.score_threshold")
+    unit_interval(n.iou_threshold, f"{field}.batch_non_max_suppression.iou_threshold")
+    positive(n.max_total_detections, f"{field}.batch_non_max_suppression.max_total_detections")
+    positive(
+        n.max_detections_per_class, f"{field}.batch_non_max_suppression.max_detections_per_class"
+    )
+
+
+def min_resolution(arch):
+    """The smallest side the model will see at its resizer's setting."""
+    r = arch.image_resizer
+    kind = r.WhichOneof("image_resizer")
+    if kind == "fixed_shape":
+        return min(r.fixed_shape.height, r.fixed_shape.width), "image_resizer.fixed_shape"
+    if kind == "keep_aspect_ratio":
+        return r.keep_aspect_ratio.min_dimension, "image_resizer.keep_aspect_ratio.min_dimension"
+    return None, None
+
+
+def check_image_resizer(arch, field):
+    """A meta-architecture message's ``image_resizer`` (when set)."""
+    if not arch.HasField("image_resizer"):
+        return
+    side, side_field = min_resolution(arch)
+    if side is not None and side <= 0:
+        raise ConfigError(f"{field}.{side_field}: must be positive, got {side}")
+    r = arch.image_resizer
+    kind = r.WhichOneof("image_resizer")
+    if kind == "keep_aspect_ratio" and r.keep_aspect_ratio.max_dimension < (
+        r.keep_aspect_ratio.min_dimension
+    ):
+        raise ConfigError(
+            f"{field}.image_resizer.keep_aspect_ratio.max_dimension: "
+            f"{r.keep_aspect_ratio.max_dimension} is below min_dimension "
+            f"{r.keep_aspect_ratio.min_dimension}"
+        )
+    sides = {
+        "fixed_shape": ("height", "width"),
+        "keep_aspect_ratio": ("min_dimension", "max_dimension"),
+    }.get(kind, ())
+    for name in sides:
+        value = getattr(getattr(r, kind), name)
+        if not MIN_SIDE <= value <= MAX_SIDE:
+            raise ConfigError(
+                f"{field}.image_resizer.{kind}.{name}: {value} px is outside {MIN_SIDE}..{MAX_SIDE}"
+            )
