@@ -101,15 +101,17 @@ def _legends(ax, archs, colors):
 
 
 def _runtime_tag(row):
-    """A point's runtime and precision where not tf.function fp32 (rows from before the
-    deployment axes have neither column)."""
+    """A point's runtime, precision and batch where not tf.function fp32 at batch 1 (rows
+    from before the deployment axes have none of these columns)."""
     from detbench.config.grid import deployment_label
 
     def text(col):
         v = row.get(col)
         return v if isinstance(v, str) else ""
 
-    return ", ".join(deployment_label(text("runtime"), text("precision")))
+    batch = row.get("batch_size")
+    batch = int(batch) if isinstance(batch, (int, float)) and batch == batch else 1
+    return ", ".join(deployment_label(text("runtime"), text("precision"), batch))
 
 
 def frontier_plot(df, path, footer=""):
@@ -134,9 +136,10 @@ def frontier_plot(df, path, footer=""):
             linewidth=0.5,
             zorder=3,
         )
-    for _, r in d.iterrows():  # which runtime / precision a point is, where not tf.function fp32
+    boxed = {idx for _, idx in frontier_points(d)}  # these carry their whole label below
+    for idx, r in d.iterrows():  # which runtime / precision a point is, where not tf.function fp32
         tag = _runtime_tag(r)
-        if tag:
+        if tag and idx not in boxed:
             ax.annotate(
                 tag,
                 (r["latency_ms"], r["mAP"]),
@@ -157,23 +160,32 @@ def frontier_plot(df, path, footer=""):
         label="optimality frontier",
     )
     lo, hi = np.log(d["latency_ms"].min()), np.log(d["latency_ms"].max())
+    _log_x(ax)
+    ax.margins(y=0.18)  # room for the labels above the highest point, below the title
+    placed = []
     for tag, idx in frontier_points(d):
         r = d.loc[idx]
         right = hi > lo and (np.log(r["latency_ms"]) - lo) / (hi - lo) > 0.6
-        ax.annotate(
-            f"{tag}\n{r['label']}",
-            (r["latency_ms"], r["mAP"]),
-            # the sweet spot's label above its point, the others below: neighbours on
-            # the frontier (often the fastest and the sweet spot) do not cover each other
-            xytext=(-12 if right else 12, 22 if tag == "sweet spot" else -30),
-            ha="right" if right else "left",
-            textcoords="offset points",
-            fontsize=7.5,
-            arrowprops=dict(arrowstyle="->", color="0.3", lw=0.8),
-            bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6", lw=0.5),
-        )
-    _log_x(ax)
-    ax.margins(y=0.12)  # room for the labels above the highest point, below the title
+        # the sweet spot's label above its point, the others below; a label that would
+        # cover one placed before moves further down (then up) until it does not
+        base = 22 if tag == "sweet spot" else -30
+        tries = [base - 26 * k for k in range(6)] + [base + 26 * k for k in range(1, 6)]
+        for k, dy in enumerate(tries):
+            note = ax.annotate(
+                f"{tag}\n{r['label']}",
+                (r["latency_ms"], r["mAP"]),
+                xytext=(-12 if right else 12, dy),
+                ha="right" if right else "left",
+                textcoords="offset points",
+                fontsize=7.5,
+                arrowprops=dict(arrowstyle="->", color="0.3", lw=0.8),
+                bbox=dict(boxstyle="round,pad=0.2", fc="lightyellow", ec="0.6", lw=0.5),
+            )
+            box = note.get_window_extent(fig.canvas.get_renderer())
+            if k == len(tries) - 1 or not any(box.overlaps(other) for other in placed):
+                break
+            note.remove()
+        placed.append(box)
     ax.set_xlabel("latency per image, batch 1 (ms, log scale)")
     ax.set_ylabel("COCO mAP@[.5:.95]")
     ax.set_title("Speed / accuracy trade-off")
