@@ -108,8 +108,8 @@ def _gone(pid):
         return True
 
 
-def _start(grid, out, tmp, *extra):
-    env = dict(sweep_env(), TMPDIR=str(tmp))
+def _start(grid, out, tmp, *extra, env=None):
+    env = dict(sweep_env(), TMPDIR=str(tmp), **(env or {}))
     os.makedirs(tmp, exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), *extra],
@@ -147,8 +147,8 @@ def test_sigkilled_sweep_takes_its_training_job_with_it(tmp_path):
     assert not os.listdir(tmp)
 
 
-def _check_rerun(grid, out, tmp, n_cells, *extra):
-    env = dict(TMPDIR=str(tmp))
+def _check_rerun(grid, out, tmp, n_cells, *extra, env=None):
+    env = dict(TMPDIR=str(tmp), **(env or {}))
     proc = subprocess.run(
         [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), *extra],
         cwd=REPO,
@@ -216,3 +216,45 @@ def test_sigkill_during_measurement_then_during_summary(tmp_path):
     check_outputs(str(out), 1)  # valid right after the kill: written atomically
     rerun = _check_rerun(grid, out, tmp, 1, "--speed-only")
     assert "1 cells, 1 already done, 0 to run" in rerun.stdout
+
+
+@pytest.mark.slow
+def test_sigkill_during_pretraining_then_rerun_resumes_it(tmp_path):
+    """Killed while the sweep's pretraining phase runs, after the pretraining's first
+    checkpoint: its job dies with the sweep, and the rerun resumes the pretraining
+    from that checkpoint (not from step 0), then trains and measures every cell once."""
+    recipe = "resolution: 32 steps: 300 batch_size: 4 num_images: 3"
+    grid = write_sweep(tmp_path, ['axis { name: "resolution" values: "64" }'], pretraining=recipe)
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    cache = tmp_path / "cache"
+    env = {"DETBENCH_CACHE_DIR": str(cache)}
+    pretrained = cache / "pretrained"
+
+    def checkpointed():
+        return pretrained.exists() and any(
+            (pretrained / n / "checkpoint").exists()
+            for n in os.listdir(pretrained)
+            if n.endswith(".partial")
+        )
+
+    proc = _start(grid, out, tmp, env=env)
+    try:
+        assert _wait_for(lambda: _children(proc.pid) and checkpointed(), 600, proc)
+        jobs = _children(proc.pid)
+    finally:
+        _kill(proc)
+    deadline = time.time() + 60
+    while not all(_gone(j) for j in jobs) and time.time() < deadline:
+        time.sleep(0.2)
+    assert all(_gone(j) for j in jobs), "the pretraining job outlived the killed sweep"
+    assert not [n for n in os.listdir(pretrained) if n.endswith(".h5")]
+    assert not (out / "results.jsonl").exists()
+
+    _check_rerun(grid, out, tmp, 1, env=env)
+    [report] = [n for n in os.listdir(pretrained) if n.endswith(".json")]
+    report = json.loads((pretrained / report).read_text())
+    assert report["steps"] == 300 and report["resumed_from"] >= 50, report
+    assert not [n for n in os.listdir(pretrained) if n.endswith(".partial")]
+    [row] = read_rows(str(out))
+    assert row["weights_source"].startswith("synthetic pretraining mobilenet_v2-")
+    assert row["pretrain_steps"] == 300

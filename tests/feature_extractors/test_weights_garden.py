@@ -18,6 +18,7 @@ SPEC = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
 CASES = {
     "resnet50_v1": lambda: backbones.ResNet(model_id=50, input_specs=SPEC),
     "resnet101_v1": lambda: backbones.ResNet(model_id=101, input_specs=SPEC),
+    "resnet152_v1": lambda: backbones.ResNet(model_id=152, input_specs=SPEC),
     "mobilenet_v1": lambda: backbones.MobileNet(model_id="MobileNetV1", input_specs=SPEC),
     "mobilenet_v2": lambda: backbones.MobileNet(model_id="MobileNetV2", input_specs=SPEC),
 }

@@ -73,8 +73,7 @@ def load(fe, path):
 
 @pytest.mark.parametrize(
     "model_id",
-    # 152 (8 units in block2) is checked in the Keras format; here it costs 90 s
-    [50, pytest.param(101, marks=pytest.mark.slow)],
+    [50, pytest.param(101, marks=pytest.mark.slow), pytest.param(152, marks=pytest.mark.slow)],
 )
 def test_resnet_v1(tmp_path, model_id):
     """slim puts each group's stride on its last unit (ours on the first): the networks
