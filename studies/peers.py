@@ -933,9 +933,12 @@ def main(argv=None):
         section_overhead(args, rows, failures)
     load_after = os.getloadavg()
 
+    timed = "training steps" if set(sections) == {"training"} else "inference at batch 1"
+    if "training" in sections and set(sections) != {"training"}:
+        timed += " (training: its own batch)"
     print(
         f"# Ours vs the TF Model Garden ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, TF {tf.__version__}, inference at batch 1, random weights; "
+        f"{os.cpu_count()} CPUs, TF {tf.__version__}, {timed}, random weights; "
         f"median of {args.runs} interleaved runs after {args.warmup} warm-up; "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
         f"{(time.time() - started) / 60:.1f} min)"
