@@ -933,9 +933,12 @@ def main(argv=None):
         section_overhead(args, rows, failures)
     load_after = os.getloadavg()
 
-    timed = "training steps" if set(sections) == {"training"} else "inference at batch 1"
-    if "training" in sections and set(sections) != {"training"}:
-        timed += " (training: its own batch)"
+    if set(sections) == {"training"}:
+        timed = "training steps"
+    elif "training" in sections:
+        timed = "inference at batch 1 (training: its own batch)"
+    else:
+        timed = "inference at batch 1"
     print(
         f"# Ours vs the TF Model Garden ({platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, TF {tf.__version__}, {timed}, random weights; "

@@ -108,6 +108,14 @@ def _gone(pid):
         return True
 
 
+def _all_gone(pids, timeout=60):
+    """True once every pid in ``pids`` has exited (within ``timeout`` seconds)."""
+    deadline = time.time() + timeout
+    while not all(_gone(p) for p in pids) and time.time() < deadline:
+        time.sleep(0.2)
+    return all(_gone(p) for p in pids)
+
+
 def _start(grid, out, tmp, *extra, env=None):
     env = dict(sweep_env(), TMPDIR=str(tmp), **(env or {}))
     os.makedirs(tmp, exist_ok=True)
@@ -136,10 +144,7 @@ def test_sigkilled_sweep_takes_its_training_job_with_it(tmp_path):
         [job] = _children(proc.pid)
     finally:
         _kill(proc)
-    deadline = time.time() + 60
-    while not _gone(job) and time.time() < deadline:
-        time.sleep(0.2)
-    if not _gone(job):
+    if not _all_gone([job]):
         os.kill(job, signal.SIGKILL)
         pytest.fail("the training job outlived the killed sweep")
     [left] = [n for n in os.listdir(tmp) if n.startswith(runner.TEMP_PREFIX)]
@@ -243,10 +248,7 @@ def test_sigkill_during_pretraining_then_rerun_resumes_it(tmp_path):
         jobs = _children(proc.pid)
     finally:
         _kill(proc)
-    deadline = time.time() + 60
-    while not all(_gone(j) for j in jobs) and time.time() < deadline:
-        time.sleep(0.2)
-    assert all(_gone(j) for j in jobs), "the pretraining job outlived the killed sweep"
+    assert _all_gone(jobs), "the pretraining job outlived the killed sweep"
     assert not [n for n in os.listdir(pretrained) if n.endswith(".h5")]
     assert not (out / "results.jsonl").exists()
 
