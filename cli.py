@@ -38,6 +38,10 @@ COMMANDS = {
     "train-accuracy": ("detbench.studies.train_accuracy", "study: mAP against training time"),
     "train-step-time": ("detbench.studies.train_step_time", "study: training step time"),
     "repeatability": ("detbench.studies.repeatability", "study: spread of repeated sweep cells"),
+    "seed-spread": (
+        "detbench.studies.seed_spread",
+        "study: a grid's accuracy over repeated trainings",
+    ),
     "anchor-coverage": ("detbench.studies.anchor_coverage", "study: best anchor IoU per object"),
 }
 

@@ -223,9 +223,13 @@ def _measure(spec, workdir):
         "latency_runs_ms": [t * 1e3 for t in full["runs"]],
         "num_warmup": warm,
         "num_runs": runs,
-        # the host's speed during the timed runs, and the latency in its units
+        # the host's speed during the timed runs, and the latency in its units with
+        # its 90% interval (benchmark/latency.py): what ranks the cells
         "reference_ms": full["reference_median"] * 1e3,
+        "reference_runs_ms": [t * 1e3 for t in full["reference_runs"]],
         "latency_rel": full["relative_median"],
+        "latency_rel_lo": full["relative_lo"],
+        "latency_rel_hi": full["relative_hi"],
         "artifact_mb": artifact.size_mb,
         **artifact.info,
     }

@@ -34,9 +34,15 @@ and a verdict:
   learnt the set, a difference inside the margin of noise);
 - ``not measured``: the results have no such cells.
 
-Times are the drift-corrected ``latency_rel`` when every cell compared has
-one (the latency in units of a reference workload timed between the runs;
-the host's speed drifts by 10-30% over minutes), else ``latency_ms``.
+Noise decides nothing. Times are the drift-corrected figure
+(``benchmark.latency``: each run over the reference workload timed around it,
+with a 90% interval) when every cell compared has one, else the raw median; a
+speed ratio decides a verdict only when its whole interval is on one side of
+the threshold. Accuracy is the training's luck as much as the model's: where
+the grid has a seed spread (``benchmark.spread``: the same grid's results in
+repeated runs), each accuracy finding recomputes its statistic on every stored
+run and its noise band is ``latency.Z`` standard deviations of those values; a
+statistic inside the band around its threshold is ``inconclusive``.
 """
 
 import dataclasses
@@ -44,7 +50,8 @@ import math
 
 import pandas as pd
 
-from detbench.benchmark.tables import learnt_rows, matched_groups, mean_by, ok_rows
+from detbench.benchmark import latency
+from detbench.benchmark.tables import learnt_rows, matched_groups, mean_by, ok_rows, to_frame
 from detbench.registry import Registry
 
 # Margins, chosen well outside the drift-corrected timing spread (~1%) and
@@ -96,9 +103,77 @@ CHECKS = Registry("finding")
 
 def _time_column(groups):
     cells = [g for _, g in groups]
-    if cells and all("latency_rel" in g and g["latency_rel"].notna().all() for g in cells):
-        return "latency_rel"
+    if cells and all(latency.has_figure(g) for g in cells):
+        return latency.FIGURE
     return "latency_ms"
+
+
+_TIME_NAMES = {latency.FIGURE: "drift-corrected", "latency_ms": "raw ms"}
+
+
+def _times(m, key, col):
+    """(value, lo, hi) of the time at index ``key`` of a mean_by frame."""
+    if col == latency.FIGURE:
+        return m.loc[key, col], m.loc[key, latency.FIGURE_LO], m.loc[key, latency.FIGURE_HI]
+    return m.loc[key, col], m.loc[key, col], m.loc[key, col]
+
+
+def _speed_text(ratio, lo, hi, col):
+    if lo == hi:
+        return f"{ratio:.2f}x ({_TIME_NAMES[col]})"
+    return f"{ratio:.2f}x ({lo:.2f}-{hi:.2f}, {_TIME_NAMES[col]})"
+
+
+def _at_least(lo, hi, threshold):
+    """A ratio's interval against 'ratio >= threshold': True / False / None (inside)."""
+    if lo >= threshold:
+        return True
+    if hi < threshold:
+        return False
+    return None
+
+
+def decide(value, band, reproduce_at, fail_at):
+    """A statistic against its thresholds, with its noise band: reproduced when
+    value - band >= reproduce_at, not reproduced when value + band <= fail_at
+    (strictly below when the two thresholds are one), else inconclusive."""
+    if value - band >= reproduce_at:
+        return "reproduced"
+    below = value + band < fail_at if fail_at == reproduce_at else value + band <= fail_at
+    return "not reproduced" if below else "inconclusive"
+
+
+def _band(runs, stat_fn, label):
+    """latency.Z standard deviations of the statistic of group ``label`` over the
+    stored runs (None with fewer than two runs that have the group)."""
+    values = []
+    for run in runs:
+        for group, value, *_ in stat_fn(run):
+            if group == label and value == value:
+                values.append(value)
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return latency.Z * math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _noisy(runs, stat_fn, parts, verdicts, reproduce_at, fail_at, fmt):
+    """Decide each (label, value, text, forced) of ``parts`` with its band from ``runs``."""
+    out_parts, out_verdicts = [], []
+    for label, value, text, forced in parts:
+        if forced:
+            out_parts.append(text)
+            out_verdicts.append(forced)
+            continue
+        band = _band(runs, stat_fn, label)
+        if band is None:
+            note = " (no seed spread: noise band 0)" if runs else ""
+            band = 0.0
+        else:
+            note = f" (noise band +/-{fmt(band)} over {len(runs)} stored runs)"
+        out_parts.append(text + note)
+        out_verdicts.append(decide(value, band, reproduce_at, fail_at))
+    return out_parts, out_verdicts + list(verdicts)
 
 
 def _combine(verdicts):
@@ -119,11 +194,11 @@ def _with_stride(d):
 
 # -- speed ---------------------------------------------------------------------
 @CHECKS.register("proposals")
-def proposals(df):
+def proposals(df, runs=()):
     claim = "fewer proposals make Faster R-CNN much faster and R-FCN hardly faster"
     threshold = (
         f"Faster R-CNN >= {FASTER_RCNN_MIN_SPEEDUP}x and R-FCN <= {RFCN_MAX_SPEEDUP}x "
-        "faster from the most to the fewest proposals (Fig. 10)"
+        "faster from the most to the fewest proposals, the whole 90% interval (Fig. 10)"
     )
     d = _with_proposals(ok_rows(df))
     speedups = {}
@@ -133,9 +208,8 @@ def proposals(df):
         for label, g in groups:
             m = mean_by(g, "num_proposals")
             lo, hi = m.index.min(), m.index.max()
-            speedups.setdefault(arch, []).append(
-                (label, lo, hi, m.loc[hi, col] / m.loc[lo, col], col)
-            )
+            ratio = latency.ratio_interval(_times(m, hi, col), _times(m, lo, col))
+            speedups.setdefault(arch, []).append((label, lo, hi, ratio, col))
     if set(speedups) != {"faster_rcnn", "rfcn"}:
         missing = [a for a in ("faster_rcnn", "rfcn") if a not in speedups]
         return Finding(
@@ -146,16 +220,27 @@ def proposals(df):
             threshold,
         )
     measured = "; ".join(
-        f"{label}: {hi:g} -> {lo:g} proposals {s:.2f}x faster ({col})"
+        f"{label}: {hi:g} -> {lo:g} proposals {_speed_text(*r, col).replace('x (', 'x faster (', 1)}"
         for arch in ("faster_rcnn", "rfcn")
-        for label, lo, hi, s, col in speedups[arch]
+        for label, lo, hi, r, col in speedups[arch]
     )
-    ok = all(s >= FASTER_RCNN_MIN_SPEEDUP for *_, s, _ in speedups["faster_rcnn"]) and all(
-        s <= RFCN_MAX_SPEEDUP for *_, s, _ in speedups["rfcn"]
-    )
-    return Finding(
-        "proposals", claim, measured, "reproduced" if ok else "not reproduced", threshold
-    )
+    verdicts = [
+        _at_least(r[1], r[2], FASTER_RCNN_MIN_SPEEDUP) for *_, r, _ in speedups["faster_rcnn"]
+    ]
+    # R-FCN "hardly faster": its speed-up at most RFCN_MAX_SPEEDUP
+    verdicts += [
+        (lambda v: None if v is None else not v)(_at_least(r[1], r[2], RFCN_MAX_SPEEDUP + 1e-12))
+        for *_, r, _ in speedups["rfcn"]
+    ]
+    return Finding("proposals", claim, measured, _all_of(verdicts), threshold)
+
+
+def _all_of(parts):
+    """True / False / None parts -> one verdict: any False: not reproduced; all True:
+    reproduced; else inconclusive."""
+    if any(p is False for p in parts):
+        return "not reproduced"
+    return "reproduced" if parts and all(p is True for p in parts) else "inconclusive"
 
 
 def _stride_groups(d):
@@ -167,9 +252,12 @@ def _stride_groups(d):
 
 
 @CHECKS.register("stride")
-def stride(df):
+def stride(df, runs=()):
     claim = "output stride 8 is slower than 16"
-    threshold = f"stride 8 takes >= {STRIDE8_MIN_SLOWDOWN}x the time of 16 (Fig. 9: +63%)"
+    threshold = (
+        f"stride 8 takes >= {STRIDE8_MIN_SLOWDOWN}x the time of 16, the whole 90% interval "
+        "(Fig. 9: +63%)"
+    )
     groups = _stride_groups(ok_rows(df))
     if not groups:
         return Finding(
@@ -179,26 +267,52 @@ def stride(df):
     ratios = []
     for label, g in groups:
         m = mean_by(g, "output_stride")
-        ratios.append((label, m.loc[8.0, col] / m.loc[16.0, col]))
+        ratios.append((label, latency.ratio_interval(_times(m, 8.0, col), _times(m, 16.0, col))))
     measured = "; ".join(
-        f"{label}: stride 8 takes {r:.2f}x stride 16 ({col})" for label, r in ratios
+        f"{label}: stride 8 takes {_speed_text(*r, col)} stride 16" for label, r in ratios
     )
-    ok = all(r >= STRIDE8_MIN_SLOWDOWN for _, r in ratios)
-    return Finding("stride", claim, measured, "reproduced" if ok else "not reproduced", threshold)
+    verdict = _all_of([_at_least(r[1], r[2], STRIDE8_MIN_SLOWDOWN) for _, r in ratios])
+    return Finding("stride", claim, measured, verdict, threshold)
 
 
 # -- accuracy ------------------------------------------------------------------
+# Each accuracy finding is a statistic per group of cells (``_stat_*``: [(label,
+# value, text, forced verdict or None)]), decided against its thresholds with the
+# band of the same statistic over the grid's stored runs (``_noisy``).
+def _stat_proposals_accuracy(df):
+    d = _with_proposals(ok_rows(df))
+    d = d[(d["meta_arch"] == "faster_rcnn") & d["mAP"].notna()]
+    out = []
+    for label, g in matched_groups(d, "num_proposals"):
+        m = mean_by(g, "num_proposals")
+        hi = m.index.max()
+        lo = min(n for n in m.index if n >= hi * PROPOSALS_MIN_FRACTION)
+        if lo == hi:
+            text = f"{label}: no count between 1/6 of {hi:g} and {hi:g}"
+            out.append((label, math.nan, text, "inconclusive"))
+            continue
+        kept = m.loc[lo, "mAP"] / m.loc[hi, "mAP"] if m.loc[hi, "mAP"] > 0 else math.nan
+        text = (
+            f"{label}: mAP {m.loc[hi, 'mAP']:.3f} at {hi:g} -> {m.loc[lo, 'mAP']:.3f} "
+            f"at {lo:g} proposals ({kept:.0%} kept)"
+        )
+        forced = None
+        if g["learnt"].astype(object).eq(False).any():
+            text += " (model has not learnt the set)"
+            forced = "inconclusive"
+        out.append((label, kept, text, forced))
+    return out
+
+
 @CHECKS.register("proposals_accuracy")
-def proposals_accuracy(df):
+def proposals_accuracy(df, runs=()):
     claim = "fewer proposals cost Faster R-CNN little accuracy"
     threshold = (
         f"the fewest proposals >= 1/6 of the most keep >= {PROPOSALS_MIN_KEPT:.0%} of "
-        "its mAP (Fig. 10: 50 of 300 keep ~96%)"
+        "its mAP, beyond the noise band (Fig. 10: 50 of 300 keep ~96%)"
     )
-    d = _with_proposals(ok_rows(df))
-    d = d[(d["meta_arch"] == "faster_rcnn") & d["mAP"].notna()]
-    groups = matched_groups(d, "num_proposals")
-    if not groups:
+    stats = _stat_proposals_accuracy(df)
+    if not stats:
         return Finding(
             "proposals_accuracy",
             claim,
@@ -206,38 +320,44 @@ def proposals_accuracy(df):
             "not measured",
             threshold,
         )
-    parts, verdicts = [], []
-    for label, g in groups:
-        m = mean_by(g, "num_proposals")
-        hi = m.index.max()
-        lo = min(n for n in m.index if n >= hi * PROPOSALS_MIN_FRACTION)
-        if lo == hi:
-            parts.append(f"{label}: no count between 1/6 of {hi:g} and {hi:g}")
-            verdicts.append("inconclusive")
-            continue
-        kept = m.loc[lo, "mAP"] / m.loc[hi, "mAP"] if m.loc[hi, "mAP"] > 0 else math.nan
-        parts.append(
-            f"{label}: mAP {m.loc[hi, 'mAP']:.3f} at {hi:g} -> {m.loc[lo, 'mAP']:.3f} "
-            f"at {lo:g} proposals ({kept:.0%} kept)"
-        )
-        if g["learnt"].astype(object).eq(False).any():
-            parts[-1] += " (model has not learnt the set)"
-            verdicts.append("inconclusive")
-        else:
-            verdicts.append("reproduced" if kept >= PROPOSALS_MIN_KEPT else "not reproduced")
+    parts, verdicts = _noisy(
+        runs,
+        _stat_proposals_accuracy,
+        stats,
+        [],
+        PROPOSALS_MIN_KEPT,
+        PROPOSALS_MIN_KEPT,
+        lambda b: f"{b:.0%}",
+    )
     return Finding("proposals_accuracy", claim, "; ".join(parts), _combine(verdicts), threshold)
 
 
+def _stat_stride_accuracy(df):
+    d = learnt_rows(df)
+    out = []
+    for label, g in _stride_groups(d[d["mAP"].notna()]):
+        m = mean_by(g, "output_stride")
+        a8, a16 = m.loc[8.0, "mAP"], m.loc[16.0, "mAP"]
+        gain = a8 / a16 - 1 if a16 > 0 else math.nan
+        how = ""
+        if "train_output_stride" in g and g["train_output_stride"].nunique() == 1:
+            how = f" (trained at {float(g['train_output_stride'].iloc[0]):g})"
+        elif "train_output_stride" in g and g["train_output_stride"].nunique() > 1:
+            how = " (a model trained at each stride)"
+        text = f"{label}{how}: mAP {a16:.3f} at 16 -> {a8:.3f} at 8 ({100 * gain:+.1f}%)"
+        out.append((label, gain, text, None))
+    return out
+
+
 @CHECKS.register("stride_accuracy")
-def stride_accuracy(df):
+def stride_accuracy(df, runs=()):
     claim = "output stride 8 is more accurate than 16"
     threshold = (
         f"mAP at stride 8 >= (1 + {STRIDE8_MIN_GAIN:g}) x mAP at 16; <= (1 - "
-        f"{STRIDE8_MIN_GAIN:g}) x: not reproduced (Fig. 9: about +5%)"
+        f"{STRIDE8_MIN_GAIN:g}) x: not reproduced, beyond the noise band (Fig. 9: about +5%)"
     )
-    d = learnt_rows(df)
-    groups = _stride_groups(d[d["mAP"].notna()])
-    if not groups:
+    stats = _stat_stride_accuracy(df)
+    if not stats:
         if _stride_groups(ok_rows(df)):
             return Finding(
                 "stride_accuracy",
@@ -253,21 +373,15 @@ def stride_accuracy(df):
             "not measured",
             threshold,
         )
-    parts, verdicts = [], []
-    for label, g in groups:
-        m = mean_by(g, "output_stride")
-        a8, a16 = m.loc[8.0, "mAP"], m.loc[16.0, "mAP"]
-        gain = a8 / a16 - 1 if a16 > 0 else math.nan
-        how = ""
-        if "train_output_stride" in g and g["train_output_stride"].nunique() == 1:
-            how = f" (trained at {float(g['train_output_stride'].iloc[0]):g})"
-        parts.append(f"{label}{how}: mAP {a16:.3f} at 16 -> {a8:.3f} at 8 ({100 * gain:+.1f}%)")
-        if gain >= STRIDE8_MIN_GAIN:
-            verdicts.append("reproduced")
-        elif gain <= -STRIDE8_MIN_GAIN:
-            verdicts.append("not reproduced")
-        else:
-            verdicts.append("inconclusive")
+    parts, verdicts = _noisy(
+        runs,
+        _stat_stride_accuracy,
+        stats,
+        [],
+        STRIDE8_MIN_GAIN,
+        -STRIDE8_MIN_GAIN,
+        lambda b: f"{100 * b:.1f}%",
+    )
     return Finding("stride_accuracy", claim, "; ".join(parts), _combine(verdicts), threshold)
 
 
@@ -275,27 +389,11 @@ def _relative_loss(high, low):
     return (high - low) / high if high > 0 else math.nan
 
 
-@CHECKS.register("resolution")
-def resolution(df):
-    claim = "halving the input resolution costs small-object mAP most"
-    threshold = (
-        f"small objects' relative mAP loss exceeds medium's and large's by >= "
-        f"{RESOLUTION_MARGIN:.0%} points; small mAP >= {MIN_SMALL_MAP} at full "
-        "resolution (Figs. 7-8)"
-    )
+def _stat_resolution(df):
     d = ok_rows(df)
     d = d[d["resolution"].notna() & d["mAP"].notna()]
-    groups = matched_groups(d, "resolution")
-    if not groups:
-        return Finding(
-            "resolution",
-            claim,
-            "no trained model evaluated at two resolutions",
-            "not measured",
-            threshold,
-        )
-    parts, verdicts = [], []
-    for label, g in groups:
+    out = []
+    for label, g in matched_groups(d, "resolution"):
         m = mean_by(g, "resolution")
         lo, hi = m.index.min(), m.index.max()
         losses = {
@@ -312,21 +410,47 @@ def resolution(df):
             if len(trained) == 1
             else ""
         )
-        parts.append(f"{label}: {hi:g} -> {lo:g} px{how}: {aps}")
+        text = f"{label}: {hi:g} -> {lo:g} px{how}: {aps}"
         if m.loc[hi, "mAP (small)"] < MIN_SMALL_MAP:
-            parts[-1] += (
+            text += (
                 f" (small-object mAP {m.loc[hi, 'mAP (small)']:.3f} < "
                 f"{MIN_SMALL_MAP} at {hi:g} px: too little trained to compare)"
             )
-            verdicts.append("inconclusive")
+            out.append((label, math.nan, text, "inconclusive"))
             continue
         others = [losses[s] for s in ("medium", "large") if not math.isnan(losses[s])]
-        if all(losses["small"] >= o + RESOLUTION_MARGIN for o in others):
-            verdicts.append("reproduced")
-        elif any(losses["small"] <= o - RESOLUTION_MARGIN for o in others):
-            verdicts.append("not reproduced")
-        else:
-            verdicts.append("inconclusive")
+        # how much more the small objects lose than the size that loses most after them
+        margin = losses["small"] - max(others) if others else math.nan
+        out.append((label, margin, text, None if others else "inconclusive"))
+    return out
+
+
+@CHECKS.register("resolution")
+def resolution(df, runs=()):
+    claim = "halving the input resolution costs small-object mAP most"
+    threshold = (
+        f"small objects' relative mAP loss exceeds medium's and large's by >= "
+        f"{RESOLUTION_MARGIN:.0%} points beyond the noise band; small mAP >= "
+        f"{MIN_SMALL_MAP} at full resolution (Figs. 7-8)"
+    )
+    stats = _stat_resolution(df)
+    if not stats:
+        return Finding(
+            "resolution",
+            claim,
+            "no trained model evaluated at two resolutions",
+            "not measured",
+            threshold,
+        )
+    parts, verdicts = _noisy(
+        runs,
+        _stat_resolution,
+        stats,
+        [],
+        RESOLUTION_MARGIN,
+        -RESOLUTION_MARGIN,
+        lambda b: f"{100 * b:.0f} points",
+    )
     return Finding("resolution", claim, "; ".join(parts), _combine(verdicts), threshold)
 
 
@@ -341,21 +465,18 @@ def _at_training_configuration(d):
             | (d["output_stride"].astype(float) == d["train_output_stride"].astype(float))
         )
         d = d[same]
+    if "runtime" in d:  # the model as trained: in-process, not a converted artifact
+        runtime = d["runtime"].fillna("").astype(str)
+        d = d[runtime.isin(["", "tf_function"])]
     props = pd.to_numeric(d["num_proposals"], errors="coerce")
     most = props.groupby(d["train_key"]).transform("max")
     return d[props.isna() | (props == most)]
 
 
-@CHECKS.register("ssd_small_objects")
-def ssd_small_objects(df):
-    claim = "SSD falls furthest behind the two-stage models on small objects (same extractor)"
-    threshold = (
-        f"SSD / best two-stage mAP is lowest for small objects, by >= "
-        f"{SSD_SMALL_MARGIN:g} against medium and large (Fig. 5)"
-    )
+def _stat_ssd_small_objects(df):
     d = _at_training_configuration(learnt_rows(df))
     d = d[d["mAP (small)"].notna()]
-    parts, verdicts = [], []
+    out = []
     for extractor, g in d.groupby("feature_extractor"):
         ssd, two = g[g["meta_arch"] == "ssd"], g[g["meta_arch"] != "ssd"]
         if ssd.empty or two.empty:
@@ -366,22 +487,27 @@ def ssd_small_objects(df):
             z: (s[f"mAP ({z})"] / t[f"mAP ({z})"] if t[f"mAP ({z})"] > 0 else math.nan)
             for z in SIZES
         }
-        parts.append(
-            f"{extractor}: SSD / {t['label']}: "
-            + ", ".join(
-                f"{z} {s[f'mAP ({z})']:.3f}/{t[f'mAP ({z})']:.3f} = {ratios[z]:.2f}" for z in SIZES
-            )
+        text = f"{extractor}: SSD / {t['label']}: " + ", ".join(
+            f"{z} {s[f'mAP ({z})']:.3f}/{t[f'mAP ({z})']:.3f} = {ratios[z]:.2f}" for z in SIZES
         )
         others = [ratios[z] for z in ("medium", "large") if not math.isnan(ratios[z])]
         if math.isnan(ratios["small"]) or not others:
-            verdicts.append("inconclusive")
-        elif all(ratios["small"] <= o - SSD_SMALL_MARGIN for o in others):
-            verdicts.append("reproduced")
-        elif any(ratios["small"] >= o + SSD_SMALL_MARGIN for o in others):
-            verdicts.append("not reproduced")
-        else:
-            verdicts.append("inconclusive")
-    if not parts:
+            out.append((extractor, math.nan, text, "inconclusive"))
+            continue
+        # how far the small objects' ratio sits below the lowest other ratio
+        out.append((extractor, min(others) - ratios["small"], text, None))
+    return out
+
+
+@CHECKS.register("ssd_small_objects")
+def ssd_small_objects(df, runs=()):
+    claim = "SSD falls furthest behind the two-stage models on small objects (same extractor)"
+    threshold = (
+        f"SSD / best two-stage mAP is lowest for small objects, by >= "
+        f"{SSD_SMALL_MARGIN:g} against medium and large beyond the noise band (Fig. 5)"
+    )
+    stats = _stat_ssd_small_objects(df)
+    if not stats:
         return Finding(
             "ssd_small_objects",
             claim,
@@ -389,25 +515,48 @@ def ssd_small_objects(df):
             "not measured",
             threshold,
         )
+    parts, verdicts = _noisy(
+        runs,
+        _stat_ssd_small_objects,
+        stats,
+        [],
+        SSD_SMALL_MARGIN,
+        -SSD_SMALL_MARGIN,
+        lambda b: f"{b:.2f}",
+    )
     return Finding("ssd_small_objects", claim, "; ".join(parts), _combine(verdicts), threshold)
 
 
-@CHECKS.register("rfcn_vs_faster_rcnn")
-def rfcn_vs_faster_rcnn(df):
-    claim = "R-FCN comes close to Faster R-CNN's accuracy and is faster at >= 100 proposals"
-    threshold = (
-        f"R-FCN mAP >= {RFCN_MIN_RELATIVE_MAP:.0%} of Faster R-CNN's and its time "
-        f"lower, same extractor, stride, resolution and >= {RFCN_MIN_PROPOSALS} "
-        "proposals (Figs. 2, 10)"
-    )
+def _rfcn_groups(df):
     d = _with_proposals(learnt_rows(df))
     d = d[d["meta_arch"].isin(["faster_rcnn", "rfcn"]) & d["mAP"].notna()]
     d = d[d["num_proposals"].astype(float) >= RFCN_MIN_PROPOSALS]
-    groups = [
+    return [
         (label, g)
         for label, g in matched_groups(d, "meta_arch")
         if {"faster_rcnn", "rfcn"} <= set(g["meta_arch"])
     ]
+
+
+def _stat_rfcn_accuracy(df):
+    out = []
+    for label, g in _rfcn_groups(df):
+        m = g.groupby("meta_arch").mean(numeric_only=True)
+        f, r = m.loc["faster_rcnn"], m.loc["rfcn"]
+        rel = r["mAP"] / f["mAP"] if f["mAP"] > 0 else math.nan
+        out.append((label, rel, f"mAP {r['mAP']:.3f} vs {f['mAP']:.3f} ({rel:.0%})", None))
+    return out
+
+
+@CHECKS.register("rfcn_vs_faster_rcnn")
+def rfcn_vs_faster_rcnn(df, runs=()):
+    claim = "R-FCN comes close to Faster R-CNN's accuracy and is faster at >= 100 proposals"
+    threshold = (
+        f"R-FCN mAP >= {RFCN_MIN_RELATIVE_MAP:.0%} of Faster R-CNN's beyond the noise band "
+        f"and its time lower beyond the 90% interval, same extractor, stride, resolution and "
+        f">= {RFCN_MIN_PROPOSALS} proposals (Figs. 2, 10)"
+    )
+    groups = _rfcn_groups(df)
     if not groups:
         return Finding(
             "rfcn_vs_faster_rcnn",
@@ -417,19 +566,25 @@ def rfcn_vs_faster_rcnn(df):
             threshold,
         )
     col = _time_column(groups)
+    acc_parts, acc_verdicts = _noisy(
+        runs,
+        _stat_rfcn_accuracy,
+        _stat_rfcn_accuracy(df),
+        [],
+        RFCN_MIN_RELATIVE_MAP,
+        RFCN_MIN_RELATIVE_MAP,
+        lambda b: f"{b:.0%}",
+    )
     parts, verdicts = [], []
-    for label, g in groups:
+    for (label, g), text, acc in zip(groups, acc_parts, acc_verdicts):
         m = g.groupby("meta_arch").mean(numeric_only=True)
-        f, r = m.loc["faster_rcnn"], m.loc["rfcn"]
-        rel = r["mAP"] / f["mAP"] if f["mAP"] > 0 else math.nan
-        speed = f[col] / r[col]
+        speed = latency.ratio_interval(_times(m, "faster_rcnn", col), _times(m, "rfcn", col))
+        faster = _at_least(speed[1], speed[2], 1.0 + 1e-12)
         parts.append(
-            f"{label}: mAP {r['mAP']:.3f} vs {f['mAP']:.3f} ({rel:.0%}), R-FCN "
-            f"{speed:.2f}x faster ({col})"
+            f"{label}: {text}, R-FCN {_speed_text(*speed, col).replace('x (', 'x faster (', 1)}"
         )
-        verdicts.append(
-            "reproduced" if rel >= RFCN_MIN_RELATIVE_MAP and speed > 1 else "not reproduced"
-        )
+        accurate = {"reproduced": True, "not reproduced": False}.get(acc)
+        verdicts.append(_all_of([accurate, faster]))
     return Finding("rfcn_vs_faster_rcnn", claim, "; ".join(parts), _combine(verdicts), threshold)
 
 
@@ -442,7 +597,7 @@ def spearman(x, y):
 
 
 @CHECKS.register("memory")
-def memory(df):
+def memory(df, runs=()):
     claim = "peak memory grows with running time across models"
     threshold = (
         f"Spearman's rank correlation of peak memory and latency >= {MEMORY_MIN_RHO} "
@@ -465,12 +620,13 @@ def memory(df):
             "not measured",
             threshold,
         )
-    rho = spearman(d["latency_ms"], d["peak_rss_mb"])
+    col = latency.time_column(d)[0]
+    rho = spearman(d[col], d["peak_rss_mb"])
     measured = (
         f"rho {rho:.2f} over {len(d)} {runtime + ' ' if runtime else ''}cells "
         f"({d['peak_rss_mb'].min():.0f}-"
-        f"{d['peak_rss_mb'].max():.0f} MiB, {d['latency_ms'].min():.0f}-"
-        f"{d['latency_ms'].max():.0f} ms)"
+        f"{d['peak_rss_mb'].max():.0f} MiB, {d[col].min():.0f}-"
+        f"{d[col].max():.0f} ms, {_TIME_NAMES[col]})"
     )
     verdict = (
         "reproduced" if rho >= MEMORY_MIN_RHO else "not reproduced" if rho <= 0 else "inconclusive"
@@ -478,9 +634,11 @@ def memory(df):
     return Finding("memory", claim, measured, verdict, threshold)
 
 
-def check_all(df):
-    """Every registered finding (by name)."""
-    return [CHECKS.get(name)(df) for name in CHECKS.names()]
+def check_all(df, seed_spread=None):
+    """Every registered finding (by name); ``seed_spread`` (a ``spread.Spread``): the
+    grid's stored runs, whose spread of each accuracy statistic is its noise band."""
+    runs = [to_frame(run["rows"]) for run in seed_spread.runs] if seed_spread else []
+    return [CHECKS.get(name)(df, runs) for name in CHECKS.names()]
 
 
 def markdown(findings):

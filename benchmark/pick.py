@@ -9,16 +9,22 @@ the sweep command that measures it again. When no cell meets the budget,
 
 A cell that failed, has no accuracy, or whose model has not learnt the set
 (``learnt`` False: tables.learnt_flags, the rule of the tables and plots) never wins.
+
+Latencies are the sweep's drift-corrected figures (``benchmark.latency``: the
+median, p90 and p99 in ms at the sweep's median host speed), so a cell timed
+while the host was busy is not pushed out of a budget it meets; rows timed
+without the reference workload fall back to the raw percentiles. A pick whose
+latency interval reaches past the budget says so.
 """
 
 import dataclasses
 import math
 
-from detbench.benchmark.tables import frontier_mask
+from detbench.benchmark import latency
 from detbench.errors import DetbenchError
 
-# --percentile -> the column of that latency percentile (batch 1)
-PERCENTILES = {50: "latency_ms", 90: "latency_p90_ms", 99: "latency_p99_ms"}
+# --percentile -> the column of that latency percentile (batch 1): drift-corrected
+PERCENTILES = latency.PERCENTILE_COLUMNS
 DEFAULT_RUNTIME = "tf_function"  # rows measured before the runtime axis existed
 
 
@@ -33,10 +39,12 @@ class Budget:
     max_memory_mb: float = None
     min_map: float = None
     runtime: str = None
+    corrected: bool = True  # False: the rows have no drift-corrected figure (raw columns)
 
     @property
     def latency_column(self):
-        return PERCENTILES[self.percentile]
+        table = PERCENTILES if self.corrected else latency.RAW_PERCENTILES
+        return table[self.percentile]
 
 
 @dataclasses.dataclass
@@ -69,16 +77,33 @@ def _learnt(row):
     return not (v is False or (isinstance(v, str) and v.lower() == "false"))
 
 
+_FRAME_COLUMNS = ("learnt", latency.FIGURE_LO, latency.FIGURE_HI, *PERCENTILES.values())
+
+
+def with_figures(rows):
+    """The rows with what the table computes over the whole sweep: learnt, the
+    drift-corrected percentiles and the figure's interval."""
+    from detbench.benchmark.tables import to_frame
+
+    if not rows:
+        return []
+    df = to_frame(rows)
+
+    def plain(v):  # numpy scalars -> Python's (learnt False must be `False`)
+        return v.item() if hasattr(v, "item") else v
+
+    return [
+        {**row, **{c: plain(df[c].iloc[i]) for c in _FRAME_COLUMNS if c in df}}
+        for i, row in enumerate(rows)
+    ]
+
+
 def candidates(rows, budget):
     """Rows that can win: measured without error, with an accuracy and the
     budget's latency percentile, learnt, and of the budget's runtime (if any)."""
-    from detbench.benchmark.tables import to_frame
-
     col = budget.latency_column
-    learnt = list(to_frame(rows)["learnt"]) if rows else []
     out = []
-    for row, flag in zip(rows, learnt):
-        row = {**row, "learnt": flag}
+    for row in rows:
         if str(row.get("error") or "").strip() and str(row.get("error")) != "nan":
             continue
         if _number(row.get("mAP")) is None or _number(row.get(col)) is None:
@@ -171,20 +196,27 @@ def _order(budget):
 
 
 def _frontier(rows, budget):
-    """Rows on the speed/accuracy frontier at the budget's percentile, fastest first."""
+    """Rows on the speed/accuracy frontier (tables.frontier_mask: beyond the noise) at
+    the budget's percentile, fastest first."""
     import pandas as pd
+
+    from detbench.benchmark.tables import frontier_mask
 
     if not rows:
         return []
     col = budget.latency_column
     d = pd.DataFrame(
         {
-            "latency_ms": [_number(r[col]) for r in rows],  # what frontier_mask
+            col: [_number(r[col]) for r in rows],
             "mAP": [_number(r["mAP"]) for r in rows],
+            "latency_ms": [_number(r.get("latency_ms")) for r in rows],
             "error": "",
         }
-    )  # reads
-    mask = frontier_mask(d)
+    )
+    if budget.corrected and budget.percentile == 50:  # the interval is the median's
+        d[latency.FIGURE_LO] = [_number(r.get(latency.FIGURE_LO)) for r in rows]
+        d[latency.FIGURE_HI] = [_number(r.get(latency.FIGURE_HI)) for r in rows]
+    mask = frontier_mask(d, time_col=col)
     front = [rows[i] for i in d.index[mask]]
     return sorted(front, key=lambda r: (_number(r[col]), -_number(r["mAP"])))
 
@@ -214,6 +246,10 @@ def pick(rows, budget, results_dir="OUT"):
         raise DetbenchError(
             f"--percentile {budget.percentile}: one of {', '.join(map(str, PERCENTILES))}"
         )
+    rows = with_figures(rows)
+    budget.corrected = bool(rows) and all(
+        _number(r.get(latency.FIGURE)) is not None for r in rows if not r.get("error")
+    )
     rows = candidates(rows, budget)
     if not rows:
         raise NothingWithin(
@@ -250,10 +286,14 @@ def pick(rows, budget, results_dir="OUT"):
 
 def _describe(row, budget):
     mem = _number(row.get("peak_rss_mb"))
-    parts = [
-        f"mAP {_number(row['mAP']):.3f}",
-        f"p{budget.percentile} {_number(row[budget.latency_column]):.1f} ms",
-    ]
+    t = _number(row[budget.latency_column])
+    kind = " drift-corrected" if budget.corrected else ""
+    parts = [f"mAP {_number(row['mAP']):.3f}", f"p{budget.percentile}{kind} {t:.1f} ms"]
+    lo, hi = _number(row.get(latency.FIGURE_LO)), _number(row.get(latency.FIGURE_HI))
+    if budget.corrected and budget.percentile == 50 and lo is not None and hi is not None:
+        parts[-1] += f" (90% interval {lo:.1f}-{hi:.1f})"
+        if hi > budget.max_latency_ms >= t:
+            parts[-1] += ": inside the budget within the noise"
     if mem is not None:
         parts.append(f"{mem:.0f} MiB")
     parts.append(f"runtime {runtime_of(row)}")

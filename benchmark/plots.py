@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from detbench.benchmark import latency  # noqa: E402
 from detbench.benchmark.tables import (  # noqa: E402
     ARCH_NAMES,
     frontier_points,
@@ -125,9 +126,21 @@ def frontier_plot(df, path, footer=""):
         return save_figure(fig, path, footer)
     d["model"] = d.apply(_model_name, axis=1)
     colors = _colors(d["model"].unique())
+    t, tlabel = time_column(d)
+    if t == latency.FIGURE:  # each point's 90% interval, drift-corrected
+        ax.errorbar(
+            d[t],
+            d["mAP"],
+            xerr=[d[t] - d[latency.FIGURE_LO], d[latency.FIGURE_HI] - d[t]],
+            fmt="none",
+            ecolor="0.55",
+            elinewidth=0.9,
+            capsize=2,
+            zorder=2,
+        )
     for _, r in d.iterrows():
         ax.scatter(
-            r["latency_ms"],
+            r[t],
             r["mAP"],
             marker=MARKERS.get(r["meta_arch"], "o"),
             color=colors[r["model"]],
@@ -142,15 +155,15 @@ def frontier_plot(df, path, footer=""):
         if tag and idx not in boxed:
             ax.annotate(
                 tag,
-                (r["latency_ms"], r["mAP"]),
+                (r[t], r["mAP"]),
                 xytext=(5, 5),
                 textcoords="offset points",
                 fontsize=6.5,
                 color="0.25",
             )
-    f = d[d["frontier"]].sort_values("latency_ms")
+    f = d[d["frontier"]].sort_values(t)
     ax.step(
-        f["latency_ms"],
+        f[t],
         f["mAP"],
         where="post",
         color="0.4",
@@ -159,13 +172,13 @@ def frontier_plot(df, path, footer=""):
         zorder=2,
         label="optimality frontier",
     )
-    lo, hi = np.log(d["latency_ms"].min()), np.log(d["latency_ms"].max())
+    lo, hi = np.log(d[t].min()), np.log(d[t].max())
     _log_x(ax)
     ax.margins(y=0.18)  # room for the labels above the highest point, below the title
     placed = []
     for tag, idx in frontier_points(d):
         r = d.loc[idx]
-        right = hi > lo and (np.log(r["latency_ms"]) - lo) / (hi - lo) > 0.6
+        right = hi > lo and (np.log(r[t]) - lo) / (hi - lo) > 0.6
         # the sweet spot's label above its point, the others below; a label that would
         # cover one placed before moves further down (then up) until it does not
         base = 22 if tag == "sweet spot" else -30
@@ -173,7 +186,7 @@ def frontier_plot(df, path, footer=""):
         for k, dy in enumerate(tries):
             note = ax.annotate(
                 f"{tag}\n{r['label']}",
-                (r["latency_ms"], r["mAP"]),
+                (r[t], r["mAP"]),
                 xytext=(-12 if right else 12, dy),
                 ha="right" if right else "left",
                 textcoords="offset points",
@@ -186,7 +199,9 @@ def frontier_plot(df, path, footer=""):
                 break
             note.remove()
         placed.append(box)
-    ax.set_xlabel("latency per image, batch 1 (ms, log scale)")
+    ax.set_xlabel(
+        f"{tlabel}, batch 1, log scale" + (" (bars: 90% interval)" if t == latency.FIGURE else "")
+    )
     ax.set_ylabel("COCO mAP@[.5:.95]")
     ax.set_title("Speed / accuracy trade-off")
     ax.grid(True, which="both", alpha=0.3)
@@ -346,10 +361,11 @@ def flops_plot(df, path, footer=""):
     if len(d):
         d = d.assign(model=d.apply(_model_name, axis=1))
         colors = _colors(d["model"].unique())
+        t, tlabel = time_column(d)
         for _, r in d.iterrows():
             ax.scatter(
                 r["gflops"],
-                r["latency_ms"],
+                r[t],
                 marker=MARKERS.get(r["meta_arch"], "o"),
                 color=colors[r["model"]],
                 s=50,
@@ -357,11 +373,11 @@ def flops_plot(df, path, footer=""):
                 linewidth=0.5,
             )
         x = np.linspace(0, d["gflops"].max() * 1.05, 50)
-        rate = np.median(d["gflops"] / d["latency_ms"])  # GFLOP per ms
+        rate = np.median(d["gflops"] / d[t])  # GFLOP per ms
         ax.plot(x, x / rate, color="0.5", ls=":", label=f"median rate {rate * 1e3:.0f} GFLOP/s")
         _legends(ax, sorted(d["meta_arch"].unique()), colors)
     ax.set_xlabel("GFLOPs per image")
-    ax.set_ylabel("latency (ms)")
+    ax.set_ylabel(tlabel if len(d) else "latency (ms)")
     ax.set_title("FLOPs vs time")
     ax.grid(True, alpha=0.3)
     return save_figure(fig, path, footer)

@@ -8,7 +8,7 @@ import os
 from detbench.benchmark import report_budget
 from detbench.benchmark.environment import measured_on
 from detbench.benchmark.results import atomic_write
-from detbench.benchmark.tables import MD_COLUMNS, format_cell, ok_rows
+from detbench.benchmark.tables import MD_COLUMNS, format_cell, ok_rows, time_column
 
 PROTOCOL = """\
 <ul>
@@ -95,14 +95,15 @@ def _findings_html(findings):
 
 
 def render(df, plot_paths, env=None, title="detbench sweep", summary="", findings=()):
-    ok = ok_rows(df).sort_values("latency_ms")
+    ok = ok_rows(df)
+    ok = ok.sort_values(time_column(ok)[0])
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in MD_COLUMNS)
     rows = []
     for _, r in ok.iterrows():
         cls = ' class="frontier"' if r["frontier"] else ""
         cls += " " + report_budget.row_attributes(r.to_dict())
         cells = "".join(
-            f'<td data-v="{html.escape(_sort_value(r[c]))}">{html.escape(format_cell(r[c], c))}</td>'
+            f'<td data-v="{html.escape(_sort_value(r[c]))}">{html.escape(format_cell(r[c], c, r))}</td>'
             for c, _ in MD_COLUMNS
         )
         rows.append(f"<tr{cls}>{cells}</tr>")

@@ -10,6 +10,7 @@ ties going to the faster, then the smaller, then the label.
 import html
 import math
 
+from detbench.benchmark import latency
 from detbench.benchmark.pick import PERCENTILES, _learnt, _number
 
 W, H, LEFT, RIGHT, TOP, BOTTOM = 720, 360, 60, 20, 20, 45
@@ -17,7 +18,13 @@ W, H, LEFT, RIGHT, TOP, BOTTOM = 720, 360, 60, 20, 20, 45
 
 def row_attributes(r):
     """data-* attributes of a table row, what the budget script reads."""
-    values = {f"p{p}": _number(r.get(col)) for p, col in PERCENTILES.items()}
+    # the drift-corrected percentiles; rows timed without the reference: the raw ones
+    values = {
+        f"p{p}": _number(r.get(col))
+        if _number(r.get(col)) is not None
+        else _number(r.get(latency.RAW_PERCENTILES[p]))
+        for p, col in PERCENTILES.items()
+    }
     values.update(mem=_number(r.get("peak_rss_mb")), map=_number(r.get("mAP")))
     out = [
         f'data-cell="{html.escape(str(r.get("cell_id")))}"',
@@ -29,18 +36,19 @@ def row_attributes(r):
 
 
 def frontier_svg(df):
-    """Every cell with an accuracy as a circle (x: p50 latency, log scale; y: mAP),
-    the frontier as a step line; empty when no cell has an accuracy."""
+    """Every cell with an accuracy as a circle (x: the drift-corrected p50 latency,
+    log scale; y: mAP), the frontier as a step line; empty when no cell has an accuracy."""
+    col = latency.time_column(df[df["latency_ms"].notna()])[0] if "latency_ms" in df else ""
     pts = [
         (
             r["cell_id"],
-            _number(r["latency_ms"]),
+            _number(r[col]),
             _number(r["mAP"]),
             bool(r["frontier"]),
             str(r["label"]),
         )
         for _, r in df.iterrows()
-        if _number(r.get("latency_ms"))
+        if _number(r.get(col))
         and _number(r.get("mAP")) is not None
         and not str(r.get("error") or "").strip()
     ]
@@ -56,6 +64,7 @@ def frontier_svg(df):
     def y(ap):
         return H - BOTTOM - (ap - a_lo) / a_span * (H - TOP - BOTTOM)
 
+    kind = ", drift-corrected" if col == latency.FIGURE else ""
     front = sorted((p for p in pts if p[3]), key=lambda p: p[1])
     steps = []
     for i, p in enumerate(front):
@@ -83,7 +92,7 @@ def frontier_svg(df):
         f'<line id="budget-line" x1="0" x2="0" y1="{TOP}" y2="{H - BOTTOM}" '
         f'stroke="#c00" visibility="hidden"/>{ticks}'
         f'<text x="{LEFT + (W - LEFT - RIGHT) / 2}" y="{H - 8}" text-anchor="middle">'
-        f"latency p50 (ms, log scale)</text>"
+        f"latency p50 (ms, log scale{kind})</text>"
         f'<text x="14" y="{TOP + (H - TOP - BOTTOM) / 2}" text-anchor="middle" '
         f'transform="rotate(-90 14 {TOP + (H - TOP - BOTTOM) / 2})">mAP '
         f"({a_lo:.3f} - {a_hi:.3f})</text></svg>"

@@ -26,9 +26,12 @@ PROTOCOL_TEXT = (
     "runs of preprocess + predict + postprocess (NMS included) on real evaluation "
     "images, in the cell's runtime at its precision; a second column without "
     "post-processing (in-process runtime only). img/s: throughput at the cell's batch "
-    "size. MiB on disk: the artifact timed and evaluated. latency_rel (results.csv): "
-    "the latency over a fixed reference workload timed after each run, free of "
-    "the host's drift. Memory: peak RSS of the "
+    "size. MiB on disk: the artifact timed and evaluated. What ranks the cells (frontier, "
+    "tables, pick, findings): the drift-corrected latency, each run over a fixed reference "
+    "workload timed before and after it (latency_rel, the median of these ratios, with a "
+    "90% interval from a bootstrap and the ratio's between-process spread), in ms at the "
+    "sweep's median host speed; differences inside the interval are inconclusive. "
+    "Memory: peak RSS of the "
     "cell's own process. FLOPs: traced inference graph, multiply-add = 2. "
     "Accuracy: COCO metrics via pycocotools on the evaluation split."
 )
@@ -406,8 +409,17 @@ def run_sweep(args):
     bar.close()
     if args.export and not args.speed_only:
         export_cells(cells, out_dir)
-    summarize(store, grid, out_dir, settings)
+    summarize(store, grid, out_dir, settings, seed_spread(args.grid, sweep.train_steps))
     return 0
+
+
+def seed_spread(grid_path, train_steps):
+    """The grid's stored runs (benchmark/spread.py), or None; says which."""
+    from detbench.benchmark import spread
+
+    found, note = spread.load(grid_path, train_steps)
+    print(note)
+    return found
 
 
 def _cell_line(label, row):
@@ -603,18 +615,23 @@ def export_cells(cells, out_dir):
         print(f"exported {c.label}: {path}")
 
 
-def summarize(store, grid, out_dir, settings):
+def summarize(store, grid, out_dir, settings, seed_spread=None):
     """Tables, plots and report over every cell of the grid measured so far
     (a --filter run adds its rows to them; rows of cells no longer in the grid
-    stay in results.jsonl only)."""
+    stay in results.jsonl only). ``seed_spread``: the grid's stored runs
+    (benchmark/spread.py), the accuracy noise of the frontier and the findings."""
     from detbench.benchmark import findings as study, plots, report, tables
 
     ids = {c.cell_id for c in grid.cells}
     rows = [r for r in store.rows if r["cell_id"] in ids]
     protocol = PROTOCOL_TEXT.format(runs=settings["num_runs"], warmup=settings["num_warmup"])
-    checked = study.check_all(tables.to_frame(rows)) if rows else []
+    checked = study.check_all(tables.to_frame(rows), seed_spread) if rows else []
     df = tables.write_tables(
-        rows, out_dir, protocol=protocol, findings_md=study.markdown(checked) if checked else ""
+        rows,
+        out_dir,
+        protocol=protocol,
+        findings_md=study.markdown(checked) if checked else "",
+        seed_spread=seed_spread,
     )
     paths = plots.write_plots(df, out_dir)
     env = next((r.get("env") for r in rows if r.get("env")), None)
@@ -647,11 +664,14 @@ def summarize(store, grid, out_dir, settings):
         )
         for label in sorted(set(unlearnt.get("model_label", unlearnt["label"]).astype(str))):
             print(f"  {label}")
-    front = df[df["frontier"]].sort_values("latency_ms")
+    tcol = tables.time_column(df[df["frontier"]])[0]
+    front = df[df["frontier"]].sort_values(tcol)
     if len(front):
-        print("speed/accuracy frontier:")
+        print(
+            f"speed/accuracy frontier ({'drift-corrected' if tcol != 'latency_ms' else 'raw'} ms):"
+        )
         for _, r in front.iterrows():
-            print(f"  {r['latency_ms']:8.1f} ms  mAP {r['mAP']:.3f}  {r['label']}")
+            print(f"  {r[tcol]:8.1f} ms  mAP {r['mAP']:.3f}  {r['label']}")
     if checked:
         print("the study's findings on these results:")
         for f in checked:

@@ -5,6 +5,7 @@ import math
 
 import pandas as pd
 
+from detbench.benchmark import latency, spread
 from detbench.benchmark.results import atomic_write
 from detbench.config.grid import ARCH_NAMES
 
@@ -32,9 +33,18 @@ COLUMNS = (
         "runtime",
         "precision",
         "batch_size",
+        "latency_corrected_ms",
+        "latency_corrected_lo_ms",
+        "latency_corrected_hi_ms",
+        "latency_corrected_p90_ms",
+        "latency_corrected_p99_ms",
         "latency_ms",
         "latency_p90_ms",
         "latency_p99_ms",
+        "latency_rel",
+        "latency_rel_lo",
+        "latency_rel_hi",
+        "reference_ms",
         "throughput_ips",
         "latency_nopost_ms",
         "latency_nopost_p90_ms",
@@ -81,17 +91,20 @@ NUMERIC = [
         "batch_size",
         "throughput_ips",
         "calibration_images",
+        "latency_rel",
+        "latency_rel_lo",
+        "latency_rel_hi",
     )
 ]
 
 # What results.md shows.
 MD_COLUMNS = [
     ("label", "cell"),
-    ("latency_ms", "ms (median)"),
-    ("latency_p90_ms", "ms (p90)"),
-    ("latency_p99_ms", "ms (p99)"),
+    ("latency_corrected_ms", "ms (drift-corrected, 90% interval)"),
+    ("latency_ms", "raw ms p50"),
+    ("latency_p90_ms", "raw p90"),
+    ("latency_p99_ms", "raw p99"),
     ("throughput_ips", "img/s"),
-    ("latency_corrected_ms", "ms drift-corrected"),
     ("latency_nopost_ms", "ms w/o NMS"),
     ("first_call_s", "first call s"),
     ("peak_rss_mb", "peak MiB"),
@@ -164,7 +177,10 @@ def matched_groups(d, vary):
     return out
 
 
-def to_frame(rows):
+def to_frame(rows, seed_spread=None):
+    """Result rows -> the table: flat columns, the drift-corrected latency figure
+    (``latency.add_columns``), the cells' run-to-run accuracy spread where
+    ``seed_spread`` (a ``spread.Spread``) has it, learnt flags and the frontier."""
     flat = []
     for r in rows:
         f = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
@@ -180,27 +196,17 @@ def to_frame(rows):
     # A column no row has comes back as None objects, which numeric aggregations drop.
     for c in NUMERIC:
         df[c] = pd.to_numeric(df[c], errors="coerce")
+    latency.add_columns(df)
+    spread.attach(df, seed_spread)
     df["learnt"] = learnt_flags(df)
     df["frontier"] = frontier_mask(df)
-    # The latency at the table's median host speed: latency_rel (latency over the
-    # reference workload timed between the runs) times the median reference time.
-    # Cells measured minutes apart on a drifting host compare on this column.
-    if {"latency_rel", "reference_ms"} <= set(df.columns):
-        df["latency_corrected_ms"] = (
-            pd.to_numeric(df["latency_rel"], errors="coerce")
-            * pd.to_numeric(df["reference_ms"], errors="coerce").median()
-        )
-    else:
-        df["latency_corrected_ms"] = float("nan")
     return df
 
 
 def time_column(d):
-    """(column, axis label) for comparing cells' times: the drift-corrected latency
-    where every cell has one, else the raw median."""
-    if len(d) and "latency_corrected_ms" in d and d["latency_corrected_ms"].notna().all():
-        return "latency_corrected_ms", "latency (ms at the sweep's median host speed)"
-    return "latency_ms", "latency (ms)"
+    """(column, axis label) for comparing cells' times: the drift-corrected figure
+    where every cell has one, else the raw median (``latency.time_column``)."""
+    return latency.time_column(d)
 
 
 def learnt_flags(df):
@@ -231,49 +237,80 @@ def mean_by(g, col):
     return g.assign(_v=g[col].astype(float)).groupby("_v").mean(numeric_only=True)
 
 
-def frontier_mask(df, time_col="latency_ms", acc_col="mAP"):
-    """Pareto-optimal cells: no other cell is at least as fast and strictly more accurate
-    (or strictly faster and at least as accurate)."""
+def _accuracy_sd(row, acc_col):
+    sd = row.get(f"{acc_col}_sd", float("nan"))
+    return 0.0 if sd is None or sd != sd else float(sd)
+
+
+def dominates(y, x, time_col, acc_col="mAP"):
+    """Cell y dominates cell x: y is not slower and not less accurate than x beyond
+    the noise, and better than x on one of them beyond it. The noise: each cell's
+    latency interval (``latency.compare``) and its run-to-run accuracy spread
+    (``<acc>_sd`` columns); where a row has neither, plain comparisons."""
+    ty, tx = latency.interval(y, time_col), latency.interval(x, time_col)
+    band = latency.Z * math.hypot(_accuracy_sd(y, acc_col), _accuracy_sd(x, acc_col))
+    gain = y[acc_col] - x[acc_col]
+    if band > 0:
+        more_accurate, not_less = gain > band, gain >= -band
+    else:
+        more_accurate, not_less = gain > 0, gain >= 0
+    verdict = latency.compare(ty, tx)[0]
+    if ty[1] == ty[2] and tx[1] == tx[2]:  # no intervals: the raw order
+        faster, not_slower = ty[0] < tx[0], ty[0] <= tx[0]
+    else:
+        faster, not_slower = verdict == "faster", verdict != "slower"
+    return not_slower and not_less and (faster or more_accurate)
+
+
+def frontier_mask(df, time_col=None, acc_col="mAP"):
+    """The speed/accuracy frontier: the cells no other cell dominates (``dominates``:
+    with the noise of both axes, a cell inside another's noise is not beaten by it,
+    so the frontier does not change with a drifting host or a training's luck)."""
     mask = pd.Series(False, index=df.index)
     ok = _ok(df) & df[acc_col].notna() if acc_col in df else pd.Series(False, index=df.index)
     if "learnt" in df:
         ok &= df["learnt"].astype(object) != False  # noqa: E712  (a model that did not learn)
-    pts = df[ok].sort_values([time_col, acc_col], ascending=[True, False])
-    best = -math.inf
-    for idx, row in pts.iterrows():
-        if row[acc_col] > best:
-            mask[idx] = True
-            best = row[acc_col]
+    pts = df[ok]
+    time_col = time_col or latency.time_column(pts)[0]
+    rows = [(idx, r) for idx, r in pts.iterrows()]
+    for idx, x in rows:
+        mask[idx] = not any(dominates(y, x, time_col, acc_col) for jdx, y in rows if jdx != idx)
     return mask
 
 
 def frontier_points(df):
     """(fastest, sweet spot, most accurate) indices on the frontier, or []."""
-    f = df[df["frontier"]].sort_values("latency_ms")
+    col = latency.time_column(df)[0]
+    f = df[df["frontier"]].sort_values(col)
     if f.empty:
         return []
     fastest, accurate = f.index[0], f["mAP"].idxmax()
     # sweet spot: the frontier point with the best mAP per log-time gain over
     # the fastest (the knee), defaulting to the middle point.
-    t0, a0 = f.loc[fastest, "latency_ms"], f.loc[fastest, "mAP"]
+    t0, a0 = f.loc[fastest, col], f.loc[fastest, "mAP"]
     best, sweet = -math.inf, f.index[len(f) // 2]
     for idx, row in f.iterrows():
         if idx in (fastest, accurate):
             continue
-        gain = (row["mAP"] - a0) / max(math.log(row["latency_ms"] / t0), 1e-6)
+        gain = (row["mAP"] - a0) / max(math.log(row[col] / t0), 1e-6)
         if gain > best:
             best, sweet = gain, idx
     return [("fastest", fastest), ("sweet spot", sweet), ("most accurate", accurate)]
 
 
-def format_cell(v, col):
-    """A results value as results.md and report.html print it (column-dependent)."""
+def format_cell(v, col, row=None):
+    """A results value as results.md and report.html print it (column-dependent;
+    ``row``: the figure's interval is printed beside it)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if col == "params":
         return f"{v / 1e6:.1f}"
     if col == "frontier":
         return "*" if v else ""
+    if col == latency.FIGURE and row is not None:
+        lo, hi = row.get(latency.FIGURE_LO), row.get(latency.FIGURE_HI)
+        if lo == lo and hi == hi and lo is not None and hi is not None:
+            return f"{v:.1f} ({lo:.1f}-{hi:.1f})"
     if isinstance(v, float):
         if col in ACCURACY_KEYS:
             return f"{v:.3f}"
@@ -282,28 +319,33 @@ def format_cell(v, col):
 
 
 def markdown(df):
-    ok = df[_ok(df)].sort_values("latency_ms")
+    ok = df[_ok(df)]
+    ok = ok.sort_values(latency.time_column(ok)[0])
     failed = df[~_ok(df)]
     out = io.StringIO()
     out.write("| " + " | ".join(h for _, h in MD_COLUMNS) + " |\n")
     out.write("|" + "---|" * len(MD_COLUMNS) + "\n")
     for _, r in ok.iterrows():
-        out.write("| " + " | ".join(format_cell(r[c], c) for c, _ in MD_COLUMNS) + " |\n")
+        out.write("| " + " | ".join(format_cell(r[c], c, r) for c, _ in MD_COLUMNS) + " |\n")
     if len(failed):
         out.write("\nFailed cells:\n\n")
         for _, r in failed.iterrows():
             out.write(f"- {r['label']}: {r['error']}\n")
     out.write(
-        "\n`*` marks the speed/accuracy frontier (no other cell is both faster and more "
-        "accurate).\n"
+        "\n`*` marks the speed/accuracy frontier: no other cell is faster and at least as "
+        "accurate, or more accurate and at least as fast, beyond the noise (the latency's "
+        "90% interval; the accuracy's run-to-run spread where the grid has one). Cells are "
+        "ranked by the drift-corrected latency: the median over the timed runs of each run "
+        "divided by the reference workload timed around it, in ms at the sweep's median "
+        "host speed.\n"
     )
     return out.getvalue()
 
 
-def write_tables(rows, out_dir, protocol="", findings_md=""):
+def write_tables(rows, out_dir, protocol="", findings_md="", seed_spread=None):
     import os
 
-    df = to_frame(rows)
+    df = to_frame(rows, seed_spread)
     atomic_write(os.path.join(out_dir, "results.csv"), df.to_csv(index=False))
     md = "# Results\n\n" + (protocol + "\n\n" if protocol else "") + markdown(df)
     if findings_md:

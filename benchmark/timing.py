@@ -39,31 +39,40 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20, reference=None):
 
     Returns seconds: ``first_call`` (the first call, tracing included),
     ``median``, ``p90``, ``p99``, ``mean``, ``runs`` (the timed runs, after warm-up)
-    and ``total`` (the whole call: first call, warm-up and timed runs). With
-    ``reference`` (a no-argument callable, e.g. ``reference_workload()``), it
-    is timed right after each timed run: ``reference_median`` (seconds) and
-    ``relative_median``, the median over runs of run / its reference run.
+    and ``total`` (the whole call: first call, warm-up and timed runs).
+
+    With ``reference`` (a no-argument callable, e.g. ``reference_workload()``),
+    the reference is timed once before the first timed run and right after each
+    one, so each run is bracketed by two reference runs: ``reference_runs``,
+    ``reference_median`` (seconds), ``relative_runs`` (each run over the mean of
+    its two brackets: the run in units of the host's speed at that moment) and
+    their median ``relative_median`` with its bootstrap interval
+    (``benchmark.latency.relative_interval``).
     """
     if not inputs:
         raise ValueError("time_function needs at least one input")
+    if num_runs < 1:
+        raise ValueError(f"time_function needs at least one timed run, got num_runs={num_runs}")
     begin = start = time.perf_counter()
     block(fn(inputs[0]))
     first = time.perf_counter() - start
     for i in range(num_warmup):
         block(fn(inputs[i % len(inputs)]))
+
+    def timed(f, *args):
+        t0 = time.perf_counter()
+        block(f(*args))
+        return time.perf_counter() - t0
+
+    ref_runs = []
     if reference is not None:
-        for _ in range(2):
-            block(reference())
-    runs, ref_runs = [], []
+        block(reference())  # its own warm-up
+        ref_runs.append(timed(reference))
+    runs = []
     for i in range(num_runs):
-        x = inputs[i % len(inputs)]
-        start = time.perf_counter()
-        block(fn(x))
-        runs.append(time.perf_counter() - start)
+        runs.append(timed(fn, inputs[i % len(inputs)]))
         if reference is not None:
-            start = time.perf_counter()
-            block(reference())
-            ref_runs.append(time.perf_counter() - start)
+            ref_runs.append(timed(reference))
     runs = np.asarray(runs)
     result = {
         "first_call": first,
@@ -75,9 +84,19 @@ def time_function(fn, inputs, num_warmup=3, num_runs=20, reference=None):
         "total": time.perf_counter() - begin,
     }
     if ref_runs:
+        from detbench.benchmark import latency
+
         ref_runs = np.asarray(ref_runs)
-        result["reference_median"] = float(np.median(ref_runs))
-        result["relative_median"] = float(np.median(runs / ref_runs))
+        relative = latency.bracketed_ratios(runs, ref_runs)
+        lo, hi = latency.relative_interval(relative)
+        result.update(
+            reference_runs=ref_runs.tolist(),
+            reference_median=float(np.median(ref_runs)),
+            relative_runs=relative.tolist(),
+            relative_median=float(np.median(relative)),
+            relative_lo=lo,
+            relative_hi=hi,
+        )
     return result
 
 

@@ -29,6 +29,11 @@ def _row(
         "output_stride": output_stride,
         "latency_ms": latency_ms if latency_ms is not None else 10.0 * latency_rel,
         "latency_rel": latency_rel,
+        # a tight 90% interval (+/-1%), so the hand-worked ratios decide; the
+        # intervals' own effect is tested in test_latency.py
+        "latency_rel_lo": None if latency_rel is None else 0.99 * latency_rel,
+        "latency_rel_hi": None if latency_rel is None else 1.01 * latency_rel,
+        "reference_ms": 10.0,
         **extra,
     }
 
@@ -51,8 +56,8 @@ def test_proposals_reproduced_with_hand_worked_speedups():
     f = _check(_proposal_rows(), "proposals")
     # Faster R-CNN 4.0 / 2.0 = 2.00x >= 1.5; R-FCN 1.5 / 1.4 = 1.07x <= 1.25
     assert f.verdict == "reproduced"
-    assert "100 -> 10 proposals 2.00x faster (latency_rel)" in f.measured
-    assert "100 -> 10 proposals 1.07x faster (latency_rel)" in f.measured
+    assert "100 -> 10 proposals 2.00x faster (1.97-2.03, drift-corrected)" in f.measured
+    assert "100 -> 10 proposals 1.07x faster (1.06-1.09, drift-corrected)" in f.measured
 
 
 def test_proposals_not_reproduced_when_rfcn_speeds_up_too():
@@ -69,7 +74,7 @@ def test_raw_latency_when_a_cell_lacks_the_drift_corrected_one():
     rows = _proposal_rows()
     rows[0] = {**rows[0], "latency_rel": None, "latency_ms": 30.0}  # 40 / 30 = 1.33x
     f = _check(rows, "proposals")
-    assert "1.33x faster (latency_ms)" in f.measured and f.verdict == "not reproduced"
+    assert "1.33x faster (raw ms)" in f.measured and f.verdict == "not reproduced"
 
 
 def test_stride_compares_only_otherwise_equal_cells():
@@ -80,7 +85,7 @@ def test_stride_compares_only_otherwise_equal_cells():
     ]
     f = _check(rows, "stride")
     assert f.verdict == "reproduced" and "1.28x" in f.measured  # 5.9 / 4.6
-    rows[1]["latency_rel"] = 4.7  # 1.02x < 1.05
+    rows[1] = _row("s8", "faster_rcnn", 4.7, num_proposals=100, output_stride=8)  # 1.02x
     assert _check(rows, "stride").verdict == "not reproduced"
     assert _check(rows[:1], "stride").verdict == "not measured"
 
@@ -170,8 +175,10 @@ def test_drift_corrected_latency_column():
         dict(_row("c", "ssd", 1.0), reference_ms=20.0),
     ]
     df = tables.to_frame(rows)
-    # latency_rel x the median reference (20 ms)
+    # latency_rel x the median reference (20 ms), its interval likewise
     assert list(df["latency_corrected_ms"]) == [40.0, 60.0, 20.0]
+    assert list(df["latency_corrected_lo_ms"]) == pytest.approx([39.6, 59.4, 19.8])
+    assert list(df["latency_corrected_hi_ms"]) == pytest.approx([40.4, 60.6, 20.2])
     assert tables.time_column(df)[0] == "latency_corrected_ms"
     rows[0]["latency_rel"] = None
     assert tables.time_column(tables.to_frame(rows))[0] == "latency_ms"
@@ -352,7 +359,7 @@ def _rfcn_rows(rfcn_map, rfcn_latency):
 
 def test_rfcn_close_and_faster():
     f = _check(_rfcn_rows(0.28, 20), "rfcn_vs_faster_rcnn")  # 93%, 40 / 20 = 2.00x
-    assert f.verdict == "reproduced" and "(93%), R-FCN 2.00x faster" in f.measured
+    assert f.verdict == "reproduced" and "(93%), R-FCN 2.00x faster (" in f.measured
     assert _check(_rfcn_rows(0.25, 20), "rfcn_vs_faster_rcnn").verdict == "not reproduced"
     assert _check(_rfcn_rows(0.29, 50), "rfcn_vs_faster_rcnn").verdict == "not reproduced"
     assert _check(_rfcn_rows(0.29, 50)[:1], "rfcn_vs_faster_rcnn").verdict == "not measured"
