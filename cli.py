@@ -38,6 +38,10 @@ COMMANDS = {
     "train-accuracy": ("detbench.studies.train_accuracy", "study: mAP against training time"),
     "train-step-time": ("detbench.studies.train_step_time", "study: training step time"),
     "repeatability": ("detbench.studies.repeatability", "study: spread of repeated sweep cells"),
+    "compare-sweeps": (
+        "detbench.studies.compare_sweeps",
+        "study: two runs' verdicts, frontier, ranks",
+    ),
     "seed-spread": (
         "detbench.studies.seed_spread",
         "study: a grid's accuracy over repeated trainings",

@@ -51,7 +51,14 @@ import math
 import pandas as pd
 
 from detbench.benchmark import latency
-from detbench.benchmark.tables import learnt_rows, matched_groups, mean_by, ok_rows, to_frame
+from detbench.benchmark.tables import (
+    at_training_configuration,
+    learnt_rows,
+    matched_groups,
+    mean_by,
+    ok_rows,
+    to_frame,
+)
 from detbench.registry import Registry
 
 # Margins, chosen well outside the drift-corrected timing spread (~1%) and
@@ -454,27 +461,8 @@ def resolution(df, runs=()):
     return Finding("resolution", claim, "; ".join(parts), _combine(verdicts), threshold)
 
 
-def _at_training_configuration(d):
-    """Cells run as their model was trained: test resolution and stride equal the
-    training ones, and, for two-stage models, the most proposals of their model."""
-    d = d[d["resolution"].astype(float) == d["train_resolution"].astype(float)]
-    if "train_output_stride" in d:
-        same = (
-            d["output_stride"].isna()
-            | d["train_output_stride"].isna()
-            | (d["output_stride"].astype(float) == d["train_output_stride"].astype(float))
-        )
-        d = d[same]
-    if "runtime" in d:  # the model as trained: in-process, not a converted artifact
-        runtime = d["runtime"].fillna("").astype(str)
-        d = d[runtime.isin(["", "tf_function"])]
-    props = pd.to_numeric(d["num_proposals"], errors="coerce")
-    most = props.groupby(d["train_key"]).transform("max")
-    return d[props.isna() | (props == most)]
-
-
 def _stat_ssd_small_objects(df):
-    d = _at_training_configuration(learnt_rows(df))
+    d = at_training_configuration(learnt_rows(df))
     d = d[d["mAP (small)"].notna()]
     out = []
     for extractor, g in d.groupby("feature_extractor"):

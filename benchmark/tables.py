@@ -232,6 +232,25 @@ def ok_rows(df):
     return df[_ok(df)].copy()
 
 
+def at_training_configuration(d):
+    """Cells run as their model was trained: test resolution and stride equal the
+    training ones, and, for two-stage models, the most proposals of their model."""
+    d = d[d["resolution"].astype(float) == d["train_resolution"].astype(float)]
+    if "train_output_stride" in d:
+        same = (
+            d["output_stride"].isna()
+            | d["train_output_stride"].isna()
+            | (d["output_stride"].astype(float) == d["train_output_stride"].astype(float))
+        )
+        d = d[same]
+    if "runtime" in d:  # the model as trained: in-process, not a converted artifact
+        runtime = d["runtime"].fillna("").astype(str)
+        d = d[runtime.isin(["", "tf_function"])]
+    props = pd.to_numeric(d["num_proposals"], errors="coerce")
+    most = props.groupby(d["train_key"]).transform("max")
+    return d[props.isna() | (props == most)]
+
+
 def mean_by(g, col):
     """The group's numeric columns averaged per value of ``col`` (as float), indexed by it."""
     return g.assign(_v=g[col].astype(float)).groupby("_v").mean(numeric_only=True)
