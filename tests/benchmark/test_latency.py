@@ -214,3 +214,37 @@ def test_spread_file_applies_at_its_train_steps_only(tmp_path):
     path.write_text("{not json")
     with pytest.raises(DetbenchError, match="g.spread.json"):
         spread.load(str(grid), 300)
+
+
+def _resolution_rows(small_low):
+    """One SSD tested at 160 and 80 px: small 0.30 -> small_low, medium 0.50 -> 0.40
+    (-20%), large 0.60 -> 0.57 (-5%)."""
+
+    def row(label, res, s, m, l):
+        r = _fixed(label, 1.0, (s + m + l) / 3)
+        r.update(
+            {
+                "resolution": res,
+                "train_resolution": 160,
+                "train_key": "ssd",
+                "mAP (small)": s,
+                "mAP (medium)": m,
+                "mAP (large)": l,
+            }
+        )
+        return r
+
+    return [row("hi", 160, 0.30, 0.50, 0.60), row("lo", 80, small_low, 0.40, 0.57)]
+
+
+def test_resolution_band_from_the_stored_runs():
+    # small loses (0.30 - 0.18) / 0.30 = 40%, 20 points more than medium: reproduced
+    df = tables.to_frame(_resolution_rows(0.18))
+    assert findings.resolution(df).verdict == "reproduced"
+    # stored runs where small lost 20% / 40% / 60% (margins 0, 20, 40 points: sd 20,
+    # band 33 points): 20 - 33 < 10 points: inconclusive
+    runs = [tables.to_frame(_resolution_rows(0.30 * (1 - k))) for k in (0.2, 0.4, 0.6)]
+    f = findings.resolution(df, runs)
+    assert (
+        f.verdict == "inconclusive" and "noise band +/-33 points over 3 stored runs" in f.measured
+    )
