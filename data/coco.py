@@ -192,6 +192,26 @@ def _load_image_entry(entry, image_dir, annotations_file):
     return int(image_id), path, width, height
 
 
+def _check_annotation_id(ann, position, seen, annotations_file):
+    """Annotation ids must exist and be unique: pycocotools keys annotations by id, so
+    a repeated id silently replaces the other boxes and the mAP is wrong."""
+    if not isinstance(ann, dict):
+        raise DataError(f"{annotations_file}: annotation #{position} is not an object: {ann!r}")
+    ann_id = ann.get("id")
+    if ann_id is None or isinstance(ann_id, bool) or not isinstance(ann_id, (int, str)):
+        raise DataError(
+            f"{annotations_file}: annotation #{position} (image id {ann.get('image_id')}) "
+            f"has no usable 'id' ({ann_id!r}); every annotation needs a unique id"
+        )
+    if ann_id in seen:
+        raise DataError(
+            f"{annotations_file}: annotation id {ann_id} appears twice (again at "
+            f"annotation #{position}, image id {ann.get('image_id')}); annotation ids "
+            f"must be unique"
+        )
+    seen.add(ann_id)
+
+
 def load_coco(annotations_file, image_dir, skip_bad_examples=False, num_examples=0):
     """Read and validate a COCO dataset; returns CocoData (memoized on the file's mtime)."""
     try:
@@ -220,8 +240,10 @@ def _load_coco(annotations_file, image_dir, skip_bad_examples, num_examples, _fi
     selected_ids = {e.get("id") for e in selected}
     per_image = collections.defaultdict(list)
     eval_ready = True
-    for ann in data.get("annotations", []):
+    annotation_ids = set()
+    for position, ann in enumerate(data.get("annotations", [])):
         eval_ready = eval_ready and "area" in ann and "iscrowd" in ann
+        _check_annotation_id(ann, position, annotation_ids, annotations_file)
         image_id = ann.get("image_id")
         if image_id not in all_ids:
             raise DataError(
