@@ -11,6 +11,7 @@ merges into what it holds, so no writer drops a row another one wrote.
 import json
 import os
 import shutil
+import sys
 import tempfile
 
 from detbench.benchmark.lock import locked_file
@@ -113,6 +114,16 @@ def remove_partial_writes(folder):
     return removed
 
 
+def row_problem(row):
+    """Why a results row cannot stand for its cell ('' when it can): a row holds its
+    cell's measurements (a speed-only one, its latency) or the error that stopped it."""
+    if not isinstance(row["cell_id"], str) or not row["cell_id"]:
+        return f"cell_id {row['cell_id']!r} is not a cell id (a non-empty string)"
+    if not row.get("error") and row.get("latency_ms") is None:
+        return f"cell {row['cell_id']} has neither metrics (latency_ms) nor an error"
+    return ""
+
+
 class ResultsStore:
     """Rows keyed by ``cell_id``; a cell recorded once is never recomputed."""
 
@@ -122,8 +133,13 @@ class ResultsStore:
         self.rows = self._read()
 
     def _read(self):
-        if not os.path.exists(self.path):
+        if not os.path.lexists(self.path):
             return []
+        if not os.path.isfile(self.path):
+            raise DetbenchError(
+                f"{self.path}: is not a regular file (a folder or special file); move it "
+                "aside and the sweep measures every cell again"
+            )
         rows = []
         with open(self.path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
@@ -139,6 +155,14 @@ class ResultsStore:
                     ) from None
                 if not isinstance(row, dict) or "cell_id" not in row:
                     raise DetbenchError(f"{self.path}:{number}: a row needs a cell_id")
+                problem = row_problem(row)
+                if problem:
+                    print(
+                        f"warning: {self.path}:{number}: {problem}; the row is ignored "
+                        "(its cell is measured again)",
+                        file=sys.stderr,
+                    )
+                    continue
                 rows.append(row)
         return rows
 
