@@ -21,6 +21,7 @@ from detbench.config.loader import load_text_proto
 from detbench.config.overrides import apply_override, apply_overrides
 from detbench.config.validate import TWO_STAGE, check_pipeline, meta_arch_config
 from detbench.errors import ConfigError
+from detbench.meta_arch_names import ALL_META_ARCHS
 from detbench.registry import Registry
 
 
@@ -324,6 +325,27 @@ def _axis_fn(axis, where):
     return axis.name, fn
 
 
+def addressed_to(override):
+    """The meta-architecture an override names ('model.faster_rcnn.rpn...=50' ->
+    'faster_rcnn'), or None for one that addresses every pipeline."""
+    parts = override.split("=", 1)[0].strip().split(".")
+    if len(parts) > 2 and parts[0] == "model" and parts[1] in ALL_META_ARCHS:
+        return parts[1]
+    return None
+
+
+def _check_overrides_fit(sweep, names, where):
+    """A sweep override addressed to one meta-architecture applies to its bases only;
+    one whose meta-architecture no base has would apply to nothing: refused."""
+    for o in sweep.override:
+        arch = addressed_to(o)
+        if arch is not None and arch not in names:
+            raise ConfigError(
+                f"{where}: override {o!r}: addresses {arch}, but no base pipeline is a "
+                f"{arch} model (bases: {', '.join(sorted(names))})"
+            )
+
+
 def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
     """{meta_arch: (pipeline, label)} of ``entries`` (BasePipeline messages), with the
     sweep's overrides, then the base's own, then ``train_steps`` (> 0) applied."""
@@ -351,7 +373,7 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
                 f"{at}: a second {name} base pipeline; give a part its own bases instead"
             )
         try:
-            apply_overrides(p, sweep.override)
+            apply_overrides(p, [o for o in sweep.override if addressed_to(o) in (None, name)])
         except ConfigError as e:
             raise ConfigError(f"{sweep_path}: {e}") from None
         try:
@@ -394,10 +416,11 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
                 )
             )
     recipe = pretraining_recipe(sweep, where_file)
-    cells, skipped, ids = [], {}, set()
+    cells, skipped, ids, names = [], {}, set(), set()
     for where, axes, steps, own in parts:
         bases = _load_bases(sweep.base, sweep, sweep_path, where_file, steps)
         bases.update(_load_bases(own, sweep, sweep_path, where, steps, own_part=True))
+        names.update(bases)
         part = _expand_part(axes, bases, check_registry, recipe)
         for cell in part.cells:
             if cell.cell_id not in ids:
@@ -405,6 +428,7 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
                 cells.append(cell)
         for reason, n in part.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
+    _check_overrides_fit(sweep, names, where_file)
     _show_steps_where_they_differ(cells)
     return Grid(cells, skipped, recipe)
 

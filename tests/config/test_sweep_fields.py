@@ -32,3 +32,25 @@ def test_sweep_fields_out_of_range_are_one_line_errors(extra, message):
     with pytest.raises(ConfigError) as e:
         expand_grid(sweep(text), "test.pbtxt", check_registry=False)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_override_for_one_meta_architecture_applies_to_its_bases_only():
+    text = SWEEP + 'override: "model.faster_rcnn.rpn.max_proposals=50"\n'
+    cells = expand_grid(sweep(text), "test.pbtxt", check_registry=False).cells
+    by_arch = {}
+    for c in cells:
+        by_arch.setdefault(c.meta_arch, []).append(c.train_pipeline)
+    assert {p.model.WhichOneof("model") for p in by_arch["ssd"]} == {"ssd"}  # still an SSD
+    assert {p.model.faster_rcnn.rpn.max_proposals for p in by_arch["faster_rcnn"]} == {50}
+    assert 50 not in {p.model.rfcn.rpn.max_proposals for p in by_arch["rfcn"]}
+    assert all(p.train_config.batch_size == 1 for ps in by_arch.values() for p in ps)
+
+
+def test_an_override_for_a_meta_architecture_no_base_has_is_refused():
+    text = SWEEP + 'override: "model.cascade_rcnn.num_classes=3"\n'
+    with pytest.raises(ConfigError) as e:
+        expand_grid(sweep(text), "test.pbtxt", check_registry=False)
+    assert str(e.value) == (
+        "test.pbtxt: override 'model.cascade_rcnn.num_classes=3': addresses cascade_rcnn, "
+        "but no base pipeline is a cascade_rcnn model (bases: faster_rcnn, rfcn, ssd)"
+    )
