@@ -24,6 +24,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from detbench.data.errors import DataError
+from detbench.paths import (
+    MAX_ANNOTATIONS_BYTES,
+    MAX_IMAGE_BYTES,
+    check_input_file,
+    read_bounded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -153,9 +159,16 @@ def normalize_coco_box(bbox, width, height, where):
 
 
 def _read_json(path):
+    check_input_file(
+        path,
+        "annotations_file",
+        MAX_ANNOTATIONS_BYTES,
+        error=DataError,
+        folder_hint="the COCO .json file",
+    )
     try:
         with open(path) as f:
-            data = json.load(f)
+            data = json.loads(read_bounded(f, MAX_ANNOTATIONS_BYTES, "annotations_file", path))
     except FileNotFoundError:
         raise DataError(f"annotations file not found: {path}") from None
     except IsADirectoryError:
@@ -179,6 +192,9 @@ def _load_image_entry(entry, image_dir, annotations_file):
     path = os.path.join(image_dir, file_name)
     where = f"{annotations_file}: image id {image_id}"
     try:
+        check_input_file(
+            path, "", MAX_IMAGE_BYTES, error=functools.partial(BadItem, "corrupt image")
+        )
         width, height, _ = inspect_image(path, path)
     except BadItem as e:
         raise BadItem(e.reason, f"{where}: {e}") from None
@@ -231,6 +247,8 @@ def load_coco(annotations_file, image_dir, skip_bad_examples=False, num_examples
 @functools.lru_cache(maxsize=8)
 def _load_coco(annotations_file, image_dir, skip_bad_examples, num_examples, _file_key):
     data = _read_json(annotations_file)
+    if os.path.exists(image_dir) and not os.path.isdir(image_dir):
+        raise DataError(f"image_dir {image_dir}: is not a folder; give the images' folder")
     category_index, label_of = category_mapping(data.get("categories", []), annotations_file)
     images = data["images"]
     if not images:

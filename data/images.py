@@ -15,6 +15,7 @@ Two decoders, the same conversions:
 import numpy as np
 
 from detbench.data.errors import DataError
+from detbench.paths import MAX_IMAGE_BYTES, check_input_file
 
 # PIL modes whose convert("RGB") is right: palette expanded, alpha dropped (as
 # TensorFlow does), grayscale replicated, CMYK / YCbCr converted.
@@ -58,6 +59,7 @@ def read_rgb(path, name=None):
     from PIL import Image, UnidentifiedImageError
 
     name = name or str(path)
+    check_input_file(path, "", MAX_IMAGE_BYTES, error=DataError, name=name)
     try:
         with Image.open(path) as image:
             return to_rgb(image, name)
