@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from detbench.data.errors import DataError
+from detbench.data.images import ORIENTATION_TAG, oriented_size
 from detbench.paths import (
     MAX_ANNOTATIONS_BYTES,
     MAX_IMAGE_BYTES,
@@ -79,11 +80,14 @@ class BadItem(Exception):
 def inspect_image(source, name):
     """Open an image (path or file object) cheaply: header, PNG CRCs, JPEG end marker.
 
-    Returns (width, height, format). Raises BadItem naming ``name``.
+    Returns (width, height, format) of the upright image (EXIF orientation applied, as
+    every reader applies it: data/images.py). Raises BadItem naming ``name``.
     """
     try:
         with Image.open(source) as image:
-            width, height, fmt = image.width, image.height, image.format
+            orientation = image.getexif().get(ORIENTATION_TAG, 1) if image.format == "JPEG" else 1
+            width, height = oriented_size(image.width, image.height, orientation)
+            fmt = image.format
             image.verify()
     except FileNotFoundError:
         raise BadItem("missing image", f"{name}: image file not found") from None
