@@ -52,7 +52,9 @@ def save_figure(fig, path, footer=""):
         fig.text(
             0.0,
             -0.01,
-            footer,
+            # escaped: matplotlib's wrapping measures '$...$' as mathtext whatever parse_math
+            footer.replace("$", r"\$"),
+            parse_math=True,
             fontsize=7,
             color="0.3",
             ha="left",
@@ -537,4 +539,6 @@ def write_plots(df, out_dir):
     plots_dir = os.path.join(out_dir, "plots")
     os.makedirs(plots_dir, exist_ok=True)
     footer = measured_on(df)
-    return {name: fn(df, os.path.join(plots_dir, name), footer) for name, fn in PLOTS.items()}
+    # Labels, names and paths are drawn as typed: a '$' is a dollar sign, not mathtext.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return {name: fn(df, os.path.join(plots_dir, name), footer) for name, fn in PLOTS.items()}

@@ -13,6 +13,7 @@ command resumes.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -120,6 +121,7 @@ def _filter_values(cell):
     derived = {
         k: "" if v is None else str(v) for k, v in describe_cell(cell).items() if k in FILTER_KEYS
     }
+    derived["train_steps"] = str(cell.train_pipeline.train_config.num_steps)
     return {**derived, **cell.values}
 
 
@@ -135,6 +137,7 @@ FILTER_KEYS = (
     "runtime",
     "precision",
     "batch_size",
+    "train_steps",
 )
 
 
@@ -314,13 +317,13 @@ def run_sweep(args):
     from detbench.benchmark.results import ResultsStore, remove_partial_writes
     from detbench.benchmark.runner import cleanup_orphans
     from detbench.config import load_sweep
+    from detbench.config.checks import check_train_steps
     from detbench.config.grid import expand_grid
 
     check_executor_args(args)
     sweep = load_sweep(args.grid)
     if args.train_steps is not None:
-        if args.train_steps <= 0:
-            raise ConfigError(f"--train-steps: must be positive, got {args.train_steps}")
+        check_train_steps(args.train_steps, "--train-steps", low=1)
         sweep.train_steps = args.train_steps
         for part in sweep.grid:  # the command line wins over every part's own
             part.train_steps = 0
@@ -410,6 +413,16 @@ def run_sweep(args):
     if args.export and not args.speed_only:
         export_cells(cells, out_dir)
     summarize(store, grid, out_dir, settings, seed_spread(args.grid, sweep.train_steps))
+    return _exit_status(store, todo)
+
+
+def _exit_status(store, todo):
+    """1 when every cell this run measured failed (nothing to show for it), else 0."""
+    ids = {c.cell_id for c in todo}
+    rows = [r for r in store.rows if r.get("cell_id") in ids]
+    if rows and all(r.get("error") for r in rows):
+        print(f"every cell of this run failed ({len(rows)}); see the errors above", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -615,6 +628,23 @@ def export_cells(cells, out_dir):
         print(f"exported {c.label}: {path}")
 
 
+@contextlib.contextmanager
+def _summary_file(out_dir, what):
+    """A write of the summary that fails (a full disk, a read-only folder) is one line:
+    the rows are already in results.jsonl and each file is replaced whole or not at all,
+    so the same command, once the cause is gone, finishes the summary."""
+    from detbench.errors import DetbenchError
+
+    try:
+        yield
+    except OSError as e:
+        raise DetbenchError(
+            f"{out_dir}: could not write {what}: {e.strerror or e}; every finished row is "
+            "kept in results.jsonl: free space (or fix the folder) and run the same "
+            "command again to finish the summary"
+        ) from None
+
+
 def summarize(store, grid, out_dir, settings, seed_spread=None):
     """Tables, plots and report over every cell of the grid measured so far
     (a --filter run adds its rows to them; rows of cells no longer in the grid
@@ -626,23 +656,26 @@ def summarize(store, grid, out_dir, settings, seed_spread=None):
     rows = [r for r in store.rows if r["cell_id"] in ids]
     protocol = PROTOCOL_TEXT.format(runs=settings["num_runs"], warmup=settings["num_warmup"])
     checked = study.check_all(tables.to_frame(rows), seed_spread) if rows else []
-    df = tables.write_tables(
-        rows,
-        out_dir,
-        protocol=protocol,
-        findings_md=study.markdown(checked) if checked else "",
-        seed_spread=seed_spread,
-    )
-    paths = plots.write_plots(df, out_dir)
+    with _summary_file(out_dir, "results.csv / results.md"):
+        df = tables.write_tables(
+            rows,
+            out_dir,
+            protocol=protocol,
+            findings_md=study.markdown(checked) if checked else "",
+            seed_spread=seed_spread,
+        )
+    with _summary_file(out_dir, "the plots (plots/*.png)"):
+        paths = plots.write_plots(df, out_dir)
     env = next((r.get("env") for r in rows if r.get("env")), None)
     failed = [r for r in rows if r.get("error")]
     summary = (
         f"{len(rows) - len(failed)} cells done, {sum(grid.skipped.values())} skipped, "
         f"{len(failed)} failed"
     )
-    page = report.write_report(
-        df, list(paths.values()), out_dir, env=env, summary=summary, findings=checked
-    )
+    with _summary_file(out_dir, "report.html"):
+        page = report.write_report(
+            df, list(paths.values()), out_dir, env=env, summary=summary, findings=checked
+        )
     print("\n" + summary)
     for reason, n in sorted(grid.skipped.items()):
         print(f"  skipped {n}: {reason}")

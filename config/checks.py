@@ -82,3 +82,40 @@ def check_image_resizer(arch, field):
             raise ConfigError(
                 f"{field}.image_resizer.{kind}.{name}: {value} px is outside {MIN_SIDE}..{MAX_SIDE}"
             )
+
+
+# Sweep settings: beyond these a value is a typo, not a plan (10 million steps at a
+# second each is four months; a timing of 100000 runs of the slowest cell, a day).
+MAX_TRAIN_STEPS = 10_000_000
+BENCHMARK_BOUNDS = {
+    "num_warmup": (0, 100_000),
+    "num_runs": (1, 100_000),
+    "intra_op_threads": (0, 1024),
+    "inter_op_threads": (0, 1024),
+    "num_timing_images": (1, 10_000),
+}
+
+
+def in_range(value, low, high, field):
+    if not low <= value <= high:
+        raise ConfigError(f"{field}: {value} is outside {low}..{high}")
+
+
+def check_train_steps(value, field, low=0):
+    """A sweep's (or part's, or --train-steps') number of training steps (0: the
+    pipelines' own, where ``low`` allows it)."""
+    in_range(value, low, MAX_TRAIN_STEPS, field)
+
+
+def check_sweep_settings(sweep, where):
+    """The Sweep message's own fields (benchmark settings, train_steps, out_dir), each
+    error naming the field; the grid and the pretraining recipe are checked by
+    ``config.grid.expand_grid``."""
+    for name, (low, high) in BENCHMARK_BOUNDS.items():
+        in_range(getattr(sweep.benchmark, name), low, high, f"{where}: benchmark.{name}")
+    check_train_steps(sweep.train_steps, f"{where}: train_steps")
+    for g, part in enumerate(sweep.grid):
+        name = f" ({part.name})" if part.name else ""
+        check_train_steps(part.train_steps, f"{where}: grid[{g}]{name}.train_steps")
+    if not sweep.out_dir.strip():
+        raise ConfigError(f"{where}: out_dir: empty")

@@ -16,10 +16,12 @@ import os
 
 from google.protobuf import text_format
 
+from detbench.config.checks import check_sweep_settings
 from detbench.config.loader import load_text_proto
 from detbench.config.overrides import apply_override, apply_overrides
 from detbench.config.validate import TWO_STAGE, check_pipeline, meta_arch_config
 from detbench.errors import ConfigError
+from detbench.meta_arch_names import ALL_META_ARCHS
 from detbench.registry import Registry
 
 
@@ -47,17 +49,21 @@ class Cell:
     train_key: str
     cell_id: str
     variant: str = ""  # the base pipeline's label ("" for the sweep's own bases)
+    # The training steps in the labels: set where another cell differs only in them.
+    show_steps: bool = False
 
     @property
     def model_label(self):
         """The trained model, for people: 'SSD MobileNet v2 FPN 160px'."""
-        return model_label(self.train_pipeline, self.variant)
+        return model_label(self.train_pipeline, self.variant, self.show_steps)
 
     @property
     def label(self):
         """The cell, for people: the model, then how it is tested where that differs
         from its training ('tested at 80px', '100 proposals', 'stride 8', other axes)."""
-        return cell_label(self.train_pipeline, self.test_pipeline, self.values, self.variant)
+        return cell_label(
+            self.train_pipeline, self.test_pipeline, self.values, self.variant, self.show_steps
+        )
 
 
 ARCH_NAMES = {
@@ -94,7 +100,7 @@ _LABELLED_AXES = (
 )
 
 
-def model_label(train, variant=""):
+def model_label(train, variant="", show_steps=False):
     from detbench.config.checks import min_resolution
 
     name, arch = meta_arch_config(train)
@@ -109,15 +115,17 @@ def model_label(train, variant=""):
     if name in TWO_STAGE and fe.output_stride != 16 and not fe.HasField("fpn"):
         parts.append(f"stride {fe.output_stride}")
     parts.append(f"{min_resolution(arch)[0]}px")
+    if show_steps:
+        parts.append(f"{train.train_config.num_steps} steps")
     return " ".join(parts)
 
 
-def cell_label(train, test, values, variant=""):
+def cell_label(train, test, values, variant="", show_steps=False):
     from detbench.config.checks import min_resolution
 
     name, arch = meta_arch_config(test)
     train_arch = meta_arch_config(train)[1]
-    out = [model_label(train, variant)]
+    out = [model_label(train, variant, show_steps)]
     resolution = min_resolution(arch)[0]
     if resolution != min_resolution(train_arch)[0]:
         out.append(f"tested at {resolution}px")
@@ -317,6 +325,27 @@ def _axis_fn(axis, where):
     return axis.name, fn
 
 
+def addressed_to(override):
+    """The meta-architecture an override names ('model.faster_rcnn.rpn...=50' ->
+    'faster_rcnn'), or None for one that addresses every pipeline."""
+    parts = override.split("=", 1)[0].strip().split(".")
+    if len(parts) > 2 and parts[0] == "model" and parts[1] in ALL_META_ARCHS:
+        return parts[1]
+    return None
+
+
+def _check_overrides_fit(sweep, names, where):
+    """A sweep override addressed to one meta-architecture applies to its bases only;
+    one whose meta-architecture no base has would apply to nothing: refused."""
+    for o in sweep.override:
+        arch = addressed_to(o)
+        if arch is not None and arch not in names:
+            raise ConfigError(
+                f"{where}: override {o!r}: addresses {arch}, but no base pipeline is a "
+                f"{arch} model (bases: {', '.join(sorted(names))})"
+            )
+
+
 def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
     """{meta_arch: (pipeline, label)} of ``entries`` (BasePipeline messages), with the
     sweep's overrides, then the base's own, then ``train_steps`` (> 0) applied."""
@@ -344,7 +373,7 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
                 f"{at}: a second {name} base pipeline; give a part its own bases instead"
             )
         try:
-            apply_overrides(p, sweep.override)
+            apply_overrides(p, [o for o in sweep.override if addressed_to(o) in (None, name)])
         except ConfigError as e:
             raise ConfigError(f"{sweep_path}: {e}") from None
         try:
@@ -368,6 +397,7 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
     meta-architectures, and its ``train_steps`` the sweep's.
     """
     where_file = sweep_path or "<sweep>"
+    check_sweep_settings(sweep, where_file)
     if not sweep.base and not (sweep.grid and all(part.base for part in sweep.grid)):
         raise ConfigError(f"{where_file}: base: no base pipeline given")
     top = [(f"{where_file}: axis[{i}]", a) for i, a in enumerate(sweep.axis)]
@@ -377,10 +407,6 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
         for g, part in enumerate(sweep.grid):
             name = f" ({part.name})" if part.name else ""
             where = f"{where_file}: grid[{g}]{name}"
-            if part.train_steps < 0:
-                raise ConfigError(
-                    f"{where}.train_steps: must not be negative, got {part.train_steps}"
-                )
             parts.append(
                 (
                     where,
@@ -389,15 +415,12 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
                     part.base,
                 )
             )
-    if sweep.train_steps < 0:
-        raise ConfigError(
-            f"{where_file}: train_steps: must not be negative, got {sweep.train_steps}"
-        )
     recipe = pretraining_recipe(sweep, where_file)
-    cells, skipped, ids = [], {}, set()
+    cells, skipped, ids, names = [], {}, set(), set()
     for where, axes, steps, own in parts:
         bases = _load_bases(sweep.base, sweep, sweep_path, where_file, steps)
         bases.update(_load_bases(own, sweep, sweep_path, where, steps, own_part=True))
+        names.update(bases)
         part = _expand_part(axes, bases, check_registry, recipe)
         for cell in part.cells:
             if cell.cell_id not in ids:
@@ -405,7 +428,21 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
                 cells.append(cell)
         for reason, n in part.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
+    _check_overrides_fit(sweep, names, where_file)
+    _show_steps_where_they_differ(cells)
     return Grid(cells, skipped, recipe)
+
+
+def _show_steps_where_they_differ(cells):
+    """Cells that share a label but train for different numbers of steps (grid parts
+    that differ only in train_steps) say their steps, so a label tells cells apart."""
+    by_label = {}
+    for c in cells:
+        by_label.setdefault(c.label, []).append(c)
+    for group in by_label.values():
+        if len({c.train_pipeline.train_config.num_steps for c in group}) > 1:
+            for c in group:
+                c.show_steps = True
 
 
 def pretraining_recipe(sweep, where="<sweep>"):

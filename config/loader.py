@@ -6,6 +6,7 @@ import re
 from google.protobuf import text_format
 
 from detbench.errors import ConfigError
+from detbench.paths import MAX_TEXT_BYTES, check_input_file, read_bounded
 
 _NO_FIELD = re.compile(r'Message type "([\w.]+)" has no field named "(\w+)"')
 
@@ -57,9 +58,10 @@ def parse_text(text, message, source="<string>"):
 
 def read_text(path):
     """The file's text; ConfigError (one line) when it cannot be read or is not text."""
+    check_input_file(path, "", MAX_TEXT_BYTES, folder_hint="a text-format .pbtxt file")
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read()
+            return read_bounded(f, MAX_TEXT_BYTES, "", path)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     except UnicodeDecodeError as e:

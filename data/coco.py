@@ -24,6 +24,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from detbench.data.errors import DataError
+from detbench.data.images import ORIENTATION_TAG, oriented_size
+from detbench.paths import (
+    MAX_ANNOTATIONS_BYTES,
+    MAX_IMAGE_BYTES,
+    check_input_file,
+    read_bounded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,11 +80,14 @@ class BadItem(Exception):
 def inspect_image(source, name):
     """Open an image (path or file object) cheaply: header, PNG CRCs, JPEG end marker.
 
-    Returns (width, height, format). Raises BadItem naming ``name``.
+    Returns (width, height, format) of the upright image (EXIF orientation applied, as
+    every reader applies it: data/images.py). Raises BadItem naming ``name``.
     """
     try:
         with Image.open(source) as image:
-            width, height, fmt = image.width, image.height, image.format
+            orientation = image.getexif().get(ORIENTATION_TAG, 1) if image.format == "JPEG" else 1
+            width, height = oriented_size(image.width, image.height, orientation)
+            fmt = image.format
             image.verify()
     except FileNotFoundError:
         raise BadItem("missing image", f"{name}: image file not found") from None
@@ -153,9 +163,16 @@ def normalize_coco_box(bbox, width, height, where):
 
 
 def _read_json(path):
+    check_input_file(
+        path,
+        "annotations_file",
+        MAX_ANNOTATIONS_BYTES,
+        error=DataError,
+        folder_hint="the COCO .json file",
+    )
     try:
         with open(path) as f:
-            data = json.load(f)
+            data = json.loads(read_bounded(f, MAX_ANNOTATIONS_BYTES, "annotations_file", path))
     except FileNotFoundError:
         raise DataError(f"annotations file not found: {path}") from None
     except IsADirectoryError:
@@ -179,6 +196,9 @@ def _load_image_entry(entry, image_dir, annotations_file):
     path = os.path.join(image_dir, file_name)
     where = f"{annotations_file}: image id {image_id}"
     try:
+        check_input_file(
+            path, "", MAX_IMAGE_BYTES, error=functools.partial(BadItem, "corrupt image")
+        )
         width, height, _ = inspect_image(path, path)
     except BadItem as e:
         raise BadItem(e.reason, f"{where}: {e}") from None
@@ -190,6 +210,26 @@ def _load_image_entry(entry, image_dir, annotations_file):
                 f"says {entry['width']}x{entry['height']}",
             )
     return int(image_id), path, width, height
+
+
+def _check_annotation_id(ann, position, seen, annotations_file):
+    """Annotation ids must exist and be unique: pycocotools keys annotations by id, so
+    a repeated id silently replaces the other boxes and the mAP is wrong."""
+    if not isinstance(ann, dict):
+        raise DataError(f"{annotations_file}: annotation #{position} is not an object: {ann!r}")
+    ann_id = ann.get("id")
+    if ann_id is None or isinstance(ann_id, bool) or not isinstance(ann_id, (int, str)):
+        raise DataError(
+            f"{annotations_file}: annotation #{position} (image id {ann.get('image_id')}) "
+            f"has no usable 'id' ({ann_id!r}); every annotation needs a unique id"
+        )
+    if ann_id in seen:
+        raise DataError(
+            f"{annotations_file}: annotation id {ann_id} appears twice (again at "
+            f"annotation #{position}, image id {ann.get('image_id')}); annotation ids "
+            f"must be unique"
+        )
+    seen.add(ann_id)
 
 
 def load_coco(annotations_file, image_dir, skip_bad_examples=False, num_examples=0):
@@ -211,6 +251,8 @@ def load_coco(annotations_file, image_dir, skip_bad_examples=False, num_examples
 @functools.lru_cache(maxsize=8)
 def _load_coco(annotations_file, image_dir, skip_bad_examples, num_examples, _file_key):
     data = _read_json(annotations_file)
+    if os.path.exists(image_dir) and not os.path.isdir(image_dir):
+        raise DataError(f"image_dir {image_dir}: is not a folder; give the images' folder")
     category_index, label_of = category_mapping(data.get("categories", []), annotations_file)
     images = data["images"]
     if not images:
@@ -220,8 +262,10 @@ def _load_coco(annotations_file, image_dir, skip_bad_examples, num_examples, _fi
     selected_ids = {e.get("id") for e in selected}
     per_image = collections.defaultdict(list)
     eval_ready = True
-    for ann in data.get("annotations", []):
+    annotation_ids = set()
+    for position, ann in enumerate(data.get("annotations", [])):
         eval_ready = eval_ready and "area" in ann and "iscrowd" in ann
+        _check_annotation_id(ann, position, annotation_ids, annotations_file)
         image_id = ann.get("image_id")
         if image_id not in all_ids:
             raise DataError(

@@ -40,6 +40,7 @@ class DatasetInfo:
     num_examples: int
     annotations_file: str  # COCO JSON of exactly these examples, for pycocotools
     image_ids: list  # COCO image ids, in file order
+    box_counts: dict = dataclasses.field(default_factory=dict)  # image id -> boxes read
 
 
 @dataclasses.dataclass
@@ -182,6 +183,7 @@ def load_dataset_info(config) -> DatasetInfo:
         num_examples=len(source.image_ids),
         annotations_file=source.eval_json(),
         image_ids=list(source.image_ids),
+        box_counts=dict(zip(source.image_ids, source.box_counts)),
     )
 
 

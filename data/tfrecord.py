@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from detbench.data.coco import BadItem, category_mapping, inspect_image, skip_summary
 from detbench.data.errors import DataError
+from detbench.paths import MAX_TEXT_BYTES, MAX_TFRECORD_BYTES, check_input_file, read_bounded
 
 BOX_TOLERANCE = 1e-3  # normalized coordinates may overshoot [0, 1] this much; clipped
 
@@ -122,15 +123,18 @@ def expand_paths(patterns):
         matched = sorted(glob.glob(pattern))
         if not matched:
             raise DataError(f"tfrecord input_path {pattern!r} matches no file")
+        for path in matched:
+            check_input_file(path, "tfrecord input_path", MAX_TFRECORD_BYTES, error=DataError)
         files.extend(matched)
     return files
 
 
 def read_label_map(path):
     """{id: name} from a pbtxt label map (``item { id: 1 name: 'x' }``) or a COCO-style JSON."""
+    check_input_file(path, "label map", MAX_TEXT_BYTES, error=DataError)
     try:
         with open(path) as f:
-            text = f.read()
+            text = read_bounded(f, MAX_TEXT_BYTES, "label map", path, error=DataError)
     except OSError as e:
         raise DataError(f"label map {path}: {e.strerror}") from None
     if path.endswith(".json"):

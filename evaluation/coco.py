@@ -16,6 +16,7 @@ Metric names (``-1`` of pycocotools, "no groundtruth in this range", is NaN)::
     AP/<category name>  (per category, mAP@[.5:.95])
 """
 
+import collections
 import contextlib
 import copy
 import io
@@ -86,6 +87,26 @@ def load_groundtruth(annotations_file):
         raise EvaluationError(
             f"annotations file {annotations_file!r}: not a COCO instances json ({e})"
         ) from None
+
+
+def check_groundtruth_count(groundtruth, image_ids, box_counts, annotations_file):
+    """The objects pycocotools holds for ``image_ids`` must be the ones detbench read
+    (``box_counts``: image id -> boxes); else the metric would be silently wrong (a
+    repeated annotation id, for one, makes pycocotools keep one box of several)."""
+    ids = set(image_ids)
+    held = collections.Counter(
+        a.get("image_id") for a in groundtruth.anns.values() if a.get("image_id") in ids
+    )
+    read = {i: int(box_counts.get(i, 0)) for i in ids}
+    differ = sorted(i for i in ids if held[i] != read[i])
+    if differ:
+        first = differ[0]
+        raise EvaluationError(
+            f"{annotations_file}: pycocotools holds {sum(held.values())} ground-truth "
+            f"objects for the {len(ids)} evaluated images but detbench read "
+            f"{sum(read.values())} ({len(differ)} images differ; image id {first}: "
+            f"{held[first]} vs {read[first]}); the metric would be wrong"
+        )
 
 
 class DetectionCollector:

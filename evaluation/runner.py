@@ -16,7 +16,12 @@ from tqdm import tqdm
 
 from detbench.config.validate import model_num_classes
 from detbench.errors import ConfigError
-from detbench.evaluation.coco import CocoEvaluator, EvaluationError, load_groundtruth
+from detbench.evaluation.coco import (
+    CocoEvaluator,
+    EvaluationError,
+    check_groundtruth_count,
+    load_groundtruth,
+)
 from detbench.evaluation.voc import PascalVocEvaluator
 
 log = logging.getLogger("detbench.evaluation")
@@ -140,6 +145,9 @@ def evaluate_model(
         raise EvaluationError("the evaluation dataset is empty")
     metrics = {}
     for evaluator in evaluators.values():
+        check_groundtruth_count(
+            evaluator.gt, evaluator.image_ids, info.box_counts, info.annotations_file
+        )
         metrics.update(evaluator.evaluate())
     metrics["num_images"] = seen
     if out_dir:

@@ -26,11 +26,12 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 
 import numpy as np
 
-from detbench.errors import ConfigError
+from detbench.errors import ConfigError, DetbenchError
 
 log = logging.getLogger("detbench.pretrain")
 
@@ -107,13 +108,53 @@ def reference_key(weights_path):
 
 
 def resolve_reference(weights_path):
-    """``pretrained:<key>`` -> the weights file (cache, then shipped), or None."""
+    """``pretrained:<key>`` -> the weights file (cache, then shipped), or None. A cache
+    entry whose report is damaged is moved aside (one line says so): it is pretrained
+    again."""
     key = reference_key(weights_path)
     for root in (cache_dir(), SHIPPED_DIR):
         path = os.path.join(root, key + ".h5")
         if os.path.exists(path) and os.path.exists(os.path.join(root, key + ".json")):
-            return path
+            problem = _report_problem(path)
+            if not problem:
+                return path
+            if root == SHIPPED_DIR:
+                raise DetbenchError(f"{_report_path(path)}: {problem}; restore the shipped file")
+            _move_aside(path, problem)
     return None
+
+
+REPORT_KEYS = ("steps", "val_accuracy", "train_seconds")
+
+
+def _report_path(weights_file):
+    return os.path.splitext(weights_file)[0] + ".json"
+
+
+def _report_problem(weights_file):
+    """Why the report beside a cached weights file cannot be used ('' when it can)."""
+    try:
+        with open(_report_path(weights_file), encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        return f"damaged pretraining report ({type(e).__name__}: {str(e)[:80]})"
+    if not isinstance(report, dict) or any(k not in report for k in REPORT_KEYS):
+        return f"damaged pretraining report (not an object with {', '.join(REPORT_KEYS)})"
+    return ""
+
+
+def _move_aside(weights_file, problem):
+    """Rename a damaged cache entry's files to ``*.damaged-<time>`` (kept for a look,
+    never read again) and say so in one line."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (weights_file, _report_path(weights_file)):
+        if os.path.exists(path):
+            os.replace(path, f"{path}.damaged-{stamp}")
+    print(
+        f"warning: {_report_path(weights_file)}: {problem}; cache entry moved aside "
+        f"(*.damaged-{stamp}), the extractor is pretrained again",
+        file=sys.stderr,
+    )
 
 
 def reference_report(weights_path):
@@ -123,8 +164,9 @@ def reference_report(weights_path):
 
 
 def _read_report(weights_file):
-    """The JSON report written beside a pretrained weights file."""
-    with open(os.path.splitext(weights_file)[0] + ".json", encoding="utf-8") as f:
+    """The JSON report written beside a pretrained weights file (checked by
+    ``resolve_reference``)."""
+    with open(_report_path(weights_file), encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -344,6 +386,8 @@ def pretrain(
     if not out_path.endswith(".h5"):
         raise ConfigError(f"--out {out_path}: a pretrained weights file ends in .h5")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    partial = out_path + ".partial"
+    discard_damaged_checkpoint(partial)
     tf.keras.utils.set_random_seed(recipe.seed)
     _, backbone, classifier = build_classifier(extractor_config, recipe)
     start = time.time()
@@ -351,7 +395,6 @@ def pretrain(
     optimizer = tf_keras.optimizers.Adam(learning_rate=recipe.learning_rate)
     optimizer.build(classifier.trainable_variables)
     step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    partial = out_path + ".partial"
     ckpt = tf.train.Checkpoint(model=classifier, optimizer=optimizer, step=step_var)
     manager = tf.train.CheckpointManager(ckpt, partial, max_to_keep=1)
     if manager.latest_checkpoint:
@@ -443,6 +486,38 @@ def pretrain(
     atomic_write(os.path.splitext(out_path)[0] + ".json", json.dumps(meta, indent=1) + "\n")
     shutil.rmtree(partial, ignore_errors=True)
     return report
+
+
+def discard_damaged_checkpoint(folder):
+    """A killed run's checkpoint in ``folder`` that cannot be read whole (truncated,
+    overwritten) is removed, in one line naming it, so the run starts afresh instead of
+    failing on every try. Returns True when it was discarded."""
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(folder) if os.path.isdir(folder) else None
+    if (
+        os.path.isdir(folder)
+        and latest is None
+        and os.path.exists(os.path.join(folder, "checkpoint"))
+    ):
+        problem = "its 'checkpoint' file names no readable checkpoint"
+    elif latest is None:
+        return False
+    else:
+        try:
+            reader = tf.train.load_checkpoint(latest)
+            for name in reader.get_variable_to_shape_map():
+                reader.get_tensor(name)
+            return False
+        except Exception as e:  # noqa: BLE001  (a truncated file fails in many ways)
+            problem = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+    shutil.rmtree(folder)
+    print(
+        f"warning: {folder}: damaged pretraining checkpoint ({problem}); discarded, "
+        "pretraining starts again",
+        file=sys.stderr,
+    )
+    return True
 
 
 def _seconds_so_far(partial):

@@ -330,11 +330,15 @@ def test_filter_keeps_matching_cells(tmp_path, capsys):
             "error: --filter: unknown key 'colour'; known: batch_size, "
             "feature_extractor, meta_arch, num_proposals, output_stride, "
             "precision, resolution, runtime, train_output_stride, "
-            "train_resolution",
+            "train_resolution, train_steps",
         ),
         (["--filter", "resolution"], "error: --filter 'resolution': expected key=value"),
         (["--filter", "resolution=128"], "no cell matches; values in the grid: resolution: 64, 96"),
-        (["--train-steps", "0"], "error: --train-steps: must be positive"),
+        (["--train-steps", "0"], "error: --train-steps: 0 is outside 1..10000000"),
+        (  # issue 27: was a ValueError traceback (does not fit the proto's int32)
+            ["--train-steps", "99999999999"],
+            "error: --train-steps: 99999999999 is outside 1..10000000",
+        ),
         (["--address", "127.0.0.1:6379"], "error: --address: only with --executor ray"),
         (["--gpus-per-cell", "1"], "error: --gpus-per-cell: only with --executor ray"),
         (

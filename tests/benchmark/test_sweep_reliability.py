@@ -32,9 +32,9 @@ def test_two_writers_keep_each_others_rows(tmp_path):
     other cells): every row each of them added is in the file."""
     a, b = ResultsStore(str(tmp_path)), ResultsStore(str(tmp_path))
     for i in range(3):
-        a.add({"cell_id": f"a{i}", "error": ""})
+        a.add({"cell_id": f"a{i}", "error": "", "latency_ms": 1.0})
     for i in range(2):
-        b.add({"cell_id": f"b{i}", "error": ""})
+        b.add({"cell_id": f"b{i}", "error": "", "latency_ms": 1.0})
     a.add({"cell_id": "a0", "error": "again"})  # replaces its own row, keeps b's
     rows = ResultsStore(str(tmp_path)).rows
     assert sorted(r["cell_id"] for r in rows) == ["a0", "a1", "a2", "b0", "b1"]
@@ -43,8 +43,8 @@ def test_two_writers_keep_each_others_rows(tmp_path):
 
 def test_done_cells_are_decided_in_one_place(tmp_path):
     store = ResultsStore(str(tmp_path))
-    store.add({"cell_id": "ok", "error": ""})
-    store.add({"cell_id": "fast", "error": "", "speed_only": True})
+    store.add({"cell_id": "ok", "error": "", "latency_ms": 1.0})
+    store.add({"cell_id": "fast", "error": "", "latency_ms": 1.0, "speed_only": True})
     store.add({"cell_id": "bad", "error": "boom"})
     assert store.done_ids(speed_only=True) == {"ok", "fast"}
     assert store.done_ids(speed_only=False) == {"ok"}  # a full run measures 'fast' again

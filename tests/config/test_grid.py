@@ -267,7 +267,7 @@ def test_sub_grid_base_errors_name_the_part():
     frcnn = f'base {{ meta_arch: "ssd" pipeline: "{CONFIGS}/faster_rcnn_resnet101_600.pbtxt" }}'
     for part, pattern in [
         (ssd + fpn, r"grid\[0\] \(acc\)\.base\[1\]: a second ssd base pipeline"),
-        (fpn + " train_steps: -3", r"grid\[0\] \(acc\)\.train_steps: must not be negative"),
+        (fpn + " train_steps: -3", r"grid\[0\] \(acc\)\.train_steps: -3 is outside 0\.\.10000000"),
         (frcnn, r"grid\[0\] \(acc\)\.base\[0\]\.meta_arch: 'ssd' but .* faster_rcnn"),
         ('base { pipeline: "" }', r"grid\[0\] \(acc\)\.base\[0\]\.pipeline: empty"),
         (
