@@ -32,15 +32,19 @@ def parse_args(argv):
     p.add_argument("--extractor", required=True, help="a registered feature extractor")
     p.add_argument("--depth_multiplier", type=float, default=1.0)
     p.add_argument("--min_depth", type=int, default=16)
-    p.add_argument("--resolution", type=int, default=d.resolution, help="crop side in px")
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch_size", type=int, default=d.batch_size)
-    p.add_argument("--learning_rate", type=float, default=d.learning_rate)
+    # Unset: the extractor's own recipe (its pretraining_recipe), else the common one.
+    p.add_argument("--resolution", type=int, help=f"crop side in px (default {d.resolution})")
+    p.add_argument("--steps", type=int, help=f"default {d.steps}")
+    p.add_argument("--batch_size", type=int, help=f"default {d.batch_size}")
+    p.add_argument(
+        "--learning_rate",
+        type=float,
+        help=f"peak of the cosine (default {d.learning_rate:g}, or the extractor's own)",
+    )
     p.add_argument(
         "--num_train_images",
         type=int,
-        default=d.num_train_images,
-        help="generator images the training crops come from",
+        help=f"generator images the training crops come from (default {d.num_train_images})",
     )
     p.add_argument(
         "--minutes",
@@ -74,13 +78,12 @@ def main(argv=None):
         type=args.extractor, depth_multiplier=args.depth_multiplier, min_depth=args.min_depth
     )
     FEATURE_EXTRACTORS.get(args.extractor).check_config(config)
-    recipe = pretrain.Recipe(
-        resolution=args.resolution,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        num_train_images=args.num_train_images,
-    )
+    given = {
+        k: getattr(args, k)
+        for k in ("resolution", "steps", "batch_size", "learning_rate", "num_train_images")
+        if getattr(args, k) is not None
+    }
+    recipe = pretrain.recipe_for(config, pretrain.Recipe(**given, explicit=tuple(given)))
     pretrain.check_recipe(recipe)
     key = pretrain.cache_key(config, recipe)
     if args.out:

@@ -1,6 +1,7 @@
 """The study's figures from a results table (matplotlib, PNG)."""
 
 import os
+import zlib
 
 import matplotlib
 
@@ -20,6 +21,7 @@ from detbench.benchmark.tables import (  # noqa: E402
     ok_rows as _ok,
     time_column,
 )
+from detbench.config.grid import EXTRACTOR_NAMES  # noqa: E402
 
 MARKERS = {"ssd": "o", "faster_rcnn": "s", "rfcn": "^", "cascade_rcnn": "D"}
 
@@ -27,6 +29,28 @@ MARKERS = {"ssd": "o", "faster_rcnn": "s", "rfcn": "^", "cascade_rcnn": "D"}
 def _colors(names):
     cmap = plt.get_cmap("tab10")
     return {n: cmap(i % 10) for i, n in enumerate(sorted(names))}
+
+
+def extractor_color(name):
+    """The colour of a feature extractor, the same in every panel of every plot: the
+    study's extractors in config.grid.EXTRACTOR_NAMES's order on tab10, any other by
+    a hash of its name on tab20's light shades."""
+    known = list(EXTRACTOR_NAMES)
+    if name in known:
+        return plt.get_cmap("tab10")(known.index(name) % 10)
+    return plt.get_cmap("tab20")(2 * (zlib.crc32(str(name).encode()) % 10) + 1)
+
+
+def _has_fpn(r):
+    return r.get("fpn") in (True, 1, "True")
+
+
+def _point_style(r):
+    """Scatter style of a cell: its extractor's colour, filled; hollow with an FPN."""
+    c = extractor_color(r["feature_extractor"])
+    if _has_fpn(r):
+        return dict(facecolor="white", edgecolor=c, linewidth=1.8)
+    return dict(color=c, edgecolor="black", linewidth=0.5)
 
 
 def _log_x(ax):
@@ -69,8 +93,12 @@ def save_figure(fig, path, footer=""):
     return path
 
 
-def _legends(ax, archs, colors):
+def _legends(ax, d):
+    """The meta-architectures (markers) and the extractors (colours; hollow: with FPN)
+    of the cells in ``d``, outside the axes."""
     from matplotlib.lines import Line2D
+
+    archs = sorted(d["meta_arch"].unique())
 
     arch_handles = [
         Line2D(
@@ -79,8 +107,13 @@ def _legends(ax, archs, colors):
         for a in archs
     ]
     ext_handles = [
-        Line2D([], [], marker="o", ls="", color=c, ms=8, label=n) for n, c in colors.items()
+        Line2D([], [], marker="o", ls="", color=extractor_color(n), ms=8, label=n)
+        for n in sorted(d["feature_extractor"].dropna().unique())
     ]
+    if d.apply(_has_fpn, axis=1).any():
+        ext_handles.append(
+            Line2D([], [], marker="o", ls="", mfc="white", mec="0.3", mew=1.8, ms=8, label="+FPN")
+        )
     # outside the axes, right of them: a legend inside can hide a point
     first = ax.legend(
         handles=arch_handles,
@@ -126,8 +159,6 @@ def frontier_plot(df, path, footer=""):
             0.5, 0.5, "no accuracy measured (speed-only sweep)", ha="center", transform=ax.transAxes
         )
         return save_figure(fig, path, footer)
-    d["model"] = d.apply(_model_name, axis=1)
-    colors = _colors(d["model"].unique())
     t, tlabel = time_column(d)
     if t == latency.FIGURE:  # each point's 90% interval, drift-corrected
         ax.errorbar(
@@ -145,11 +176,9 @@ def frontier_plot(df, path, footer=""):
             r[t],
             r["mAP"],
             marker=MARKERS.get(r["meta_arch"], "o"),
-            color=colors[r["model"]],
             s=55,
-            edgecolor="black",
-            linewidth=0.5,
             zorder=3,
+            **_point_style(r),
         )
     boxed = {idx for _, idx in frontier_points(d)}  # these carry their whole label below
     for idx, r in d.iterrows():  # which runtime / precision a point is, where not tf.function fp32
@@ -207,19 +236,23 @@ def frontier_plot(df, path, footer=""):
     ax.set_ylabel("COCO mAP@[.5:.95]")
     ax.set_title("Speed / accuracy trade-off")
     ax.grid(True, which="both", alpha=0.3)
-    _legends(ax, sorted(d["meta_arch"].unique()), colors)
+    _legends(ax, d)
     return save_figure(fig, path, footer)
 
 
 def proposals_plot(df, path, footer=""):
     """mAP (solid) and time (dotted) vs proposals; both panels share their axes so the
-    flat R-FCN curve and the growing Faster R-CNN one compare at a glance."""
+    flat R-FCN curve and the growing Faster R-CNN one compare at a glance. A model
+    measured at one proposal count is no curve: the extractor and stride plots show it."""
     d = _ok(df)
     d = d[d["meta_arch"].isin(["faster_rcnn", "rfcn"]) & d["num_proposals"].notna()]
     d = d[d["num_proposals"].astype(str) != "-"]
+    series = ["meta_arch", "feature_extractor", "fpn", "resolution", "output_stride"]
+    keyed = d[series].astype(str)
+    counts = d.groupby([keyed[c] for c in series])["num_proposals"].transform("nunique")
+    d = d[counts >= 2]
     archs = [a for a in ("faster_rcnn", "rfcn") if a in set(d["meta_arch"])] or ["faster_rcnn"]
     fig, axes = plt.subplots(1, len(archs), figsize=(6.5 * len(archs), 4.8), squeeze=False)
-    cmap = plt.get_cmap("tab10")
     tcol, tlabel = time_column(d)
     t_max = float(d[tcol].max()) * 1.1 if len(d) else 1.0
     for ax, arch in zip(axes[0], archs):
@@ -227,14 +260,17 @@ def proposals_plot(df, path, footer=""):
         ax2 = ax.twinx()
         if len(sub):
             sub = sub.assign(model=sub.apply(_model_name, axis=1))
-            for i, (key, g) in enumerate(sub.groupby(["model", "resolution", "output_stride"])):
+            groups = sub.groupby(["model", "resolution", "output_stride"])
+            seen = {}  # series of one extractor: its colour, told apart by marker
+            for key, g in groups:
+                ext = g["feature_extractor"].iloc[0]
+                k = seen[ext] = seen.get(ext, -1) + 1
+                color, marker = extractor_color(ext), "os^Dv"[k % 5]
                 g = mean_by(g, "num_proposals")
                 name = f"{key[0]} {_int(key[1])}px stride {_int(key[2])}"
                 if g["mAP"].notna().any():
-                    ax.plot(g.index, g["mAP"], marker="o", color=cmap(i % 10), label=f"{name}: mAP")
-                ax2.plot(
-                    g.index, g[tcol], marker="x", ls=":", color=cmap(i % 10), label=f"{name}: time"
-                )
+                    ax.plot(g.index, g["mAP"], marker=marker, color=color, label=f"{name}: mAP")
+                ax2.plot(g.index, g[tcol], marker="x", ls=":", color=color, label=f"{name}: time")
         _log_x(ax)
         ax2.set_ylim(0, t_max)
         ax.set_xlabel("number of proposals")
@@ -294,16 +330,16 @@ def resolution_plot(df, path, footer=""):
     d = _ok(df)
     d = d[d["resolution"].notna()]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5))
-    cmap = plt.get_cmap("tab10")
     groups = _matched(d, "resolution")
     tcol, tlabel = time_column(d)
-    for i, (label, g) in enumerate(groups):
+    for label, g in groups:
+        c = extractor_color(g["feature_extractor"].iloc[0])
+        arch_marker = MARKERS.get(g["meta_arch"].iloc[0], "o")
         g = mean_by(g, "resolution")
-        c = cmap(i % 10)
         if g["mAP"].notna().any():
             for col, _, ls, marker in SIZE_STYLES:
                 a1.plot(g.index, g[col], marker=marker, ls=ls, color=c)
-        a2.plot(g.index, g[tcol], marker="o", color=c, label=label)
+        a2.plot(g.index, g[tcol], marker=arch_marker, color=c, label=label)
     a1.set_xlabel("input resolution (px)")
     a1.set_ylabel("mAP")
     a1.set_title("Accuracy vs resolution, by object size")
@@ -361,23 +397,19 @@ def flops_plot(df, path, footer=""):
     d = d[d["gflops"].notna()]
     fig, ax = plt.subplots(figsize=(10, 5.5))
     if len(d):
-        d = d.assign(model=d.apply(_model_name, axis=1))
-        colors = _colors(d["model"].unique())
         t, tlabel = time_column(d)
         for _, r in d.iterrows():
             ax.scatter(
                 r["gflops"],
                 r[t],
                 marker=MARKERS.get(r["meta_arch"], "o"),
-                color=colors[r["model"]],
                 s=50,
-                edgecolor="black",
-                linewidth=0.5,
+                **_point_style(r),
             )
         x = np.linspace(0, d["gflops"].max() * 1.05, 50)
         rate = np.median(d["gflops"] / d[t])  # GFLOP per ms
         ax.plot(x, x / rate, color="0.5", ls=":", label=f"median rate {rate * 1e3:.0f} GFLOP/s")
-        _legends(ax, sorted(d["meta_arch"].unique()), colors)
+        _legends(ax, d)
     ax.set_xlabel("GFLOPs per image")
     ax.set_ylabel(tlabel if len(d) else "latency (ms)")
     ax.set_title("FLOPs vs time")
@@ -444,9 +476,26 @@ def deployment_plot(df, path, footer=""):
     batched = d[
         d.groupby(["model", "runtime", "precision"])["batch_size"].transform("nunique") >= 2
     ]
-    fig, (a1, a2) = plt.subplots(
-        1, 2, figsize=(13, max(4.0, 0.45 * len(one) + 1.5)), width_ratios=(3, 2)
+    groups = list(batched.groupby(["model", "runtime", "precision"], sort=True))
+    # only the panels that have data (one panel saying so when neither has)
+    panels = [p for p, has in (("runtimes", len(one) or not groups), ("batch", groups)) if has]
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(13 if len(panels) == 2 else 8, max(4.0, 0.45 * len(one) + 1.5)),
+        width_ratios=(3, 2) if len(panels) == 2 else None,
+        squeeze=False,
     )
+    axes = dict(zip(panels, axes[0]))
+    if "runtimes" in axes:
+        _runtimes_panel(axes["runtimes"], one)
+    if "batch" in axes:
+        _batch_panel(axes["batch"], batched, groups)
+    return save_figure(fig, path, footer)
+
+
+def _runtimes_panel(a1, one):
+    """Batch 1 per model: each runtime / precision's p50 bar, p90 / p99 marks, notes."""
     if len(one):
         one = one.sort_values(["model", "latency_ms"], ascending=[True, False])
         y = np.arange(len(one))
@@ -487,23 +536,20 @@ def deployment_plot(df, path, footer=""):
         )
     a1.set_xlabel("latency per image (ms): bar p50, | p90, x p99")
     a1.grid(True, axis="x", alpha=0.3)
-    groups = list(batched.groupby(["model", "runtime", "precision"], sort=True))
+
+
+def _batch_panel(a2, batched, groups):
+    """Images/s against the batch size, per model / runtime / precision."""
     for (model, runtime, precision), g in groups:
         g = mean_by(g, "batch_size")
         a2.plot(g.index, g["throughput_ips"], marker="o", label=f"{model}, {runtime} {precision}")
-    if groups:
-        a2.set_xticks(sorted(batched["batch_size"].unique()))
-        a2.legend(fontsize=7, loc="best")
-        a2.set_ylim(bottom=0)
-    else:
-        a2.text(
-            0.5, 0.5, "no model measured at two batch sizes", ha="center", transform=a2.transAxes
-        )
+    a2.set_xticks(sorted(batched["batch_size"].unique()))
+    a2.legend(fontsize=7, loc="best")
+    a2.set_ylim(bottom=0)
     a2.set_xlabel("batch size")
     a2.set_ylabel("throughput (images/s)")
     a2.set_title("Throughput vs batch size", fontsize=9)
     a2.grid(True, alpha=0.3)
-    return save_figure(fig, path, footer)
 
 
 PLOTS = {

@@ -49,6 +49,10 @@ class FeatureExtractor(abc.ABC):
     rfcn_bins_and_crop = (7, 21)
     # Total stride of the deepest backbone map (used to validate resolutions).
     max_stride = 32
+    # This extractor's own pretraining recipe: train/pretrain.Recipe fields that
+    # differ from the common one (train.pretrain.recipe_for applies them to every
+    # field the sweep's pretraining message or the command's flags leave unset).
+    pretraining_recipe = {}
 
     def __init__(self, config, is_training=True):
         """``config``: a ``feature_extractor_pb2.FeatureExtractor``."""

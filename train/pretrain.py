@@ -59,18 +59,33 @@ class Recipe:
     num_train_images: int = 2400  # generator images; each gives one crop per object
     num_val_images: int = 300
     seed: int = 0
+    # The fields the user set (the sweep's pretraining message, the command's flags):
+    # an extractor's own recipe changes only the others (recipe_for). Not in the key.
+    explicit: tuple = ()
 
     def key_fields(self):
         # Floats at 6 significant digits: a proto's float32 0.002 is the recipe's 0.002.
         fields = {
             k: float(f"{v:.6g}") if isinstance(v, float) else v
             for k, v in dataclasses.asdict(self).items()
+            if k != "explicit"
         }
         return {**fields, "task_version": TASK_VERSION}
 
 
+# Pretraining message field -> the Recipe fields it sets.
+_PROTO_FIELDS = {
+    "resolution": ("resolution",),
+    "steps": ("steps",),
+    "batch_size": ("batch_size",),
+    "learning_rate": ("learning_rate",),
+    "num_images": ("num_train_images", "num_val_images"),
+}
+
+
 def recipe_from_proto(message):
-    """A ``sweep_pb2.Pretraining`` -> Recipe (fields it does not set keep their defaults)."""
+    """A ``sweep_pb2.Pretraining`` -> Recipe (fields it does not set keep their defaults,
+    or take the extractor's own recipe: ``recipe_for``)."""
     return Recipe(
         resolution=message.resolution,
         steps=message.steps,
@@ -78,7 +93,27 @@ def recipe_from_proto(message):
         learning_rate=float(f"{message.learning_rate:.6g}"),
         num_train_images=message.num_images,
         num_val_images=max(1, message.num_images // 8),
+        explicit=tuple(
+            name
+            for field, names in _PROTO_FIELDS.items()
+            if message.HasField(field)
+            for name in names
+        ),
     )
+
+
+def recipe_for(extractor_config, recipe):
+    """``recipe`` as ``extractor_config``'s extractor pretrains: its class's
+    ``pretraining_recipe`` (what it needs to learn the task as well as the others) in
+    every field the user did not set. An unknown extractor type keeps ``recipe``."""
+    import detbench.feature_extractors  # noqa: F401  (registers every family)
+    from detbench.feature_extractors.base import FEATURE_EXTRACTORS
+
+    if extractor_config.type not in FEATURE_EXTRACTORS:
+        return recipe
+    own = FEATURE_EXTRACTORS.get(extractor_config.type).pretraining_recipe
+    own = {k: v for k, v in own.items() if k not in recipe.explicit}
+    return dataclasses.replace(recipe, **own) if own else recipe
 
 
 REFERENCE_PREFIX = "pretrained:"
@@ -202,7 +237,9 @@ def extractor_fields(config):
 
 
 def cache_key(extractor_config, recipe):
-    """``<type>-x<multiplier>-<hash>``: a stable name for (extractor, recipe)."""
+    """``<type>-x<multiplier>-<hash>``: a stable name for (extractor, the recipe as it
+    pretrains: ``recipe_for``)."""
+    recipe = recipe_for(extractor_config, recipe)
     fields = {"extractor": extractor_fields(extractor_config), "recipe": recipe.key_fields()}
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
     return (
@@ -373,7 +410,8 @@ def pretrain(
     """Train ``extractor_config``'s backbone on synthetic shape classification and write
     its weights to ``out_path`` (+ ``.json`` report beside it). Resumes from
     ``out_path + '.partial'`` when a killed run left a checkpoint there.
-    ``time_budget_s`` stops early (the report says how many steps ran)."""
+    ``time_budget_s`` stops early (the report says how many steps ran). The recipe is
+    the extractor's (``recipe_for``)."""
     import tensorflow as tf
     import tf_keras
     from tqdm import tqdm
@@ -381,6 +419,7 @@ def pretrain(
     from detbench.benchmark.results import atomic_write
     from detbench.train.trainer import report_progress
 
+    recipe = recipe_for(extractor_config, recipe)
     check_recipe(recipe)
     out_path = os.path.abspath(out_path)
     if not out_path.endswith(".h5"):

@@ -255,7 +255,10 @@ def test_proposals_accuracy_compares_the_fewest_within_a_sixth():
     assert _check(rows[:1], "proposals_accuracy").verdict == "not measured"
 
 
-def _stride_rows(a8, a16=0.300):
+def _stride_rows(a8, a16=0.300, a8_dilated=0.100):
+    """A model trained at each stride, and the stride-16 one dilated to 8 at test
+    time, which the accuracy finding must not count (the study trained a model per
+    stride)."""
     return [
         _acc_row(
             "s16",
@@ -263,7 +266,7 @@ def _stride_rows(a8, a16=0.300):
             a16,
             num_proposals=100,
             output_stride=16,
-            train_key="m",
+            train_key="m16",
             train_output_stride=16,
             latency=10,
         ),
@@ -273,7 +276,17 @@ def _stride_rows(a8, a16=0.300):
             a8,
             num_proposals=100,
             output_stride=8,
-            train_key="m",
+            train_key="m8",
+            train_output_stride=8,
+            latency=16,
+        ),
+        _acc_row(
+            "s16at8",
+            "faster_rcnn",
+            a8_dilated,
+            num_proposals=100,
+            output_stride=8,
+            train_key="m16",
             train_output_stride=16,
             latency=16,
         ),
@@ -291,7 +304,7 @@ def _stride_rows(a8, a16=0.300):
 def test_stride_accuracy_margins(a8, verdict):
     f = _check(_stride_rows(a8), "stride_accuracy")
     assert f.verdict == verdict
-    assert "(trained at 16): mAP 0.300 at 16 ->" in f.measured
+    assert f"trained at each stride: mAP 0.300 at 16 -> {a8:.3f} at 8" in f.measured
 
 
 def test_stride_accuracy_inconclusive_when_not_learnt():
@@ -300,9 +313,23 @@ def test_stride_accuracy_inconclusive_when_not_learnt():
     assert _check(rows[:1], "stride_accuracy").verdict == "not measured"
 
 
-def _sizes_rows(ssd_small):
+def test_stride_accuracy_does_not_count_a_dilated_model():
+    rows = _stride_rows(0.306)
+    f = _check([rows[0], rows[2]], "stride_accuracy")  # stride 8 only by dilation
+    assert f.verdict == "not measured" and "dilated at test time" in f.measured
+    # the dilated cell's 0.100 beside the trained one's 0.306 changes nothing
+    assert "-> 0.306 at 8 (+2.0%)" in _check(rows, "stride_accuracy").measured
+
+
+def _sizes_rows(ssd_small, fpn_ssd_small=0.40):
+    fpn_ssd = _acc_row(
+        "ssd_fpn", "ssd", 0.45, small=fpn_ssd_small, medium=0.34, large=0.50, resolution=160
+    )
+    fpn_ssd.update(fpn=True, variant="fpn")
     return [
         _acc_row("ssd", "ssd", 0.30, small=ssd_small, medium=0.34, large=0.50, resolution=160),
+        # today's FPN SSD, the better one: the finding compares the study's (no FPN)
+        fpn_ssd,
         _acc_row(
             "frcnn",
             "faster_rcnn",
@@ -346,6 +373,11 @@ def test_ssd_small_objects_ratios_by_hand(ssd_small, verdict):
 
 def test_ssd_small_objects_needs_both_kinds():
     assert _check(_sizes_rows(0.1)[:1], "ssd_small_objects").verdict == "not measured"
+
+
+def test_ssd_small_objects_with_only_an_fpn_ssd_is_inconclusive():
+    f = _check(_sizes_rows(0.1)[1:], "ssd_small_objects")  # the FPN SSD and the two-stage
+    assert f.verdict == "inconclusive" and "only SSDs with an FPN" in f.measured
 
 
 def _rfcn_rows(rfcn_map, rfcn_latency):

@@ -284,31 +284,45 @@ def test_shipped_sweeps_expand():
     default = os.path.join(CONFIGS, "speed_accuracy.pbtxt")
     grid = expand_grid(load_sweep(default), default)
     # study part (MobileNet v2): SSD 1 + (Faster R-CNN, R-FCN) x 3 proposals; Cascade
-    # at 100; extractors part: Faster R-CNN MobileNet v1 at 100; stride part: the
-    # Faster R-CNN at 100 tested at stride 8 (16 is the study's cell); the SSD tested
-    # at 80 px (160 is the study's): 5 trainings, one per meta-architecture and v1
-    # deployment part: the SSD as TFLite fp32 and int8 (test axes: no training)
-    assert len(grid.cells) == 1 + 2 * 3 + 1 + 1 + 1 + 1 + 2
-    assert len(grid.trainings()) == 3 + 1 + 1
+    # at 100; extractors part: Faster R-CNN MobileNet v1 at 100; stride part: a
+    # Faster R-CNN trained at stride 8 (16 is the study's cell); ssd_study part: the
+    # SSD without FPN; the FPN SSD tested at 80 px (160 is the study's); deployment
+    # part: the FPN SSD as TFLite fp32 and int8 (test axes: no training). 7 trainings:
+    # one per meta-architecture, MobileNet v1, stride 8 and the SSD without FPN
+    assert len(grid.cells) == 1 + 2 * 3 + 1 + 1 + 1 + 1 + 1 + 2
+    assert len(grid.trainings()) == 3 + 1 + 1 + 1 + 1
     assert grid.skipped == {"num_proposals does not apply to ssd": 2}
     ssd = [c for c in grid.cells if c.meta_arch == "ssd"]
     assert [c.test_pipeline.model.ssd.image_resizer.fixed_shape.height for c in ssd] == [
+        160,
         160,
         80,
         160,
         160,
     ]
-    assert len({c.train_key for c in ssd}) == 1
+    assert [c.train_pipeline.model.ssd.feature_extractor.HasField("fpn") for c in ssd] == [
+        True,
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert len({c.train_key for c in ssd}) == 2
     frcnn_v2 = [
         c
         for c in grid.cells
         if c.meta_arch == "faster_rcnn"
         and c.train_pipeline.model.faster_rcnn.feature_extractor.type == "mobilenet_v2"
     ]
-    assert len({c.train_key for c in frcnn_v2}) == 1  # proposals and stride: test axes
+    # proposals: a test axis; stride: a training axis (a model per stride)
+    assert len({c.train_key for c in frcnn_v2}) == 2
     assert sorted(
-        c.test_pipeline.model.faster_rcnn.feature_extractor.output_stride for c in frcnn_v2
-    ) == [8, 16, 16, 16]
+        (
+            c.train_pipeline.model.faster_rcnn.feature_extractor.output_stride,
+            c.test_pipeline.model.faster_rcnn.feature_extractor.output_stride,
+        )
+        for c in frcnn_v2
+    ) == [(8, 8), (16, 16), (16, 16), (16, 16)]
     # one recipe for every meta-architecture: steps and learning-rate schedule
     steps = {c.train_pipeline.train_config.num_steps for c in grid.cells}
     assert steps == {300}
@@ -321,7 +335,8 @@ def test_shipped_sweeps_expand():
     assert "SSD MobileNet v2 FPN 160px, tested at 80px" in labels
     assert "SSD MobileNet v2 FPN 160px, TFLite fp32" in labels
     assert "SSD MobileNet v2 FPN 160px, TFLite int8" in labels
-    assert "Faster R-CNN MobileNet v2 256px, 100 proposals, tested at stride 8" in labels
+    assert "Faster R-CNN MobileNet v2 stride 8 256px, 100 proposals" in labels
+    assert "SSD MobileNet v2 [no_fpn] 160px" in labels
     study = os.path.join(CONFIGS, "huang2017.pbtxt")
     grid = expand_grid(load_sweep(study), study)
     # 3 archs x 6 extractors x 2 resolutions; two-stage x 6 proposals x 2 strides,

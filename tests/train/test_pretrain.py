@@ -55,6 +55,38 @@ def test_cache_key_depends_on_what_changes_the_weights():
     assert base.startswith("mobilenet_v2-x0.35-r32-")
 
 
+def test_an_extractors_own_recipe_fills_the_fields_the_user_left_unset(tmp_path, monkeypatch):
+    from detbench.feature_extractors.mobilenet import MobileNetV1
+    from detbench.protos import sweep_pb2
+
+    own = {"learning_rate": 0.004, "warmup_steps": 2}
+    monkeypatch.setattr(MobileNetV1, "pretraining_recipe", own)
+    v1, v2 = _extractor("mobilenet_v1", 0.25), _extractor()
+    common = pretrain.Recipe(**TINY)
+    mine = pretrain.recipe_for(v1, common)
+    assert (mine.learning_rate, mine.warmup_steps, mine.steps) == (0.004, 2, 3)
+    assert pretrain.recipe_for(v2, common) == common  # MobileNet v2: the common recipe
+    # a field the user set (the sweep's message, a flag) stays theirs
+    set_lr = pretrain.Recipe(**{**TINY, "learning_rate": 0.001}, explicit=("learning_rate",))
+    kept = pretrain.recipe_for(v1, set_lr)
+    assert (kept.learning_rate, kept.warmup_steps) == (0.001, 2)
+    # the cache key is the recipe's as the extractor pretrains
+    assert pretrain.cache_key(v1, common) == pretrain.cache_key(v1, mine)
+    assert pretrain.cache_key(v1, common) != pretrain.cache_key(v1, set_lr)
+    message = sweep_pb2.Pretraining(steps=5, num_images=16)
+    assert pretrain.recipe_from_proto(message).explicit == (
+        "steps",
+        "num_train_images",
+        "num_val_images",
+    )
+    # a tiny run trains with, and records, the extractor's recipe
+    report = pretrain.pretrain(v1, common, str(tmp_path / "v1.h5"), progress=False)
+    assert report.steps == 3
+    assert (report.recipe["learning_rate"], report.recipe["warmup_steps"]) == (0.004, 2)
+    recorded = json.loads((tmp_path / "v1.json").read_text())["recipe"]
+    assert recorded == mine.key_fields() and "explicit" not in recorded
+
+
 def test_pretrained_weights_load_into_a_detector(tmp_path):
     from detbench.builders.model_builder import build_model
     from detbench.config import load_pipeline
