@@ -58,7 +58,7 @@ def _check_extractor(name, arch, field, check_registry):
         raise ConfigError(f"{field}.{e}") from None
     side, side_field = min_resolution(arch)
     needed = cls.max_stride
-    if side is not None and side < needed:
+    if side < needed:
         raise ConfigError(
             f"{field}.{side_field}: {side} px is smaller than the network's total "
             f"stride ({needed}) for {fe.type}"
@@ -66,12 +66,20 @@ def _check_extractor(name, arch, field, check_registry):
 
 
 def check_model(pipeline, check_registry=True):
-    """The model's own checks (its class's ``check_config``, found through
-    the meta-architecture registry), then the extractor's (through the
-    feature-extractor registry, when ``check_registry``)."""
-    name, arch = meta_arch_config(pipeline)
+    """The pipeline's model (``check_model_config``)."""
+    check_model_config(pipeline.model, check_registry)
+
+
+def check_model_config(model, check_registry=True):
+    """A ``DetectionModel`` message: its meta-architecture's own checks (its
+    class's ``check_config``, found through the meta-architecture registry),
+    then the extractor's (through the feature-extractor registry, when
+    ``check_registry``). ``build_model`` runs the same function, so what
+    validates builds."""
+    name = model.WhichOneof("model")
     if name is None:
         raise ConfigError("model: no meta-architecture set (ssd, faster_rcnn, rfcn, cascade_rcnn)")
+    arch = getattr(model, name)
     import detbench.meta_arch  # noqa: F401  (registers every meta-architecture)
     from detbench.meta_arch.base import META_ARCHITECTURES
 
