@@ -44,6 +44,16 @@ def check_nms(post, field):
     )
 
 
+def check_fpn_levels(feature_extractor, field):
+    """A ``FeatureExtractor`` message's pyramid levels (when it has ``fpn``):
+    the models' checks read them before the extractor's own checks run."""
+    fpn = feature_extractor.fpn
+    if feature_extractor.HasField("fpn") and fpn.min_level >= fpn.max_level:
+        raise ConfigError(
+            f"{field}.fpn: min_level ({fpn.min_level}) must be below max_level ({fpn.max_level})"
+        )
+
+
 def resolved_resizer(arch):
     """The ``ImageResizer`` a meta-architecture message's model uses, its kind
     always set: the message's own, or when unset the meta-architecture's

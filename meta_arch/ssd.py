@@ -181,6 +181,7 @@ class SSDMetaArch(DetectionModel):
                 f"{field}.feature_extractor.output_stride: SSD uses the backbone's own "
                 "strides; output_stride applies to two-stage models only"
             )
+        checks.check_fpn_levels(fe, f"{field}.feature_extractor")
         fpn = fe.fpn if fe.HasField("fpn") else None
         if config.box_predictor.share_weights_across_levels and fpn is None:
             raise ConfigError(
@@ -223,7 +224,9 @@ class SSDMetaArch(DetectionModel):
 
     @classmethod
     def from_config(cls, config, is_training=True):
-        """``config``: an ``ssd_pb2.Ssd`` message (``check_config`` passed)."""
+        """``config``: an ``ssd_pb2.Ssd`` message (checked first: a few
+        milliseconds, so a direct call refuses what ``build_model`` refuses)."""
+        cls.check_config(config, "model.ssd")
         fixed = checks.resolved_resizer(config).fixed_shape
         image_size = (fixed.height, fixed.width)
         fe_config = config.feature_extractor

@@ -364,6 +364,7 @@ class TwoStageDetectionModel(DetectionModel):
         matcher and post-processing."""
         super().check_config(config, field)
         fe = config.feature_extractor
+        checks.check_fpn_levels(fe, f"{field}.feature_extractor")
         fpn = fe.fpn if fe.HasField("fpn") else None
         RegionProposalNetwork.check_config(config.rpn, f"{field}.rpn", fpn)
         if config.HasField("second_stage_sampler"):

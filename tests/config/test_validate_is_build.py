@@ -130,6 +130,7 @@ def test_the_tiny_bases_validate_and_build(base):
     build_model(pipeline.model)
 
 
+@pytest.mark.slow  # ~230 of the ~550 mutations validate, and each of those is built
 def test_mutated_models_validate_as_they_build():
     """One test over every mutation (a parametrized case each would cost
     pytest's per-test overhead ~1000 times)."""
@@ -166,3 +167,27 @@ def test_shipped_pipelines_validate_and_build(path):
     arch.feature_extractor.ClearField("weights_path")
     grid.set_resolution(pipeline, 64)
     _assert_validate_is_build(pipeline)
+
+
+@pytest.mark.parametrize(
+    "base, field, message",
+    [
+        (
+            "ssd",
+            "ssd.image_resizer.keep_aspect_ratio",
+            "model.ssd.image_resizer: SSD needs fixed_shape, not keep_aspect_ratio",
+        ),
+        (
+            "faster_rcnn",
+            "faster_rcnn.rpn.anchor_generator.multilevel",
+            "model.faster_rcnn.rpn.anchor_generator: multilevel anchors need an FPN "
+            "extractor (feature_extractor.fpn)",
+        ),
+    ],
+)
+def test_what_validate_passed_and_build_refused_before(base, field, message):
+    """Issue 29's two examples: validate said OK, then the build raised."""
+    pipeline = _pipeline(BASES[base])
+    _apply(pipeline.model, field, ("set", None))
+    assert _refusal(lambda: validate.check_pipeline(pipeline)) == message
+    assert _refusal(lambda: build_model(pipeline.model)) == message
