@@ -44,25 +44,45 @@ def check_nms(post, field):
     )
 
 
+def check_fpn_levels(feature_extractor, field):
+    """A ``FeatureExtractor`` message's pyramid levels (when it has ``fpn``):
+    the models' checks read them before the extractor's own checks run."""
+    fpn = feature_extractor.fpn
+    if feature_extractor.HasField("fpn") and fpn.min_level >= fpn.max_level:
+        raise ConfigError(
+            f"{field}.fpn: min_level ({fpn.min_level}) must be below max_level ({fpn.max_level})"
+        )
+
+
+def resolved_resizer(arch):
+    """The ``ImageResizer`` a meta-architecture message's model uses, its kind
+    always set: the message's own, or when unset the meta-architecture's
+    default (SSD: fixed_shape 300 x 300; a two-stage model, whose message has
+    an ``rpn``: keep_aspect_ratio 600 / 1024), both at the proto's defaults.
+    The one reader of ``image_resizer``: the checks, the memory estimate, the
+    grid, the exporter and the models' image frames call it."""
+    resizer = type(arch.image_resizer)()
+    resizer.CopyFrom(arch.image_resizer)
+    if resizer.WhichOneof("image_resizer") is None:
+        two_stage = "rpn" in arch.DESCRIPTOR.fields_by_name
+        (resizer.keep_aspect_ratio if two_stage else resizer.fixed_shape).SetInParent()
+    return resizer
+
+
 def min_resolution(arch):
-    """The smallest side the model will see at its resizer's setting."""
-    r = arch.image_resizer
-    kind = r.WhichOneof("image_resizer")
-    if kind == "fixed_shape":
+    """The smallest side the model will see at its resizer's setting, and its field."""
+    r = resolved_resizer(arch)
+    if r.WhichOneof("image_resizer") == "fixed_shape":
         return min(r.fixed_shape.height, r.fixed_shape.width), "image_resizer.fixed_shape"
-    if kind == "keep_aspect_ratio":
-        return r.keep_aspect_ratio.min_dimension, "image_resizer.keep_aspect_ratio.min_dimension"
-    return None, None
+    return r.keep_aspect_ratio.min_dimension, "image_resizer.keep_aspect_ratio.min_dimension"
 
 
 def check_image_resizer(arch, field):
-    """A meta-architecture message's ``image_resizer`` (when set)."""
-    if not arch.HasField("image_resizer"):
-        return
+    """A meta-architecture message's ``image_resizer`` (its default when unset)."""
     side, side_field = min_resolution(arch)
-    if side is not None and side <= 0:
+    if side <= 0:
         raise ConfigError(f"{field}.{side_field}: must be positive, got {side}")
-    r = arch.image_resizer
+    r = resolved_resizer(arch)
     kind = r.WhichOneof("image_resizer")
     if kind == "keep_aspect_ratio" and r.keep_aspect_ratio.max_dimension < (
         r.keep_aspect_ratio.min_dimension
@@ -75,7 +95,7 @@ def check_image_resizer(arch, field):
     sides = {
         "fixed_shape": ("height", "width"),
         "keep_aspect_ratio": ("min_dimension", "max_dimension"),
-    }.get(kind, ())
+    }[kind]
     for name in sides:
         value = getattr(getattr(r, kind), name)
         if not MIN_SIDE <= value <= MAX_SIDE:

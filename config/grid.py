@@ -16,7 +16,7 @@ import os
 
 from google.protobuf import text_format
 
-from detbench.config.checks import check_sweep_settings
+from detbench.config.checks import check_sweep_settings, resolved_resizer
 from detbench.config.loader import load_text_proto
 from detbench.config.overrides import apply_override, apply_overrides
 from detbench.config.validate import TWO_STAGE, check_pipeline, meta_arch_config
@@ -181,6 +181,7 @@ def set_resolution(pipeline, value):
     """Input size ``value`` px: the fixed shape, or the shorter side (aspect ratio kept)."""
     name, arch = meta_arch_config(pipeline)
     side = int(value)
+    arch.image_resizer.CopyFrom(resolved_resizer(arch))
     r = arch.image_resizer
     if r.WhichOneof("image_resizer") == "keep_aspect_ratio":
         k = r.keep_aspect_ratio

@@ -9,6 +9,7 @@ only a few layers alive at once (a third of it, taken generously). On top:
 TensorFlow's own footprint. An estimate to catch the impossible, not a budget.
 """
 
+from detbench.config.checks import resolved_resizer
 from detbench.config.validate import meta_arch_config
 
 TRAIN_BYTES_PER_PIXEL = 2000
@@ -18,14 +19,11 @@ RUNTIME_BYTES = 1 << 30  # TensorFlow, the model's code, the data pipeline
 
 def input_side(arch):
     """(height, width) the model's input has at most."""
-    r = arch.image_resizer
-    kind = r.WhichOneof("image_resizer")
-    if kind == "fixed_shape":
+    r = resolved_resizer(arch)
+    if r.WhichOneof("image_resizer") == "fixed_shape":
         return r.fixed_shape.height, r.fixed_shape.width
-    if kind == "keep_aspect_ratio":
-        side = r.keep_aspect_ratio.max_dimension
-        return side, side
-    return None
+    side = r.keep_aspect_ratio.max_dimension
+    return side, side
 
 
 def estimate_bytes(pipeline):

@@ -7,7 +7,7 @@ stride). The registries are imported lazily so the config layer stays
 importable alone; the field checks they share are in ``config/checks.py``.
 """
 
-from detbench.config.checks import min_resolution
+from detbench.config.checks import check_fpn_levels, min_resolution
 from detbench.config.train_checks import check_train_config
 from detbench.errors import ConfigError
 from detbench.meta_arch_names import TWO_STAGE  # noqa: F401  (grid, sweep import it here)
@@ -31,17 +31,19 @@ def model_num_classes(pipeline, split):
     return arch.num_classes, f"model.{name}.num_classes vs {split}_input_reader"
 
 
-def _check_extractor(name, arch, field, check_registry):
+def _check_extractor_fields(arch, field):
+    """The extractor's fields every model reads."""
     fe = arch.feature_extractor
     if not fe.type:
         raise ConfigError(f"{field}.feature_extractor.type: empty")
     if fe.depth_multiplier <= 0:
         raise ConfigError(f"{field}.feature_extractor.depth_multiplier: must be positive")
-    if fe.HasField("fpn") and fe.fpn.min_level >= fe.fpn.max_level:
-        raise ConfigError(
-            f"{field}.feature_extractor.fpn: min_level ({fe.fpn.min_level}) must be "
-            f"below max_level ({fe.fpn.max_level})"
-        )
+    check_fpn_levels(fe, f"{field}.feature_extractor")
+
+
+def _check_extractor(name, arch, field, check_registry):
+    """The extractor class's own checks and the total stride against the input."""
+    fe = arch.feature_extractor
     if not check_registry:
         return
     import detbench.feature_extractors  # noqa: F401  (registers the families)
@@ -58,7 +60,7 @@ def _check_extractor(name, arch, field, check_registry):
         raise ConfigError(f"{field}.{e}") from None
     side, side_field = min_resolution(arch)
     needed = cls.max_stride
-    if side is not None and side < needed:
+    if side < needed:
         raise ConfigError(
             f"{field}.{side_field}: {side} px is smaller than the network's total "
             f"stride ({needed}) for {fe.type}"
@@ -66,17 +68,26 @@ def _check_extractor(name, arch, field, check_registry):
 
 
 def check_model(pipeline, check_registry=True):
-    """The model's own checks (its class's ``check_config``, found through
-    the meta-architecture registry), then the extractor's (through the
-    feature-extractor registry, when ``check_registry``)."""
-    name, arch = meta_arch_config(pipeline)
+    """The pipeline's model (``check_model_config``)."""
+    check_model_config(pipeline.model, check_registry)
+
+
+def check_model_config(model, check_registry=True):
+    """A ``DetectionModel`` message: its meta-architecture's own checks (its
+    class's ``check_config``, found through the meta-architecture registry),
+    then the extractor's (through the feature-extractor registry, when
+    ``check_registry``). ``build_model`` runs the same function, so what
+    validates builds."""
+    name = model.WhichOneof("model")
     if name is None:
         raise ConfigError("model: no meta-architecture set (ssd, faster_rcnn, rfcn, cascade_rcnn)")
+    arch = getattr(model, name)
     import detbench.meta_arch  # noqa: F401  (registers every meta-architecture)
     from detbench.meta_arch.base import META_ARCHITECTURES
 
     field = f"model.{name}"
     META_ARCHITECTURES.get(name).check_config(arch, field)
+    _check_extractor_fields(arch, field)
     _check_extractor(name, arch, field, check_registry)
 
 

@@ -120,6 +120,12 @@ class MultiscaleAnchorGenerator:
     ):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if not 0.0 < min_scale <= max_scale:
+            raise ValueError(
+                f"multiscale anchors need 0 < min_scale <= max_scale, got {min_scale}, {max_scale}"
+            )
+        if min(aspect_ratios, default=1.0) <= 0:
+            raise ValueError(f"aspect ratios must be positive, got {list(aspect_ratios)}")
         self.num_layers, self.clip = num_layers, clip
         scales = [
             min_scale + (max_scale - min_scale) * k / max(num_layers - 1, 1)

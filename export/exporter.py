@@ -279,18 +279,17 @@ class _ServingModule(tf.Module):
 
 # -- export info --------------------------------------------------------------
 def _resolution(arch):
-    resizer = arch.image_resizer
-    kind = resizer.WhichOneof("image_resizer")
-    if kind == "fixed_shape":
+    from detbench.config.checks import resolved_resizer
+
+    resizer = resolved_resizer(arch)
+    if resizer.WhichOneof("image_resizer") == "fixed_shape":
         return {
             "fixed_shape": {
                 "height": resizer.fixed_shape.height,
                 "width": resizer.fixed_shape.width,
             }
         }
-    from detbench.protos import image_resizer_pb2
-
-    k = resizer.keep_aspect_ratio if kind else image_resizer_pb2.KeepAspectRatioResizer()
+    k = resizer.keep_aspect_ratio
     return {
         "keep_aspect_ratio": {
             "min_dimension": k.min_dimension,

@@ -113,6 +113,12 @@ class FeatureExtractor(abc.ABC):
             )
         if config.HasField("fpn") and not cls.supports_fpn:
             raise ConfigError(f"feature_extractor.fpn: {name} does not support FPN")
+        if config.HasField("fpn"):  # what ``build_fpn`` would refuse
+            from detbench.feature_extractors import fpn as fpn_lib
+
+            fpn = config.fpn
+            fpn_lib.check_fpn_levels(name, fpn.min_level, fpn.max_level, fpn.depth)
+            fpn_lib.check_fpn_stride(config.output_stride)
 
     # -- common -------------------------------------------------------------
     @abc.abstractmethod

@@ -29,11 +29,24 @@ import tensorflow as tf
 import tf_keras
 
 from detbench.config import checks
+from detbench.errors import ConfigError
 from detbench.registry import Registry
 
 META_ARCHITECTURES = Registry("meta-architecture")
 
 DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+def buildable(field, build, *args, **kwargs):
+    """``build(*args, **kwargs)`` inside a ``check_config``: the core builders
+    (box coders, anchor generators, losses, samplers, matchers, NMS) hold the
+    rules of their own settings, so a check builds the (TensorFlow-free)
+    object and turns its ValueError into a ConfigError naming ``field``."""
+    try:
+        return build(*args, **kwargs)
+    except ValueError as e:
+        raise ConfigError(f"{field}: {e}") from None
+
 
 # For the models' graph-building methods: they have no Python control flow on
 # tensors, and skipping AutoGraph's source conversion (which would also

@@ -28,11 +28,46 @@ import tf_keras
 
 from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
+from detbench.protos import ssd_pb2
+
+_PREDICTOR = ssd_pb2.ConvolutionalBoxPredictor()  # the constructor's defaults
 
 
 def _static_or_dynamic(tensor, axis):
     dim = tensor.shape[axis]
     return dim if dim is not None else tf.shape(tensor)[axis]
+
+
+def _check_settings(kernel_size, depth, num_layers, class_prior_probability, share, anchors):
+    """ConfigError (field relative to the predictor's message) on settings no
+    predictor can have; ``anchors``: anchors per location on each map."""
+    if kernel_size < 1 or num_layers < 0 or depth < 1:
+        raise ConfigError(
+            "box_predictor: kernel_size and depth must be >= 1 and "
+            "num_layers_before_predictor >= 0, got "
+            f"{kernel_size}, {depth}, {num_layers}"
+        )
+    if not 0.0 <= class_prior_probability < 1.0:
+        raise ConfigError(
+            f"box_predictor.class_prior_probability must be in [0, 1), got {class_prior_probability}"
+        )
+    if share and len(set(anchors)) != 1:
+        raise ConfigError(
+            "box_predictor.share_weights_across_levels needs the same number of anchors "
+            f"per location on every map, got {list(anchors)}"
+        )
+
+
+def check_box_predictor(config, num_anchors_per_location):
+    """A ConvolutionalBoxPredictor proto's settings (what the layer would refuse)."""
+    _check_settings(
+        config.kernel_size,
+        config.depth,
+        config.num_layers_before_predictor,
+        config.class_prior_probability,
+        config.share_weights_across_levels,
+        num_anchors_per_location,
+    )
 
 
 class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
@@ -43,15 +78,15 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
         self,
         num_class_columns,
         num_anchors_per_location,
-        kernel_size=3,
-        num_layers_before_predictor=0,
-        depth=256,
-        share_weights_across_levels=False,
-        class_prior_probability=0.0,
+        kernel_size=_PREDICTOR.kernel_size,
+        num_layers_before_predictor=_PREDICTOR.num_layers_before_predictor,
+        depth=_PREDICTOR.depth,
+        share_weights_across_levels=_PREDICTOR.share_weights_across_levels,
+        class_prior_probability=_PREDICTOR.class_prior_probability,
         background_column=False,
         code_size=4,
         weight_decay=0.0,
-        separate_class_and_box_towers=False,
+        separate_class_and_box_towers=_PREDICTOR.separate_class_and_box_towers,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -66,22 +101,14 @@ class ConvolutionalBoxPredictor(tf_keras.layers.Layer):
         self.code_size = int(code_size)
         self.weight_decay = float(weight_decay)
         self.separate_towers = bool(separate_class_and_box_towers)
-        if self.kernel_size < 1 or self.num_layers_before_predictor < 0 or self.depth < 1:
-            raise ConfigError(
-                "box_predictor: kernel_size and depth must be >= 1 and "
-                "num_layers_before_predictor >= 0, got "
-                f"{self.kernel_size}, {self.depth}, {self.num_layers_before_predictor}"
-            )
-        if not 0.0 <= self.class_prior_probability < 1.0:
-            raise ConfigError(
-                "box_predictor.class_prior_probability must be in [0, 1), "
-                f"got {self.class_prior_probability}"
-            )
-        if self.share_weights and len(set(self.num_anchors_per_location)) != 1:
-            raise ConfigError(
-                "box_predictor.share_weights_across_levels needs the same number of anchors "
-                f"per location on every map, got {self.num_anchors_per_location}"
-            )
+        _check_settings(
+            self.kernel_size,
+            self.depth,
+            self.num_layers_before_predictor,
+            self.class_prior_probability,
+            self.share_weights,
+            self.num_anchors_per_location,
+        )
         self._regularizer = l2_regularizer(weight_decay)
         heads = 1 if self.share_weights else len(self.num_anchors_per_location)
         self.towers = [

@@ -15,8 +15,8 @@ image to the input by multiplying by (h/H', w/W', h/H', w/W')
 (``to_input_frame``) and back by dividing (``to_true_frame``).
 
 One ``ImageFrame`` serves SSD (a fixed size) and the two-stage models (an
-``ImageResizer`` proto: fixed shape, or keep aspect ratio 600 / 1024 when
-unset).
+``ImageResizer`` proto as ``config.checks.resolved_resizer`` gives it: fixed
+shape, or keep aspect ratio).
 """
 
 import math
@@ -92,15 +92,12 @@ class ImageFrame:
 
     @classmethod
     def from_resizer(cls, resizer, pad_multiple=1, normalize=None):
-        """``ImageResizer`` proto (keep aspect ratio 600 / 1024 when unset)."""
+        """``ImageResizer`` proto, as ``config.checks.resolved_resizer`` gives
+        it (an unset one reads as keep aspect ratio at the proto's defaults)."""
         if resizer.WhichOneof("image_resizer") == "fixed_shape":
             fixed = resizer.fixed_shape
             return cls((fixed.height, fixed.width), pad_multiple=pad_multiple, normalize=normalize)
-        keep = (
-            resizer.keep_aspect_ratio
-            if resizer.HasField("keep_aspect_ratio")
-            else _KEEP_ASPECT_RATIO
-        )
+        keep = resizer.keep_aspect_ratio
         return cls(
             None,
             keep.min_dimension,

@@ -35,6 +35,9 @@ from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
 from detbench.meta_arch import two_stage
 from detbench.meta_arch.base import META_ARCHITECTURES
+from detbench.protos import rfcn_pb2
+
+_RFCN = rfcn_pb2.Rfcn()  # the constructor's defaults
 
 
 def bins_and_crop(feature_extractor, num_spatial_bins=0, crop_size=0):
@@ -52,6 +55,17 @@ def bins_and_crop(feature_extractor, num_spatial_bins=0, crop_size=0):
     return k, crop
 
 
+def _check_head(has_fpn, reduction_depth):
+    if has_fpn:
+        raise ConfigError(
+            "model.rfcn.feature_extractor.fpn: R-FCN pools from the single "
+            "first-stage map; remove fpn (FPN is for faster_rcnn / "
+            "cascade_rcnn)"
+        )
+    if reduction_depth <= 0:
+        raise ConfigError(f"model.rfcn.reduction_depth: must be > 0, got {reduction_depth}")
+
+
 @META_ARCHITECTURES.register("rfcn")
 class Rfcn(two_stage.TwoStageDetectionModel):
     """Two-stage detector: RPN proposals scored by position-sensitive crops of whole-map scores."""
@@ -62,23 +76,16 @@ class Rfcn(two_stage.TwoStageDetectionModel):
         is_training,
         feature_extractor,
         rpn,
-        num_spatial_bins=0,
-        crop_size=0,
-        reduction_depth=1024,
+        num_spatial_bins=_RFCN.num_spatial_bins,
+        crop_size=_RFCN.crop_size,
+        reduction_depth=_RFCN.reduction_depth,
         **kwargs,
     ):
         """``num_spatial_bins`` / ``crop_size``: k and the crop side (0: the
         extractor's defaults); ``reduction_depth``: the 1x1 reduction before
         the score maps. Other keyword arguments: see ``TwoStageDetectionModel``
         (``hard_example_miner`` set means OHEM)."""
-        if feature_extractor.config.HasField("fpn"):
-            raise ConfigError(
-                "model.rfcn.feature_extractor.fpn: R-FCN pools from the single "
-                "first-stage map; remove fpn (FPN is for faster_rcnn / "
-                "cascade_rcnn)"
-            )
-        if reduction_depth <= 0:
-            raise ConfigError(f"model.rfcn.reduction_depth: must be > 0, got {reduction_depth}")
+        _check_head(feature_extractor.config.HasField("fpn"), reduction_depth)
         super().__init__(num_classes, is_training, feature_extractor, rpn, **kwargs)
         self.num_spatial_bins, self.crop_size = bins_and_crop(
             feature_extractor, num_spatial_bins, crop_size
@@ -102,6 +109,17 @@ class Rfcn(two_stage.TwoStageDetectionModel):
             kernel_regularizer=reg,
             name="rfcn_position_sensitive_maps",
         )
+
+    @classmethod
+    def check_config(cls, config, field):
+        _check_head(config.feature_extractor.HasField("fpn"), config.reduction_depth)
+        super().check_config(config, field)
+        import detbench.feature_extractors  # noqa: F401  (registers the families)
+        from detbench.feature_extractors.base import FEATURE_EXTRACTORS
+
+        if config.feature_extractor.type in FEATURE_EXTRACTORS:  # else its own check refuses
+            extractor = FEATURE_EXTRACTORS.get(config.feature_extractor.type)
+            bins_and_crop(extractor, config.num_spatial_bins, config.crop_size)
 
     @classmethod
     def from_config(cls, config, is_training=True, benchmark_mode=False):

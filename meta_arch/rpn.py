@@ -42,10 +42,26 @@ from detbench.core import (
 )
 from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
-from detbench.meta_arch.base import no_autograph
+from detbench.meta_arch.base import buildable, no_autograph
+from detbench.protos import anchor_generator_pb2, rpn_pb2, sampler_pb2
 
-DEFAULT_SCALES = (0.25, 0.5, 1.0, 2.0)
-DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
+# The constructor's defaults are the protos' (Ren et al.'s, as Huang et al. use them).
+_RPN = rpn_pb2.RegionProposalNetwork()
+_SAMPLER = sampler_pb2.BalancedSampler()
+
+
+def _anchor_generator(config, levels):
+    """The RPN's anchor generator: the proto's, or by default grid anchors on
+    one map, multilevel anchors over the FPN ``levels`` (both at the protos'
+    defaults); a grid's stride is left to the map when the proto gives none."""
+    proto = config.anchor_generator
+    if not config.HasField("anchor_generator"):
+        proto = anchor_generator_pb2.AnchorGenerator()
+        if levels is None:
+            proto.grid.SetInParent()
+        else:
+            proto.multilevel.min_level, proto.multilevel.max_level = levels[0], levels[-1]
+    return anchor_generators.build_anchor_generator(proto)
 
 
 class RegionProposalNetwork(tf_keras.layers.Layer):
@@ -59,19 +75,19 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         self,
         anchor_generator,
         box_coder=None,
-        conv_depth=512,
-        conv_kernel_size=3,
-        positive_iou_threshold=0.7,
-        negative_iou_threshold=0.3,
-        force_match=True,
-        batch_size=256,
-        positive_fraction=0.5,
-        nms_iou_threshold=0.7,
-        max_proposals_train=2000,
-        max_proposals=300,
-        pre_nms_top_k=6000,
-        localization_loss_weight=1.0,
-        objectness_loss_weight=1.0,
+        conv_depth=_RPN.conv_depth,
+        conv_kernel_size=_RPN.conv_kernel_size,
+        positive_iou_threshold=_RPN.positive_iou_threshold,
+        negative_iou_threshold=_RPN.negative_iou_threshold,
+        force_match=_RPN.force_match,
+        batch_size=_SAMPLER.batch_size,
+        positive_fraction=_SAMPLER.positive_fraction,
+        nms_iou_threshold=_RPN.nms_iou_threshold,
+        max_proposals_train=_RPN.max_proposals_train,
+        max_proposals=_RPN.max_proposals,
+        pre_nms_top_k=_RPN.pre_nms_top_k,
+        localization_loss_weight=_RPN.localization_loss_weight,
+        objectness_loss_weight=_RPN.objectness_loss_weight,
         weight_decay=0.0,
         **kwargs,
     ):
@@ -119,8 +135,9 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         )
 
     @staticmethod
-    def check_config(rpn, field):
-        """Raise ConfigError naming the field (``field``: the RPN message's path)."""
+    def check_config(rpn, field, fpn=None):
+        """Raise ConfigError naming the field (``field``: the RPN message's path;
+        ``fpn``: the extractor's ``Fpn`` message, None without a pyramid)."""
         checks.unit_interval(rpn.nms_iou_threshold, f"{field}.nms_iou_threshold")
         checks.positive(rpn.max_proposals, f"{field}.max_proposals")
         checks.positive(rpn.max_proposals_train, f"{field}.max_proposals_train")
@@ -145,6 +162,32 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
                 f"{field}.negative_iou_threshold: {rpn.negative_iou_threshold} "
                 f"exceeds positive_iou_threshold ({rpn.positive_iou_threshold})"
             )
+        levels = None if fpn is None else list(range(fpn.min_level, fpn.max_level + 1))
+        which = rpn.anchor_generator.WhichOneof("anchor_generator")
+        if which == "grid" and levels is not None:
+            raise ConfigError(
+                f"{field}.anchor_generator: an FPN extractor needs multilevel anchors"
+            )
+        if which == "multilevel" and levels is None:
+            raise ConfigError(
+                f"{field}.anchor_generator: multilevel anchors need an FPN "
+                "extractor (feature_extractor.fpn)"
+            )
+        if which not in (None, "grid", "multilevel"):
+            raise ConfigError(f"{field}.anchor_generator: use grid (or multilevel with FPN)")
+        generator = buildable(f"{field}.anchor_generator", _anchor_generator, rpn, levels)
+        if which == "multilevel" and (
+            generator.min_level < levels[0] or generator.max_level > levels[-1]
+        ):
+            raise ConfigError(
+                f"{field}.anchor_generator.multilevel: levels {generator.min_level}.."
+                f"{generator.max_level} outside the FPN's {levels[0]}..{levels[-1]}"
+            )
+        if rpn.HasField("conv_depth") or levels is None:
+            checks.positive(rpn.conv_depth, f"{field}.conv_depth")
+        checks.positive(rpn.conv_kernel_size, f"{field}.conv_kernel_size")
+        buildable(f"{field}.box_coder", box_coders.build_box_coder, rpn.box_coder)
+        buildable(f"{field}.sampler", samplers.build_sampler, rpn.sampler)
 
     @classmethod
     def from_config(cls, config, input_shape, weight_decay=0.0):
@@ -158,34 +201,9 @@ class RegionProposalNetwork(tf_keras.layers.Layer):
         is their channels).
         """
         levels = sorted(input_shape) if isinstance(input_shape, dict) else None
-        if config.HasField("anchor_generator"):
-            generator = anchor_generators.build_anchor_generator(config.anchor_generator)
-        elif levels is not None:
-            generator = anchor_generators.MultilevelAnchorGenerator(
-                levels[0], levels[-1], 8.0, 1, DEFAULT_ASPECT_RATIOS
-            )
-        else:
-            generator = anchor_generators.GridAnchorGenerator(
-                DEFAULT_SCALES, DEFAULT_ASPECT_RATIOS, 256
-            )
-        if isinstance(generator, anchor_generators.GridAnchorGenerator):
-            if levels is not None:
-                raise ValueError("rpn.anchor_generator: an FPN extractor needs multilevel anchors")
-            if not generator.stride:
-                generator.stride = int(input_shape.stride)
-        elif isinstance(generator, anchor_generators.MultilevelAnchorGenerator):
-            if levels is None:
-                raise ValueError(
-                    "rpn.anchor_generator: multilevel anchors need an FPN "
-                    "extractor (feature_extractor.fpn)"
-                )
-            if generator.min_level < levels[0] or generator.max_level > levels[-1]:
-                raise ValueError(
-                    f"rpn.anchor_generator.multilevel: levels {generator.min_level}.."
-                    f"{generator.max_level} outside the FPN's {levels[0]}..{levels[-1]}"
-                )
-        else:
-            raise ValueError("rpn.anchor_generator: use grid (or multilevel with FPN)")
+        generator = _anchor_generator(config, levels)
+        if isinstance(generator, anchor_generators.GridAnchorGenerator) and not generator.stride:
+            generator.stride = int(input_shape.stride)
         sampler = config.sampler
         # Lin et al.'s FPN RPN head keeps the pyramid depth unless told otherwise.
         conv_depth = (

@@ -30,8 +30,13 @@ from detbench.core import (
 )
 from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
-from detbench.meta_arch.base import META_ARCHITECTURES, DetectionModel, no_autograph
-from detbench.meta_arch.box_predictor import build_box_predictor
+from detbench.meta_arch.base import (
+    META_ARCHITECTURES,
+    DetectionModel,
+    buildable,
+    no_autograph,
+)
+from detbench.meta_arch.box_predictor import build_box_predictor, check_box_predictor
 from detbench.meta_arch.image_frame import (
     ImageFrame,
     groundtruth_in_input_frame,
@@ -39,10 +44,19 @@ from detbench.meta_arch.image_frame import (
     to_true_frame,
     true_window,
 )
-from detbench.protos import image_resizer_pb2, post_processing_pb2
+from detbench.protos import (
+    anchor_generator_pb2,
+    image_resizer_pb2,
+    losses_pb2,
+    matcher_pb2,
+    post_processing_pb2,
+    ssd_pb2,
+)
 
 _FIXED_SHAPE = image_resizer_pb2.FixedShapeResizer()  # its defaults: 300 x 300
 DEFAULT_IMAGE_SIZE = (_FIXED_SHAPE.height, _FIXED_SHAPE.width)
+_SSD = ssd_pb2.Ssd()  # the constructor's defaults
+_LOSS = losses_pb2.Loss()
 _PP = post_processing_pb2.PostProcessing
 
 
@@ -56,36 +70,38 @@ def _map_list(features):
     return [features]
 
 
-def _build_anchor_generator(config, num_maps, fpn):
-    """anchor_generator proto (or its default) -> generator, checked against the maps."""
+def _check_anchor_generator(config, fpn, field):
+    """SSD's anchors are multiscale, or multilevel over the extractor's FPN levels."""
     which = config.anchor_generator.WhichOneof("anchor_generator")
-    if which is None:
-        if fpn is not None:  # RetinaNet: 3 scales per octave x 3 ratios, side 4 * stride
-            return anchor_lib.MultilevelAnchorGenerator(
-                min_level=fpn.min_level,
-                max_level=fpn.max_level,
-                anchor_scale=4.0,
-                scales_per_octave=3,
-                aspect_ratios=(0.5, 1.0, 2.0),
-            )
-        return anchor_lib.MultiscaleAnchorGenerator(num_layers=num_maps)
     if which == "grid":
         raise ConfigError(
-            "model.ssd.anchor_generator: SSD uses multiscale (or, with FPN, "
+            f"{field}.anchor_generator: SSD uses multiscale (or, with FPN, "
             "multilevel) anchors, not grid"
         )
     if which == "multilevel":
         c = config.anchor_generator.multilevel
         if fpn is None:
             raise ConfigError(
-                "model.ssd.anchor_generator.multilevel needs feature_extractor.fpn (pyramid levels)"
+                f"{field}.anchor_generator.multilevel needs feature_extractor.fpn (pyramid levels)"
             )
         if (c.min_level, c.max_level) != (fpn.min_level, fpn.max_level):
             raise ConfigError(
-                f"model.ssd.anchor_generator.multilevel: levels {c.min_level}..{c.max_level} "
+                f"{field}.anchor_generator.multilevel: levels {c.min_level}..{c.max_level} "
                 f"differ from feature_extractor.fpn levels {fpn.min_level}..{fpn.max_level}"
             )
-    return anchor_lib.build_anchor_generator(config.anchor_generator, num_layers=num_maps)
+
+
+def _build_anchor_generator(config, num_maps, fpn):
+    """anchor_generator proto (or its default) -> generator (``check_config`` passed)."""
+    proto = config.anchor_generator
+    if proto.WhichOneof("anchor_generator") is None:
+        proto = anchor_generator_pb2.AnchorGenerator()
+        if fpn is not None:  # RetinaNet: 3 scales per octave x 3 ratios, side 4 * stride
+            proto.multilevel.min_level, proto.multilevel.max_level = fpn.min_level, fpn.max_level
+            proto.multilevel.anchor_scale, proto.multilevel.scales_per_octave = 4.0, 3
+        else:  # Liu et al.'s
+            return anchor_lib.MultiscaleAnchorGenerator(num_layers=num_maps)
+    return anchor_lib.build_anchor_generator(proto, num_layers=num_maps)
 
 
 def _num_anchors_per_location(generator, num_maps):
@@ -114,9 +130,9 @@ class SSDMetaArch(DetectionModel):
         image_size=DEFAULT_IMAGE_SIZE,
         background_column=True,
         hard_negative_miner=None,
-        classification_weight=1.0,
-        localization_weight=1.0,
-        normalize_loss_by_num_matches=True,
+        classification_weight=_LOSS.classification_weight,
+        localization_weight=_LOSS.localization_weight,
+        normalize_loss_by_num_matches=_SSD.normalize_loss_by_num_matches,
         pad_multiple=1,
         **kwargs,
     ):
@@ -156,21 +172,63 @@ class SSDMetaArch(DetectionModel):
     @classmethod
     def check_config(cls, config, field):
         super().check_config(config, field)
+        kind = checks.resolved_resizer(config).WhichOneof("image_resizer")
+        if kind != "fixed_shape":
+            raise ConfigError(f"{field}.image_resizer: SSD needs fixed_shape, not {kind}")
         fe = config.feature_extractor
         if fe.HasField("output_stride") and not fe.HasField("fpn"):
             raise ConfigError(
                 f"{field}.feature_extractor.output_stride: SSD uses the backbone's own "
                 "strides; output_stride applies to two-stage models only"
             )
+        checks.check_fpn_levels(fe, f"{field}.feature_extractor")
+        fpn = fe.fpn if fe.HasField("fpn") else None
+        if config.box_predictor.share_weights_across_levels and fpn is None:
+            raise ConfigError(
+                f"{field}.box_predictor.share_weights_across_levels: needs "
+                "feature_extractor.fpn (maps of equal depth)"
+            )
+        _check_anchor_generator(config, fpn, field)
+        # Every SSD extractor gives at least two maps: enough to see anchors
+        # per location differ between maps (shared predictor weights).
+        num_maps = fpn.max_level - fpn.min_level + 1 if fpn is not None else 2
+        generator = buildable(
+            f"{field}.anchor_generator", _build_anchor_generator, config, num_maps, fpn
+        )
+        buildable(f"{field}.box_coder", box_coders.build_box_coder, config.box_coder)
+        buildable(f"{field}.loss", losses_lib.build_loss, config.loss)
         if config.HasField("matcher"):
             checks.check_matcher(config.matcher, f"{field}.matcher")
+        buildable(f"{field}.matcher", matchers.build_matcher, _matcher_config(config))
+        if config.use_hard_negative_mining:
+            buildable(
+                f"{field}.hard_negative_miner",
+                samplers.build_hard_negative_miner,
+                config.hard_negative_miner,
+            )
         if config.HasField("post_processing"):
             checks.check_nms(config.post_processing, f"{field}.post_processing")
+        buildable(
+            f"{field}.post_processing",
+            post_processing.build_post_processing,
+            config.post_processing,
+        )
+        background_column = _background_column(config)
+        _check_score_converter(config.post_processing, background_column, field)
+        try:
+            check_box_predictor(
+                config.box_predictor, _num_anchors_per_location(generator, num_maps)
+            )
+        except ConfigError as e:
+            raise ConfigError(f"{field}.{e}") from None
 
     @classmethod
     def from_config(cls, config, is_training=True):
-        """``config``: an ``ssd_pb2.Ssd`` message (``check_config`` passed)."""
-        image_size = _image_size(config)
+        """``config``: an ``ssd_pb2.Ssd`` message (checked first: a few
+        milliseconds, so a direct call refuses what ``build_model`` refuses)."""
+        cls.check_config(config, "model.ssd")
+        fixed = checks.resolved_resizer(config).fixed_shape
+        image_size = (fixed.height, fixed.width)
         fe_config = config.feature_extractor
         extractor = build_feature_extractor(fe_config, is_training=is_training, meta_arch="ssd")
         fpn = fe_config.fpn if fe_config.HasField("fpn") else None
@@ -184,17 +242,12 @@ class SSDMetaArch(DetectionModel):
         anchor_generator = _build_anchor_generator(config, num_maps, fpn)
 
         cls_loss, loc_loss, cls_weight, loc_weight = losses_lib.build_loss(config.loss)
-        background_column = (
-            losses_lib.classification_loss_kind(config.loss.classification_loss) == "softmax"
-        )
+        background_column = _background_column(config)
 
         nms_fn, _ = post_processing.build_post_processing(config.post_processing)
         score_converter = _score_converter(config.post_processing, background_column)
 
-        if config.HasField("matcher"):
-            matcher = matchers.build_matcher(config.matcher)
-        else:
-            matcher = matchers.ArgMaxMatcher(0.5, 0.5, force_match_for_each_row=True)
+        matcher = matchers.build_matcher(_matcher_config(config))
         miner = (
             samplers.build_hard_negative_miner(config.hard_negative_miner)
             if config.use_hard_negative_mining
@@ -333,35 +386,44 @@ class SSDMetaArch(DetectionModel):
 
 
 # -- helpers ------------------------------------------------------------------
-def _image_size(config):
-    which = config.image_resizer.WhichOneof("image_resizer")
-    if which is None:
-        return DEFAULT_IMAGE_SIZE
-    if which != "fixed_shape":
-        raise ConfigError(f"model.ssd.image_resizer: SSD needs fixed_shape, not {which}")
-    size = (config.image_resizer.fixed_shape.height, config.image_resizer.fixed_shape.width)
-    if min(size) <= 0:
-        raise ConfigError(f"model.ssd.image_resizer.fixed_shape: must be positive, got {size}")
-    return size
+def _matcher_config(config):
+    """The proto's matcher; unset: argmax at the proto's thresholds (0.5 / 0.5)
+    with force match (Liu et al.: every groundtruth gets its best anchor)."""
+    if config.HasField("matcher"):
+        return config.matcher
+    return matcher_pb2.Matcher(argmax=matcher_pb2.ArgMaxMatcher(force_match_for_each_row=True))
 
 
-def _score_converter(pp_config, background_column):
-    """Score function logits [..., C(+1)] -> scores [..., num_classes]."""
+def _background_column(config):
+    """A softmax classification loss predicts a background column."""
+    return losses_lib.classification_loss_kind(config.loss.classification_loss) == "softmax"
+
+
+def _score_converter_kind(pp_config, background_column):
     if not pp_config.HasField("score_converter"):
-        converter = _PP.SOFTMAX if background_column else _PP.SIGMOID
-    else:
-        converter = pp_config.score_converter
+        return _PP.SOFTMAX if background_column else _PP.SIGMOID
+    return pp_config.score_converter
+
+
+def _check_score_converter(pp_config, background_column, field):
+    converter = _score_converter_kind(pp_config, background_column)
     name = _PP.ScoreConverter.Name(converter)
     if background_column and converter == _PP.SIGMOID:
         raise ConfigError(
-            "model.ssd.post_processing.score_converter: SIGMOID does not fit a "
+            f"{field}.post_processing.score_converter: SIGMOID does not fit a "
             "softmax classification loss (use SOFTMAX)"
         )
     if not background_column and converter == _PP.SOFTMAX:
         raise ConfigError(
-            "model.ssd.post_processing.score_converter: SOFTMAX needs a softmax "
+            f"{field}.post_processing.score_converter: SOFTMAX needs a softmax "
             f"classification loss; with sigmoid or focal loss use SIGMOID, not {name}"
         )
+
+
+def _score_converter(pp_config, background_column):
+    """Score function logits [..., C(+1)] -> scores [..., num_classes]
+    (``_check_score_converter`` passed)."""
+    converter = _score_converter_kind(pp_config, background_column)
     fn = post_processing.build_score_converter(converter)
     if background_column and converter == _PP.IDENTITY:
         return lambda logits: fn(logits)[..., 1:]

@@ -46,7 +46,7 @@ from detbench.core import (
 from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
-from detbench.meta_arch.base import DetectionModel, no_autograph
+from detbench.meta_arch.base import DetectionModel, buildable, no_autograph
 from detbench.meta_arch.image_frame import (
     ImageFrame,
     groundtruth_in_input_frame,
@@ -55,10 +55,19 @@ from detbench.meta_arch.image_frame import (
     true_window,
 )
 from detbench.meta_arch.rpn import RegionProposalNetwork
-from detbench.protos import image_resizer_pb2, losses_pb2, post_processing_pb2
+from detbench.protos import (
+    faster_rcnn_pb2,
+    image_resizer_pb2,
+    losses_pb2,
+    matcher_pb2,
+    post_processing_pb2,
+    sampler_pb2,
+)
 
 # Lin et al.: RoIs are cropped from P2-P5 (P6 serves the RPN only).
 FPN_MAX_ROI_LEVEL = 5
+_FC_HEAD = faster_rcnn_pb2.FcHead()  # the fc head's defaults
+_BOX_SAMPLER = sampler_pb2.BoxClassifierSampler()  # the second stage's: 64 RoIs at 0.25
 
 
 # -- second-stage targets ------------------------------------------------------
@@ -126,12 +135,12 @@ def reduce_roi_losses(losses, mask):
 
 # -- second-stage heads ---------------------------------------------------------
 def fc_box_head(
-    num_fc_layers=2,
-    fc_depth=1024,
+    num_fc_layers=_FC_HEAD.num_fc_layers,
+    fc_depth=_FC_HEAD.fc_depth,
     weight_decay=0.0,
     name="fc_box_head",
-    num_conv_layers=0,
-    conv_depth=256,
+    num_conv_layers=_FC_HEAD.num_conv_layers,
+    conv_depth=_FC_HEAD.conv_depth,
 ):
     """FPN's box head: ``num_conv_layers`` 3x3 ReLU convs of ``conv_depth`` on
     the crops (0 by default; 4 with 1 fc is the Model Garden's / Mask R-CNN's
@@ -158,17 +167,22 @@ def fc_box_head(
     return tf_keras.Sequential(layers, name=name)
 
 
-def fc_box_head_from_config(head, weight_decay=0.0, name="fc_box_head"):
-    """``FcHead`` proto -> ``fc_box_head``."""
+def check_fc_head(head, field):
+    """An ``FcHead`` proto's layer counts and depths."""
     if (
         min(head.num_fc_layers, head.num_conv_layers) < 0
         or min(head.fc_depth, head.conv_depth) <= 0
     ):
-        raise ValueError(
-            "fpn_head: layer counts must be >= 0 and depths > 0, got "
+        raise ConfigError(
+            f"{field}: layer counts must be >= 0 and depths > 0, got "
             f"{head.num_conv_layers} convs x {head.conv_depth}, "
             f"{head.num_fc_layers} fc x {head.fc_depth}"
         )
+
+
+def fc_box_head_from_config(head, weight_decay=0.0, name="fc_box_head"):
+    """``FcHead`` proto -> ``fc_box_head``."""
+    check_fc_head(head, "fpn_head")
     return fc_box_head(
         head.num_fc_layers,
         head.fc_depth,
@@ -224,12 +238,10 @@ def build_second_stage_post_processing(config, has_field):
     return post_processing.build_post_processing(config)
 
 
-def build_second_stage_target_assigner(matcher_config, has_matcher, box_coder):
-    """Second-stage assigner: argmax 0.5 / 0.5 unless a matcher is configured."""
-    matcher = (
-        matchers.build_matcher(matcher_config) if has_matcher else matchers.ArgMaxMatcher(0.5, 0.5)
-    )
-    return target_assigner_lib.TargetAssigner(matcher, box_coder)
+def build_second_stage_target_assigner(matcher_config, box_coder):
+    """Second-stage assigner: the ``Matcher`` proto's (argmax at the proto's
+    defaults, 0.5 / 0.5, when unset)."""
+    return target_assigner_lib.TargetAssigner(matchers.build_matcher(matcher_config), box_coder)
 
 
 def _has(config, field):
@@ -252,7 +264,7 @@ def common_kwargs(config, meta_arch, is_training=True, use_ohem=None):
     kwargs = dict(
         feature_extractor=extractor,
         rpn=rpn,
-        image_resizer=config.image_resizer,
+        image_resizer=checks.resolved_resizer(config),
         second_stage_sampler=samplers.BalancedPositiveNegativeSampler(
             sampler.batch_size, sampler.positive_fraction
         ),
@@ -268,7 +280,7 @@ def common_kwargs(config, meta_arch, is_training=True, use_ohem=None):
             else box_coders.FasterRcnnBoxCoder()
         )
         kwargs["second_stage_target_assigner"] = build_second_stage_target_assigner(
-            config.second_stage_matcher, _has(config, "second_stage_matcher"), coder
+            config.second_stage_matcher, coder
         )
     has_miner = _has(config, "hard_example_miner")
     if use_ohem if use_ohem is not None else has_miner:
@@ -318,11 +330,15 @@ class TwoStageDetectionModel(DetectionModel):
             self.image_resizer, self.pad_multiple, feature_extractor.preprocess
         )
         self.second_stage_target_assigner = second_stage_target_assigner or (
-            build_second_stage_target_assigner(None, False, box_coders.FasterRcnnBoxCoder())
+            build_second_stage_target_assigner(
+                matcher_pb2.Matcher(), box_coders.FasterRcnnBoxCoder()
+            )
         )
         self.second_stage_box_coder = self.second_stage_target_assigner.box_coder
         self.second_stage_sampler = second_stage_sampler or (
-            samplers.BalancedPositiveNegativeSampler(64, 0.25)
+            samplers.BalancedPositiveNegativeSampler(
+                _BOX_SAMPLER.batch_size, _BOX_SAMPLER.positive_fraction
+            )
         )
         (
             self.classification_loss,
@@ -347,7 +363,10 @@ class TwoStageDetectionModel(DetectionModel):
         """What every two-stage message shares: RPN, second-stage sampler,
         matcher and post-processing."""
         super().check_config(config, field)
-        RegionProposalNetwork.check_config(config.rpn, f"{field}.rpn")
+        fe = config.feature_extractor
+        checks.check_fpn_levels(fe, f"{field}.feature_extractor")
+        fpn = fe.fpn if fe.HasField("fpn") else None
+        RegionProposalNetwork.check_config(config.rpn, f"{field}.rpn", fpn)
         if config.HasField("second_stage_sampler"):
             s = config.second_stage_sampler
             checks.positive(s.batch_size, f"{field}.second_stage_sampler.batch_size")
@@ -365,6 +384,31 @@ class TwoStageDetectionModel(DetectionModel):
             checks.check_nms(
                 config.second_stage_post_processing, f"{field}.second_stage_post_processing"
             )
+        cls._check_buildable_parts(config, field, fpn)
+
+    @staticmethod
+    def _check_buildable_parts(config, field, fpn):
+        """What ``common_kwargs`` and the heads would refuse to build."""
+        for name, build in (
+            ("second_stage_box_coder", box_coders.build_box_coder),
+            ("second_stage_matcher", matchers.build_matcher),
+            ("second_stage_loss", losses_lib.build_loss),
+            ("hard_example_miner", samplers.build_ohem),
+        ):
+            if name in config.DESCRIPTOR.fields_by_name:
+                buildable(f"{field}.{name}", build, getattr(config, name))
+        buildable(
+            f"{field}.second_stage_post_processing",
+            build_second_stage_post_processing,
+            config.second_stage_post_processing,
+            _has(config, "second_stage_post_processing"),
+        )
+        if _has(config, "roi_crop"):
+            crop = config.roi_crop
+            for name in ("initial_crop_size", "maxpool_kernel_size", "maxpool_stride"):
+                checks.positive(getattr(crop, name), f"{field}.roi_crop.{name}")
+        if fpn is not None and "fpn_head" in config.DESCRIPTOR.fields_by_name:
+            check_fc_head(config.fpn_head, f"{field}.fpn_head")
 
     # -- knobs ----------------------------------------------------------------
     @property
