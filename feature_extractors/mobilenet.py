@@ -30,7 +30,6 @@ Layers are numbered as the specs (index 0 = the first 3x3/2 conv, v1's
 * FPN (v2 only): C2-C5 = specs 3, 6, 13 and 18 (strides 4, 8, 16, 32).
 """
 
-import tensorflow as tf
 import tf_keras
 from official.vision.modeling.backbones import mobilenet as mg_mobilenet
 from official.vision.modeling.layers import nn_blocks, nn_layers
@@ -76,9 +75,6 @@ class MobileNet(FeatureExtractor):
     @property
     def name(self):
         return getattr(self, "registered_name", type(self).__name__)
-
-    def preprocess(self, images):
-        return tf.cast(images, tf.float32) / 127.5 - 1.0
 
     def depth(self, d, index=None):
         """Channels of a layer of nominal depth ``d`` (spec ``index``)."""
