@@ -36,7 +36,7 @@ from official.vision.modeling.layers import nn_blocks, nn_layers
 
 from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
-from detbench.feature_extractors import fpn as fpn_lib
+from detbench.feature_extractors import fpn as fpn_lib, weights
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS, FeatureExtractor
 
 SSD_EXTRA_DEPTHS = (512, 256, 256, 128)
@@ -50,6 +50,9 @@ class MobileNet(FeatureExtractor):
     first_stage_index = None  # spec index of the first-stage layer (stride 16)
     stride16_index = None  # spec index of the layer that reaches stride 16
     fpn_indices = None  # spec indices of C2..C5
+    # The Model Garden trains its classifiers on ImageNet mean / std inputs
+    # (official.vision.dataloaders.classification_input), Keras and slim on [-1, 1].
+    file_conventions = {weights.GARDEN: {"input_normalization": "MEAN_STD"}}
 
     def __init__(self, config, is_training=True):
         super().__init__(config, is_training)

@@ -81,6 +81,11 @@ FILE_CONVENTIONS = {
         "batch_norm_epsilon": 1.001e-5,
     },
     weights_slim.FORMAT: _SLIM_CONVENTIONS,
+    weights.GARDEN: {
+        "stride_placement": "MODEL_GARDEN",
+        "input_normalization": "MEAN_STD",
+        "batch_norm_epsilon": 0.001,
+    },
     weights.ODAPI_FASTER_RCNN: _SLIM_CONVENTIONS,
 }
 

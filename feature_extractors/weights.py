@@ -85,13 +85,15 @@ def load_backbone_weights(backbone_model, path, extractor=None):
 
 
 ODAPI_FASTER_RCNN = "TF OD API Faster R-CNN checkpoint"
+GARDEN = "Model Garden checkpoint"
 _ODAPI_SCOPES = ("FirstStageFeatureExtractor/", "SecondStageFeatureExtractor/")
 
 
 def file_format(path):
     """The format of the weights at ``path``, from the file alone: Keras Applications
     .h5 (ResNet's ``conv1_conv`` layer), TF-slim or TF OD API Faster R-CNN checkpoint,
-    another HDF5 or TF checkpoint (detbench's own, the Model Garden's); None when
+    Model Garden checkpoint (object paths under a prefix), another HDF5 or TF
+    checkpoint (detbench's own: ``layer_with_weights-N/`` at the root); None when
     there is no readable file (a pretraining reference, a file not there yet)."""
     path = os.fspath(path)
     try:
@@ -114,7 +116,8 @@ def file_format(path):
 
 def _checkpoint_format(listed):
     if any(k.endswith(_VALUE_SUFFIX) for k, _ in listed):
-        return "TF checkpoint"
+        own = any(k.startswith(("layer_with_weights-", "layer-")) for k, _ in listed)
+        return "TF checkpoint" if own else GARDEN
     if any(k.startswith(_ODAPI_SCOPES) for k, _ in listed):
         return ODAPI_FASTER_RCNN
     return weights_slim.FORMAT
@@ -150,7 +153,7 @@ def detect_format(model, path, extractor=None):
         except Exception as e:  # noqa: BLE001
             raise _error(path, f"unreadable checkpoint: {_first_line(e)}") from None
         fmt = _checkpoint_format(listed)
-        if fmt != "TF checkpoint":
+        if fmt in (weights_slim.FORMAT, ODAPI_FASTER_RCNN):
             return fmt, _mapped(weights_slim.FORMAT, listed, fmt)
         if _garden_prefix(model, listed):
             return GARDEN, _load_garden(listed)
@@ -251,7 +254,6 @@ class RebasedSource:
 
 # -- Model Garden: tf.train.Checkpoint of its backbone (object paths) --------------
 
-GARDEN = "Model Garden checkpoint"
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 

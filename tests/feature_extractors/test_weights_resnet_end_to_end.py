@@ -29,15 +29,20 @@ test_weights_keras.py / test_weights_slim.py).
   ``preprocess`` writes them, within 2e-5 of slim's: inside the bound).
 """
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
 
+from detbench.builders.model_builder import build_model
+from detbench.config import load_pipeline
 from detbench.errors import ConfigError
 from detbench.feature_extractors.base import build_feature_extractor
 from detbench.feature_extractors.resnet import UNITS
 from detbench.protos import feature_extractor_pb2 as pb
+from tests.conftest import REPO_ROOT
 from tests.feature_extractors.weights_helpers import (
     assert_same_map,
     image,
@@ -48,8 +53,12 @@ from tests.feature_extractors.weights_helpers import (
 
 v1 = tf.compat.v1
 SIDE = 112  # C5 at 7 -> 4: odd sides where the paddings differ
-LEVELS = {"2": "conv2_block3_out", "3": "conv3_block4_out", "4": "conv4_block6_out"}
-LEVELS["5"] = "conv5_block3_out"
+LEVELS = {
+    "2": "conv2_block3_out",
+    "3": "conv3_block4_out",
+    "4": "conv4_block6_out",
+    "5": "conv5_block3_out",
+}
 SLIM_MEANS = np.array([123.68, 116.78, 103.94], np.float32)  # vgg_preprocessing.py
 ODAPI_MEANS = np.array([123.68, 116.779, 103.939], np.float32)  # faster_rcnn_resnet_v1 preprocess
 
@@ -72,11 +81,13 @@ def keras_case(tmp_path_factory):
     raw = image(SIDE)
     x = tf_keras.applications.resnet.preprocess_input(raw.copy())
     levels = tf_keras.Model(ref.input, [ref.get_layer(n).output for n in LEVELS.values()])(x)
-    return path, raw, dict(zip(LEVELS, (m.numpy() for m in levels)))
+    # Table 2's count: keras' parameters without its conv biases (BN follows every conv)
+    count = sum(int(np.prod(w.shape)) for w in ref.weights if not w.name.endswith("conv/bias:0"))
+    return path, raw, dict(zip(LEVELS, (m.numpy() for m in levels))), count
 
 
 def test_keras_resnet50_file_is_the_keras_network_from_raw_pixels(keras_case):
-    path, raw, expected = keras_case
+    path, raw, expected, count = keras_case
     fe, report = ours(path)
     assert (fe.stride_placement, fe.input_normalization) == ("KERAS", "CAFFE_BGR")
     assert fe.config.batch_norm_epsilon == pytest.approx(1.001e-5)
@@ -90,11 +101,25 @@ def test_keras_resnet50_file_is_the_keras_network_from_raw_pixels(keras_case):
         assert_same_map(got[level], expected[level])
     assert_same_map(fe.build_first_stage()(x), expected["4"])
     assert_same_map(fe.build_ssd_feature_maps()(x)[0], expected["4"])
-    # Table 2's count: the same variables as the Model Garden placement's
-    garden = build_feature_extractor(pb.FeatureExtractor(type="resnet50_v1"))
-    assert fe.parameter_count(fe.build_backbone()) == garden.parameter_count(
-        garden.build_backbone()
+    assert fe.parameter_count(fe.build_backbone()) == count
+
+
+def test_the_files_normalization_is_the_detectors(keras_case):
+    """A detector built from the pipeline (what train, evaluate, export and infer build)
+    normalizes as the file: its preprocess gives caffe's BGR minus the means, by hand."""
+    path, raw = keras_case[:2]
+    pipeline = load_pipeline(
+        os.path.join(REPO_ROOT, "configs", "ssd_resnet50_fpn_640.pbtxt"),
+        [
+            f"model.ssd.image_resizer.fixed_shape.height={SIDE}",
+            f"model.ssd.image_resizer.fixed_shape.width={SIDE}",
+            f"model.ssd.feature_extractor.weights_path={path}",
+        ],
     )
+    model = build_model(pipeline.model, is_training=False)
+    inputs, _ = model.preprocess(tf.constant(raw))  # the true image at the top left
+    caffe = raw[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)
+    np.testing.assert_allclose(inputs.numpy()[:, :SIDE, :SIDE], caffe, rtol=0, atol=1e-4)
 
 
 def test_a_placement_contradicting_the_file_is_one_line_naming_both(keras_case):
@@ -106,12 +131,15 @@ def test_a_placement_contradicting_the_file_is_one_line_naming_both(keras_case):
     for word in ("stride_placement: SLIM", path, "Keras Applications .h5", "KERAS"):
         assert word in message
     # the file's own placement said explicitly, another normalization: both taken as set
-    fe, _ = ours(
-        path,
+    config = pb.FeatureExtractor(
+        type="resnet50_v1",
+        weights_path=path,
         stride_placement=pb.FeatureExtractor.KERAS,
         input_normalization=pb.FeatureExtractor.MEAN_STD,
     )
+    fe = build_feature_extractor(config, meta_arch="faster_rcnn")
     assert (fe.stride_placement, fe.input_normalization) == ("KERAS", "MEAN_STD")
+    assert fe.config.batch_norm_epsilon == pytest.approx(1.001e-5)  # unset: the file's
 
 
 # -- TF-slim resnet_v1_50 ---------------------------------------------------------------
@@ -130,11 +158,12 @@ def _slim_scope():
 
 def _save(sess, path, variables, rng):
     """Random values into every float variable (counters at 0), saved by TF1 name."""
-    for v in variables:
-        if v.dtype.base_dtype == tf.float32:
-            v.load(random_value(v.name, tuple(v.shape), rng), sess)
-        else:
-            sess.run(v.initializer)
+    values = {
+        v.initial_value: random_value(v.name, tuple(v.shape), rng)
+        for v in variables
+        if v.dtype.base_dtype == tf.float32
+    }
+    sess.run([v.initializer for v in variables], values)
     v1.train.Saver(variables).save(sess, path, write_meta_graph=False)
 
 
@@ -163,43 +192,41 @@ def slim_case(tmp_path_factory):
             }
         with v1.Session() as sess:
             _save(sess, path, v1.global_variables(), np.random.RandomState(0))
-            feed = {inputs: raw - SLIM_MEANS}
-            block = "resnet_v1_50/block{}"
-
-            def endpoint(stride, b):
-                return sess.run(nets[stride][block.format(b)], feed)
-
-            levels = {
-                "2": endpoint(4, 1),
-                "3": endpoint(8, 2),
-                "4": endpoint(16, 3),
-                "5": endpoint(None, 4),
+            wanted = {  # (output stride, block): C2..C5, then the first stage at 8 / 32
+                "2": (4, 1),
+                "3": (8, 2),
+                "4": (16, 3),
+                "5": (None, 4),
+                8: (8, 3),
+                32: (None, 3),
             }
-            first_stage = {8: endpoint(8, 3), 16: endpoint(16, 3), 32: endpoint(None, 3)}
-    return path, raw, levels, first_stage
+            fetch = {k: nets[s][f"resnet_v1_50/block{b}"] for k, (s, b) in wanted.items()}
+            maps = sess.run(fetch, {inputs: raw - SLIM_MEANS})
+    return path, raw, maps
 
 
 def test_slim_resnet_v1_50_checkpoint_is_slims_network_from_raw_pixels(slim_case):
-    path, raw, levels, _ = slim_case
+    path, raw, maps = slim_case
     fe, report = ours(path)
     assert (fe.stride_placement, fe.input_normalization) == ("SLIM", "RGB_MEANS")
     assert fe.config.batch_norm_epsilon == pytest.approx(1e-5)
     assert report.left_at_init == 0
     for word in ("TF-slim checkpoint", "SLIM", "RGB_MEANS", "1e-05"):
         assert word in report.summary()
-    got = fe.build_backbone()(fe.preprocess(raw))
-    for level in LEVELS:
-        assert_same_map(got[level], levels[level])
-
-
-@pytest.mark.parametrize("output_stride", [8, 16, 32])
-def test_slim_first_stage_follows_slims_atrous_rule(slim_case, output_stride):
-    path, raw, _, first_stage = slim_case
-    fe, _ = ours(path, output_stride=output_stride)
     x = fe.preprocess(raw)
-    assert_same_map(fe.build_first_stage()(x), first_stage[output_stride])
-    if output_stride == 16:
-        assert_same_map(fe.build_ssd_feature_maps()(x)[0], first_stage[16])
+    got = fe.build_backbone()(x)
+    for level in LEVELS:
+        assert_same_map(got[level], maps[level])
+    # output stride 16 (the default): slim's block3 at 16 is C4
+    assert_same_map(fe.build_first_stage()(x), maps["4"])
+    assert_same_map(fe.build_ssd_feature_maps()(x)[0], maps["4"])
+
+
+@pytest.mark.parametrize("output_stride", [8, 32])
+def test_slim_first_stage_follows_slims_atrous_rule(slim_case, output_stride):
+    path, raw, maps = slim_case
+    fe, _ = ours(path, output_stride=output_stride)
+    assert_same_map(fe.build_first_stage()(fe.preprocess(raw)), maps[output_stride])
 
 
 # -- TF OD API Faster R-CNN checkpoint --------------------------------------------------
