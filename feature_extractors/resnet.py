@@ -165,9 +165,6 @@ class ResNetUnit(nn_blocks.BottleneckBlock):
         x = self._norm3(_conv(self._conv3, x))
         return self._activation3(self._add([x, shortcut]))
 
-    def get_config(self):
-        raise NotImplementedError("ResNetUnit holds a Placement; rebuild it from the config")
-
 
 def _conv(layer, x, stride=1, dilation=1, explicit=False):
     """``layer``'s convolution at ``stride`` / ``dilation`` ('same', or padded by
