@@ -12,8 +12,11 @@ meta-architecture needs (Huang et al., supplementary material):
 
 Sub-networks are ``tf_keras`` models built on demand; the meta-architecture
 keeps them as attributes so their variables are tracked and checkpointed.
-Inputs are float32 images in [0, 255]; ``preprocess`` applies the backbone's
-own normalization.
+Inputs are float32 images in [0, 255]; ``preprocess`` applies the input
+normalization (``normalization.py``) the config names, else the one of the
+``weights_path`` file's format (``file_conventions``), else the family's.
+The same resolution gives ResNet's stride placement and the batch-norm
+epsilon: ``self.config`` is the config with all three resolved.
 """
 
 import abc
@@ -22,8 +25,12 @@ import dataclasses
 import tensorflow as tf
 
 from detbench.errors import ConfigError
+from detbench.feature_extractors.normalization import NORMALIZATIONS
 from detbench.meta_arch_names import ALL_META_ARCHS, TWO_STAGE
+from detbench.protos import feature_extractor_pb2
 from detbench.registry import Registry
+
+_PROTO = feature_extractor_pb2.FeatureExtractor
 
 FEATURE_EXTRACTORS = Registry("feature extractor")
 
@@ -53,10 +60,22 @@ class FeatureExtractor(abc.ABC):
     # differ from the common one (train.pretrain.recipe_for applies them to every
     # field the sweep's pretraining message or the command's flags leave unset).
     pretraining_recipe = {}
+    # The family's input normalization (an InputNormalization name).
+    default_normalization = "SIGNED_UNIT"
+    # Stride placements the family can be built with (ResNet v1's); none elsewhere.
+    stride_placements = ()
+    # {weights file format: {setting: value}}: how a file of that format was
+    # trained, where it differs from the family's defaults (settings:
+    # stride_placement, input_normalization, batch_norm_epsilon).
+    file_conventions = {}
 
     def __init__(self, config, is_training=True):
         """``config``: a ``feature_extractor_pb2.FeatureExtractor``."""
+        self.weights_format = weights_file_format(config.weights_path)
+        config = self.resolved_config(config, self.weights_format)
         self.config = config
+        self.input_normalization = _PROTO.InputNormalization.Name(config.input_normalization)
+        self.stride_placement = _PROTO.StridePlacement.Name(config.stride_placement)
         self.is_training = is_training
         self.output_stride = config.output_stride
         self.depth_multiplier = config.depth_multiplier
@@ -93,6 +112,37 @@ class FeatureExtractor(abc.ABC):
         return int(self.max_stride)
 
     @classmethod
+    def resolved_config(cls, config, weights_format=None):
+        """A copy of ``config`` with the stride placement, input normalization and
+        batch-norm epsilon set: the config's where it sets them, else the
+        convention of ``weights_format`` (the weights file's), else the family's."""
+        out = _PROTO()
+        out.CopyFrom(config)
+        conventions = cls.file_conventions.get(weights_format, {})
+        defaults = {"input_normalization": cls.default_normalization}
+        fields = ("stride_placement",) if cls.stride_placements else ()
+        for field in fields + ("input_normalization", "batch_norm_epsilon"):
+            if config.HasField(field):
+                continue
+            value = conventions.get(field, defaults.get(field))
+            if value is None:
+                value = getattr(config, field)  # the proto's default
+            setattr(out, field, value)
+        return out
+
+    def settings_summary(self):
+        """What the network was built as, for the weights line."""
+        placement = f"stride placement {self.stride_placement}, " if self.stride_placements else ""
+        return (
+            f"built with {placement}input normalization {self.input_normalization}, "
+            f"batch norm epsilon {self.config.batch_norm_epsilon:g}"
+        )
+
+    def preprocess(self, images):
+        """float32 [B,H,W,3] in [0,255] -> the backbone's normalized input."""
+        return NORMALIZATIONS.get(self.input_normalization)(images)
+
+    @classmethod
     def from_config(cls, config, is_training=True, meta_arch=None):
         cls.check_config(config, meta_arch)
         return cls(config, is_training=is_training)
@@ -119,12 +169,26 @@ class FeatureExtractor(abc.ABC):
             fpn = config.fpn
             fpn_lib.check_fpn_levels(name, fpn.min_level, fpn.max_level, fpn.depth)
             fpn_lib.check_fpn_stride(config.output_stride)
+        if config.HasField("stride_placement"):
+            cls._check_stride_placement(config, name)
+
+    @classmethod
+    def _check_stride_placement(cls, config, name):
+        placement = _PROTO.StridePlacement.Name(config.stride_placement)
+        if not cls.stride_placements:
+            raise ConfigError(
+                f"feature_extractor.stride_placement: only ResNet v1 has one; {name} does not"
+            )
+        fmt = weights_file_format(config.weights_path)
+        implied = cls.file_conventions.get(fmt, {}).get("stride_placement")
+        if implied is not None and implied != placement:
+            raise ConfigError(
+                f"feature_extractor.stride_placement: {placement} contradicts "
+                f"feature_extractor.weights_path {config.weights_path}, a {fmt} trained with "
+                f"stride placement {implied} (leave stride_placement unset)"
+            )
 
     # -- common -------------------------------------------------------------
-    @abc.abstractmethod
-    def preprocess(self, images):
-        """float32 [B,H,W,3] in [0,255] -> the backbone's normalized input."""
-
     @abc.abstractmethod
     def build_backbone(self):
         """The classification backbone without its classifier (tf_keras.Model).
@@ -204,6 +268,15 @@ class FeatureExtractor(abc.ABC):
     def parameter_count(model, trainable_only=False):
         weights = model.trainable_weights if trainable_only else model.weights
         return int(sum(tf.size(w).numpy() for w in weights))
+
+
+def weights_file_format(path):
+    """The format of the weights file at ``path`` (None when there is none to read)."""
+    if not path:
+        return None
+    from detbench.feature_extractors.weights import file_format
+
+    return file_format(path)
 
 
 def build_feature_extractor(config, is_training=True, meta_arch=None):

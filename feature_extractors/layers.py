@@ -302,10 +302,6 @@ class LayerBankExtractor(FeatureExtractor):
                 f"not {config.depth_multiplier:g}"
             )
 
-    def preprocess(self, images):
-        """Inception style: [0, 255] -> [-1, 1]."""
-        return tf.cast(images, tf.float32) / 127.5 - 1.0
-
     def _model(self, key, inputs_shape, fn):
         if key not in self._models:
             name = getattr(self, "registered_name", type(self).__name__)

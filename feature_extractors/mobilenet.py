@@ -30,14 +30,13 @@ Layers are numbered as the specs (index 0 = the first 3x3/2 conv, v1's
 * FPN (v2 only): C2-C5 = specs 3, 6, 13 and 18 (strides 4, 8, 16, 32).
 """
 
-import tensorflow as tf
 import tf_keras
 from official.vision.modeling.backbones import mobilenet as mg_mobilenet
 from official.vision.modeling.layers import nn_blocks, nn_layers
 
 from detbench.core.regularizers import l2_regularizer
 from detbench.errors import ConfigError
-from detbench.feature_extractors import fpn as fpn_lib
+from detbench.feature_extractors import fpn as fpn_lib, weights
 from detbench.feature_extractors.base import FEATURE_EXTRACTORS, FeatureExtractor
 
 SSD_EXTRA_DEPTHS = (512, 256, 256, 128)
@@ -51,6 +50,9 @@ class MobileNet(FeatureExtractor):
     first_stage_index = None  # spec index of the first-stage layer (stride 16)
     stride16_index = None  # spec index of the layer that reaches stride 16
     fpn_indices = None  # spec indices of C2..C5
+    # The Model Garden trains its classifiers on ImageNet mean / std inputs
+    # (official.vision.dataloaders.classification_input), Keras and slim on [-1, 1].
+    file_conventions = {weights.GARDEN: {"input_normalization": "MEAN_STD"}}
 
     def __init__(self, config, is_training=True):
         super().__init__(config, is_training)
@@ -76,9 +78,6 @@ class MobileNet(FeatureExtractor):
     @property
     def name(self):
         return getattr(self, "registered_name", type(self).__name__)
-
-    def preprocess(self, images):
-        return tf.cast(images, tf.float32) / 127.5 - 1.0
 
     def depth(self, d, index=None):
         """Channels of a layer of nominal depth ``d`` (spec ``index``)."""

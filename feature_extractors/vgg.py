@@ -30,8 +30,6 @@ L = tf_keras.layers
 
 # Filters of the 3x3 convolutions in blocks 1..5.
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-# keras.applications' VGG preprocessing ("caffe"): RGB -> BGR, minus the ImageNet means.
-BGR_MEANS = (103.939, 116.779, 123.68)
 
 
 class L2Normalization(tf_keras.layers.Layer):
@@ -64,9 +62,8 @@ class VGG16(LayerBankExtractor):
     ssd_extra_depths = (512, 256, 256, 256, 256)
     kernel_initializer = "he_uniform"
 
-    def preprocess(self, images):
-        """Caffe style, as keras.applications.vgg16.preprocess_input: BGR minus the means."""
-        return tf.cast(images, tf.float32)[..., ::-1] - tf.constant(BGR_MEANS, tf.float32)
+    # keras.applications.vgg16.preprocess_input's: BGR minus the means.
+    default_normalization = "CAFFE_BGR"
 
     def _block(self, x, block):
         for i, filters in enumerate(BLOCKS[block - 1], start=1):

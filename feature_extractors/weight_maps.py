@@ -64,6 +64,7 @@ class WeightsReport:
     skipped: int = 0
     left_at_init: int = 0
     skipped_examples: tuple = ()
+    settings: str = ""  # what the network was built as (the extractor's settings_summary)
 
     def summary(self):
         skipped = f"skipped {self.skipped} of the file's"
@@ -73,6 +74,7 @@ class WeightsReport:
             f"feature_extractor.weights_path: {self.path} ({self.format}) into {self.model}: "
             f"loaded {self.loaded} variables, folded {self.folded} conv biases into batch "
             f"norm, {skipped}, left {self.left_at_init} of ours at their initial values"
+            + (f"; {self.settings}" if self.settings else "")
         )
 
 

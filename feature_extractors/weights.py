@@ -18,10 +18,17 @@ The format is recognised from the file itself:
   root: detbench's own (``save_weights``), object-based restore;
 * object paths of a network laid out as ours under a prefix (``backbone/``):
   a Model Garden checkpoint (``tf.train.Checkpoint(backbone=...)``);
-* TF1 variable names: a TF-slim checkpoint, through ``weights_slim.py``.
+* TF1 variable names: a TF-slim checkpoint, through ``weights_slim.py``; under
+  ``FirstStageFeatureExtractor/`` and ``SecondStageFeatureExtractor/``, a TF OD API
+  Faster R-CNN / R-FCN checkpoint: the backbone from the first scope, conv5 (the
+  box classifier) from the second.
 
-Every load ends in one ``WeightsReport`` line (loaded, folded, skipped, left
-at init); every misfit in one ConfigError line naming the first variable that
+``file_format`` names the format from the file alone (before any network is
+built): the extractor takes the stride placement, input normalization and
+batch-norm epsilon the file was trained with from it (``file_conventions``).
+
+Every load ends in one ``WeightsReport`` line (format, loaded, folded, skipped,
+left at init, and what the network was built as); every misfit in one ConfigError line naming the first variable that
 does not fit, with both names and shapes.
 """
 
@@ -71,8 +78,49 @@ def load_backbone_weights(backbone_model, path, extractor=None):
     path = os.fspath(path)
     _, loader = detect_format(backbone_model, path, extractor)
     report = loader(backbone_model, path, extractor)
+    if extractor is not None:
+        report.settings = extractor.settings_summary()
     log.info(report.summary())
     return report
+
+
+ODAPI_FASTER_RCNN = "TF OD API Faster R-CNN checkpoint"
+GARDEN = "Model Garden checkpoint"
+_ODAPI_SCOPES = ("FirstStageFeatureExtractor/", "SecondStageFeatureExtractor/")
+
+
+def file_format(path):
+    """The format of the weights at ``path``, from the file alone: Keras Applications
+    .h5 (ResNet's ``conv1_conv`` layer), TF-slim or TF OD API Faster R-CNN checkpoint,
+    Model Garden checkpoint (object paths under a prefix), another HDF5 or TF
+    checkpoint (detbench's own: ``layer_with_weights-N/`` at the root); None when
+    there is no readable file (a pretraining reference, a file not there yet)."""
+    path = os.fspath(path)
+    try:
+        if os.path.isfile(path):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                g = f["model_weights"] if "model_weights" in f else f
+                names = {
+                    n.decode() if isinstance(n, bytes) else n
+                    for n in g.attrs.get("layer_names", [])
+                }
+            return weights_keras.FORMAT if weights_keras.SIGNATURE in names else "HDF5 weights"
+        if os.path.isfile(path + ".index"):
+            return _checkpoint_format(tf.train.list_variables(path))
+    except Exception:  # noqa: BLE001  (unreadable: detect_format says why when loading)
+        return None
+    return None
+
+
+def _checkpoint_format(listed):
+    if any(k.endswith(_VALUE_SUFFIX) for k, _ in listed):
+        own = any(k.startswith(("layer_with_weights-", "layer-")) for k, _ in listed)
+        return "TF checkpoint" if own else GARDEN
+    if any(k.startswith(_ODAPI_SCOPES) for k, _ in listed):
+        return ODAPI_FASTER_RCNN
+    return weights_slim.FORMAT
 
 
 def detect_format(model, path, extractor=None):
@@ -104,8 +152,9 @@ def detect_format(model, path, extractor=None):
             listed = tf.train.list_variables(path)
         except Exception as e:  # noqa: BLE001
             raise _error(path, f"unreadable checkpoint: {_first_line(e)}") from None
-        if not any(k.endswith(_VALUE_SUFFIX) for k, _ in listed):
-            return weights_slim.FORMAT, _mapped(weights_slim.FORMAT, listed)
+        fmt = _checkpoint_format(listed)
+        if fmt in (weights_slim.FORMAT, ODAPI_FASTER_RCNN):
+            return fmt, _mapped(weights_slim.FORMAT, listed, fmt)
         if _garden_prefix(model, listed):
             return GARDEN, _load_garden(listed)
         return "detbench TF checkpoint", _own(_load_checkpoint)
@@ -127,8 +176,9 @@ def _name_map(fmt, extractor):
     return registry.get(name) if registry is not None and name in registry else None
 
 
-def _mapped(fmt, listed=None):
-    """A loader through the extractor's name map for ``fmt`` (Keras .h5 or TF-slim)."""
+def _mapped(fmt, listed=None, name=None):
+    """A loader through the extractor's name map for ``fmt`` (Keras .h5 or TF-slim);
+    ``name``: the format the report names (a TF OD API checkpoint read as slim's)."""
 
     def loader(model, path, extractor):
         name_map = _name_map(fmt, extractor)
@@ -141,7 +191,12 @@ def _mapped(fmt, listed=None):
             if listed is not None:
                 source = _rebase(source, name_map, name_map.entries(extractor, model, source), path)
             return apply_map(
-                fmt, name_map, name_map.entries(extractor, model, source), model, source, path
+                name or fmt,
+                name_map,
+                name_map.entries(extractor, model, source),
+                model,
+                source,
+                path,
             )
         finally:
             source.close()
@@ -150,31 +205,37 @@ def _mapped(fmt, listed=None):
 
 
 def _rebase(source, name_map, probe, path):
-    """Find the network's scope under an outer prefix (a detection checkpoint's
-    ``FeatureExtractor/``); names outside it are skipped."""
+    """Find the network's scope under outer prefixes (a detection checkpoint's
+    ``FeatureExtractor/``; a Faster R-CNN's ``FirstStageFeatureExtractor/`` and
+    ``SecondStageFeatureExtractor/``, each holding part of it); names outside
+    them are skipped."""
     first = probe[0].key
     if first in source:
         return source
-    outer = sorted(k[: -len(first)] for k in source if k.endswith("/" + first))
-    if not outer:
+    net = "/" + first.split("/", 1)[0] + "/"
+    outers = sorted({k[: k.find(net) + 1] for k in source if net in k})
+    if not outers:
         return source  # apply_map names what is missing
-    return RebasedSource(source, outer[0])
+    return RebasedSource(source, outers)
 
 
 class RebasedSource:
-    """``source`` seen from inside ``outer``; names outside it read as skipped heads."""
+    """``source`` seen from inside ``outers``; a name under several of them is read
+    from the last (a Faster R-CNN checkpoint's ``SecondStageFeatureExtractor/``
+    holds conv5 as the box classifier was trained; the first stage's unused copy
+    is skipped); names outside them read as skipped heads."""
 
-    def __init__(self, source, outer):
-        self._source, self._outer = source, outer
+    def __init__(self, source, outers):
+        self._source, self._outers = source, sorted(outers)
 
     def __iter__(self):
-        return (
-            k[len(self._outer) :] if k.startswith(self._outer) else f"{OUTSIDE}{k}"
-            for k in self._source
-        )
+        for k in self._source:
+            outer = next((o for o in self._outers if k.startswith(o)), None)
+            rel = k[len(outer) :] if outer is not None else None
+            yield rel if rel is not None and self._real(rel) == k else f"{OUTSIDE}{k}"
 
     def __contains__(self, key):
-        return self._outer + key in self._source
+        return any(o + key in self._source for o in self._outers)
 
     def shape(self, key):
         return self._source.shape(self._real(key))
@@ -183,7 +244,9 @@ class RebasedSource:
         return self._source.value(self._real(key))
 
     def _real(self, key):
-        return key[len(OUTSIDE) :] if key.startswith(OUTSIDE) else self._outer + key
+        if key.startswith(OUTSIDE):
+            return key[len(OUTSIDE) :]
+        return next((o + key for o in reversed(self._outers) if o + key in self._source), key)
 
     def close(self):
         self._source.close()
@@ -191,7 +254,6 @@ class RebasedSource:
 
 # -- Model Garden: tf.train.Checkpoint of its backbone (object paths) --------------
 
-GARDEN = "Model Garden checkpoint"
 _VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 
 

@@ -17,6 +17,9 @@ from detbench.feature_extractors.weight_maps import (
 )
 
 FORMAT = "Keras Applications .h5"
+# A layer of Keras Applications' ResNet files (ours is ``conv1``): the file's format
+# decides how the ResNet is built, before there is a network to compare names with.
+SIGNATURE = "conv1_conv"
 KERAS = format_registry(FORMAT)
 HEADS = (r"^(fc1|fc2|predictions|conv_preds)/",)
 _ATTRS = (

@@ -110,7 +110,7 @@ def their_inputs(images):
     (the same ImageNet mean and stddev as our ResNet's preprocessing)."""
     import tensorflow as tf
 
-    from detbench.feature_extractors.resnet import MEAN_RGB, STDDEV_RGB
+    from detbench.feature_extractors.normalization import MEAN_RGB, STDDEV_RGB
 
     return (tf.cast(images, tf.float32) - MEAN_RGB) / STDDEV_RGB
 

@@ -229,11 +229,20 @@ class PretrainReport:
 
 
 def extractor_fields(config):
-    return {
+    fields = {
         "type": config.type,
         "depth_multiplier": round(float(config.depth_multiplier), 4),
         "min_depth": int(config.min_depth),
     }
+    # another network or input, other weights; unset keeps the keys of the shipped files
+    for name in ("stride_placement", "input_normalization"):
+        if config.HasField(name):
+            fields[name] = (
+                config.DESCRIPTOR.fields_by_name[name]
+                .enum_type.values_by_number[getattr(config, name)]
+                .name
+            )
+    return fields
 
 
 def cache_key(extractor_config, recipe):

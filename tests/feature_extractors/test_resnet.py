@@ -177,3 +177,32 @@ def test_freeze_batchnorm_and_weight_decay():
     assert (
         len(model.losses) == len(kernels) == 1 + 3 * (3 + 4 + 6) + 3
     )  # stem, 3 convs a unit, 3 shortcuts
+
+
+def test_slim_atrous_rule_by_hand():
+    """TF-slim's stack_blocks_dense for resnet_v1_50 (the stem strides by 4; blocks 1-3
+    stride on their last unit): at output stride 8 block2 no longer strides and the
+    later units dilate by what was skipped, the unit that would stride keeping the old
+    rate (worked by hand)."""
+    from detbench.feature_extractors.resnet import _slim_plan
+
+    assert _slim_plan((3, 4, 6, 3), 8) == [
+        [(1, 1), (1, 1), (2, 1)],
+        [(1, 1), (1, 1), (1, 1), (1, 1)],
+        [(1, 2)] * 6,
+        [(1, 4)] * 3,
+    ]
+    assert _slim_plan((3, 4, 6, 3), 16) == [
+        [(1, 1), (1, 1), (2, 1)],
+        [(1, 1), (1, 1), (1, 1), (2, 1)],
+        [(1, 1)] * 6,
+        [(1, 2)] * 3,
+    ]
+    plain = _slim_plan((3, 4, 6, 3), 32)
+    assert plain[2] == [(1, 1)] * 5 + [(2, 1)] and plain[3] == [(1, 1)] * 3
+
+
+def test_stride_placement_is_resnets_only():
+    config = pb.FeatureExtractor(type="mobilenet_v1", stride_placement=pb.FeatureExtractor.KERAS)
+    with pytest.raises(ConfigError, match="stride_placement: only ResNet v1"):
+        FEATURE_EXTRACTORS.get("mobilenet_v1").check_config(config)

@@ -101,7 +101,12 @@ def test_detector_trains_evaluates_and_exports_from_each_format(
     assert lines[0].startswith(
         f"feature_extractor.weights_path: {weights} ({fmt}) into mobilenet_v1: loaded 135 variables"
     )
-    assert lines[0].endswith("left 0 of ours at their initial values")
+    # the Model Garden trains its MobileNets on mean / std inputs, Keras and slim on [-1, 1]
+    normalization = "MEAN_STD" if fmt == "Model Garden checkpoint" else "SIGNED_UNIT"
+    assert lines[0].endswith(
+        "left 0 of ours at their initial values; built with input normalization "
+        f"{normalization}, batch norm epsilon 0.001"
+    )
     code = run_cli(
         evaluate_main,
         [

@@ -1,6 +1,6 @@
 """Model Garden classification backbones (official.vision.modeling.backbones) saved as
 tf.train.Checkpoint, as its ImageNet checkpoints are, load into our extractors: the same
-feature maps on the same preprocessed image."""
+feature maps on the same preprocessed image, and end to end from raw pixels."""
 
 import pytest
 import tensorflow as tf
@@ -9,6 +9,7 @@ from official.vision.modeling import backbones
 
 from tests.feature_extractors.weights_helpers import (
     assert_same_map,
+    extractor,
     image,
     randomize,
     shared_extractor,
@@ -46,4 +47,36 @@ def test_model_garden_checkpoint_gives_the_reference_maps(tmp_path, name):
         for level in expected:
             assert_same_map(ours[level], expected[level])
     else:  # MobileNet: the last map
+        assert_same_map(ours, expected[max(expected, key=int)])
+
+
+@pytest.mark.parametrize("name", ["resnet50_v1", "mobilenet_v1", "mobilenet_v2"])
+def test_model_garden_checkpoint_end_to_end_from_raw_pixels(tmp_path, name):
+    """``weights_path`` and nothing else: from the same raw [0, 255] image, our preprocess +
+    backbone equal the Model Garden's classification preprocessing (``normalize_image``
+    with its ImageNet mean / std, official.vision.dataloaders.classification_input) +
+    network: every ResNet level, MobileNet's last map. The MobileNets then take the
+    file's mean / std, not their family's [-1, 1]. One ResNet depth: the normalization
+    and placement are the same at every depth."""
+    from official.vision.ops import preprocess_ops
+
+    theirs = CASES[name]()
+    randomize(theirs.weights, seed=3)
+    path = tf.train.Checkpoint(backbone=theirs).write(str(tmp_path / "ckpt"))
+    fe = extractor(name, weights_path=path)
+    report = fe.load_weights()
+    assert report.format == "Model Garden checkpoint"
+    assert fe.input_normalization == "MEAN_STD"
+    assert "input normalization MEAN_STD" in report.summary()
+    raw = image(64, seed=4)
+    expected = theirs(
+        preprocess_ops.normalize_image(
+            tf.constant(raw), offset=preprocess_ops.MEAN_RGB, scale=preprocess_ops.STDDEV_RGB
+        )
+    )
+    ours = fe.build_backbone()(fe.preprocess(raw))
+    if isinstance(ours, dict):
+        for level in expected:
+            assert_same_map(ours[level], expected[level])
+    else:
         assert_same_map(ours, expected[max(expected, key=int)])

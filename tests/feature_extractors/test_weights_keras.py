@@ -1,6 +1,7 @@
 """Keras Applications .h5 files (save_weights of tf_keras.applications with random weights,
-the published files' layout) load into our extractors: the same feature maps on the same
-preprocessed image, heads skipped and counted, ResNet's conv biases folded."""
+the published files' layout) load into our extractors: from the same raw image, our
+preprocess + network give keras' preprocess_input + network, heads skipped and counted,
+ResNet's conv biases folded (ResNet end to end: test_weights_resnet_end_to_end.py)."""
 
 import numpy as np
 import pytest
@@ -77,6 +78,19 @@ CASES = {
 }
 
 
+# the keras.applications module whose preprocess_input the files were trained with, and
+# the family's normalization it equals
+KERAS_MODULE = {
+    "mobilenet_v1": "mobilenet",
+    "mobilenet_v2": "mobilenet_v2",
+    "vgg16": "vgg16",
+    "inception_v3": "inception_v3",
+    "inception_resnet_v2": "inception_resnet_v2",
+}
+NORMALIZATION = {name: "SIGNED_UNIT" for name in KERAS_MODULE}
+NORMALIZATION["vgg16"] = "CAFFE_BGR"
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -94,6 +108,7 @@ def test_keras_applications_file_gives_the_reference_maps(tmp_path, name):
     report = load(fe, path)
     backbone = fe.build_backbone()
     assert report.format == "Keras Applications .h5"
+    assert fe.input_normalization == NORMALIZATION[name]
     assert (report.loaded, report.skipped, report.left_at_init, report.folded) == (
         len(backbone.variables),
         head_values,
@@ -101,8 +116,10 @@ def test_keras_applications_file_gives_the_reference_maps(tmp_path, name):
         0,
     )
     assert report.loaded + report.skipped == len(ref.weights)
-    x = fe.preprocess(image(side))
-    assert_same_map(backbone(x), reference_map(ref, layer, x))
+    # end to end: from the same raw image, ours vs keras' own preprocess_input + network
+    raw = image(side)
+    theirs = getattr(A, KERAS_MODULE[name]).preprocess_input(raw.copy())
+    assert_same_map(backbone(fe.preprocess(raw)), reference_map(ref, layer, theirs))
 
 
 @pytest.mark.parametrize(

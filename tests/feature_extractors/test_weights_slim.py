@@ -23,20 +23,10 @@ from tests.feature_extractors.weights_helpers import (
     image,
     random_value,
     shared_extractor,
+    slim_batch_norm,
 )
 
 v1 = tf.compat.v1
-
-
-def slim_batch_norm(x, scale=False, epsilon=0.001):
-    """slim's BatchNorm variables (beta, [gamma,] moving_mean, moving_variance), inference."""
-    with v1.variable_scope(None, default_name="BatchNorm"):
-        c = x.shape[-1]
-        beta = v1.get_variable("beta", [c], initializer=v1.zeros_initializer())
-        gamma = v1.get_variable("gamma", [c], initializer=v1.ones_initializer()) if scale else None
-        mean = v1.get_variable("moving_mean", [c], initializer=v1.zeros_initializer())
-        var = v1.get_variable("moving_variance", [c], initializer=v1.ones_initializer())
-        return tf.nn.batch_normalization(x, mean, var, beta, gamma, epsilon)
 
 
 def slim_checkpoint(path, net_fn, x, scale, endpoint, batch_norm=True):

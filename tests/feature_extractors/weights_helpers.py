@@ -56,3 +56,18 @@ def assert_same_map(ours, reference):
 def image(side, seed=1):
     """A float32 [1, side, side, 3] image in [0, 255]."""
     return np.random.RandomState(seed).uniform(0, 255, (1, side, side, 3)).astype("float32")
+
+
+def slim_batch_norm(x, scale=False, epsilon=0.001):
+    """slim's BatchNorm variables (beta, [gamma,] moving_mean, moving_variance), inference
+    (in a TF1 graph: slim.batch_norm itself does not run with these versions)."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    with v1.variable_scope(None, default_name="BatchNorm"):
+        c = x.shape[-1]
+        beta = v1.get_variable("beta", [c], initializer=v1.zeros_initializer())
+        gamma = v1.get_variable("gamma", [c], initializer=v1.ones_initializer()) if scale else None
+        mean = v1.get_variable("moving_mean", [c], initializer=v1.zeros_initializer())
+        var = v1.get_variable("moving_variance", [c], initializer=v1.ones_initializer())
+        return tf.nn.batch_normalization(x, mean, var, beta, gamma, epsilon)

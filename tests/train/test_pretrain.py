@@ -53,6 +53,10 @@ def test_cache_key_depends_on_what_changes_the_weights():
     assert pretrain.cache_key(_extractor(depth_multiplier=0.5), r) != base
     assert pretrain.cache_key(_extractor(), pretrain.Recipe(**{**TINY, "steps": 4})) != base
     assert base.startswith("mobilenet_v2-x0.35-r32-")
+    # another input normalization is another function of the image: other weights
+    other = _extractor()
+    other.input_normalization = feature_extractor_pb2.FeatureExtractor.MEAN_STD
+    assert pretrain.cache_key(other, r) != base
 
 
 def test_an_extractors_own_recipe_fills_the_fields_the_user_left_unset(tmp_path, monkeypatch):
