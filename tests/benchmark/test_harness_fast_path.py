@@ -1,0 +1,215 @@
+"""The local executor's fast path and parallel trainings (issue 28): a cell forked from
+the fork server measures what a fresh process measures (detections, mAP, peak
+memory); ``--jobs 2`` gives a sequential sweep's rows; a kill during parallel
+trainings resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from detbench.benchmark import forkserver, runner
+from detbench.benchmark.cell import DONE_FILE
+from tests.benchmark.test_sweep import (
+    REPO,
+    _wait_for,
+    check_outputs,
+    expected_cells,
+    read_rows,
+    sweep_env,
+    write_sweep,
+)
+
+GRID_AXES = ['axis { name: "resolution" values: "64" values: "96" }']  # two trainings
+# what differs between two runs of the same cell: the clock, and where it ran
+VARYING = ("latency", "_ms", "_s", "throughput", "reference", "env", "log", "job_process")
+
+
+def _sweep(grid, out, *extra, timeout=900):
+    proc = subprocess.run(
+        [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), *extra],
+        cwd=REPO,
+        env=sweep_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return {r["cell_id"]: r for r in read_rows(str(out))}
+
+
+def _plain(x):
+    """NaN as None, recursively (a row stores an undefined AP as either)."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return None if isinstance(x, float) and x != x else x
+
+
+def _comparable(row):
+    return {k: v for k, v in row.items() if not any(s in k for s in VARYING)}
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """The same two-training grid swept with --jobs 1 and --jobs 2 (both fast path)."""
+    tmp = tmp_path_factory.mktemp("fastpath")
+    grid = write_sweep(tmp, GRID_AXES)
+    one = _sweep(grid, tmp / "jobs1", "--jobs", "1")
+    two = _sweep(grid, tmp / "jobs2", "--jobs", "2")
+    return grid, tmp, one, two
+
+
+def _metrics_here(pipeline_text, model_dir):
+    """The cell's COCO metrics computed in this (pytest's) process, no job involved."""
+    import tensorflow as tf
+    from google.protobuf import text_format
+
+    from detbench.builders.model_builder import build_model
+    from detbench.data import build_dataset
+    from detbench.evaluation.runner import evaluate_model, restore_model
+    from detbench.protos import pipeline_pb2
+
+    pipeline = text_format.Parse(pipeline_text, pipeline_pb2.Pipeline())
+    model = build_model(pipeline.model, is_training=False)
+    image = next(iter(build_dataset(pipeline.eval_input_reader, 1, training=False)))["image"]
+    inputs, shapes = model.preprocess(tf.cast(image, tf.float32))
+    restore_model(model, model_dir, {"image": inputs, "true_shape": shapes})
+    return evaluate_model(model, pipeline, progress=False)
+
+
+def test_forked_cell_measures_what_a_fresh_process_measures(sweeps):
+    """One trained cell measured again in a fresh process (--no-fast-path's path): the
+    same COCO metrics (per category too: the same detections), FLOPs and parameters as
+    its forked measurement, and a peak RSS within 10% of it; and the metrics are those
+    of the checkpoint evaluated here, in this process."""
+    grid, tmp, one, _ = sweeps
+    cell = expected_cells(grid)[0]
+    forked = one[cell.cell_id]
+    assert forked["error"] == "" and forked["job_process"] == forkserver.PROCESS_NAME
+    spec = {
+        "test_pipeline": forked["test_pipeline"],
+        "model_dir": str(tmp / "jobs1" / "models" / cell.train_key),
+        "settings": {"num_warmup": 1, "num_runs": 2, "num_timing_images": 2},
+        "speed_only": False,
+    }
+    fresh = runner.run_job("measure", spec)
+    assert fresh["error"] == "" and fresh["job_process"] == "fresh"
+    for key in ("mAP", "mAP@.50", "mAP@.75", "AR@100", "per_category_ap", "gflops", "params"):
+        assert _plain(fresh[key]) == _plain(forked[key]), key
+    assert abs(forked["peak_rss_mb"] - fresh["peak_rss_mb"]) <= 0.1 * fresh["peak_rss_mb"]
+    # the harness overhead the fork saves: no Python start, no TensorFlow import
+    assert forked["phase_imports_s"] < fresh["phase_imports_s"]
+    here = _metrics_here(forked["test_pipeline"], spec["model_dir"])
+    assert _plain(here["mAP"]) == _plain(forked["mAP"])
+    assert _plain(here["per_category"]) == _plain(forked["per_category_ap"])
+
+
+def test_two_jobs_give_the_rows_of_one(sweeps):
+    """--jobs 2 trains both models at once, on one thread each; the rows are --jobs 1's
+    (timings aside; training on fewer threads may change the last float bits)."""
+    grid, _, one, two = sweeps
+    assert sorted(one) == sorted(two) == sorted(c.cell_id for c in expected_cells(grid))
+    for cid in one:
+        a, b = _plain(_comparable(one[cid])), _plain(_comparable(two[cid]))
+        assert a["error"] == b["error"] == ""
+        assert set(a) == set(b)
+        for key in a:
+            if isinstance(a[key], float):
+                assert b[key] == pytest.approx(a[key], abs=1e-3), key
+            elif isinstance(a[key], dict):  # per-category AP
+                assert b[key] == pytest.approx(a[key], abs=1e-3), key
+            else:
+                assert a[key] == b[key], key
+
+
+def test_timed_cells_run_alone(monkeypatch):
+    """The schedule: up to N trainings overlap; a measure starts only when nothing
+    runs, and nothing starts while it runs (jobs that sleep and log their intervals)."""
+    spans, lock = {}, threading.Lock()
+
+    def job(kind, spec, server=None):
+        start = time.monotonic()
+        time.sleep(0.2)
+        with lock:
+            spans[spec["name"]] = (kind, start, time.monotonic(), spec.get("threads"))
+        return {"error": ""}
+
+    monkeypatch.setattr(runner, "run_job", job)
+    monkeypatch.setattr(runner, "machine_cores", lambda: 4)
+    executor = runner.LocalExecutor(jobs=2, fast_path=False)
+    kinds = ["train", "train", "train", "measure", "train", "measure", "measure"]
+    jobs = [(i, kind, {"name": i}) for i, kind in enumerate(kinds)]
+    assert sorted(k for k, _ in executor.map(jobs)) == list(range(len(kinds)))
+    for i, (kind, start, end, threads) in spans.items():
+        others = [s for j, s in spans.items() if j != i and s[1] < end and start < s[2]]
+        if kind == "measure":
+            assert not others and threads is None
+        else:  # at its start, at most one other training runs
+            assert all(o[0] == "train" for o in others)
+            assert sum(o[1] <= start < o[2] for o in others) <= 1
+            assert threads == {"intra_op_threads": 2, "inter_op_threads": 2}
+    # the first two trainings did run together
+    assert spans[0][1] < spans[1][2] and spans[1][1] < spans[0][2]
+
+
+def _descendants(pid):
+    kids = {pid: []}
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(name))
+        except (OSError, ValueError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for kid in kids.get(todo.pop(), []):
+            found.append(kid)
+            todo.append(kid)
+    return found
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+@pytest.mark.slow
+def test_sigkill_during_parallel_trainings_then_rerun_resumes(tmp_path):
+    """SIGKILL while two trainings run at once (--jobs 2, both forked): every job goes
+    with the sweep, and the rerun trains both models from scratch and measures both."""
+    grid = write_sweep(tmp_path, GRID_AXES)
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    os.makedirs(tmp)
+    proc = subprocess.Popen(
+        [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), "--jobs", "2"],
+        cwd=REPO,
+        env=dict(sweep_env(), TMPDIR=str(tmp)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # the fork server and its two training children
+        assert _wait_for(lambda: len(_descendants(proc.pid)) >= 3, 300, proc)
+        jobs = _descendants(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 60
+    while not all(_gone(p) for p in jobs) and time.time() < deadline:
+        time.sleep(0.2)
+    assert all(_gone(p) for p in jobs), "a job outlived the killed sweep"
+    rows = _sweep(grid, out, "--jobs", "2")
+    assert sorted(rows) == sorted(c.cell_id for c in expected_cells(grid))
+    assert all(r["error"] == "" for r in rows.values())
+    for c in expected_cells(grid):
+        done = json.loads((out / "models" / c.train_key / DONE_FILE).read_text())
+        assert done["step"] == 2
+    check_outputs(str(out), 2)
