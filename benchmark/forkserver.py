@@ -82,6 +82,15 @@ def reset_peak_rss():
         return False
 
 
+def _reseed():
+    """Fresh random states, as a new process would have (not the server's copy)."""
+    import random
+
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+
+
 def _child(request, server_pid, answers_fd):
     """In the forked child: never returns into the server's loop."""
     code = 1
@@ -101,6 +110,7 @@ def _child(request, server_pid, answers_fd):
         os.dup2(log, 1)
         os.dup2(log, 2)
         reset_peak_rss()
+        _reseed()
         cell.restart_clock()
         code = cell.main([request["kind"], request["spec"], request["out"]])
     except BaseException:

@@ -24,6 +24,7 @@ from tests.benchmark.test_sweep import (
     sweep_env,
     write_sweep,
 )
+from tests.benchmark.test_sweep_reliability import _descendants, _gone
 
 GRID_AXES = ['axis { name: "resolution" values: "64" values: "96" }']  # two trainings
 # what differs between two runs of the same cell: the clock, and where it ran
@@ -155,30 +156,6 @@ def test_timed_cells_run_alone(monkeypatch):
             assert threads == {"intra_op_threads": 2, "inter_op_threads": 2}
     # the first two trainings did run together
     assert spans[0][1] < spans[1][2] and spans[1][1] < spans[0][2]
-
-
-def _descendants(pid):
-    kids = {pid: []}
-    for name in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                kids.setdefault(int(f.read().rsplit(")", 1)[1].split()[1]), []).append(int(name))
-        except (OSError, ValueError):
-            continue
-    found, todo = [], [pid]
-    while todo:
-        for kid in kids.get(todo.pop(), []):
-            found.append(kid)
-            todo.append(kid)
-    return found
-
-
-def _gone(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
 
 
 @pytest.mark.slow
