@@ -31,11 +31,11 @@ GRID_AXES = ['axis { name: "resolution" values: "64" values: "96" }']  # two tra
 VARYING = ("latency", "_ms", "_s", "throughput", "reference", "env", "log", "job_process")
 
 
-def _sweep(grid, out, *extra, timeout=900):
+def _sweep(grid, out, *extra, env=None, timeout=900):
     proc = subprocess.run(
         [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), *extra],
         cwd=REPO,
-        env=sweep_env(),
+        env=dict(sweep_env(), **(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -55,14 +55,39 @@ def _comparable(row):
     return {k: v for k, v in row.items() if not any(s in k for s in VARYING)}
 
 
+def _kill_during_parallel_trainings(grid, out, tmp):
+    """Start ``--jobs 2``, SIGKILL the sweep once the fork server runs two trainings;
+    returns the pids that were below it (all must go with it)."""
+    os.makedirs(tmp)
+    proc = subprocess.Popen(
+        [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), "--jobs", "2"],
+        cwd=REPO,
+        env=dict(sweep_env(), TMPDIR=str(tmp)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:  # the fork server and its two training children
+        assert _wait_for(lambda: len(_descendants(proc.pid)) >= 3, 600, proc)
+        jobs = _descendants(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 60
+    while not all(_gone(p) for p in jobs) and time.time() < deadline:
+        time.sleep(0.2)
+    return jobs
+
+
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
-    """The same two-training grid swept with --jobs 1 and --jobs 2 (both fast path)."""
+    """The same two-training grid swept with --jobs 1, and with --jobs 2 killed during
+    its parallel trainings then rerun (both fast path)."""
     tmp = tmp_path_factory.mktemp("fastpath")
     grid = write_sweep(tmp, GRID_AXES)
     one = _sweep(grid, tmp / "jobs1", "--jobs", "1")
-    two = _sweep(grid, tmp / "jobs2", "--jobs", "2")
-    return grid, tmp, one, two
+    killed = _kill_during_parallel_trainings(grid, tmp / "jobs2", tmp / "tmp")
+    two = _sweep(grid, tmp / "jobs2", "--jobs", "2", env={"TMPDIR": str(tmp / "tmp")})
+    return grid, tmp, one, two, killed
 
 
 def _metrics_here(pipeline_text, model_dir):
@@ -88,7 +113,7 @@ def test_forked_cell_measures_what_a_fresh_process_measures(sweeps):
     same COCO metrics (per category too: the same detections), FLOPs and parameters as
     its forked measurement, and a peak RSS within 10% of it; and the metrics are those
     of the checkpoint evaluated here, in this process."""
-    grid, tmp, one, _ = sweeps
+    grid, tmp, one, _, _ = sweeps
     cell = expected_cells(grid)[0]
     forked = one[cell.cell_id]
     assert forked["error"] == "" and forked["job_process"] == forkserver.PROCESS_NAME
@@ -113,7 +138,7 @@ def test_forked_cell_measures_what_a_fresh_process_measures(sweeps):
 def test_two_jobs_give_the_rows_of_one(sweeps):
     """--jobs 2 trains both models at once, on one thread each; the rows are --jobs 1's
     (timings aside; training on fewer threads may change the last float bits)."""
-    grid, _, one, two = sweeps
+    grid, _, one, two, _ = sweeps
     assert sorted(one) == sorted(two) == sorted(c.cell_id for c in expected_cells(grid))
     for cid in one:
         a, b = _plain(_comparable(one[cid])), _plain(_comparable(two[cid]))
@@ -158,35 +183,16 @@ def test_timed_cells_run_alone(monkeypatch):
     assert spans[0][1] < spans[1][2] and spans[1][1] < spans[0][2]
 
 
-@pytest.mark.slow
-def test_sigkill_during_parallel_trainings_then_rerun_resumes(tmp_path):
+def test_sigkill_during_parallel_trainings_then_rerun_resumes(sweeps):
     """SIGKILL while two trainings run at once (--jobs 2, both forked): every job goes
     with the sweep, and the rerun trains both models from scratch and measures both."""
-    grid = write_sweep(tmp_path, GRID_AXES)
-    out, tmp = tmp_path / "out", tmp_path / "tmp"
-    os.makedirs(tmp)
-    proc = subprocess.Popen(
-        [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), "--jobs", "2"],
-        cwd=REPO,
-        env=dict(sweep_env(), TMPDIR=str(tmp)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        # the fork server and its two training children
-        assert _wait_for(lambda: len(_descendants(proc.pid)) >= 3, 300, proc)
-        jobs = _descendants(proc.pid)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    deadline = time.time() + 60
-    while not all(_gone(p) for p in jobs) and time.time() < deadline:
-        time.sleep(0.2)
-    assert all(_gone(p) for p in jobs), "a job outlived the killed sweep"
-    rows = _sweep(grid, out, "--jobs", "2")
-    assert sorted(rows) == sorted(c.cell_id for c in expected_cells(grid))
-    assert all(r["error"] == "" for r in rows.values())
+    grid, tmp, _, two, killed = sweeps
+    assert all(_gone(p) for p in killed), "a job outlived the killed sweep"
+    assert sorted(two) == sorted(c.cell_id for c in expected_cells(grid))
+    assert all(r["error"] == "" for r in two.values())
     for c in expected_cells(grid):
-        done = json.loads((out / "models" / c.train_key / DONE_FILE).read_text())
+        done = json.loads((tmp / "jobs2" / "models" / c.train_key / DONE_FILE).read_text())
         assert done["step"] == 2
-    check_outputs(str(out), 2)
+    check_outputs(str(tmp / "jobs2"), 2)
+    # the killed jobs' temporary folders were removed by the rerun
+    assert not [n for n in os.listdir(tmp / "tmp") if n.startswith(runner.TEMP_PREFIX)]
