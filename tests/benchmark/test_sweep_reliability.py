@@ -104,7 +104,7 @@ def _descendants(pid):
     """Every process below ``pid``: a job is the sweep's child (a fresh process) or
     its grandchild (forked by the fork server, the sweep's child)."""
     kids = {}
-    for name in os.listdir("/proc"):
+    for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{name}/stat") as f:
                 parent = int(f.read().rsplit(")", 1)[1].split()[1])
