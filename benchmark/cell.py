@@ -4,8 +4,11 @@ a model or ``measure`` a cell.
 ``python -m detbench.benchmark.cell pretrain|train|measure SPEC.json OUT.json``. The spec
 holds the pipelines as text, the model directory and the benchmark settings;
 the result (a row, or the training summary) is written atomically to OUT.json.
-Running each cell in a fresh process makes its peak memory its own and keeps a
-crash or an out-of-memory kill to that one cell.
+Running each cell in its own process (a fresh one, or one forked from the fork
+server, ``forkserver.py``) makes its peak memory its own and keeps a crash or an
+out-of-memory kill to that one cell. A training's spec may carry ``threads``
+(``intra_op_threads`` / ``inter_op_threads``): its share of the cores when
+several train at once.
 """
 
 import json
@@ -16,6 +19,13 @@ import traceback
 
 DONE_FILE = "TRAINED.json"
 _START = time.perf_counter()  # this module's import: the process has started Python
+
+
+def restart_clock():
+    """In a job forked from a process that imported this module (the fork server):
+    the job's clock starts now (its 'imports' phase is what it still imports)."""
+    global _START
+    _START = time.perf_counter()
 
 
 class _Phases:
@@ -60,6 +70,7 @@ def run_pretraining(spec):
     from detbench.protos import feature_extractor_pb2
     from detbench.train import pretrain
 
+    _configure_threads(spec.get("threads", {}))
     config = text_format.Parse(spec["extractor"], feature_extractor_pb2.FeatureExtractor())
     recipe = pretrain.Recipe(**spec["recipe"])
     path, report = pretrain.ensure_pretrained(
@@ -101,6 +112,7 @@ def run_training(spec):
     from detbench.benchmark.results import atomic_write
     from detbench.train.trainer import replica_strategy, train
 
+    _configure_threads(spec.get("threads", {}))
     pipeline = _pipeline(spec["train_pipeline"])
     model_dir = spec["model_dir"]
     discard_unfinished(model_dir)

@@ -1,4 +1,5 @@
-"""Grid execution: each training and each cell runs in its own process, locally or on Ray."""
+"""Grid execution: each training and each cell runs in its own process (locally: a fresh
+one, or one forked from the fork server), locally or on Ray."""
 
 import ctypes
 import json
@@ -14,6 +15,7 @@ CELL_TIMEOUT_S = 6 * 3600
 TEMP_PREFIX = "detbench-cell-"  # + the sweep's pid + "-": whose job it is, from the start
 OWNER_FILE = "owner.json"  # in each job's temporary folder: the job's pid
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_LIVE_JOBS = {}  # temporary folder -> pid of the job running in it (any thread's)
 
 
 def _die_with_parent():
@@ -95,9 +97,43 @@ def _child_env(gpu_ids=None):
     return env
 
 
-def run_job(kind, spec, timeout=CELL_TIMEOUT_S, gpu_ids=None):
+def _run_fresh(kind, spec_path, out_path, tmp, timeout, gpu_ids):
+    """``python -m detbench.benchmark.cell KIND SPEC OUT`` in a new process; returns
+    (exit code, stderr)."""
+    cmd = [sys.executable, "-m", "detbench.benchmark.cell", kind, spec_path, out_path]
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_env(gpu_ids),
+        preexec_fn=_die_with_parent,
+    ) as popen:
+        _write_owner(tmp, popen.pid)
+        try:
+            _, stderr = popen.communicate(timeout=timeout)
+        except BaseException:  # timeout, Ctrl-C, SIGTERM: the job goes too
+            popen.kill()
+            popen.wait()
+            raise
+    return popen.returncode, stderr
+
+
+def _run_forked(server, kind, spec_path, out_path, tmp, timeout):
+    """The same job in a child of the fork server; returns (exit code, its output)."""
+    log = os.path.join(tmp, "job.log")
+    code = server.run(
+        kind, spec_path, out_path, log, timeout, on_start=lambda pid: _write_owner(tmp, pid)
+    )
+    with open(log, encoding="utf-8", errors="replace") as f:
+        return code, f.read()
+
+
+def run_job(kind, spec, timeout=CELL_TIMEOUT_S, gpu_ids=None, server=None):
     """Run ``python -m detbench.benchmark.cell KIND`` on ``spec``; returns its result dict.
-    ``gpu_ids``: the GPUs the job may see (``CUDA_VISIBLE_DEVICES``).
+    ``gpu_ids``: the GPUs the job may see (``CUDA_VISIBLE_DEVICES``). ``server``: a
+    ``forkserver.ForkServer`` to fork the job from (not with ``gpu_ids``); the row's
+    ``job_process`` says which ("fork" or "fresh"), i.e. how its peak memory was taken.
 
     A crash, a kill (e.g. out of memory) or a timeout becomes ``{"error": ...}``
     with the tail of the process's stderr.
@@ -106,65 +142,139 @@ def run_job(kind, spec, timeout=CELL_TIMEOUT_S, gpu_ids=None):
         spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "out.json")
         with open(spec_path, "w", encoding="utf-8") as f:
             json.dump(spec, f)
-        cmd = [sys.executable, "-m", "detbench.benchmark.cell", kind, spec_path, out_path]
         start = time.perf_counter()
+        process = "fresh"
         try:
-            with subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=_child_env(gpu_ids),
-                preexec_fn=_die_with_parent,
-            ) as popen:
-                _write_owner(tmp, popen.pid)
-                try:
-                    _, stderr = popen.communicate(timeout=timeout)
-                except BaseException:  # timeout, Ctrl-C, SIGTERM: the job goes too
-                    popen.kill()
-                    popen.wait()
-                    raise
-            proc = subprocess.CompletedProcess(cmd, popen.returncode, "", stderr)
+            if server is not None and gpu_ids is None:
+                from detbench.benchmark.forkserver import PROCESS_NAME
+
+                process = PROCESS_NAME
+                returncode, stderr = _run_forked(server, kind, spec_path, out_path, tmp, timeout)
+            else:
+                returncode, stderr = _run_fresh(kind, spec_path, out_path, tmp, timeout, gpu_ids)
         except subprocess.TimeoutExpired:
             return {"error": f"timed out after {timeout} s"}
+        except RuntimeError as e:  # the fork server could not run it
+            return {"error": f"fork server: {e}"}
+        finally:
+            _LIVE_JOBS.pop(tmp, None)
         wall = time.perf_counter() - start
         if os.path.exists(out_path):
             with open(out_path, encoding="utf-8") as f:
                 result = json.load(f)
             result["cell_wall_s"] = wall
+            result["job_process"] = process
             if "model_work_s" in result:  # process start, imports, build, restore, FLOPs
                 result["harness_overhead_s"] = wall - result["model_work_s"]
             phases = sum(v for k, v in result.items() if k.startswith("phase_"))
-            if phases:  # Python's start and detbench's import, before cell.py runs
+            if phases:  # Python's start (or the fork) and imports, before cell.py runs
                 result["phase_process_start_s"] = max(wall - phases, 0.0)
             if result.get("error"):
-                result["stderr_tail"] = proc.stderr[-2000:]
+                result["stderr_tail"] = stderr[-2000:]
             return result
-        tail = [l for l in proc.stderr.strip().splitlines() if l.strip()][-1:] or [""]
-        how = (
-            f"killed by signal {-proc.returncode}"
-            if proc.returncode < 0
-            else f"exit code {proc.returncode}"
-        )
+        tail = [l for l in stderr.strip().splitlines() if l.strip()][-1:] or [""]
+        how = f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
         return {
             "error": f"cell process died ({how}): {tail[0][:300]}",
-            "stderr_tail": proc.stderr[-2000:],
+            "stderr_tail": stderr[-2000:],
         }
 
 
 def _write_owner(folder, child):
+    _LIVE_JOBS[folder] = child
     with open(os.path.join(folder, OWNER_FILE), "w", encoding="utf-8") as f:
         json.dump({"child": child}, f)
 
 
+def machine_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_jobs(cores=None):
+    """Trainings at once by default: one per 4 cores (each keeps 4 threads; a
+    training's step scales poorly past that on CPU, and each holds its own memory)."""
+    return max(1, (cores or machine_cores()) // 4)
+
+
+UNTIMED = ("pretrain", "train")  # jobs that may share the machine; a "measure" never does
+
+
 class LocalExecutor:
-    """One job at a time on this machine (cells are timed: never run two at once)."""
+    """Jobs on this machine: up to ``jobs`` trainings (pretrain / train) at once, each
+    with its share of the cores as TensorFlow threads, and every measured cell alone
+    (it starts when nothing else runs; nothing starts while it runs). ``fast_path``:
+    jobs are forked from a fork server that imported TensorFlow once (``forkserver``);
+    False, or where the server cannot start, each job is a fresh process."""
 
     name = "local"
 
+    def __init__(self, jobs=1, fast_path=True):
+        self.jobs, self.fast_path, self.server = max(1, int(jobs)), fast_path, None
+        self.threads = max(1, machine_cores() // self.jobs)
+
+    def _server(self):
+        if self.fast_path and self.server is None:
+            from detbench.benchmark.forkserver import ForkServer
+
+            try:
+                self.server = ForkServer(_child_env())
+            except (RuntimeError, OSError) as e:
+                print(f"fork server unavailable ({e}): fresh processes", file=sys.stderr)
+                self.fast_path = False
+        return self.server
+
+    def _spec(self, kind, spec):
+        if self.jobs > 1 and kind in UNTIMED:
+            share = {"intra_op_threads": self.threads, "inter_op_threads": self.threads}
+            return {**spec, "threads": share}
+        return spec
+
     def map(self, jobs):
-        for key, kind, spec in jobs:
-            yield key, run_job(kind, spec)
+        import queue
+
+        server = self._server()  # from this (the main) thread: see ForkServer
+        pending, done, running = list(jobs), queue.Queue(), {}
+
+        def work(key, kind, spec):
+            try:
+                done.put((key, run_job(kind, self._spec(kind, spec), server=server)))
+            except BaseException as e:  # never lose a job's answer
+                done.put((key, {"error": f"{type(e).__name__}: {e}"[:500]}))
+
+        try:
+            yield from self._schedule(pending, running, done, work)
+        except BaseException:  # Ctrl-C, SIGTERM (in this thread): every running job goes
+            for pid in list(_LIVE_JOBS.values()):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            raise
+
+    def _schedule(self, pending, running, done, work):
+        import threading
+
+        while pending or running:
+            while pending and not any(k not in UNTIMED for k in running.values()):
+                key, kind, spec = pending[0]
+                alone = kind not in UNTIMED
+                if (alone and running) or len(running) >= self.jobs:
+                    break
+                pending.pop(0)
+                running[key] = kind
+                # daemon: a killed sweep does not wait for its jobs' threads to end
+                threading.Thread(target=work, args=(key, kind, spec), daemon=True).start()
+            key, result = done.get()
+            del running[key]
+            yield key, result
+
+    def close(self):
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
 
 def run_ray_job(kind, spec, gpus_per_cell=0, job=run_job):

@@ -83,6 +83,21 @@ def parse_args(argv):
         help="measure every cell again (trained models are still reused)",
     )
     p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local executor: up to N trainings at once, each with its share of the cores "
+        "(default: one per 4 cores); a measured cell always runs alone",
+    )
+    p.add_argument(
+        "--no-fast-path",
+        dest="fast_path",
+        action="store_false",
+        help="local executor: run every job in a fresh Python process instead of forking "
+        "it from a process that imported TensorFlow once (rows say which: job_process)",
+    )
     p.add_argument("--address", help="Ray cluster address HOST:PORT (with --executor ray)")
     p.add_argument(
         "--gpus-per-cell",
@@ -284,6 +299,8 @@ def check_executor_args(args):
         raise ConfigError(f"--gpus-per-cell: must be 0 or more, got {args.gpus_per_cell}")
     if args.gpus_per_cell and args.executor != "ray":
         raise ConfigError("--gpus-per-cell: only with --executor ray")
+    if args.jobs is not None and (args.executor != "local" or args.jobs < 1):
+        raise ConfigError(f"--jobs {args.jobs}: a positive number, with --executor local only")
 
 
 def check_replica_batches(cells, gpus_per_cell, out_dir):
@@ -302,11 +319,11 @@ def check_replica_batches(cells, gpus_per_cell, out_dir):
 
 
 def make_executor(args):
-    from detbench.benchmark.runner import EXECUTORS
+    from detbench.benchmark.runner import EXECUTORS, default_jobs
 
     if args.executor == "ray":
         return EXECUTORS["ray"](args.address, gpus_per_cell=args.gpus_per_cell)
-    return EXECUTORS[args.executor]()
+    return EXECUTORS[args.executor](args.jobs or default_jobs(), args.fast_path)
 
 
 def run_sweep(args):
@@ -410,6 +427,7 @@ def run_sweep(args):
         tqdm.write(_cell_line(cell.label, row))
         bar.update(1)
     bar.close()
+    getattr(executor, "close", lambda: None)()  # the local fork server
     if args.export and not args.speed_only:
         export_cells(cells, out_dir)
     summarize(store, grid, out_dir, settings, seed_spread(args.grid, sweep.train_steps))

@@ -341,6 +341,7 @@ def test_filter_keeps_matching_cells(tmp_path, capsys):
         ),
         (["--address", "127.0.0.1:6379"], "error: --address: only with --executor ray"),
         (["--gpus-per-cell", "1"], "error: --gpus-per-cell: only with --executor ray"),
+        (["--jobs", "0"], "error: --jobs 0: a positive number, with --executor local only"),
         (
             ["--gpus-per-cell", "-1", "--executor", "ray"],
             "error: --gpus-per-cell: must be 0 or more, got -1",

@@ -100,6 +100,34 @@ def _children(pid):
     return kids
 
 
+def _descendants(pid):
+    """Every process below ``pid``: a job is the sweep's child (a fresh process) or
+    its grandchild (forked by the fork server, the sweep's child)."""
+    kids = {}
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        kids.setdefault(parent, []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for kid in kids.get(todo.pop(), []):
+            found.append(kid)
+            todo.append(kid)
+    return found
+
+
+def _owned(tmp):
+    """A job has started: its temporary folder records its pid."""
+    return any(
+        os.path.exists(os.path.join(tmp, n, runner.OWNER_FILE))
+        for n in os.listdir(tmp)
+        if n.startswith(runner.TEMP_PREFIX)
+    )
+
+
 def _gone(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -140,12 +168,14 @@ def test_sigkilled_sweep_takes_its_training_job_with_it(tmp_path):
     tmp = tmp_path / "tmp"
     proc = _start(grid, tmp_path / "out", tmp, "--train-steps", "100000")
     try:
-        assert _wait_for(lambda: _children(proc.pid), 300, proc), "no training job started"
-        [job] = _children(proc.pid)
+        assert _wait_for(lambda: _owned(tmp), 300, proc), "no training job started"
+        jobs = _descendants(proc.pid)
     finally:
         _kill(proc)
-    if not _all_gone([job]):
-        os.kill(job, signal.SIGKILL)
+    if not _all_gone(jobs):
+        for job in jobs:
+            if not _gone(job):
+                os.kill(job, signal.SIGKILL)
         pytest.fail("the training job outlived the killed sweep")
     [left] = [n for n in os.listdir(tmp) if n.startswith(runner.TEMP_PREFIX)]
     assert runner.cleanup_orphans(str(tmp)) == [str(tmp / left)]
@@ -184,7 +214,7 @@ def test_sigkill_during_training_then_rerun_retrains_from_scratch(tmp_path):
     model_dir = out / "models" / cell.train_key
     proc = _start(grid, out, tmp)
     try:
-        assert _wait_for(lambda: _children(proc.pid) and model_dir.exists(), 300, proc)
+        assert _wait_for(lambda: _owned(tmp) and model_dir.exists(), 300, proc)
     finally:
         _kill(proc)
     # what a training killed after its step-2 checkpoint (or an orphan) leaves behind
@@ -205,7 +235,7 @@ def test_sigkill_during_measurement_then_during_summary(tmp_path):
     out, tmp = tmp_path / "out", tmp_path / "tmp"
     proc = _start(grid, out, tmp, "--speed-only")
     try:
-        assert _wait_for(lambda: _children(proc.pid), 300, proc), "no measuring job started"
+        assert _wait_for(lambda: _owned(tmp), 300, proc), "no measuring job started"
     finally:
         _kill(proc)
     assert not (out / "results.jsonl").exists()
@@ -245,7 +275,7 @@ def test_sigkill_during_pretraining_then_rerun_resumes_it(tmp_path):
     proc = _start(grid, out, tmp, env=env)
     try:
         assert _wait_for(lambda: _children(proc.pid) and checkpointed(), 600, proc)
-        jobs = _children(proc.pid)
+        jobs = _descendants(proc.pid)
     finally:
         _kill(proc)
     assert _all_gone(jobs), "the pretraining job outlived the killed sweep"
