@@ -89,6 +89,18 @@ def parse_args(argv):
         "node's CPUs in proportion); a training replicates over them (MirroredStrategy), "
         "a row records them in its 'gpus' column",
     )
+    from detbench.data.user_data import add_arguments
+
+    add_arguments(p)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a pipeline field in every cell (after the grid's overrides and "
+        "--data; the grid's axes still set their own fields) (repeatable)",
+    )
     p.add_argument(
         "--export",
         action="store_true",
@@ -321,7 +333,12 @@ def run_sweep(args):
         sweep.train_steps = args.train_steps
         for part in sweep.grid:  # the command line wins over every part's own
             part.train_steps = 0
-    grid = expand_grid(sweep, args.grid)
+    from detbench.data.user_data import pipeline_adjuster
+
+    adjust, data_note = pipeline_adjuster(args, tuple(args.overrides))
+    if data_note:
+        print(data_note)
+    grid = expand_grid(sweep, args.grid, adjust=adjust)
     cells = select(grid.cells, parse_filters(args.filter))
     if not cells:
         raise ConfigError(f"{args.grid}: no cell left to run (check --filter)")
