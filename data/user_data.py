@@ -298,7 +298,7 @@ def _categories(data):
 
 def prepare(train_text, eval_text=None, fraction=EVAL_FRACTION, seed=SPLIT_SEED):
     """DataPlan of ``--data`` [and ``--eval-data``]: the eval split carved when not given."""
-    train = open_data(train_text)
+    train = full = open_data(train_text)
     if eval_text:
         evaluation = open_data(eval_text)
         if _categories(train) != _categories(evaluation):
@@ -308,7 +308,6 @@ def prepare(train_text, eval_text=None, fraction=EVAL_FRACTION, seed=SPLIT_SEED)
             )
         how = f"evaluation: {eval_text} ({evaluation.format}, {evaluation.num_images} images)"
     else:
-        full = train
         train, evaluation = carve_split(full, fraction, seed)
         how = (
             f"evaluation: {evaluation.num_images} of its {full.num_images} images carved out "
@@ -316,7 +315,7 @@ def prepare(train_text, eval_text=None, fraction=EVAL_FRACTION, seed=SPLIT_SEED)
         )
     names = ", ".join(v["name"] for _, v in sorted(train.category_index.items()))
     note = (
-        f"data: {train_text} ({train.format}, {train.num_images} images, "
+        f"data: {train_text} ({full.format}, {full.num_images} images, "
         f"{len(train.category_index)} classes: {names[:120]}); {how}"
     )
     return DataPlan(train, evaluation, note)
