@@ -350,7 +350,7 @@ def add_arguments(parser, evaluation_only=False):
         metavar="PATH[#SPLIT]",
         help="train on this set (COCO json, Pascal VOC or YOLO folder, TFRecords), "
         "num_classes and labels from it; without --eval-data a seeded "
-        f"{EVAL_FRACTION:.0%} of its images is held out for evaluation",
+        f"{EVAL_FRACTION * 100:.0f}%% of its images is held out for evaluation",
     )
     parser.add_argument(
         "--eval-data", metavar="PATH[#SPLIT]", help="evaluate on this set (with --data)"
