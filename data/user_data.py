@@ -237,7 +237,9 @@ def detect_format(path):
     """The name of the format ``path`` holds; DataError naming what was looked for."""
     if not os.path.exists(path) and not glob.glob(path):
         raise DataError(f"{path}: not found")
-    found = [name for name, fmt in FORMATS.items() if fmt.detect(path)]
+    # Folder layouts first: a VOC or YOLO folder may also hold a stray .json.
+    order = sorted(FORMATS.names(), key=lambda n: (n not in ("voc", "yolo"), n))
+    found = [name for name in order if FORMATS.get(name).detect(path)]
     if not found:
         raise DataError(
             f"{path}: not a dataset detbench recognises: a COCO .json, a Pascal VOC folder "

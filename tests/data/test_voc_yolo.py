@@ -319,3 +319,10 @@ def test_unrecognised_path_names_the_formats(tmp_path, capsys):
     (tmp_path / "x.txt").write_text("hello")
     with pytest.raises(user_data.DataError, match="Pascal VOC folder"):
         user_data.detect_format(str(tmp_path / "x.txt"))
+
+
+def test_folder_layout_wins_over_a_stray_json(tmp_path):
+    root = write_voc(str(tmp_path / "voc"))
+    with open(os.path.join(root, "notes.json"), "w") as f:
+        f.write("{}")
+    assert user_data.detect_format(root) == "voc"
