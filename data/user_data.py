@@ -318,7 +318,8 @@ def prepare(train_text, eval_text=None, fraction=EVAL_FRACTION, seed=SPLIT_SEED)
     names = ", ".join(v["name"] for _, v in sorted(train.category_index.items()))
     note = (
         f"data: {train_text} ({full.format}, {full.num_images} images, "
-        f"{len(train.category_index)} classes: {names[:120]}); {how}"
+        f"{len(train.category_index)} class{'es' if len(train.category_index) != 1 else ''}: "
+        f"{names[:120]}); {how}"
     )
     return DataPlan(train, evaluation, note)
 
