@@ -624,7 +624,7 @@ def summarize(store, grid, out_dir, settings):
     """Tables, plots and report over every cell of the grid measured so far
     (a --filter run adds its rows to them; rows of cells no longer in the grid
     stay in results.jsonl only)."""
-    from detbench.benchmark import findings as study, plots, report, tables, tensorboard
+    from detbench.benchmark import findings as study, hparams_summary, plots, report, tables
 
     ids = {c.cell_id for c in grid.cells}
     rows = [r for r in store.rows if r["cell_id"] in ids]
@@ -680,7 +680,7 @@ def summarize(store, grid, out_dir, settings):
     print(f"plots:   {os.path.join(out_dir, 'plots')}/")
     print(f"report:  {page}")
     if rows:
-        logdir = tensorboard.write_hparams(rows, out_dir)
+        logdir = hparams_summary.write_hparams(rows, out_dir)
         print(f"tensorboard --logdir {logdir}   (HParams: every cell; training/: the curves)")
 
 

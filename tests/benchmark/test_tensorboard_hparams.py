@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
-from detbench.benchmark.tensorboard import write_hparams
+from detbench.benchmark.hparams_summary import write_hparams
 
 ROWS = [
     {

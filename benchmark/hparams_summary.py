@@ -1,5 +1,7 @@
 """A sweep's cells as TensorBoard HParams, and its trainings' curves beside them.
 
+(Not named tensorboard.py: `python benchmark/sweep.py` puts benchmark/ first on the path.)
+
 ``write_hparams(rows, out_dir)`` writes OUT/tensorboard/:
 
 - the experiment (``hparams_config``): every axis of the measured cells as an
