@@ -29,8 +29,13 @@ COMMANDS = {
         {
             "synthetic": ("detbench.data.synthetic", "write a synthetic COCO-format dataset"),
             "to-tfrecord": ("detbench.data.to_tfrecord", "convert COCO json + images to TFRecord"),
+            "convert": (
+                "detbench.data.convert",
+                "convert a Pascal VOC or YOLO set to COCO / TFRecord",
+            ),
+            "aerial-trees": ("detbench.data.aerial", "fetch and tile the aerial tree-crown photos"),
         },
-        "datasets: synthetic, to-tfrecord",
+        "datasets: synthetic, to-tfrecord, convert, aerial-trees",
     ),
     "peers": ("detbench.studies.peers", "study: our models against the Model Garden's"),
     "extractors": ("detbench.studies.extractors", "study: feature extractor throughput"),

@@ -49,6 +49,9 @@ def main(argv=None):
         help="override a pipeline field (repeatable)",
     )
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    from detbench.data.user_data import add_arguments, pipeline_adjuster
+
+    add_arguments(parser, evaluation_only=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -60,7 +63,10 @@ def main(argv=None):
     from detbench.evaluation.runner import resolve_checkpoint
     from detbench.paths import check_output_folder
 
-    pipeline = load_pipeline(args.pipeline, overrides=tuple(args.overrides))
+    adjust, data_note = pipeline_adjuster(args, evaluation_only=True)
+    if data_note:
+        print(data_note)
+    pipeline = load_pipeline(args.pipeline, overrides=tuple(args.overrides), adjust=adjust)
     checkpoint = resolve_checkpoint(args.checkpoint)
     out_dir = args.out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "eval")
     check_output_folder(out_dir, "--out")

@@ -108,6 +108,18 @@ def parse_args(argv):
         "node's CPUs in proportion); a training replicates over them (MirroredStrategy), "
         "a row records them in its 'gpus' column",
     )
+    from detbench.data.user_data import add_arguments
+
+    add_arguments(p)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a pipeline field in every cell (after the grid's overrides and "
+        "--data; the grid's axes still set their own fields) (repeatable)",
+    )
     p.add_argument(
         "--export",
         action="store_true",
@@ -344,7 +356,12 @@ def run_sweep(args):
         sweep.train_steps = args.train_steps
         for part in sweep.grid:  # the command line wins over every part's own
             part.train_steps = 0
-    grid = expand_grid(sweep, args.grid)
+    from detbench.data.user_data import pipeline_adjuster
+
+    adjust, data_note = pipeline_adjuster(args, tuple(args.overrides))
+    if data_note:
+        print(data_note)
+    grid = expand_grid(sweep, args.grid, adjust=adjust)
     cells = select(grid.cells, parse_filters(args.filter))
     if not cells:
         raise ConfigError(f"{args.grid}: no cell left to run (check --filter)")
@@ -668,7 +685,7 @@ def summarize(store, grid, out_dir, settings, seed_spread=None):
     (a --filter run adds its rows to them; rows of cells no longer in the grid
     stay in results.jsonl only). ``seed_spread``: the grid's stored runs
     (benchmark/spread.py), the accuracy noise of the frontier and the findings."""
-    from detbench.benchmark import findings as study, plots, report, tables
+    from detbench.benchmark import findings as study, hparams_summary, plots, report, tables
 
     ids = {c.cell_id for c in grid.cells}
     rows = [r for r in store.rows if r["cell_id"] in ids]
@@ -733,6 +750,9 @@ def summarize(store, grid, out_dir, settings, seed_spread=None):
     print(f"results: {os.path.join(out_dir, 'results.md')}, results.csv, results.jsonl")
     print(f"plots:   {os.path.join(out_dir, 'plots')}/")
     print(f"report:  {page}")
+    if rows:
+        logdir = hparams_summary.write_hparams(rows, out_dir)
+        print(f"tensorboard --logdir {logdir}   (HParams: every cell; training/: the curves)")
 
 
 class Terminated(BaseException):

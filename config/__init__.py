@@ -6,11 +6,14 @@ from detbench.config.validate import check_pipeline, meta_arch_config, meta_arch
 from detbench.errors import ConfigError
 
 
-def load_pipeline(path, overrides=(), check_registry=True):
-    """A validated ``pipeline_pb2.Pipeline`` from a text-format file."""
+def load_pipeline(path, overrides=(), check_registry=True, adjust=None):
+    """A validated ``pipeline_pb2.Pipeline`` from a text-format file; ``adjust(pipeline)``
+    (the command line's ``--data``) runs before the ``overrides``."""
     from detbench.protos import pipeline_pb2
 
     pipeline = load_text_proto(path, pipeline_pb2.Pipeline())
+    if adjust is not None:
+        adjust(pipeline)
     apply_overrides(pipeline, overrides)
     try:
         check_pipeline(pipeline, check_registry=check_registry)

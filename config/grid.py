@@ -347,9 +347,10 @@ def _check_overrides_fit(sweep, names, where):
             )
 
 
-def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
+def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False, adjust=None):
     """{meta_arch: (pipeline, label)} of ``entries`` (BasePipeline messages), with the
-    sweep's overrides, then the base's own, then ``train_steps`` (> 0) applied."""
+    sweep's overrides, then the base's own, then ``adjust(pipeline)`` (the command
+    line's ``--data`` / ``--set``), then ``train_steps`` (> 0) applied."""
     from detbench.protos import pipeline_pb2
 
     root = os.path.dirname(os.path.abspath(sweep_path)) if sweep_path else os.getcwd()
@@ -381,6 +382,8 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
             apply_overrides(p, b.override)
         except ConfigError as e:
             raise ConfigError(f"{at}.override: {e}") from None
+        if adjust is not None:
+            adjust(p)
         if train_steps > 0:
             p.train_config.num_steps = train_steps
         label = b.label or (os.path.splitext(os.path.basename(b.pipeline))[0] if own_part else "")
@@ -388,14 +391,15 @@ def _load_bases(entries, sweep, sweep_path, where, train_steps, own_part=False):
     return bases
 
 
-def expand_grid(sweep, sweep_path=None, check_registry=True):
+def expand_grid(sweep, sweep_path=None, check_registry=True, adjust=None):
     """Return a Grid of the sweep's cells (raises ConfigError on bad axes).
 
     Without ``grid`` parts: the cross product of the top-level axes. With
     parts: the union over parts of (top-level axes x the part's axes), a cell
     that several parts produce counted once (the first part's labels kept).
     A part's own ``base`` pipelines replace the sweep's for their
-    meta-architectures, and its ``train_steps`` the sweep's.
+    meta-architectures, and its ``train_steps`` the sweep's. ``adjust(pipeline)``
+    changes every base pipeline after its overrides (``--data``, ``--set``).
     """
     where_file = sweep_path or "<sweep>"
     check_sweep_settings(sweep, where_file)
@@ -419,8 +423,10 @@ def expand_grid(sweep, sweep_path=None, check_registry=True):
     recipe = pretraining_recipe(sweep, where_file)
     cells, skipped, ids, names = [], {}, set(), set()
     for where, axes, steps, own in parts:
-        bases = _load_bases(sweep.base, sweep, sweep_path, where_file, steps)
-        bases.update(_load_bases(own, sweep, sweep_path, where, steps, own_part=True))
+        bases = _load_bases(sweep.base, sweep, sweep_path, where_file, steps, adjust=adjust)
+        bases.update(
+            _load_bases(own, sweep, sweep_path, where, steps, own_part=True, adjust=adjust)
+        )
         names.update(bases)
         part = _expand_part(axes, bases, check_registry, recipe)
         for cell in part.cells:

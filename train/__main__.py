@@ -39,13 +39,19 @@ def main(argv=None):
         help="override a pipeline field (repeatable)",
     )
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    from detbench.data.user_data import add_arguments, pipeline_adjuster
+
+    add_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from detbench.config import load_pipeline
     from detbench.train import train
 
-    pipeline = load_pipeline(args.pipeline, overrides=tuple(args.overrides))
+    adjust, data_note = pipeline_adjuster(args)
+    if data_note:
+        print(data_note)
+    pipeline = load_pipeline(args.pipeline, overrides=tuple(args.overrides), adjust=adjust)
     result = train(
         pipeline, args.model_dir, num_steps=args.num_steps, progress=not args.no_progress
     )
