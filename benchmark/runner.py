@@ -195,8 +195,12 @@ def machine_cores():
 
 def default_jobs(cores=None):
     """Trainings at once by default: one per 4 cores (each keeps 4 threads; a
-    training's step scales poorly past that on CPU, and each holds its own memory)."""
-    return max(1, (cores or machine_cores()) // 4)
+    training's step scales poorly past that on CPU, and each holds its own memory),
+    and at least two where there are two cores: on a 2-core machine two trainings on
+    one thread each run about as fast as each alone on two (docs/performance.md:
+    --jobs 2 took 0.64x the wall time of --jobs 1)."""
+    cores = cores or machine_cores()
+    return max(min(cores, 2), cores // 4)
 
 
 UNTIMED = ("pretrain", "train")  # jobs that may share the machine; a "measure" never does
