@@ -183,6 +183,16 @@ def _noisy(runs, stat_fn, parts, verdicts, reproduce_at, fail_at, fmt):
     return out_parts, out_verdicts + list(verdicts)
 
 
+def _accuracy_finding(name, claim, threshold, df, runs, stat_fn, reproduce_at, fail_at, fmt):
+    """An accuracy finding: ``stat_fn``'s statistic per group of cells decided against
+    its thresholds with its band over the stored runs; None when no group exists."""
+    stats = stat_fn(df)
+    if not stats:
+        return None
+    parts, verdicts = _noisy(runs, stat_fn, stats, [], reproduce_at, fail_at, fmt)
+    return Finding(name, claim, "; ".join(parts), _combine(verdicts), threshold)
+
+
 def _combine(verdicts):
     """One verdict over several groups: any decided one counts, inconclusive ones do not."""
     decided = [v for v in verdicts if v != "inconclusive"]
@@ -326,25 +336,24 @@ def proposals_accuracy(df, runs=()):
         f"the fewest proposals >= 1/6 of the most keep >= {PROPOSALS_MIN_KEPT:.0%} of "
         "its mAP, beyond the noise band (Fig. 10: 50 of 300 keep ~96%)"
     )
-    stats = _stat_proposals_accuracy(df)
-    if not stats:
-        return Finding(
-            "proposals_accuracy",
-            claim,
-            "no evaluated Faster R-CNN at two or more proposal counts",
-            "not measured",
-            threshold,
-        )
-    parts, verdicts = _noisy(
+    found = _accuracy_finding(
+        "proposals_accuracy",
+        claim,
+        threshold,
+        df,
         runs,
         _stat_proposals_accuracy,
-        stats,
-        [],
         PROPOSALS_MIN_KEPT,
         PROPOSALS_MIN_KEPT,
         lambda b: f"{b:.0%}",
     )
-    return Finding("proposals_accuracy", claim, "; ".join(parts), _combine(verdicts), threshold)
+    return found or Finding(
+        "proposals_accuracy",
+        claim,
+        "no evaluated Faster R-CNN at two or more proposal counts",
+        "not measured",
+        threshold,
+    )
 
 
 def _stat_stride_accuracy(df):
@@ -369,33 +378,34 @@ def stride_accuracy(df, runs=()):
         f"mAP at stride 8 >= (1 + {STRIDE8_MIN_GAIN:g}) x mAP at 16; <= (1 - "
         f"{STRIDE8_MIN_GAIN:g}) x: not reproduced, beyond the noise band (Fig. 9: about +5%)"
     )
-    stats = _stat_stride_accuracy(df)
-    if not stats:
-        if _stride_groups(ok_rows(df), trained_only=True):
-            return Finding(
-                "stride_accuracy",
-                claim,
-                "models trained at stride 8 and 16 measured, but they have not learnt the set",
-                "inconclusive",
-                threshold,
-            )
-        measured = "no evaluated models trained at stride 8 and at 16"
-        if _stride_groups(ok_rows(df)):
-            measured += (
-                " (stride 8 only as a stride-16 model dilated at test time; the study "
-                "trained a model per stride)"
-            )
-        return Finding("stride_accuracy", claim, measured, "not measured", threshold)
-    parts, verdicts = _noisy(
+    found = _accuracy_finding(
+        "stride_accuracy",
+        claim,
+        threshold,
+        df,
         runs,
         _stat_stride_accuracy,
-        stats,
-        [],
         STRIDE8_MIN_GAIN,
         -STRIDE8_MIN_GAIN,
         lambda b: f"{100 * b:.1f}%",
     )
-    return Finding("stride_accuracy", claim, "; ".join(parts), _combine(verdicts), threshold)
+    if found:
+        return found
+    if _stride_groups(ok_rows(df), trained_only=True):
+        return Finding(
+            "stride_accuracy",
+            claim,
+            "models trained at stride 8 and 16 measured, but they have not learnt the set",
+            "inconclusive",
+            threshold,
+        )
+    measured = "no evaluated models trained at stride 8 and at 16"
+    if _stride_groups(ok_rows(df)):
+        measured += (
+            " (stride 8 only as a stride-16 model dilated at test time; the study "
+            "trained a model per stride)"
+        )
+    return Finding("stride_accuracy", claim, measured, "not measured", threshold)
 
 
 def _relative_loss(high, low):
@@ -446,25 +456,24 @@ def resolution(df, runs=()):
         f"{RESOLUTION_MARGIN:.0%} points beyond the noise band; small mAP >= "
         f"{MIN_SMALL_MAP} at full resolution (Figs. 7-8)"
     )
-    stats = _stat_resolution(df)
-    if not stats:
-        return Finding(
-            "resolution",
-            claim,
-            "no trained model evaluated at two resolutions",
-            "not measured",
-            threshold,
-        )
-    parts, verdicts = _noisy(
+    found = _accuracy_finding(
+        "resolution",
+        claim,
+        threshold,
+        df,
         runs,
         _stat_resolution,
-        stats,
-        [],
         RESOLUTION_MARGIN,
         -RESOLUTION_MARGIN,
         lambda b: f"{100 * b:.0f} points",
     )
-    return Finding("resolution", claim, "; ".join(parts), _combine(verdicts), threshold)
+    return found or Finding(
+        "resolution",
+        claim,
+        "no trained model evaluated at two resolutions",
+        "not measured",
+        threshold,
+    )
 
 
 def _stat_ssd_small_objects(df):
@@ -507,25 +516,24 @@ def ssd_small_objects(df, runs=()):
         f"SSD (no FPN) / best two-stage mAP is lowest for small objects, by >= "
         f"{SSD_SMALL_MARGIN:g} against medium and large beyond the noise band (Fig. 5)"
     )
-    stats = _stat_ssd_small_objects(df)
-    if not stats:
-        return Finding(
-            "ssd_small_objects",
-            claim,
-            "no extractor with a learnt SSD and a learnt two-stage model",
-            "not measured",
-            threshold,
-        )
-    parts, verdicts = _noisy(
+    found = _accuracy_finding(
+        "ssd_small_objects",
+        claim,
+        threshold,
+        df,
         runs,
         _stat_ssd_small_objects,
-        stats,
-        [],
         SSD_SMALL_MARGIN,
         -SSD_SMALL_MARGIN,
         lambda b: f"{b:.2f}",
     )
-    return Finding("ssd_small_objects", claim, "; ".join(parts), _combine(verdicts), threshold)
+    return found or Finding(
+        "ssd_small_objects",
+        claim,
+        "no extractor with a learnt SSD and a learnt two-stage model",
+        "not measured",
+        threshold,
+    )
 
 
 def _rfcn_groups(df):
