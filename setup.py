@@ -67,6 +67,8 @@ setup(
         "Pillow>=10",
         "tqdm>=4.66",
         "psutil>=5.9",
+        "PyYAML>=6",  # YOLO data.yaml (data/yolo.py)
+        "tensorboard>=2.20,<2.21",  # the sweep's HParams summaries (benchmark/hparams_summary.py)
     ],
     extras_require={
         # ray: tests/benchmark/test_ray_executor.py (about 240 MB, installs in about 1 min).
