@@ -43,10 +43,10 @@ window.addEventListener('load', () => {
     th.dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true, view: window}));
     return th.className;
   };
-  out.initial = column('ms (median)');
+  out.initial = column('raw ms p50');
   out.map_asc_class = click('mAP');
   out.map_asc = column('mAP');
-  out.map_asc_latency = column('ms (median)');
+  out.map_asc_latency = column('raw ms p50');
   out.map_desc_class = click('mAP');
   out.map_desc = column('mAP');
   out.peak_asc_class = click('peak MiB');
