@@ -405,8 +405,13 @@ class TwoStageDetectionModel(DetectionModel):
         )
         if _has(config, "roi_crop"):
             crop = config.roi_crop
-            for name in ("initial_crop_size", "maxpool_kernel_size", "maxpool_stride"):
-                checks.positive(getattr(crop, name), f"{field}.roi_crop.{name}")
+            checks.positive(crop.initial_crop_size, f"{field}.roi_crop.initial_crop_size")
+            # 0: no max-pooling (kernel), or a stride equal to the kernel (roi_ops._maxpool)
+            for name in ("maxpool_kernel_size", "maxpool_stride"):
+                if getattr(crop, name) < 0:
+                    raise ConfigError(
+                        f"{field}.roi_crop.{name}: must be >= 0 (0: none), got {getattr(crop, name)}"
+                    )
         if fpn is not None and "fpn_head" in config.DESCRIPTOR.fields_by_name:
             check_fc_head(config.fpn_head, f"{field}.fpn_head")
 

@@ -25,8 +25,8 @@ def test_ray_executor_runs_cells_and_records_a_failed_one(tmp_path):
         tmp_path,
         [
             'axis { name: "resolution" values: "64" }',
-            'axis { field: "model.ssd.box_predictor.kernel_size" '
-            'values: "3" values: "0" scope: TEST }',
+            'axis { field: "eval_input_reader.synthetic_shapes.num_images" '
+            'values: "4" values: "0" scope: TEST }',
         ],
     )
     out = tmp_path / "out"
@@ -47,5 +47,5 @@ def test_ray_executor_runs_cells_and_records_a_failed_one(tmp_path):
     good, bad = rows[cells[0].cell_id], rows[cells[1].cell_id]
     assert good["error"] == "" and good["latency_ms"] > 0 and good["gflops"] > 0
     assert good["params"] > 0 and good["env"]["device"] == "CPU"
-    assert bad["error"].startswith("ConfigError: box_predictor: kernel_size")
+    assert bad["error"]  # no evaluation image to time: the cell process fails
     check_outputs(str(out), 2)

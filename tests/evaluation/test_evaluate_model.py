@@ -91,7 +91,9 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     code = run_cli(main, ["--pipeline", str(pipeline_file), "--checkpoint", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1
-    monkeypatch.setattr(detbench.config, "load_pipeline", lambda path, overrides=(): None)
+    monkeypatch.setattr(
+        detbench.config, "load_pipeline", lambda path, overrides=(), adjust=None: None
+    )
     code = run_cli(main, ["--pipeline", str(pipeline_file), "--checkpoint", str(tmp_path / "nope")])
     err = capsys.readouterr().err.strip()
     assert (

@@ -28,12 +28,16 @@ def test_add_results_stores_the_rows_beside_the_grid(tmp_path, monkeypatch):
     grid = tmp_path / "g.pbtxt"
     grid.write_text(open(GRID).read().replace("speed_accuracy/", f"{_configs()}/speed_accuracy/"))
     store = ResultsStore(str(tmp_path / "run"))
-    store.add({"cell_id": "a", "label": "A", "mAP": 0.2, "error": "", "env": {"x": 1}})
-    store.add({"cell_id": "b", "label": "B", "mAP": 0.1, "error": "OOM"})
+    store.add(
+        {"cell_id": "a", "label": "A", "mAP": 0.2, "latency_ms": 9.0, "error": "", "env": {"x": 1}}
+    )
+    store.add({"cell_id": "b", "label": "B", "error": "OOM"})
     assert seed_spread.main(["--grid", str(grid), "--add-results", str(tmp_path / "run")]) == 0
     data = json.load(open(tmp_path / "g.spread.json"))
     assert data["train_steps"] == 300 and len(data["runs"]) == 1
-    assert data["runs"][0]["rows"] == [{"cell_id": "a", "label": "A", "mAP": 0.2, "error": ""}]
+    assert data["runs"][0]["rows"] == [
+        {"cell_id": "a", "label": "A", "latency_ms": 9.0, "error": "", "mAP": 0.2}
+    ]
     # a second call adds a run; the spread of A's mAP is then known
     seed_spread.main(["--grid", str(grid), "--add-results", str(tmp_path / "run")])
     found, _ = spread.load(str(grid), 300)

@@ -227,7 +227,9 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
     from detbench.train.__main__ import main
 
     monkeypatch.setattr(
-        detbench.config, "load_pipeline", lambda path, overrides=(): toy_pipeline(num_steps=1)
+        detbench.config,
+        "load_pipeline",
+        lambda path, overrides=(), adjust=None: toy_pipeline(num_steps=1),
     )
     code = run_cli(
         main, ["--pipeline", "p.pbtxt", "--model_dir", str(tmp_path), "--num_steps", "0"]
