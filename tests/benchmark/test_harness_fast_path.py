@@ -32,7 +32,7 @@ GRID_AXES = ['axis { name: "resolution" values: "64" values: "96" }']  # two tra
 VARYING = ("latency", "_ms", "_s", "throughput", "reference", "env", "log", "job_process", "rss")
 
 
-def _sweep(grid, out, *extra, env=None, timeout=900):
+def _sweep(grid, out, *extra, env=None, timeout=1500):
     proc = subprocess.run(
         [sys.executable, "benchmark/sweep.py", "--grid", grid, "--out", str(out), *extra],
         cwd=REPO,

@@ -59,7 +59,7 @@ def sweep_env():
     return env
 
 
-def run_sweep(*args, timeout=600):
+def run_sweep(*args, timeout=1200):
     proc = subprocess.run(
         [sys.executable, "benchmark/sweep.py", *args],
         cwd=REPO,
