@@ -64,7 +64,8 @@ class _Host:
             time_module.perf_counter = real
 
 
-def _row(label, result, mAP=None, **extra):
+def _cell(label, mAP, latency_ms, rel, lo, hi, reference_ms, **extra):
+    """A result row of one SSD cell with the given timing and accuracy."""
     return {
         "cell_id": label,
         "label": label,
@@ -72,16 +73,30 @@ def _row(label, result, mAP=None, **extra):
         "feature_extractor": "mobilenet_v2",
         "resolution": 160,
         "error": "",
-        "latency_ms": result["median"] * 1e3,
-        "latency_rel": result["relative_median"],
-        "latency_rel_lo": result["relative_lo"],
-        "latency_rel_hi": result["relative_hi"],
-        "reference_ms": result["reference_median"] * 1e3,
+        "latency_ms": latency_ms,
+        "latency_rel": rel,
+        "latency_rel_lo": lo,
+        "latency_rel_hi": hi,
+        "reference_ms": reference_ms,
         "mAP": mAP,
         "mAP@.50": None if mAP is None else 2 * mAP,
         "train_key": label,
         **extra,
     }
+
+
+def _row(label, result, mAP=None, **extra):
+    """The row of a cell timed by time_function (``result``)."""
+    return _cell(
+        label,
+        mAP,
+        result["median"] * 1e3,
+        result["relative_median"],
+        result["relative_lo"],
+        result["relative_hi"],
+        result["reference_median"] * 1e3,
+        **extra,
+    )
 
 
 def test_a_drifting_host_does_not_reorder_two_cells():
@@ -112,24 +127,9 @@ def test_a_difference_inside_the_noise_is_inconclusive():
     assert verdict == "inconclusive" and lo < 1 < hi
 
 
-def _fixed(label, rel, mAP, sd=None, spread_rel=0.01):
-    row = {
-        "cell_id": label,
-        "label": label,
-        "meta_arch": "ssd",
-        "feature_extractor": "mobilenet_v2",
-        "resolution": 160,
-        "error": "",
-        "latency_ms": 10 * rel,
-        "latency_rel": rel,
-        "latency_rel_lo": rel * (1 - spread_rel),
-        "latency_rel_hi": rel * (1 + spread_rel),
-        "reference_ms": 10.0,
-        "mAP": mAP,
-        "mAP@.50": 2 * mAP,
-        "train_key": label,
-    }
-    return row
+def _fixed(label, rel, mAP, spread_rel=0.01):
+    """A row with a hand-set latency ratio and interval (+/- spread_rel)."""
+    return _cell(label, mAP, 10 * rel, rel, rel * (1 - spread_rel), rel * (1 + spread_rel), 10.0)
 
 
 def test_frontier_keeps_cells_inside_each_others_noise():
